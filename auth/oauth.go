@@ -1,0 +1,243 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// Grant is the result of a successful token request.
+type Grant struct {
+	AccessToken   string
+	RefreshToken  string
+	Expiry        time.Time
+	RefreshExpiry time.Time // zero when the provider did not say
+	Scope         string
+}
+
+// Refresher performs one refresh-token grant for a tenant. Implementations
+// must be safe for concurrent use and must not retry a request that may have
+// reached the provider: a refresh token is single-use.
+//
+// Errors: ErrInvalidGrant (via *EndpointError) when the provider rejected the
+// refresh token; ErrOutcomeUnknown when the request was sent but no answer
+// arrived; anything else is transient.
+type Refresher interface {
+	Refresh(ctx context.Context, t *store.Tenant) (*Grant, error)
+}
+
+// OAuthClient talks to a token endpoint with golang.org/x/oauth2.
+type OAuthClient struct {
+	ClientID     string
+	ClientSecret string
+	// TokenURL may contain {domain_prefix}, filled from the tenant's Extra.
+	TokenURL string
+	// AuthStyle must be explicit: oauth2.AuthStyleAutoDetect retries a
+	// failed request with the other style, which replays a single-use
+	// refresh token.
+	AuthStyle oauth2.AuthStyle
+	Scopes    []string
+	// HTTPClient sends token requests; nil uses a client with Timeout.
+	HTTPClient *http.Client
+	// Timeout bounds one token request (hard timeout). 0 means 10s.
+	Timeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+var _ Refresher = (*OAuthClient)(nil)
+
+// AuthStyleFor maps a preset's "basic"/"body" to an explicit oauth2 style.
+func AuthStyleFor(clientAuth string) (oauth2.AuthStyle, error) {
+	switch clientAuth {
+	case "basic":
+		return oauth2.AuthStyleInHeader, nil
+	case "body":
+		return oauth2.AuthStyleInParams, nil
+	}
+	return 0, fmt.Errorf("auth: client auth must be basic or body, got %q", clientAuth)
+}
+
+func (c *OAuthClient) config(t *store.Tenant, redirectURL string) (*oauth2.Config, error) {
+	if c.AuthStyle == oauth2.AuthStyleAutoDetect {
+		return nil, errors.New("auth: AuthStyle must be set explicitly")
+	}
+	tokenURL := c.TokenURL
+	if strings.Contains(tokenURL, "{domain_prefix}") {
+		dp := ""
+		if t != nil {
+			dp = t.Extra["domain_prefix"]
+		}
+		if !validDomainPrefix(dp) {
+			return nil, errors.New("auth: tenant has no valid domain_prefix for the token URL")
+		}
+		tokenURL = strings.ReplaceAll(tokenURL, "{domain_prefix}", dp)
+	}
+	return &oauth2.Config{
+		ClientID:     c.ClientID,
+		ClientSecret: c.ClientSecret,
+		Endpoint:     oauth2.Endpoint{TokenURL: tokenURL, AuthStyle: c.AuthStyle},
+		RedirectURL:  redirectURL,
+		Scopes:       c.Scopes,
+	}, nil
+}
+
+// validDomainPrefix keeps a merchant-supplied host label from steering the
+// token request (and the client secret) to another host.
+func validDomainPrefix(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return s[0] != '-'
+}
+
+func (c *OAuthClient) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *OAuthClient) timeout() time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	return 10 * time.Second
+}
+
+// Refresh sends one refresh_token grant. See Refresher for errors.
+func (c *OAuthClient) Refresh(ctx context.Context, t *store.Tenant) (*Grant, error) {
+	if t.RefreshToken == "" {
+		return nil, &EndpointError{Code: "invalid_grant"}
+	}
+	cfg, err := c.config(t, "")
+	if err != nil {
+		return nil, err
+	}
+	return c.do(ctx, func(ctx context.Context) (*oauth2.Token, error) {
+		// An already-expired token makes the source refresh at once.
+		src := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: t.RefreshToken, Expiry: time.Unix(1, 0)})
+		return src.Token()
+	})
+}
+
+// Exchange trades an authorization code for tokens. verifier is the PKCE
+// code verifier ("" when PKCE is off); t supplies Extra (domain_prefix).
+// Errors as for Refresh.
+func (c *OAuthClient) Exchange(ctx context.Context, t *store.Tenant, code, verifier, redirectURL string) (*Grant, error) {
+	cfg, err := c.config(t, redirectURL)
+	if err != nil {
+		return nil, err
+	}
+	var opts []oauth2.AuthCodeOption
+	if verifier != "" {
+		opts = append(opts, oauth2.VerifierOption(verifier))
+	}
+	return c.do(ctx, func(ctx context.Context) (*oauth2.Token, error) {
+		return cfg.Exchange(ctx, code, opts...)
+	})
+}
+
+func (c *OAuthClient) do(ctx context.Context, fn func(context.Context) (*oauth2.Token, error)) (*Grant, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout())
+	defer cancel()
+	client := c.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: c.timeout()}
+	}
+	// Never follow a redirect from the token endpoint: it would carry the
+	// client secret and the refresh token elsewhere.
+	noRedirect := *client
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, &noRedirect)
+
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) },
+	})
+	start := c.now()
+	tok, err := fn(ctx)
+	if err != nil {
+		return nil, classify(err, wrote.Load())
+	}
+	if tok.AccessToken == "" {
+		// The grant may have rotated the refresh token: treat as lost.
+		return nil, fmt.Errorf("%w: answer without an access_token", ErrOutcomeUnknown)
+	}
+	g := &Grant{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
+	if g.Expiry.IsZero() {
+		g.Expiry = start.Add(time.Hour) // providers that omit expires_in: assume the common 1 h
+	}
+	if s, ok := tok.Extra("scope").(string); ok {
+		g.Scope = s
+	}
+	if d := extraSeconds(tok.Extra("refresh_expires_in")); d > 0 {
+		g.RefreshExpiry = start.Add(d)
+	}
+	return g, nil
+}
+
+func extraSeconds(v any) time.Duration {
+	switch n := v.(type) {
+	case float64:
+		return time.Duration(n) * time.Second
+	case string:
+		i, err := strconv.ParseInt(n, 10, 64)
+		if err == nil {
+			return time.Duration(i) * time.Second
+		}
+	}
+	return 0
+}
+
+// classify turns an oauth2 error into one of ours without keeping the
+// response body (it could echo a secret).
+func classify(err error, wrote bool) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		ee := &EndpointError{Code: re.ErrorCode}
+		if re.Response != nil {
+			ee.Status = re.Response.StatusCode
+		}
+		return ee
+	}
+	if errors.Is(err, context.Canceled) && !wrote {
+		return context.Canceled
+	}
+	if wrote {
+		return fmt.Errorf("%w: %s", ErrOutcomeUnknown, netReason(err))
+	}
+	return fmt.Errorf("auth: token endpoint unreachable: %s", netReason(err))
+}
+
+// netReason describes a transport error without URLs or bodies.
+func netReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe.Op + " error"
+	}
+	return "connection error"
+}

@@ -1,0 +1,105 @@
+// Command lsproxy is a reverse proxy that injects Lightspeed OAuth2 bearer
+// tokens per tenant. This package is wiring only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/lsproxy/lsproxy/config"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usage = `lsproxy — a Lightspeed OAuth2 token-injecting reverse proxy
+
+Usage:
+  lsproxy [serve] [--config FILE]      run the proxy (the default)
+  lsproxy dev                          sandbox: embedded store, built-in emulator, demo tenant
+  lsproxy check-config [--config FILE] validate configuration, print every problem
+  lsproxy version                      print the version
+
+Configuration: defaults, then the YAML file, then LSPROXY_* environment variables.
+See config.example.yaml.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	switch cmd {
+	case "serve":
+		cfg, code := loadConfig("serve", args, stderr)
+		if code != 0 {
+			return code
+		}
+		return exitCode(serve(ctx, cfg, stderr), stderr)
+	case "check-config":
+		_, code := loadConfig("check", args, stderr)
+		if code == 0 {
+			fmt.Fprintln(stdout, "configuration OK")
+		}
+		return code
+	case "dev":
+		return exitCode(dev(ctx, args, stdout, stderr), stderr)
+	case "version":
+		fmt.Fprintln(stdout, "lsproxy", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "lsproxy: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return 0
+	}
+	fmt.Fprintln(stderr, "lsproxy:", err)
+	return 1
+}
+
+// loadConfig parses --config, loads and validates; it prints every problem
+// and returns a non-zero exit code on any.
+func loadConfig(mode string, args []string, stderr io.Writer) (config.Config, int) {
+	fs := flag.NewFlagSet("lsproxy "+mode, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "lsproxy: unexpected arguments: %v\n", fs.Args())
+		return config.Config{}, 2
+	}
+	cfg, err := config.Load(*path, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, "lsproxy: configuration:", err)
+		return cfg, 1
+	}
+	if problems := cfg.Validate(mode); len(problems) > 0 {
+		fmt.Fprintf(stderr, "lsproxy: %d configuration problem(s):\n", len(problems))
+		for _, p := range problems {
+			fmt.Fprintln(stderr, "  -", p)
+		}
+		return cfg, 1
+	}
+	return cfg, 0
+}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/config"
+	"github.com/lsproxy/lsproxy/control"
+	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// app is a wired lsproxy: handlers and what they need to shut down.
+type app struct {
+	cfg     config.Config
+	log     *zap.Logger
+	store   store.Store
+	manager *auth.Manager
+	proxy   http.Handler
+	control http.Handler
+}
+
+func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "ts"
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder
+	if cfg.LogFormat == "console" {
+		encoder = zapcore.NewConsoleEncoder(enc)
+	} else {
+		encoder = zapcore.NewJSONEncoder(enc)
+	}
+	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level)), nil
+}
+
+// openStore connects Redis when configured, else the embedded store.
+func openStore(ctx context.Context, cfg config.Config, keys *store.Keyring) (store.Store, string, error) {
+	if cfg.RedisURL != "" || len(cfg.RedisSentinelAddrs) > 0 || len(cfg.RedisClusterAddrs) > 0 {
+		client, err := store.DialRedis(ctx, store.RedisConfig{
+			URL:            cfg.RedisURL,
+			SentinelMaster: cfg.RedisSentinelMaster,
+			SentinelAddrs:  cfg.RedisSentinelAddrs,
+			ClusterAddrs:   cfg.RedisClusterAddrs,
+			Password:       cfg.RedisPassword,
+			CAFile:         cfg.RedisCAFile,
+			DialTimeout:    5 * time.Second,
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		return store.NewRedis(client, store.RedisOptions{Prefix: cfg.RedisKeyPrefix, Keys: keys}), "redis", nil
+	}
+	s, err := store.OpenBolt(cfg.DataDir, keys)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, "embedded", nil
+}
+
+// build wires every part from cfg. The caller closes a.store.
+func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometheus.Registry) (*app, error) {
+	keys, err := store.ParseKeys(append([]string{cfg.EncryptionKey}, cfg.EncryptionKeys...)...)
+	if err != nil {
+		return nil, err
+	}
+	preset, ep, err := auth.LookupPreset(cfg.Provider, cfg.Environment)
+	if err != nil {
+		return nil, err
+	}
+	ep = overrideEndpoints(ep, cfg)
+	clientAuth := preset.ClientAuth
+	if cfg.ClientAuth != "" {
+		clientAuth = cfg.ClientAuth
+	}
+	style, err := auth.AuthStyleFor(clientAuth)
+	if err != nil {
+		return nil, err
+	}
+	upstream, err := url.Parse(ep.API)
+	if err != nil || upstream.Host == "" || strings.Contains(ep.API, "{") {
+		return nil, fmt.Errorf("upstream URL %q is not usable: set LSPROXY_UPSTREAM_URL", ep.API)
+	}
+	scopes := preset.Scopes
+	if cfg.Scopes != "" {
+		scopes = strings.Fields(cfg.Scopes)
+	}
+	pkce := preset.PKCE
+	if cfg.PKCE != nil {
+		pkce = *cfg.PKCE
+	}
+
+	s, kind, err := openStore(ctx, cfg, keys)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("store opened", zap.String("kind", kind))
+
+	oauthClient := &auth.OAuthClient{
+		ClientID:     cfg.ClientID,
+		ClientSecret: cfg.ClientSecret,
+		TokenURL:     ep.Token,
+		AuthStyle:    style,
+		Scopes:       scopes,
+		Timeout:      cfg.TokenTimeout,
+		HTTPClient:   &http.Client{Transport: proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.TokenTimeout, MaxIdleConnsPerHost: 16})},
+	}
+
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var notifier *auth.Notifier
+	if cfg.WebhookURL != "" {
+		notifier = &auth.Notifier{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.Named("webhook")}
+		notifier.Start(ctx)
+	}
+	m := auth.NewManager(s, oauthClient, auth.ManagerOptions{
+		RefreshBefore:   cfg.RefreshBefore,
+		LockTTL:         cfg.EffectiveLockTTL(),
+		CacheTTL:        cfg.CacheTTL,
+		BreakerFailures: uint32(cfg.BreakerFailures),
+		BreakerOpenFor:  cfg.BreakerOpenFor,
+		Logger:          log.Named("token"),
+		Metrics:         auth.NewMetrics(reg),
+		OnFlag: func(tenant, reason string) {
+			if notifier != nil {
+				notifier.Notify(auth.Event{Event: auth.EventFlagged, Tenant: tenant, Reason: reason, At: time.Now()})
+			}
+		},
+	})
+
+	ph := &proxy.Handler{
+		Upstream:      upstream,
+		Tokens:        m,
+		TenantHeader:  cfg.TenantHeader,
+		MaxReplayBody: cfg.MaxReplayBodyBytes,
+		Transport:     proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
+		Logger:        log.Named("proxy"),
+		Metrics:       proxy.NewMetrics(reg),
+	}
+	if err := ph.Init(); err != nil {
+		s.Close()
+		return nil, err
+	}
+
+	cs := &control.Server{
+		Store:      s,
+		Tokens:     m,
+		AdminToken: cfg.AdminToken,
+		Gatherer:   reg,
+		Provider:   preset.Name,
+		Logger:     log.Named("admin"),
+	}
+	if cfg.RedirectURL != "" {
+		linkKey := sha256.Sum256([]byte("lsproxy onboarding link key\x00" + cfg.EncryptionKey))
+		cs.Onboarding = &auth.Onboarder{
+			Store:        s,
+			Client:       oauthClient,
+			Preset:       preset,
+			AuthorizeURL: ep.Authorize,
+			RedirectURL:  cfg.RedirectURL,
+			Scopes:       scopes,
+			PKCE:         pkce,
+			LinkKey:      linkKey[:],
+			LinkTTL:      cfg.AuthorizeLinkTTL,
+			StateTTL:     cfg.StateTTL,
+			SuccessURL:   cfg.SuccessURL,
+			Logger:       log.Named("onboarding"),
+			OnRecover: func(tenant string) {
+				m.Invalidate(tenant)
+				if notifier != nil {
+					notifier.Notify(auth.Event{Event: auth.EventRecovered, Tenant: tenant, At: time.Now()})
+				}
+			},
+		}
+	}
+	return &app{cfg: cfg, log: log, store: s, manager: m, proxy: ph, control: cs.Handler()}, nil
+}
+
+func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {
+	if cfg.UpstreamURL != "" {
+		ep.API = cfg.UpstreamURL
+	}
+	if cfg.AuthorizeURL != "" {
+		ep.Authorize = cfg.AuthorizeURL
+	}
+	if cfg.TokenURL != "" {
+		ep.Token = cfg.TokenURL
+	}
+	return ep
+}
+
+// serve runs lsproxy until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
+	log, err := newLogger(cfg, logOut)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	defer a.store.Close()
+	return a.run(ctx, nil)
+}
+
+// run listens on both listeners until ctx ends. ready, if not nil, is
+// called with the bound addresses once both listen.
+func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)) error {
+	pl, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy listener: %w", err)
+	}
+	cl, err := net.Listen("tcp", a.cfg.ControlListen)
+	if err != nil {
+		pl.Close()
+		return fmt.Errorf("control listener: %w", err)
+	}
+	errLog := zap.NewStdLog(a.log.Named("http"))
+	proxySrv := &http.Server{
+		Handler: a.proxy,
+		// Slow or idle clients cannot hold connections forever.
+		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		IdleTimeout:       a.cfg.IdleTimeout,
+		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
+		ErrorLog:          errLog,
+		// No WriteTimeout: proxied responses may stream for long.
+	}
+	controlSrv := &http.Server{
+		Handler:           a.control,
+		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		ReadTimeout:       30 * time.Second, // admin bodies are small
+		WriteTimeout:      30 * time.Second, // no streaming on the control listener
+		IdleTimeout:       a.cfg.IdleTimeout,
+		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
+		ErrorLog:          errLog,
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		if err := a.manager.Run(runCtx); err != nil {
+			a.log.Error("change notifications unavailable; relying on cache_ttl", zap.Error(err))
+		}
+	}()
+
+	errc := make(chan error, 2)
+	go func() { errc <- proxySrv.Serve(pl) }()
+	go func() { errc <- controlSrv.Serve(cl) }()
+	a.log.Info("lsproxy listening", zap.String("proxy", pl.Addr().String()),
+		zap.String("control", cl.Addr().String()), zap.String("version", version))
+	if ready != nil {
+		ready(pl.Addr().String(), cl.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	a.log.Info("shutting down")
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
+	defer scancel()
+	// Stop accepting, drain in-flight requests, then let running refreshes
+	// write their results: a refresh is never abandoned between the token
+	// response and its write.
+	_ = proxySrv.Shutdown(sctx)
+	_ = controlSrv.Shutdown(sctx)
+	if err := a.manager.Wait(sctx); err != nil {
+		a.log.Error("refreshes still running at shutdown deadline", zap.Error(err))
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}

@@ -1,0 +1,428 @@
+// Package config holds lsproxy's configuration: defaults in code, then an
+// optional YAML file, then LSPROXY_* environment variables.
+//
+// Every option has exactly one environment variable (LSPROXY_ + upper-case
+// name) and one YAML key (the lower-case name without the prefix), e.g.
+// LSPROXY_CONTROL_LISTEN and control_listen. Secrets can also be read from a
+// file named by the matching *_FILE option.
+//
+// Config is a plain value: it has no internal state, and every function and
+// method in this package is safe for concurrent use.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix is the prefix of every environment variable lsproxy reads.
+const EnvPrefix = "LSPROXY_"
+
+// redactedValue replaces a secret in Redacted.
+const redactedValue = "[redacted]"
+
+// Sentinel errors returned (wrapped) by Load.
+var (
+	// ErrFile: the YAML file cannot be read or parsed, or has an unknown key.
+	ErrFile = errors.New("config: bad config file")
+	// ErrEnv: an LSPROXY_* variable cannot be parsed into its option's type.
+	ErrEnv = errors.New("config: bad environment variable")
+	// ErrSecretConflict: a secret and its *_FILE form are both set in one layer.
+	ErrSecretConflict = errors.New("config: secret set both directly and by file")
+	// ErrSecretFile: a *_FILE secret cannot be read or is empty.
+	ErrSecretFile = errors.New("config: secret file unusable")
+)
+
+// Config is lsproxy's complete configuration. Field tags give the YAML key
+// and the environment variable name without EnvPrefix. No field has an
+// envDefault tag: defaults come from Default, so that an unset environment
+// variable never overrides the file.
+type Config struct {
+	// Listen is the proxied-traffic listener (host:port).
+	Listen string `yaml:"listen" env:"LISTEN"`
+	// ControlListen serves health, metrics, the admin API and the OAuth callback.
+	ControlListen string `yaml:"control_listen" env:"CONTROL_LISTEN"`
+
+	// Provider is the Lightspeed preset: k-series, k-series-v1, l-series,
+	// o-series, r-series, x-series or custom.
+	Provider string `yaml:"provider" env:"PROVIDER"`
+	// Environment selects the preset's hosts: production or trial.
+	Environment string `yaml:"environment" env:"ENVIRONMENT"`
+
+	ClientID         string `yaml:"client_id" env:"CLIENT_ID"`
+	ClientSecret     string `yaml:"client_secret" env:"CLIENT_SECRET"`
+	ClientSecretFile string `yaml:"client_secret_file" env:"CLIENT_SECRET_FILE"`
+	// RedirectURL is the public URL of the control listener's /oauth/callback.
+	RedirectURL string `yaml:"redirect_url" env:"REDIRECT_URL"`
+	// Scopes is space-separated; "" means the preset's.
+	Scopes string `yaml:"scopes" env:"SCOPES"`
+
+	// UpstreamURL, AuthorizeURL, TokenURL: "" means the preset's.
+	UpstreamURL  string `yaml:"upstream_url" env:"UPSTREAM_URL"`
+	AuthorizeURL string `yaml:"authorize_url" env:"AUTHORIZE_URL"`
+	TokenURL     string `yaml:"token_url" env:"TOKEN_URL"`
+	// ClientAuth is basic or body; "" means the preset's.
+	ClientAuth string `yaml:"client_auth" env:"CLIENT_AUTH"`
+	// PKCE: nil means the preset's.
+	PKCE *bool `yaml:"pkce" env:"PKCE"`
+
+	// RedisURL is a redis:// or rediss:// URL; "" means the embedded store.
+	RedisURL            string   `yaml:"redis_url" env:"REDIS_URL"`
+	RedisSentinelMaster string   `yaml:"redis_sentinel_master" env:"REDIS_SENTINEL_MASTER"`
+	RedisSentinelAddrs  []string `yaml:"redis_sentinel_addrs" env:"REDIS_SENTINEL_ADDRS"`
+	RedisClusterAddrs   []string `yaml:"redis_cluster_addrs" env:"REDIS_CLUSTER_ADDRS"`
+	RedisPassword       string   `yaml:"redis_password" env:"REDIS_PASSWORD"`
+	RedisPasswordFile   string   `yaml:"redis_password_file" env:"REDIS_PASSWORD_FILE"`
+	RedisCAFile         string   `yaml:"redis_ca_file" env:"REDIS_CA_FILE"`
+	RedisKeyPrefix      string   `yaml:"redis_key_prefix" env:"REDIS_KEY_PREFIX"`
+
+	// DataDir is the embedded store's directory.
+	DataDir string `yaml:"data_dir" env:"DATA_DIR"`
+
+	// AdminToken is the bearer token of /admin; "" disables the admin API.
+	AdminToken     string `yaml:"admin_token" env:"ADMIN_TOKEN"`
+	AdminTokenFile string `yaml:"admin_token_file" env:"ADMIN_TOKEN_FILE"`
+
+	// EncryptionKey is base64 (standard alphabet) of 32 bytes; it encrypts
+	// tokens at rest. EncryptionKeys are older keys that still decrypt.
+	EncryptionKey     string   `yaml:"encryption_key" env:"ENCRYPTION_KEY"`
+	EncryptionKeyFile string   `yaml:"encryption_key_file" env:"ENCRYPTION_KEY_FILE"`
+	EncryptionKeys    []string `yaml:"encryption_keys" env:"ENCRYPTION_KEYS"`
+
+	// TenantHeader names the tenant on proxied requests.
+	TenantHeader string `yaml:"tenant_header" env:"TENANT_HEADER"`
+	// RefreshBefore: refresh an access token this long before it expires.
+	RefreshBefore time.Duration `yaml:"refresh_before" env:"REFRESH_BEFORE"`
+
+	// LogLevel is a zap level; LogFormat is json or console.
+	LogLevel  string `yaml:"log_level" env:"LOG_LEVEL"`
+	LogFormat string `yaml:"log_format" env:"LOG_FORMAT"`
+
+	// UpstreamTimeout is the response-header timeout to the upstream.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout" env:"UPSTREAM_TIMEOUT"`
+	// TokenTimeout is the hard timeout of one token-endpoint request.
+	TokenTimeout time.Duration `yaml:"token_timeout" env:"TOKEN_TIMEOUT"`
+	// LockTTL is the refresh lock's TTL; 0 means EffectiveLockTTL's derived value.
+	LockTTL           time.Duration `yaml:"lock_ttl" env:"LOCK_TTL"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" env:"READ_HEADER_TIMEOUT"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout" env:"IDLE_TIMEOUT"`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout" env:"SHUTDOWN_TIMEOUT"`
+
+	// MaxReplayBodyBytes bounds the request body kept for one replay after a 401.
+	MaxReplayBodyBytes int64 `yaml:"max_replay_body_bytes" env:"MAX_REPLAY_BODY_BYTES"`
+	MaxHeaderBytes     int   `yaml:"max_header_bytes" env:"MAX_HEADER_BYTES"`
+
+	// BreakerFailures consecutive token-endpoint failures open the breaker
+	// for BreakerOpenFor.
+	BreakerFailures int           `yaml:"breaker_failures" env:"BREAKER_FAILURES"`
+	BreakerOpenFor  time.Duration `yaml:"breaker_open_for" env:"BREAKER_OPEN_FOR"`
+
+	// CacheTTL bounds how long a cached token is trusted without a store
+	// re-read (the fallback if change notifications are lost).
+	CacheTTL time.Duration `yaml:"cache_ttl" env:"CACHE_TTL"`
+
+	// StateTTL is the OAuth state lifetime after the merchant opens the link;
+	// AuthorizeLinkTTL is how long the admin's link stays valid.
+	StateTTL         time.Duration `yaml:"state_ttl" env:"STATE_TTL"`
+	AuthorizeLinkTTL time.Duration `yaml:"authorize_link_ttl" env:"AUTHORIZE_LINK_TTL"`
+	// SuccessURL is where a successful callback redirects; "" = built-in page.
+	SuccessURL string `yaml:"success_url" env:"SUCCESS_URL"`
+
+	WebhookURL        string `yaml:"webhook_url" env:"WEBHOOK_URL"`
+	WebhookSecret     string `yaml:"webhook_secret" env:"WEBHOOK_SECRET"`
+	WebhookSecretFile string `yaml:"webhook_secret_file" env:"WEBHOOK_SECRET_FILE"`
+
+	// RefresherInterval is the background refresher's scan period.
+	RefresherInterval    time.Duration `yaml:"refresher_interval" env:"REFRESHER_INTERVAL"`
+	RefresherConcurrency int           `yaml:"refresher_concurrency" env:"REFRESHER_CONCURRENCY"`
+	// RefreshIdleMargin: refresh an idle tenant this long before its refresh
+	// token's idle expiry.
+	RefreshIdleMargin time.Duration `yaml:"refresh_idle_margin" env:"REFRESH_IDLE_MARGIN"`
+
+	// ClientKeys are caller keys, "id:hash:tenant1,prefix*", carried raw.
+	// In the environment they are whitespace-separated only (they contain commas).
+	ClientKeys []string `yaml:"client_keys" env:"CLIENT_KEYS"`
+	// AllowUnauthenticated permits a non-loopback Listen without ClientKeys.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated" env:"ALLOW_UNAUTHENTICATED"`
+}
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		Listen:               "127.0.0.1:8080",
+		ControlListen:        "127.0.0.1:8081",
+		Provider:             "k-series",
+		Environment:          "production",
+		RedisKeyPrefix:       "lsproxy:",
+		DataDir:              "./data",
+		TenantHeader:         "X-Tenant",
+		RefreshBefore:        30 * time.Second,
+		LogLevel:             "info",
+		LogFormat:            "json",
+		UpstreamTimeout:      30 * time.Second,
+		TokenTimeout:         10 * time.Second,
+		ReadHeaderTimeout:    10 * time.Second,
+		IdleTimeout:          120 * time.Second,
+		ShutdownTimeout:      25 * time.Second,
+		MaxReplayBodyBytes:   1 << 20,
+		MaxHeaderBytes:       64 << 10,
+		BreakerFailures:      5,
+		BreakerOpenFor:       5 * time.Second,
+		CacheTTL:             60 * time.Second,
+		StateTTL:             time.Hour,
+		AuthorizeLinkTTL:     168 * time.Hour,
+		RefresherInterval:    30 * time.Second,
+		RefresherConcurrency: 4,
+		RefreshIdleMargin:    48 * time.Hour,
+	}
+}
+
+// EffectiveLockTTL returns LockTTL, or TokenTimeout*2 + 5s when LockTTL is 0.
+func (c Config) EffectiveLockTTL() time.Duration {
+	if c.LockTTL > 0 {
+		return c.LockTTL
+	}
+	return 2*c.TokenTimeout + 5*time.Second
+}
+
+// field describes one Config field's names.
+type field struct {
+	name string // Go field name
+	env  string // full environment variable, with EnvPrefix
+	key  string // YAML key
+}
+
+// fields lists every Config field in declaration order; byName indexes it.
+var fields, byName = func() ([]field, map[string]field) {
+	t := reflect.TypeFor[Config]()
+	fs := make([]field, 0, t.NumField())
+	m := make(map[string]field, t.NumField())
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		f := field{name: sf.Name, env: EnvPrefix + sf.Tag.Get("env"), key: sf.Tag.Get("yaml")}
+		fs = append(fs, f)
+		m[sf.Name] = f
+	}
+	return fs, m
+}()
+
+// names returns "LSPROXY_X (x)" for the Go field name; it panics on an
+// unknown name (a programming error caught by the tests).
+func names(goName string) string {
+	f, ok := byName[goName]
+	if !ok {
+		panic("config: unknown field " + goName)
+	}
+	return f.env + " (" + f.key + ")"
+}
+
+// Names returns every LSPROXY_* environment variable lsproxy knows, including
+// the *_FILE ones, in declaration order.
+func Names() []string {
+	out := make([]string, len(fields))
+	for i, f := range fields {
+		out[i] = f.env
+	}
+	return out
+}
+
+// secret pairs a secret field with its *_FILE field (Go field names).
+type secret struct{ value, file string }
+
+var secrets = []secret{
+	{"ClientSecret", "ClientSecretFile"},
+	{"AdminToken", "AdminTokenFile"},
+	{"EncryptionKey", "EncryptionKeyFile"},
+	{"RedisPassword", "RedisPasswordFile"},
+	{"WebhookSecret", "WebhookSecretFile"},
+}
+
+func (c *Config) str(goName string) *string {
+	return reflect.ValueOf(c).Elem().FieldByName(goName).Addr().Interface().(*string)
+}
+
+// Load returns Default, overlaid by the YAML file at path (none if path is
+// ""), overlaid by the LSPROXY_* variables in environ ("KEY=value" lines as
+// from os.Environ; an empty value counts as unset). It then reads *_FILE
+// secrets. Load does not validate; call Validate.
+//
+// Errors (all prefixed "config:", never containing a secret value):
+// ErrFile (unreadable file, YAML syntax, unknown key or wrong type, with the
+// file name and line), ErrEnv (unparsable variable, naming it),
+// ErrSecretConflict (a secret and its _FILE form set in the same layer),
+// ErrSecretFile (unreadable or empty secret file, naming its path).
+// Several problems are joined with errors.Join.
+func Load(path string, environ []string) (Config, error) {
+	c := Default()
+	if path != "" {
+		if err := c.loadFile(path); err != nil {
+			return Config{}, err
+		}
+	}
+	envMap := environMap(environ)
+	errs := c.loadEnv(envMap)
+	errs = append(errs, c.readSecretFiles()...)
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+var (
+	unknownFieldRE = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
+	yamlPrefixRE   = regexp.MustCompile(`^yaml: `)
+)
+
+func (c *Config) loadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrFile, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err = dec.Decode(c)
+	if err == nil {
+		var extra yaml.Node
+		if dec.Decode(&extra) != io.EOF {
+			err = errors.New("more than one YAML document")
+		}
+	} else if errors.Is(err, io.EOF) {
+		err = nil // empty file: defaults
+	}
+	if err != nil {
+		var te *yaml.TypeError
+		var msgs []string
+		if errors.As(err, &te) {
+			for _, m := range te.Errors {
+				if sm := unknownFieldRE.FindStringSubmatch(m); sm != nil {
+					m = fmt.Sprintf("line %s: unknown key %q", sm[1], sm[2])
+				}
+				msgs = append(msgs, m)
+			}
+		} else {
+			msgs = []string{yamlPrefixRE.ReplaceAllString(err.Error(), "")}
+		}
+		return fmt.Errorf("%w: %s: %s", ErrFile, path, strings.Join(msgs, "; "))
+	}
+	for _, s := range secrets {
+		if *c.str(s.value) != "" && *c.str(s.file) != "" {
+			return fmt.Errorf("%w: %s: %s and %s are both set; use one",
+				ErrSecretConflict, path, byName[s.value].key, byName[s.file].key)
+		}
+	}
+	return nil
+}
+
+// environMap turns "KEY=value" lines into a map; the first occurrence of a
+// key wins, as with os.Getenv. It never returns nil (env.Options treats a nil
+// Environment as "read the process environment").
+func environMap(environ []string) map[string]string {
+	m := make(map[string]string)
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, EnvPrefix) {
+			continue
+		}
+		if _, dup := m[k]; !dup {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// splitList splits on whitespace and commas, dropping empty items.
+func splitList(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool {
+		return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
+	})
+}
+
+func (c *Config) loadEnv(envMap map[string]string) []error {
+	var errs []error
+	// Secrets: both forms in the environment is an error; one form in the
+	// environment replaces either form from the file.
+	for _, s := range secrets {
+		v, f := envMap[byName[s.value].env], envMap[byName[s.file].env]
+		switch {
+		case v != "" && f != "":
+			errs = append(errs, fmt.Errorf("%w: %s and %s are both set; use one",
+				ErrSecretConflict, byName[s.value].env, byName[s.file].env))
+		case v != "":
+			*c.str(s.file) = ""
+		case f != "":
+			*c.str(s.value) = ""
+		}
+	}
+
+	// ClientKeys contain commas, so they are split on whitespace only and
+	// kept away from the generic []string parser.
+	clientKeysEnv := byName["ClientKeys"].env
+	rest := make(map[string]string, len(envMap))
+	for k, v := range envMap {
+		if k != clientKeysEnv {
+			rest[k] = v
+		}
+	}
+	if v := envMap[clientKeysEnv]; strings.TrimSpace(v) != "" {
+		c.ClientKeys = strings.Fields(v)
+	}
+
+	err := env.ParseWithOptions(c, env.Options{
+		Prefix:      EnvPrefix,
+		Environment: rest,
+		FuncMap: map[reflect.Type]env.ParserFunc{
+			reflect.TypeFor[[]string](): func(v string) (any, error) { return splitList(v), nil },
+		},
+	})
+	if err == nil {
+		return errs
+	}
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return append(errs, fmt.Errorf("%w: %w", ErrEnv, err))
+	}
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if _, ok := byName[pe.Name]; ok {
+				errs = append(errs, fmt.Errorf("%w: %s: %w", ErrEnv, names(pe.Name), pe.Err))
+				continue
+			}
+		}
+		errs = append(errs, fmt.Errorf("%w: %w", ErrEnv, e))
+	}
+	return errs
+}
+
+func (c *Config) readSecretFiles() []error {
+	var errs []error
+	for _, s := range secrets {
+		p := *c.str(s.file)
+		if p == "" {
+			continue
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			// *PathError names the path; the content is never read into an error.
+			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrSecretFile, names(s.file), err))
+			continue
+		}
+		v := strings.TrimRight(string(data), "\r\n")
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%w: %s: file %q is empty", ErrSecretFile, names(s.file), p))
+			continue
+		}
+		*c.str(s.value) = v
+	}
+	return errs
+}

@@ -1,0 +1,318 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+// Modes accepted by Validate.
+const (
+	ModeServe = "serve" // production proxy
+	ModeDev   = "dev"   // sandbox: OAuth client and encryption key not required
+	ModeCheck = "check" // check-config: same rules as serve
+)
+
+// Providers lists the accepted Provider values.
+var Providers = []string{"k-series", "k-series-v1", "l-series", "o-series", "r-series", "x-series", "custom"}
+
+var (
+	environments = []string{"production", "trial"}
+	clientAuths  = []string{"", "basic", "body"}
+	logFormats   = []string{"json", "console"}
+)
+
+// FieldError is one problem found by Validate. Its message names the
+// environment variable and the YAML key and never contains a secret value.
+type FieldError struct {
+	Env     string // e.g. LSPROXY_ENCRYPTION_KEY
+	Key     string // e.g. encryption_key
+	Problem string // e.g. "is required"
+}
+
+func (e *FieldError) Error() string { return e.Env + " (" + e.Key + ") " + e.Problem }
+
+// validator accumulates FieldErrors.
+type validator struct{ errs []error }
+
+func (v *validator) add(goName, format string, args ...any) {
+	f, ok := byName[goName]
+	if !ok {
+		panic("config: unknown field " + goName)
+	}
+	v.errs = append(v.errs, &FieldError{Env: f.env, Key: f.key, Problem: fmt.Sprintf(format, args...)})
+}
+
+// Validate checks c for mode (ModeServe, ModeDev or ModeCheck) and returns
+// every problem found, in field order, each a *FieldError (an unknown mode
+// yields one plain error). It returns nil when c is valid. No message echoes
+// a secret value or a Redis URL.
+func (c Config) Validate(mode string) []error {
+	if mode != ModeServe && mode != ModeDev && mode != ModeCheck {
+		return []error{fmt.Errorf("config: unknown validation mode %q", mode)}
+	}
+	v := &validator{}
+
+	okListen := v.listen("Listen", c.Listen)
+	okControl := v.listen("ControlListen", c.ControlListen)
+	if okListen && okControl && c.Listen == c.ControlListen && !strings.HasSuffix(c.Listen, ":0") {
+		v.add("ControlListen", "must differ from LSPROXY_LISTEN (listen)")
+	}
+	if !isLoopbackListen(c.Listen) && len(c.ClientKeys) == 0 && !c.AllowUnauthenticated {
+		v.add("Listen", "binds a non-loopback address, which requires caller authentication: "+
+			"set LSPROXY_CLIENT_KEYS (client_keys), or LSPROXY_ALLOW_UNAUTHENTICATED (allow_unauthenticated) to true")
+	}
+
+	v.enum("Provider", c.Provider, Providers)
+	v.enum("Environment", c.Environment, environments)
+
+	required := mode != ModeDev
+	if required && c.ClientID == "" {
+		v.add("ClientID", "is required")
+	}
+	if required && c.ClientSecret == "" {
+		v.add("ClientSecret", "is required (or set LSPROXY_CLIENT_SECRET_FILE (client_secret_file))")
+	}
+	v.httpURL("RedirectURL", c.RedirectURL)
+
+	v.httpURL("UpstreamURL", c.UpstreamURL)
+	if u, err := url.Parse(c.UpstreamURL); c.UpstreamURL != "" && err == nil &&
+		(u.User != nil || u.RawQuery != "" || u.Fragment != "") {
+		v.add("UpstreamURL", "must not contain user info, a query or a fragment")
+	}
+	v.httpURL("AuthorizeURL", c.AuthorizeURL)
+	// X-Series token hosts are per merchant: allow the preset's placeholder.
+	v.httpURL("TokenURL", strings.ReplaceAll(c.TokenURL, "{domain_prefix}", "domain-prefix"))
+	v.enum("ClientAuth", c.ClientAuth, clientAuths)
+	if c.Provider == "custom" {
+		for _, n := range []string{"UpstreamURL", "AuthorizeURL", "TokenURL"} {
+			if *c.str(n) == "" {
+				v.add(n, "is required when LSPROXY_PROVIDER (provider) is custom")
+			}
+		}
+	}
+
+	v.redis(c)
+
+	if required && c.EncryptionKey == "" {
+		v.add("EncryptionKey", "is required (or set LSPROXY_ENCRYPTION_KEY_FILE (encryption_key_file)); generate one with: openssl rand -base64 32")
+	} else if c.EncryptionKey != "" && !isKey(c.EncryptionKey) {
+		v.add("EncryptionKey", "must be standard base64 of exactly 32 bytes (openssl rand -base64 32)")
+	}
+	for i, k := range c.EncryptionKeys {
+		if !isKey(k) {
+			v.add("EncryptionKeys", "entry %d must be standard base64 of exactly 32 bytes", i+1)
+		}
+	}
+
+	if !validHeaderName(c.TenantHeader) {
+		v.add("TenantHeader", "must be a valid HTTP header name")
+	} else if reservedHeaders[http.CanonicalHeaderKey(c.TenantHeader)] {
+		v.add("TenantHeader", "must not be %s", http.CanonicalHeaderKey(c.TenantHeader))
+	}
+
+	if c.LogLevel == "" {
+		v.add("LogLevel", "is required (debug, info, warn, error)")
+	} else if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
+		v.add("LogLevel", "must be one of debug, info, warn, error, dpanic, panic, fatal; got %q", c.LogLevel)
+	}
+	v.enum("LogFormat", c.LogFormat, logFormats)
+
+	for _, d := range []struct {
+		name string
+		val  time.Duration
+	}{
+		{"RefreshBefore", c.RefreshBefore},
+		{"UpstreamTimeout", c.UpstreamTimeout},
+		{"TokenTimeout", c.TokenTimeout},
+		{"ReadHeaderTimeout", c.ReadHeaderTimeout},
+		{"IdleTimeout", c.IdleTimeout},
+		{"ShutdownTimeout", c.ShutdownTimeout},
+		{"BreakerOpenFor", c.BreakerOpenFor},
+		{"CacheTTL", c.CacheTTL},
+		{"StateTTL", c.StateTTL},
+		{"AuthorizeLinkTTL", c.AuthorizeLinkTTL},
+		{"RefresherInterval", c.RefresherInterval},
+		{"RefreshIdleMargin", c.RefreshIdleMargin},
+	} {
+		if d.val <= 0 {
+			v.add(d.name, "must be greater than 0; got %s", d.val)
+		}
+	}
+	switch {
+	case c.LockTTL < 0:
+		v.add("LockTTL", "must not be negative (0 derives it from LSPROXY_TOKEN_TIMEOUT); got %s", c.LockTTL)
+	case c.LockTTL > 0 && c.LockTTL <= c.TokenTimeout:
+		v.add("LockTTL", "must exceed LSPROXY_TOKEN_TIMEOUT (token_timeout) %s; got %s", c.TokenTimeout, c.LockTTL)
+	}
+
+	if c.MaxReplayBodyBytes < 0 {
+		v.add("MaxReplayBodyBytes", "must not be negative; got %d", c.MaxReplayBodyBytes)
+	}
+	for _, n := range []struct {
+		name string
+		val  int
+	}{
+		{"MaxHeaderBytes", c.MaxHeaderBytes},
+		{"BreakerFailures", c.BreakerFailures},
+		{"RefresherConcurrency", c.RefresherConcurrency},
+	} {
+		if n.val <= 0 {
+			v.add(n.name, "must be greater than 0; got %d", n.val)
+		}
+	}
+
+	v.httpURL("SuccessURL", c.SuccessURL)
+	v.httpURL("WebhookURL", c.WebhookURL)
+
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
+}
+
+func (v *validator) enum(goName, val string, allowed []string) {
+	if !slices.Contains(allowed, val) {
+		shown := slices.DeleteFunc(slices.Clone(allowed), func(s string) bool { return s == "" })
+		v.add(goName, "must be one of %s; got %q", strings.Join(shown, ", "), val)
+	}
+}
+
+// listen checks a host:port listen address (empty host = all interfaces,
+// port 0 = any free port) and reports whether it is valid.
+func (v *validator) listen(goName, addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		v.add(goName, "must be host:port with a numeric port; got %q", addr)
+		return false
+	}
+	return true
+}
+
+// validHostPort reports whether addr is a dialable host:port (host and a
+// non-zero port required).
+func validHostPort(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
+}
+
+// httpURL checks an optional absolute http(s) URL. The value is echoed only
+// when it parses, with any password masked.
+func (v *validator) httpURL(goName, raw string) {
+	if raw == "" {
+		return
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		v.add(goName, "is not a valid URL")
+		return
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.add(goName, "must be an absolute http:// or https:// URL; got %q", u.Redacted())
+	}
+}
+
+func (v *validator) redis(c Config) {
+	if c.RedisURL != "" {
+		// Never echo the URL: it may carry a password.
+		u, err := url.Parse(c.RedisURL)
+		switch {
+		case err != nil:
+			v.add("RedisURL", "is not a valid URL")
+		case u.Scheme != "redis" && u.Scheme != "rediss":
+			v.add("RedisURL", "must use the redis:// or rediss:// scheme")
+		case u.Host == "":
+			v.add("RedisURL", "must name a host")
+		}
+	}
+	if (c.RedisSentinelMaster == "") != (len(c.RedisSentinelAddrs) == 0) {
+		v.add("RedisSentinelMaster", "and LSPROXY_REDIS_SENTINEL_ADDRS (redis_sentinel_addrs) must be set together")
+	}
+	if len(c.RedisSentinelAddrs) > 0 && len(c.RedisClusterAddrs) > 0 {
+		v.add("RedisClusterAddrs", "cannot be combined with LSPROXY_REDIS_SENTINEL_ADDRS (redis_sentinel_addrs)")
+	}
+	for _, a := range []struct {
+		name  string
+		addrs []string
+	}{{"RedisSentinelAddrs", c.RedisSentinelAddrs}, {"RedisClusterAddrs", c.RedisClusterAddrs}} {
+		for _, addr := range a.addrs {
+			if !validHostPort(addr) {
+				v.add(a.name, "entry %q must be host:port", addr)
+			}
+		}
+	}
+	if strings.ContainsAny(c.RedisKeyPrefix, "{}") {
+		v.add("RedisKeyPrefix", "must not contain { or } (keys use Redis Cluster hash tags)")
+	}
+}
+
+// isKey reports whether s is standard base64 of exactly 32 bytes.
+func isKey(s string) bool {
+	b, err := base64.StdEncoding.DecodeString(s)
+	return err == nil && len(b) == 32
+}
+
+// isLoopbackListen reports whether a listen address binds loopback only.
+// An empty host, a wildcard or a non-localhost name is not loopback.
+func isLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true // reported by listen; no second error here
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case 'a' <= ch && ch <= 'z', 'A' <= ch && ch <= 'Z', '0' <= ch && ch <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", ch) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// reservedHeaders cannot name the tenant: they carry credentials, routing or
+// hop-by-hop semantics the proxy relies on.
+var reservedHeaders = map[string]bool{
+	"Authorization":       true,
+	"Proxy-Authorization": true,
+	"Host":                true,
+	"Connection":          true,
+	"Content-Length":      true,
+	"Content-Type":        true,
+	"Transfer-Encoding":   true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Upgrade":             true,
+	"Keep-Alive":          true,
+	"Proxy-Connection":    true,
+	"Cookie":              true,
+}

@@ -1,0 +1,289 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// maxAdminBody bounds admin request bodies.
+const maxAdminBody = 64 << 10
+
+// TenantView is a tenant as the admin API shows it: never a token value.
+type TenantView struct {
+	ID                    string            `json:"id"`
+	Provider              string            `json:"provider,omitempty"`
+	Status                store.Status      `json:"status"`
+	Reason                string            `json:"reason,omitempty"`
+	FlaggedAt             *time.Time        `json:"flagged_at,omitempty"`
+	AccessTokenExpiresAt  *time.Time        `json:"access_token_expires_at,omitempty"`
+	RefreshTokenExpiresAt *time.Time        `json:"refresh_token_expires_at,omitempty"`
+	Scope                 string            `json:"scope,omitempty"`
+	LastRefreshAt         *time.Time        `json:"last_refresh_at,omitempty"`
+	RefreshCount          int64             `json:"refresh_count"`
+	FailureCount          int64             `json:"failure_count"`
+	RefreshInFlight       bool              `json:"refresh_in_flight,omitempty"`
+	HasRefreshToken       bool              `json:"has_refresh_token"`
+	CreatedAt             *time.Time        `json:"created_at,omitempty"`
+	UpdatedAt             *time.Time        `json:"updated_at,omitempty"`
+	Version               int64             `json:"version"`
+	Extra                 map[string]string `json:"extra,omitempty"`
+}
+
+func ts(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// View renders a tenant for the admin API.
+func View(t *store.Tenant) TenantView {
+	return TenantView{
+		ID: t.ID, Provider: t.Provider, Status: t.Status, Reason: t.Reason, FlaggedAt: ts(t.FlaggedAt),
+		AccessTokenExpiresAt: ts(t.AccessExpiresAt), RefreshTokenExpiresAt: ts(t.RefreshExpiresAt),
+		Scope: t.Scope, LastRefreshAt: ts(t.LastRefreshAt), RefreshCount: t.RefreshCount,
+		FailureCount: t.FailureCount, RefreshInFlight: t.RefreshInFlight, HasRefreshToken: t.RefreshToken != "",
+		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt), Version: t.Version, Extra: t.Extra,
+	}
+}
+
+// pathTenant validates the {id} path value; it answers 400 and returns ""
+// when invalid.
+func pathTenant(w http.ResponseWriter, r *http.Request) string {
+	id := r.PathValue("id")
+	if !proxy.ValidTenantID(id) {
+		writeJSONError(w, http.StatusBadRequest, "invalid_tenant", "the tenant id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+		return ""
+	}
+	return id
+}
+
+func (s *Server) audit(r *http.Request, action, tenant string, status int) {
+	s.Logger.Info("admin", zap.String("who", "admin-token"), zap.String("action", action),
+		zap.String("tenant", tenant), zap.Int("status", status), zap.String("remote", r.RemoteAddr))
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	ids, err := s.Store.List(r.Context())
+	if err != nil {
+		adminError(w, "", err)
+		return
+	}
+	views := make([]TenantView, 0, len(ids))
+	for _, id := range ids {
+		t, err := s.Store.Get(r.Context(), id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			adminError(w, id, err)
+			return
+		}
+		views = append(views, View(t))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tenants": views})
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	t, err := s.Store.Get(r.Context(), id)
+	if err != nil {
+		adminError(w, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, View(t))
+}
+
+// importBody is PUT /admin/tenants/{id}.
+type importBody struct {
+	RefreshToken     string `json:"refresh_token"`
+	AccessToken      string `json:"access_token"`
+	ExpiresIn        int64  `json:"expires_in"`
+	RefreshExpiresIn int64  `json:"refresh_expires_in"`
+	Scope            string `json:"scope"`
+	DomainPrefix     string `json:"domain_prefix"`
+}
+
+func (b *importBody) validate() error {
+	var problems []string
+	if strings.TrimSpace(b.RefreshToken) == "" {
+		problems = append(problems, "refresh_token is required")
+	}
+	if len(b.RefreshToken) > 4096 || len(b.AccessToken) > 8192 {
+		problems = append(problems, "token too long")
+	}
+	if b.AccessToken != "" && b.ExpiresIn <= 0 {
+		problems = append(problems, "expires_in (seconds, > 0) is required with access_token")
+	}
+	if b.ExpiresIn < 0 || b.RefreshExpiresIn < 0 {
+		problems = append(problems, "expires_in and refresh_expires_in must not be negative")
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func (s *Server) put(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	var body importBody
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "the body must be a JSON object with refresh_token, optional access_token and expires_in: "+jsonProblem(err))
+		return
+	}
+	if dec.More() {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "the body must hold one JSON object")
+		return
+	}
+	if err := body.validate(); err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	now := s.Now()
+	for attempt := 0; attempt < 5; attempt++ {
+		cur, err := s.Store.Get(r.Context(), id)
+		var expect int64
+		next := &store.Tenant{ID: id, CreatedAt: now}
+		switch {
+		case err == nil:
+			expect = cur.Version
+			next = cur.Clone() // keep identity and history
+		case !errors.Is(err, store.ErrNotFound):
+			adminError(w, id, err)
+			return
+		}
+		next.Provider = s.Provider
+		next.RefreshToken = body.RefreshToken
+		next.AccessToken = body.AccessToken
+		next.AccessExpiresAt = time.Time{}
+		if body.AccessToken != "" {
+			next.AccessExpiresAt = now.Add(time.Duration(body.ExpiresIn) * time.Second)
+		}
+		next.RefreshExpiresAt = time.Time{}
+		if body.RefreshExpiresIn > 0 {
+			next.RefreshExpiresAt = now.Add(time.Duration(body.RefreshExpiresIn) * time.Second)
+		}
+		if body.Scope != "" {
+			next.Scope = body.Scope
+		}
+		if body.DomainPrefix != "" {
+			if next.Extra == nil {
+				next.Extra = map[string]string{}
+			}
+			next.Extra["domain_prefix"] = body.DomainPrefix
+		}
+		next.Status, next.Reason, next.FlaggedAt = store.StatusActive, "", time.Time{}
+		next.RefreshInFlight = false
+		next.FailureCount = 0
+		next.UpdatedAt = now
+		v, err := s.Store.Put(r.Context(), next, expect)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			adminError(w, id, err)
+			return
+		}
+		next.Version = v
+		s.Tokens.Invalidate(id)
+		status := http.StatusOK
+		if expect == 0 {
+			status = http.StatusCreated
+		}
+		s.audit(r, "import", id, status)
+		writeJSON(w, status, View(next))
+		return
+	}
+	adminError(w, id, store.ErrConflict)
+}
+
+// jsonProblem describes a JSON decoding error without echoing input values.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type", te.Field)
+	case errors.As(err, &mbe):
+		return "body too large"
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return "invalid JSON"
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	if err := s.Store.Delete(r.Context(), id); err != nil {
+		adminError(w, id, err)
+		return
+	}
+	s.Tokens.Invalidate(id)
+	s.audit(r, "delete", id, http.StatusNoContent)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	_, err := s.Tokens.ForceRefresh(r.Context(), id)
+	if err != nil {
+		s.audit(r, "refresh", id, http.StatusConflict)
+		adminError(w, id, err)
+		return
+	}
+	t, err := s.Store.Get(r.Context(), id)
+	if err != nil {
+		adminError(w, id, err)
+		return
+	}
+	s.audit(r, "refresh", id, http.StatusOK)
+	writeJSON(w, http.StatusOK, View(t))
+}
+
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	if s.Onboarding == nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "onboarding_disabled", "onboarding needs LSPROXY_REDIRECT_URL")
+		return
+	}
+	link, err := s.Onboarding.AuthorizeLink(r.Context(), id)
+	if err != nil {
+		adminError(w, id, err)
+		return
+	}
+	s.audit(r, "authorize", id, http.StatusOK)
+	writeJSON(w, http.StatusOK, map[string]string{"authorize_url": link, "tenant": id})
+}

@@ -1,0 +1,173 @@
+// Package control serves lsproxy's control listener: health, readiness,
+// Prometheus metrics, the admin API and the OAuth callback.
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// Tokens is what the admin API needs from the token manager.
+// *auth.Manager implements it; implementations must be safe for concurrent use.
+type Tokens interface {
+	ForceRefresh(ctx context.Context, tenant string) (auth.Token, error)
+	Invalidate(tenant string)
+}
+
+var _ Tokens = (*auth.Manager)(nil)
+
+// Server is the control listener's handler. Set the fields, then call
+// Handler once.
+type Server struct {
+	Store  store.Store
+	Tokens Tokens
+	// AdminToken guards /admin; "" disables the admin API (404).
+	AdminToken string
+	// Gatherer serves /metrics; nil means prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+	// Onboarding serves the authorize and callback endpoints; nil means
+	// onboarding is not configured (the endpoints answer 503).
+	Onboarding Onboarding
+	// Provider is recorded on imported tenants.
+	Provider string
+	// Logger receives the audit log of admin actions; nil means none.
+	Logger *zap.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Onboarding starts and finishes the OAuth authorization-code flow.
+type Onboarding interface {
+	// AuthorizeLink returns a link to send the merchant of tenant.
+	AuthorizeLink(ctx context.Context, tenant string) (string, error)
+	// ServeStart handles the merchant opening the link.
+	ServeStart(w http.ResponseWriter, r *http.Request)
+	// ServeCallback handles the provider's redirect.
+	ServeCallback(w http.ResponseWriter, r *http.Request)
+}
+
+// Handler returns the control listener's mux.
+func (s *Server) Handler() http.Handler {
+	if s.Logger == nil {
+		s.Logger = zap.NewNop()
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	g := s.Gatherer
+	if g == nil {
+		g = prometheus.DefaultGatherer
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+
+	admin := http.NewServeMux()
+	admin.HandleFunc("GET /admin/tenants", s.list)
+	admin.HandleFunc("GET /admin/tenants/{id}", s.get)
+	admin.HandleFunc("PUT /admin/tenants/{id}", s.put)
+	admin.HandleFunc("DELETE /admin/tenants/{id}", s.delete)
+	admin.HandleFunc("POST /admin/tenants/{id}/refresh", s.refresh)
+	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
+	mux.Handle("/admin/", s.requireAdmin(admin))
+
+	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))
+	mux.HandleFunc("GET /oauth/callback", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeCallback }))
+	return mux
+}
+
+func (s *Server) onboarding(pick func(Onboarding) http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.Onboarding == nil {
+			http.Error(w, "onboarding is not configured (LSPROXY_REDIRECT_URL)", http.StatusServiceUnavailable)
+			return
+		}
+		pick(s.Onboarding)(w, r)
+	}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain")
+	if err := s.Store.Ping(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("store unavailable\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// requireAdmin checks the bearer admin token in constant time (hashing
+// first so that the comparison does not leak the token's length).
+func (s *Server) requireAdmin(next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(s.AdminToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.AdminToken == "" {
+			writeJSONError(w, http.StatusNotFound, "admin_disabled", "the admin API is disabled: set LSPROXY_ADMIN_TOKEN")
+			return
+		}
+		const prefix = "Bearer "
+		h := r.Header.Get("Authorization")
+		got := sha256.Sum256([]byte(h[min(len(prefix), len(h)):]))
+		if len(h) < len(prefix) || h[:len(prefix)] != prefix || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lsproxy-admin"`)
+			writeJSONError(w, http.StatusUnauthorized, "unauthorized", "a valid admin token is required in Authorization: Bearer <token>")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("X-Lsproxy-Error", code)
+	writeJSON(w, status, map[string]string{"error": code, "message": msg})
+}
+
+// adminError is the one place that maps admin-path errors to responses.
+// Messages are fixed texts, never an error's string.
+func adminError(w http.ResponseWriter, tenant string, err error) {
+	var reauth *auth.ReauthError
+	var unavail *auth.UnavailableError
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, auth.ErrUnknownTenant):
+		writeJSONError(w, http.StatusNotFound, "unknown_tenant", "no such tenant: "+tenant)
+	case errors.As(err, &reauth):
+		w.Header().Set("X-Lsproxy-Error", "reauthorization_required")
+		writeJSON(w, http.StatusConflict, map[string]string{"error": "reauthorization_required",
+			"message": "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link", "reason": reauth.Reason, "tenant": tenant})
+	case errors.As(err, &unavail):
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(unavail.RetryAfter.Seconds()))))
+		writeJSONError(w, http.StatusServiceUnavailable, "token_unavailable", "the token endpoint or the store is unavailable; retry later")
+	case errors.Is(err, store.ErrConflict):
+		writeJSONError(w, http.StatusConflict, "conflict", "the tenant changed concurrently; retry")
+	case errors.Is(err, store.ErrDecrypt):
+		writeJSONError(w, http.StatusInternalServerError, "decrypt_failed", "the tenant record cannot be decrypted with the configured keys")
+	default:
+		writeJSONError(w, http.StatusServiceUnavailable, "store_unavailable", "the store did not answer; retry later")
+	}
+}

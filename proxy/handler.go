@@ -1,0 +1,247 @@
+// Package proxy is lsproxy's data plane: it resolves the tenant of a
+// request, injects the tenant's bearer token and forwards to the one
+// configured upstream with httputil.ReverseProxy.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/auth"
+)
+
+// TokenSource hands out tenants' access tokens. *auth.Manager implements it.
+// Implementations must be safe for concurrent use.
+type TokenSource interface {
+	// Token returns a valid access token for tenant.
+	Token(ctx context.Context, tenant string) (auth.Token, error)
+	// Recover is called after the upstream answered 401 to a request made
+	// with used; it returns the token to replay with.
+	Recover(ctx context.Context, tenant, used string) (auth.Token, error)
+}
+
+var _ TokenSource = (*auth.Manager)(nil)
+
+// Handler is the proxied-traffic handler. Configure the fields, then call
+// Init once before serving; it must not be modified afterwards.
+type Handler struct {
+	// Upstream is the only host requests (and tokens) go to. Its path is a
+	// prefix of every forwarded path.
+	Upstream *url.URL
+	// Tokens supplies access tokens.
+	Tokens TokenSource
+	// TenantHeader names the tenant; "" means X-Tenant.
+	TenantHeader string
+	// MaxReplayBody is the largest request body kept for one replay after
+	// an upstream 401; larger bodies stream without replay. 0 means 1 MiB.
+	MaxReplayBody int64
+	// Transport sends upstream requests; nil means NewTransport(30s).
+	Transport http.RoundTripper
+	// Authenticate checks the caller before anything else; nil means no
+	// caller authentication. It returns ErrProxyAuthRequired or
+	// ErrTenantNotAllowed to refuse.
+	Authenticate func(r *http.Request, tenant string) error
+	// Logger gets one line per request; nil means no request log.
+	Logger *zap.Logger
+	// Metrics; nil means none recorded.
+	Metrics *Metrics
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	rp *httputil.ReverseProxy
+}
+
+// reqState travels in the request context from ServeHTTP to the transport.
+type reqState struct {
+	tenant       string
+	upstreamTime time.Duration
+	errCode      string
+	replayed     bool
+}
+
+type ctxKey struct{}
+
+// Init prepares the handler. It returns an error if Upstream or Tokens is missing.
+func (h *Handler) Init() error {
+	if h.Upstream == nil || h.Upstream.Scheme == "" || h.Upstream.Host == "" {
+		return errors.New("proxy: Upstream must be an absolute URL")
+	}
+	if h.Tokens == nil {
+		return errors.New("proxy: Tokens is required")
+	}
+	if h.TenantHeader == "" {
+		h.TenantHeader = "X-Tenant"
+	}
+	h.TenantHeader = http.CanonicalHeaderKey(h.TenantHeader)
+	if h.MaxReplayBody <= 0 {
+		h.MaxReplayBody = 1 << 20
+	}
+	if h.Transport == nil {
+		h.Transport = NewTransport(TransportOptions{})
+	}
+	if h.Logger == nil {
+		h.Logger = zap.NewNop()
+	}
+	if h.Now == nil {
+		h.Now = time.Now
+	}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:      h.rewrite,
+		Transport:    &tokenTransport{h: h, base: h.Transport},
+		BufferPool:   bufferPool{},
+		ErrorHandler: h.proxyError,
+		// Streaming responses (e.g. server-sent events) flush at once.
+		FlushInterval: -1,
+		ErrorLog:      zap.NewStdLog(h.Logger.Named("reverseproxy")),
+	}
+	return nil
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	st := &reqState{}
+	tenant, err := h.tenantOf(r)
+	if err == nil && h.Authenticate != nil {
+		err = h.Authenticate(r, tenant)
+	}
+	if err != nil {
+		st.errCode = writeError(sw, tenant, err)
+	} else {
+		st.tenant = tenant
+		h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	}
+	h.finish(r, sw, st, tenant, h.Now().Sub(start))
+}
+
+func (h *Handler) tenantOf(r *http.Request) (string, error) {
+	vals := r.Header[h.TenantHeader]
+	if len(vals) == 0 || vals[0] == "" {
+		return "", ErrMissingTenant
+	}
+	if len(vals) > 1 || !ValidTenantID(vals[0]) {
+		return "", ErrInvalidTenant
+	}
+	return vals[0], nil
+}
+
+// ValidTenantID reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$.
+func ValidTenantID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || (c != '.' && c != '_' && c != ':' && c != '-')) {
+			return false
+		}
+	}
+	return true
+}
+
+// rewrite fixes the destination to Upstream and cleans the headers.
+// ReverseProxy has already removed hop-by-hop headers (including any named
+// by the client's Connection header) and X-Forwarded-*; the bearer token is
+// set later, in the transport, so no client header can remove it.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(h.Upstream)
+	pr.Out.Host = ""
+	hd := pr.Out.Header
+	hd.Del(h.TenantHeader)
+	hd.Del("Authorization")
+	hd.Del("Proxy-Authorization")
+	hd.Del("Cookie") // never forward the caller's cookies to the merchant's API
+}
+
+// proxyError is ReverseProxy's ErrorHandler: every failure after tenant
+// resolution (token or upstream) is answered here.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(ctxKey{}).(*reqState)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody reads an answer.
+		if st != nil {
+			st.errCode = "client_canceled"
+		}
+		w.WriteHeader(499)
+		return
+	}
+	code := writeError(w, st.tenant, err)
+	if st != nil {
+		st.errCode = code
+	}
+}
+
+func (h *Handler) finish(r *http.Request, sw *statusWriter, st *reqState, tenant string, d time.Duration) {
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	h.Metrics.observe(status, st.errCode, d)
+	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
+		ce.Write(
+			zap.String("tenant", tenant),
+			zap.String("method", r.Method),
+			zap.String("path", r.URL.Path), // never the query: it may carry secrets
+			zap.Int("status", status),
+			zap.Duration("latency", d),
+			zap.Duration("upstream_latency", st.upstreamTime),
+			zap.String("error", st.errCode),
+			zap.Bool("replayed", st.replayed),
+			zap.String("request_id", requestID(r)),
+		)
+	}
+}
+
+// requestID returns the caller's X-Request-Id when it is short and
+// printable, or a new random one.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && ValidTenantID(id) {
+		return id
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter records the status; Unwrap lets http.ResponseController
+// (used by ReverseProxy to flush) reach the real writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// bufferPool recycles ReverseProxy's 32 KiB copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+var _ httputil.BufferPool = bufferPool{}

@@ -1,0 +1,92 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Field names used in the record and as associated data when sealing.
+const (
+	fieldAccess  = "access_token"
+	fieldRefresh = "refresh_token"
+)
+
+// record is a tenant as stored by both backends: the Tenant's JSON fields
+// with the tokens sealed. Version is kept by the backend beside the blob.
+//
+// Write is a random id of the Put that wrote the blob. It makes two Puts
+// of the same content distinct, so a backend can tell its own retried write
+// (reply lost, command resent) from a competing one.
+type record struct {
+	*Tenant
+	Access  *sealed `json:"access_token,omitempty"`
+	Refresh *sealed `json:"refresh_token,omitempty"`
+	Write   string  `json:"write_id"`
+}
+
+// encodeTenant returns the stored form of t, tokens sealed with the primary
+// key of keys. An empty token stays empty (is not sealed).
+func encodeTenant(keys *Keyring, t *Tenant) ([]byte, error) {
+	if t == nil {
+		return nil, errors.New("store: nil tenant")
+	}
+	if t.ID == "" {
+		return nil, errors.New("store: tenant id is empty")
+	}
+	rec := record{Tenant: t}
+	var w [8]byte
+	if _, err := rand.Read(w[:]); err != nil {
+		return nil, fmt.Errorf("store: reading random write id: %w", err)
+	}
+	rec.Write = hex.EncodeToString(w[:])
+	var err error
+	if t.AccessToken != "" {
+		if rec.Access, err = keys.seal(t.ID, fieldAccess, []byte(t.AccessToken)); err != nil {
+			return nil, err
+		}
+	}
+	if t.RefreshToken != "" {
+		if rec.Refresh, err = keys.seal(t.ID, fieldRefresh, []byte(t.RefreshToken)); err != nil {
+			return nil, err
+		}
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("store: encoding tenant %q: %w", t.ID, err)
+	}
+	return b, nil
+}
+
+// decodeTenant parses the stored form of the tenant stored under id and
+// opens its tokens. The caller sets Version. Tokens that no key opens yield
+// an error wrapping ErrDecrypt.
+func decodeTenant(keys *Keyring, id string, b []byte) (*Tenant, error) {
+	rec := record{Tenant: &Tenant{}}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("store: record of tenant %q is corrupt: %w", id, err)
+	}
+	if rec.ID != id {
+		return nil, fmt.Errorf("store: record stored under tenant %q belongs to tenant %q", id, rec.ID)
+	}
+	t := rec.Tenant
+	// The storage key, not a field of the blob, is the associated data: a
+	// blob moved to another tenant's key does not open.
+	if rec.Access != nil {
+		pt, err := keys.open(id, fieldAccess, rec.Access)
+		if err != nil {
+			return nil, err
+		}
+		t.AccessToken = string(pt)
+	}
+	if rec.Refresh != nil {
+		pt, err := keys.open(id, fieldRefresh, rec.Refresh)
+		if err != nil {
+			return nil, err
+		}
+		t.RefreshToken = string(pt)
+	}
+	return t, nil
+}

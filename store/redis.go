@@ -1,0 +1,607 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var _ Store = (*Redis)(nil)
+var _ Lock = (*redisLock)(nil)
+
+var (
+	//go:embed lua/cas_put.lua
+	casPutLua string
+	//go:embed lua/lock_release.lua
+	lockReleaseLua string
+	//go:embed lua/lock_refresh.lua
+	lockRefreshLua string
+
+	casPutScript      = redis.NewScript(casPutLua)
+	lockReleaseScript = redis.NewScript(lockReleaseLua)
+	lockRefreshScript = redis.NewScript(lockRefreshLua)
+)
+
+// DefaultRedisPrefix is the key prefix used when RedisOptions.Prefix is empty.
+const DefaultRedisPrefix = "lsproxy:"
+
+// subscribeBuffer is the capacity of a subscription channel; ids beyond it
+// are dropped while the reader is slow.
+const subscribeBuffer = 64
+
+// RedisOptions configures NewRedis.
+type RedisOptions struct {
+	// Prefix starts every key and the change channel. Empty: "lsproxy:".
+	Prefix string
+	// Keys seal and open tokens. Required.
+	Keys *Keyring
+	// OnError is called for failures that do not fail the call they happen
+	// in: publishing a change notification and maintaining the tenant index
+	// after the record itself was written. op names the step. nil: ignored.
+	OnError func(op string, err error)
+}
+
+// Redis is a Store on Redis (standalone, Sentinel or Cluster). Every key of
+// a tenant shares the hash tag {<id>}, so each operation touches one slot.
+//
+// Layout, with prefix P:
+//
+//	P tenant:{id}   hash: v = version, d = record (tokens sealed)
+//	P tenants       set of tenant ids (may list ids whose record is gone)
+//	P lock:{name}   string: owner token, with expiry
+//	P once:{key}    string: one-time value, with expiry
+//	P changes       pub/sub channel: the id of every written or deleted tenant
+//
+// All methods are safe for concurrent use.
+type Redis struct {
+	client  redis.UniversalClient
+	keys    *Keyring
+	prefix  string
+	onError func(op string, err error)
+
+	mu     sync.Mutex
+	closed bool
+	subs   map[*redisSub]struct{}
+	subsWG sync.WaitGroup
+}
+
+type redisSub struct{ cancel context.CancelFunc }
+
+// NewRedis returns a Store on client. The Store owns client: Close closes
+// it. It panics if opts.Keys is nil (tokens are never stored unsealed).
+func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
+	if client == nil {
+		panic("store: NewRedis with nil client")
+	}
+	if opts.Keys == nil || len(opts.Keys.keys) == 0 {
+		panic("store: NewRedis without encryption keys")
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultRedisPrefix
+	}
+	return &Redis{
+		client:  client,
+		keys:    opts.Keys,
+		prefix:  opts.Prefix,
+		onError: opts.OnError,
+		subs:    make(map[*redisSub]struct{}),
+	}
+}
+
+func (r *Redis) tenantKey(id string) string { return r.prefix + "tenant:{" + id + "}" }
+func (r *Redis) lockKey(name string) string { return r.prefix + "lock:{" + name + "}" }
+func (r *Redis) onceKey(key string) string  { return r.prefix + "once:{" + key + "}" }
+func (r *Redis) indexKey() string           { return r.prefix + "tenants" }
+func (r *Redis) channel() string            { return r.prefix + "changes" }
+
+func (r *Redis) report(op string, err error) {
+	if r.onError != nil {
+		r.onError(op, err)
+	}
+}
+
+// Get returns the tenant, ErrNotFound, or an error wrapping ErrDecrypt when
+// no configured key opens its tokens.
+func (r *Redis) Get(ctx context.Context, id string) (*Tenant, error) {
+	if id == "" {
+		return nil, errors.New("store: tenant id is empty")
+	}
+	vals, err := r.client.HMGet(ctx, r.tenantKey(id), "v", "d").Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: redis get tenant %q: %w", id, err)
+	}
+	if len(vals) != 2 || vals[0] == nil || vals[1] == nil {
+		return nil, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
+	}
+	vs, _ := vals[0].(string)
+	d, _ := vals[1].(string)
+	ver, err := strconv.ParseInt(vs, 10, 64)
+	if err != nil || ver < 1 {
+		return nil, fmt.Errorf("store: record of tenant %q has a corrupt version", id)
+	}
+	t, err := decodeTenant(r.keys, id, []byte(d))
+	if err != nil {
+		return nil, err
+	}
+	t.Version = ver
+	return t, nil
+}
+
+// List returns the ids of all tenants, sorted. Ids in the index whose
+// record is gone (a create that did not complete) are left out.
+func (r *Redis) List(ctx context.Context) ([]string, error) {
+	ids, err := r.client.SMembers(ctx, r.indexKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: redis list tenants: %w", err)
+	}
+	if len(ids) == 0 {
+		return []string{}, nil
+	}
+	sort.Strings(ids)
+	cmds := make([]*redis.IntCmd, len(ids))
+	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.Exists(ctx, r.tenantKey(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: redis list tenants: %w", err)
+	}
+	out := make([]string, 0, len(ids))
+	for i, id := range ids {
+		if cmds[i].Val() == 1 {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// Put writes t if the stored version equals expect (0: must not exist) and
+// returns the new version, or an error wrapping ErrConflict. The write is
+// one Lua script on the tenant's key; a retried script whose first run was
+// applied (reply lost) reports success, not a conflict.
+func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) {
+	if expect < 0 {
+		return 0, fmt.Errorf("store: negative expected version %d", expect)
+	}
+	blob, err := encodeTenant(r.keys, t)
+	if err != nil {
+		return 0, err
+	}
+	id := t.ID
+	if expect == 0 {
+		// Index first: a crash after this leaves a listed id without a
+		// record, which List filters out, never a record that is not listed.
+		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
+			return 0, fmt.Errorf("store: redis put tenant %q: index: %w", id, err)
+		}
+	}
+	res, err := casPutScript.Run(ctx, r.client, []string{r.tenantKey(id)}, expect, blob).Int64Slice()
+	if err != nil {
+		return 0, fmt.Errorf("store: redis put tenant %q: %w", id, err)
+	}
+	if len(res) != 2 {
+		return 0, fmt.Errorf("store: redis put tenant %q: unexpected script reply %v", id, res)
+	}
+	if res[0] != 1 {
+		return 0, fmt.Errorf("%w: tenant %q is at version %d, expected %d", ErrConflict, id, res[1], expect)
+	}
+	if expect == 0 {
+		// Again after the create: a Delete racing with this create may have
+		// removed the id between the first SADD and the script.
+		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
+			r.report("index", err)
+		}
+	}
+	r.publish(ctx, id)
+	return res[1], nil
+}
+
+// Delete removes the tenant or returns ErrNotFound.
+func (r *Redis) Delete(ctx context.Context, id string) error {
+	if id == "" {
+		return errors.New("store: tenant id is empty")
+	}
+	key := r.tenantKey(id)
+	n, err := r.client.Del(ctx, key).Result()
+	if err != nil {
+		return fmt.Errorf("store: redis delete tenant %q: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: tenant %q", ErrNotFound, id)
+	}
+	// Index after the record: a crash leaves a listed id without a record.
+	if err := r.client.SRem(ctx, r.indexKey(), id).Err(); err != nil {
+		r.report("index", err)
+	} else if n, err := r.client.Exists(ctx, key).Result(); err == nil && n == 1 {
+		// Recreated meanwhile: put the id back.
+		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
+			r.report("index", err)
+		}
+	}
+	r.publish(ctx, id)
+	return nil
+}
+
+func (r *Redis) publish(ctx context.Context, id string) {
+	if err := r.client.Publish(ctx, r.channel(), id).Err(); err != nil {
+		r.report("publish", fmt.Errorf("store: redis publish change of tenant %q: %w", id, err))
+	}
+}
+
+// TryLock takes the named lock for ttl (SET NX PX with a random 128-bit
+// owner token) or returns ErrLockHeld.
+func (r *Redis) TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error) {
+	if name == "" {
+		return nil, errors.New("store: lock name is empty")
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
+	}
+	owner, err := newOwnerToken()
+	if err != nil {
+		return nil, err
+	}
+	key := r.lockKey(name)
+	ok, err := r.client.SetNX(ctx, key, owner, ttl).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: redis lock %q: %w", name, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrLockHeld, name)
+	}
+	return &redisLock{r: r, name: name, key: key, owner: owner}, nil
+}
+
+type redisLock struct {
+	r     *Redis
+	name  string
+	key   string
+	owner string
+}
+
+// Refresh extends the lock to ttl from now, or returns ErrLockLost.
+func (l *redisLock) Refresh(ctx context.Context, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
+	}
+	ms := max(ttl.Milliseconds(), 1)
+	n, err := lockRefreshScript.Run(ctx, l.r.client, []string{l.key}, l.owner, ms).Int64()
+	if err != nil {
+		return fmt.Errorf("store: redis refresh lock %q: %w", l.name, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
+	}
+	return nil
+}
+
+// Release frees the lock if this owner still holds it, or returns
+// ErrLockLost (and leaves a new owner's lock alone).
+func (l *redisLock) Release(ctx context.Context) error {
+	n, err := lockReleaseScript.Run(ctx, l.r.client, []string{l.key}, l.owner).Int64()
+	if err != nil {
+		return fmt.Errorf("store: redis release lock %q: %w", l.name, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
+	}
+	return nil
+}
+
+// PutOnce stores value under key for ttl, or returns ErrConflict if the key
+// exists.
+func (r *Redis) PutOnce(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if key == "" {
+		return errors.New("store: one-time key is empty")
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("store: one-time value ttl must be positive, got %v", ttl)
+	}
+	ok, err := r.client.SetNX(ctx, r.onceKey(key), value, ttl).Result()
+	if err != nil {
+		return fmt.Errorf("store: redis put one-time value: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: one-time key exists", ErrConflict)
+	}
+	return nil
+}
+
+// TakeOnce reads and deletes the value under key (GETDEL), or returns
+// ErrNotFound.
+func (r *Redis) TakeOnce(ctx context.Context, key string) ([]byte, error) {
+	if key == "" {
+		return nil, errors.New("store: one-time key is empty")
+	}
+	b, err := r.client.GetDel(ctx, r.onceKey(key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: one-time value", ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: redis take one-time value: %w", err)
+	}
+	return b, nil
+}
+
+// Subscribe delivers the ids published on the change channel by any
+// process sharing the prefix. It returns once the subscription is
+// confirmed, so every write that completes afterwards is delivered (unless
+// the reader is slow or the connection drops: go-redis reconnects and
+// resubscribes, ids published meanwhile are lost). The channel is closed
+// when ctx is done or the Store is closed.
+func (r *Redis) Subscribe(ctx context.Context) (<-chan string, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, errors.New("store: redis store is closed")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	sub := &redisSub{cancel: cancel}
+	r.subs[sub] = struct{}{}
+	r.subsWG.Add(1)
+	r.mu.Unlock()
+
+	done := func() {
+		cancel()
+		r.mu.Lock()
+		delete(r.subs, sub)
+		r.mu.Unlock()
+		r.subsWG.Done()
+	}
+
+	ps := r.client.Subscribe(ctx, r.channel())
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		done()
+		return nil, fmt.Errorf("store: redis subscribe: %w", err)
+	}
+	msgs := ps.Channel(redis.WithChannelSize(subscribeBuffer))
+	out := make(chan string, subscribeBuffer)
+	go func() {
+		defer done()
+		defer close(out)
+		defer ps.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m, ok := <-msgs:
+				if !ok {
+					return
+				}
+				select {
+				case out <- m.Payload:
+				default: // slow reader: drop (best effort by contract)
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Ping reports whether Redis answers.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("store: redis ping: %w", err)
+	}
+	return nil
+}
+
+// Close ends all subscriptions (their channels are closed when Close
+// returns) and closes the client.
+func (r *Redis) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	for s := range r.subs {
+		s.cancel()
+	}
+	r.mu.Unlock()
+	r.subsWG.Wait()
+	if err := r.client.Close(); err != nil {
+		return fmt.Errorf("store: redis close: %w", err)
+	}
+	return nil
+}
+
+func newOwnerToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("store: reading random lock owner: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// RedisConfig says how to reach Redis. Set exactly one of URL,
+// SentinelMaster (with SentinelAddrs) or ClusterAddrs.
+type RedisConfig struct {
+	// URL is redis://[user:password@]host:port[/db] or rediss:// for TLS
+	// (go-redis ParseURL, including its query options).
+	URL string
+	// SentinelMaster and SentinelAddrs select a Sentinel-managed master.
+	SentinelMaster string
+	SentinelAddrs  []string
+	// ClusterAddrs are seed nodes of a Redis Cluster.
+	ClusterAddrs []string
+	// Password, when set, overrides the URL's password (and is the master
+	// and node password for Sentinel and Cluster).
+	Password string
+	// CAFile is a PEM bundle of CAs that sign the server certificates. It
+	// requires TLS: a rediss:// URL, or TLS for Sentinel and Cluster.
+	CAFile string
+	// TLS enables TLS for Sentinel and Cluster addresses (implied by
+	// CAFile). A URL chooses TLS by its scheme.
+	TLS bool
+	// DialTimeout bounds connecting; zero: 5s.
+	DialTimeout time.Duration
+}
+
+// DialRedis connects as cfg says and pings once. Errors say where Redis
+// was expected ("store: redis at HOST unreachable: ...") and never contain
+// the password.
+func DialRedis(ctx context.Context, cfg RedisConfig) (redis.UniversalClient, error) {
+	client, where, err := newRedisClient(cfg)
+	if err != nil {
+		return nil, redact(err, cfg)
+	}
+	timeout := cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*timeout)
+	defer cancel()
+	if err := client.Ping(pctx).Err(); err != nil {
+		_ = client.Close()
+		return nil, redact(fmt.Errorf("store: redis at %s unreachable: %w", where, err), cfg)
+	}
+	return client, nil
+}
+
+// newRedisClient builds the client for cfg without connecting. where names
+// the address(es) for error messages.
+func newRedisClient(cfg RedisConfig) (client redis.UniversalClient, where string, err error) {
+	modes := 0
+	if cfg.URL != "" {
+		modes++
+	}
+	if cfg.SentinelMaster != "" || len(cfg.SentinelAddrs) > 0 {
+		modes++
+		if cfg.SentinelMaster == "" || len(cfg.SentinelAddrs) == 0 {
+			return nil, "", errors.New("store: redis sentinel needs both a master name and sentinel addresses")
+		}
+	}
+	if len(cfg.ClusterAddrs) > 0 {
+		modes++
+	}
+	switch modes {
+	case 0:
+		return nil, "", errors.New("store: no redis configured (set a URL, sentinel or cluster addresses)")
+	case 1:
+	default:
+		return nil, "", errors.New("store: redis URL, sentinel and cluster addresses are exclusive; set one")
+	}
+	timeout := cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+
+	if cfg.URL != "" {
+		o, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // url.Error repeats the whole URL, password included
+			}
+			return nil, "", fmt.Errorf("store: invalid redis URL: %w", err)
+		}
+		if cfg.Password != "" {
+			o.Password = cfg.Password
+		}
+		if cfg.DialTimeout > 0 || o.DialTimeout == 0 {
+			o.DialTimeout = timeout
+		}
+		if cfg.TLS && o.TLSConfig == nil {
+			return nil, "", errors.New("store: redis TLS requested but the URL is not rediss://")
+		}
+		if cfg.CAFile != "" {
+			if o.TLSConfig == nil {
+				return nil, "", errors.New("store: redis CA file given but the URL is not rediss://")
+			}
+			pool, err := loadCAFile(cfg.CAFile)
+			if err != nil {
+				return nil, "", err
+			}
+			o.TLSConfig.RootCAs = pool
+		}
+		return redis.NewClient(o), o.Addr, nil
+	}
+
+	uo := &redis.UniversalOptions{
+		Password:    cfg.Password,
+		DialTimeout: timeout,
+	}
+	if cfg.TLS || cfg.CAFile != "" {
+		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CAFile != "" {
+			pool, err := loadCAFile(cfg.CAFile)
+			if err != nil {
+				return nil, "", err
+			}
+			uo.TLSConfig.RootCAs = pool
+		}
+	}
+	if cfg.SentinelMaster != "" {
+		uo.MasterName = cfg.SentinelMaster
+		uo.Addrs = cfg.SentinelAddrs
+		where = fmt.Sprintf("sentinel %s (master %q)", strings.Join(cfg.SentinelAddrs, ","), cfg.SentinelMaster)
+	} else {
+		uo.Addrs = cfg.ClusterAddrs
+		uo.IsClusterMode = true
+		where = "cluster " + strings.Join(cfg.ClusterAddrs, ",")
+	}
+	return redis.NewUniversalClient(uo), where, nil
+}
+
+func loadCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("store: redis CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("store: redis CA file %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// redact removes the configured passwords from err's message, keeping the
+// chain for errors.Is.
+func redact(err error, cfg RedisConfig) error {
+	msg := err.Error()
+	secrets := []string{cfg.Password}
+	if cfg.URL != "" {
+		if u, perr := url.Parse(cfg.URL); perr == nil && u.User != nil {
+			if p, ok := u.User.Password(); ok {
+				secrets = append(secrets, p, url.QueryEscape(p), url.PathEscape(p))
+			}
+		}
+	}
+	changed := false
+	for _, s := range secrets {
+		if s != "" && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+			changed = true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }

@@ -1,0 +1,141 @@
+// Package store keeps tenant records, per-tenant locks and one-time values.
+//
+// Two implementations share one contract (see conformance_test.go): Redis
+// (distributed, for any number of replicas) and an embedded bbolt file (one
+// process at a time). Access and refresh tokens are sealed with AES-256-GCM
+// before they reach either backend (see seal.go).
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Implementations wrap them; test with errors.Is.
+var (
+	// ErrNotFound: no record (or no one-time value) under that key.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: a compare-and-set found another version than expected.
+	ErrConflict = errors.New("store: version conflict")
+	// ErrLockHeld: another owner holds the lock.
+	ErrLockHeld = errors.New("store: lock held by another owner")
+	// ErrLockLost: the lock expired or was taken over before release/renewal.
+	ErrLockLost = errors.New("store: lock not held")
+	// ErrDecrypt: no configured key opens a sealed token.
+	ErrDecrypt = errors.New("store: cannot decrypt record (wrong or missing encryption key)")
+	// ErrLocked: the embedded store's file is in use by another process.
+	ErrLocked = errors.New("store: data file is locked by another process")
+)
+
+// Status of a tenant.
+type Status string
+
+const (
+	StatusActive                  Status = "active"
+	StatusReauthorizationRequired Status = "reauthorization_required"
+)
+
+// Tenant is one merchant's stored state. Tokens are plaintext in memory and
+// sealed at rest by the store.
+type Tenant struct {
+	ID       string `json:"id"`
+	Provider string `json:"provider,omitempty"`
+
+	AccessToken      string    `json:"-"`
+	AccessExpiresAt  time.Time `json:"access_expires_at"`
+	RefreshToken     string    `json:"-"`
+	RefreshExpiresAt time.Time `json:"refresh_expires_at"` // zero: the provider did not say
+	Scope            string    `json:"scope,omitempty"`
+
+	Status    Status    `json:"status"`
+	Reason    string    `json:"reason,omitempty"`
+	FlaggedAt time.Time `json:"flagged_at"`
+
+	// RefreshInFlight is set just before a refresh grant is sent and cleared
+	// when its result is written. A record found with it set means an earlier
+	// refresh may have consumed the stored refresh token without its answer
+	// being recorded (process killed, response lost).
+	RefreshInFlight bool `json:"refresh_in_flight,omitempty"`
+
+	// Extra holds provider quirks, e.g. x-series "domain_prefix".
+	Extra map[string]string `json:"extra,omitempty"`
+
+	// AuthorizedAt is when the merchant last completed the OAuth flow.
+	AuthorizedAt  time.Time `json:"authorized_at"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	LastRefreshAt time.Time `json:"last_refresh_at"`
+	RefreshCount  int64     `json:"refresh_count"`
+	FailureCount  int64     `json:"failure_count"`
+
+	// Version is assigned by the store: 1 on creation, +1 on every write.
+	// It is the fencing number for compare-and-set.
+	Version int64 `json:"-"`
+}
+
+// Clone returns a deep copy.
+func (t *Tenant) Clone() *Tenant {
+	c := *t
+	if t.Extra != nil {
+		c.Extra = make(map[string]string, len(t.Extra))
+		for k, v := range t.Extra {
+			c.Extra[k] = v
+		}
+	}
+	return &c
+}
+
+// Store is the persistence contract. All methods must be safe for concurrent
+// use by multiple goroutines.
+type Store interface {
+	// Get returns the tenant or ErrNotFound (ErrDecrypt if its tokens cannot
+	// be opened).
+	Get(ctx context.Context, id string) (*Tenant, error)
+
+	// List returns the ids of all tenants, sorted.
+	List(ctx context.Context) ([]string, error)
+
+	// Put writes t if the stored version equals expect (0 = must not exist)
+	// and returns the new version (expect+1). It returns ErrConflict when the
+	// stored version differs. t.Version is ignored. A successful Put notifies
+	// subscribers.
+	Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
+
+	// Delete removes the tenant; deleting a missing tenant returns
+	// ErrNotFound. A successful Delete notifies subscribers.
+	Delete(ctx context.Context, id string) error
+
+	// TryLock takes the named lock for ttl without waiting, or returns
+	// ErrLockHeld.
+	TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error)
+
+	// PutOnce stores a one-time value that expires after ttl. It returns
+	// ErrConflict if the key already exists.
+	PutOnce(ctx context.Context, key string, value []byte, ttl time.Duration) error
+
+	// TakeOnce atomically reads and deletes a one-time value; ErrNotFound if
+	// it is missing, expired or already taken.
+	TakeOnce(ctx context.Context, key string) ([]byte, error)
+
+	// Subscribe delivers the id of every tenant that is written or deleted,
+	// by any process sharing the store, until ctx is done; the channel is
+	// then closed. Delivery is best effort (a slow reader may miss ids);
+	// callers keep a bounded cache lifetime as a fallback.
+	Subscribe(ctx context.Context) (<-chan string, error)
+
+	// Ping reports whether the backend answers.
+	Ping(ctx context.Context) error
+
+	// Close releases the backend.
+	Close() error
+}
+
+// Lock is a held lock. Methods must be safe for concurrent use.
+type Lock interface {
+	// Refresh extends the lock to ttl from now; ErrLockLost if not held.
+	Refresh(ctx context.Context, ttl time.Duration) error
+	// Release frees the lock if still held by this owner; ErrLockLost if it
+	// had expired or been taken over.
+	Release(ctx context.Context) error
+}
