@@ -73,6 +73,7 @@ type Manager struct {
 type cacheEntry struct {
 	tok       Token
 	fetchedAt time.Time
+	usedAt    time.Time // last Token hit, for the background refresher
 	retryAt   time.Time // after a transient refresh failure: keep serving until then
 	reauth    *ReauthError
 }
@@ -143,7 +144,9 @@ func (m *Manager) Run(ctx context.Context) error {
 // Invalidate drops the cached token of a tenant.
 func (m *Manager) Invalidate(tenant string) {
 	m.mu.Lock()
-	delete(m.cache, tenant)
+	if e := m.cache[tenant]; e != nil {
+		m.cache[tenant] = &cacheEntry{usedAt: e.usedAt} // keep only "in use"
+	}
 	m.mu.Unlock()
 }
 
@@ -172,6 +175,9 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 	now := m.now()
 	m.mu.Lock()
 	e := m.cache[tenant]
+	if e != nil {
+		e.usedAt = now
+	}
 	m.mu.Unlock()
 	if e != nil && now.Sub(e.fetchedAt) < m.opts.CacheTTL {
 		if e.reauth != nil {
@@ -187,6 +193,13 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 	if err != nil && e != nil && e.reauth == nil && m.now().Before(e.tok.Expiry) && errors.Is(err, ErrTokenUnavailable) {
 		// Store or endpoint trouble: a still-valid token keeps serving.
 		return e.tok, nil
+	}
+	if err == nil {
+		m.mu.Lock()
+		if e := m.cache[tenant]; e != nil {
+			e.usedAt = now
+		}
+		m.mu.Unlock()
 	}
 	return tok, err
 }
@@ -310,10 +323,34 @@ func (m *Manager) settled(rec *store.Tenant, w want) (Token, bool, error) {
 
 func (m *Manager) remember(rec *store.Tenant, re *ReauthError, retryAt time.Time) Token {
 	tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version}
+	now := m.now()
 	m.mu.Lock()
-	m.cache[rec.ID] = &cacheEntry{tok: tok, fetchedAt: m.now(), retryAt: retryAt, reauth: re}
+	var usedAt time.Time
+	if old := m.cache[rec.ID]; old != nil {
+		usedAt = old.usedAt
+	}
+	m.cache[rec.ID] = &cacheEntry{tok: tok, fetchedAt: now, usedAt: usedAt, retryAt: retryAt, reauth: re}
 	m.mu.Unlock()
 	return tok
+}
+
+// inUseWindow: a tenant requested within this long counts as in use.
+const inUseWindow = time.Hour
+
+// inUse reports whether this process served tenant recently.
+func (m *Manager) inUse(tenant string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.cache[tenant]
+	return e != nil && !e.usedAt.IsZero() && m.now().Sub(e.usedAt) < inUseWindow
+}
+
+// refreshIfUnchanged refreshes rec's tenant unless another process already
+// replaced the access token seen in rec (background refresher).
+func (m *Manager) refreshIfUnchanged(ctx context.Context, rec *store.Tenant) (Token, error) {
+	return m.shared(ctx, "recover:"+rec.ID, func(ctx context.Context) (Token, error) {
+		return m.acquire(ctx, rec.ID, want{force: true, used: rec.AccessToken})
+	})
 }
 
 // waitForChange polls the record until its version passes seen, the lock

@@ -472,4 +472,3 @@ func TestValidTenantID(t *testing.T) {
 		}
 	}
 }
-

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/lsproxy/lsproxy/config"
+	"github.com/lsproxy/lsproxy/proxy"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
@@ -24,6 +25,7 @@ Usage:
   lsproxy [serve] [--config FILE]      run the proxy (the default)
   lsproxy dev                          sandbox: embedded store, built-in emulator, demo tenant
   lsproxy check-config [--config FILE] validate configuration, print every problem
+  lsproxy hash-key                     make a caller key and the hash to configure
   lsproxy version                      print the version
 
 Configuration: defaults, then the YAML file, then LSPROXY_* environment variables.
@@ -57,6 +59,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return code
 	case "dev":
 		return exitCode(dev(ctx, args, stdout, stderr), stderr)
+	case "hash-key":
+		key, hash, err := proxy.NewClientKey()
+		if err != nil {
+			return exitCode(err, stderr)
+		}
+		fmt.Fprintf(stdout, "key:   %s\nhash:  %s\nconfig entry (client_keys / LSPROXY_CLIENT_KEYS): <id>:%s:<tenant or prefix*>,...\n", key, hash, hash)
+		return 0
 	case "version":
 		fmt.Fprintln(stdout, "lsproxy", version)
 		return 0

@@ -30,6 +30,7 @@ type app struct {
 	log     *zap.Logger
 	store   store.Store
 	manager *auth.Manager
+	bg      *auth.BackgroundRefresher
 	proxy   http.Handler
 	control http.Handler
 }
@@ -153,6 +154,17 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		Logger:        log.Named("proxy"),
 		Metrics:       proxy.NewMetrics(reg),
 	}
+	if len(cfg.ClientKeys) > 0 {
+		keys, err := proxy.ParseClientKeys(cfg.ClientKeys)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		ph.Authenticate = proxy.NewCallerAuth(keys).Authenticate
+		log.Info("caller authentication on", zap.Int("client_keys", len(keys)))
+	} else if cfg.AllowUnauthenticated {
+		log.Warn("caller authentication off: anyone who reaches the proxy listener can use any tenant", zap.String("listen", cfg.Listen))
+	}
 	if err := ph.Init(); err != nil {
 		s.Close()
 		return nil, err
@@ -189,7 +201,16 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 			},
 		}
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, proxy: ph, control: cs.Handler()}, nil
+	bg := &auth.BackgroundRefresher{
+		Manager:     m,
+		Store:       s,
+		Interval:    cfg.RefresherInterval,
+		Concurrency: cfg.RefresherConcurrency,
+		IdleTTL:     preset.RefreshIdleTTL,
+		IdleMargin:  cfg.RefreshIdleMargin,
+		Logger:      log.Named("refresher"),
+	}
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler()}, nil
 }
 
 func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {
@@ -259,6 +280,8 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 			a.log.Error("change notifications unavailable; relying on cache_ttl", zap.Error(err))
 		}
 	}()
+
+	go a.bg.Run(runCtx)
 
 	errc := make(chan error, 2)
 	go func() { errc <- proxySrv.Serve(pl) }()

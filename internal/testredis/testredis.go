@@ -3,6 +3,7 @@
 //	srv := testredis.Start(t)          // on a free 127.0.0.1 port, killed at cleanup
 //	client := srv.Client()             // go-redis client, closed at cleanup
 //	srv.Kill(); srv.Restart()          // crash and bring back on the same port
+//	sen := testredis.StartSentinel(t, "mymaster", srv)
 //
 // The server keeps nothing on disk (--save "" --appendonly no) unless extra
 // arguments say otherwise; its working directory is a t.TempDir(). A missing
@@ -15,7 +16,9 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +43,7 @@ type Server struct {
 	bin  string
 	port int
 	dir  string
+	pre  []string // before the generated flags (a config file must come first)
 	args []string
 
 	mu   sync.Mutex
@@ -57,12 +61,42 @@ type process struct {
 // answers PING, and registers a cleanup that kills it.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
+	s := newServer(t, args)
+	s.launch()
+	return s
+}
+
+// StartSentinel runs a Sentinel (redis-server --sentinel) on a free
+// loopback port that monitors master under masterName with quorum 1.
+// Kill and Restart work as for Start.
+func StartSentinel(t testing.TB, masterName string, master *Server) *Server {
+	t.Helper()
+	s := newServer(t, nil)
+	conf := filepath.Join(s.dir, "sentinel.conf")
+	body := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\n", masterName, master.port)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		t.Fatalf("testredis: writing sentinel config: %v", err)
+	}
+	s.pre = []string{conf, "--sentinel"}
+	s.launch()
+	return s
+}
+
+func newServer(t testing.TB, args []string) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server not found: apt-get install -y redis-server")
 	}
 	s := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
 	t.Cleanup(s.Kill)
+	return s
+}
+
+// launch starts the server on a free port, trying a few ports.
+func (s *Server) launch() {
+	t := s.t
+	t.Helper()
 	var lastErr error
 	for range startAttempts {
 		port, err := freePort()
@@ -72,12 +106,11 @@ func Start(t testing.TB, args ...string) *Server {
 		s.port = port
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if lastErr = s.start(); lastErr == nil {
-			return s
+			return
 		}
 		// Most likely another process took the port; try another.
 	}
 	t.Fatalf("testredis: redis-server did not start after %d attempts: %v", startAttempts, lastErr)
-	return nil
 }
 
 // URL returns "redis://127.0.0.1:port/0".
@@ -124,14 +157,15 @@ func (s *Server) Restart() {
 }
 
 func (s *Server) start() error {
-	argv := append([]string{
+	argv := append(append([]string{}, s.pre...),
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
 		"--logfile", "",
-	}, s.args...)
+	)
+	argv = append(argv, s.args...)
 	cmd := exec.Command(s.bin, argv...)
 	out := &syncBuffer{}
 	cmd.Stdout = out

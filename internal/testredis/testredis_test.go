@@ -2,9 +2,13 @@ package testredis
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestStartKillRestart(t *testing.T) {
@@ -50,5 +54,64 @@ func TestTwoServers(t *testing.T) {
 	a, b := Start(t), Start(t)
 	if a.Addr == b.Addr {
 		t.Fatalf("both on %s", a.Addr)
+	}
+}
+
+func TestSentinel(t *testing.T) {
+	master := Start(t)
+	sen := StartSentinel(t, "mymaster", master)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := redis.NewSentinelClient(&redis.Options{Addr: sen.Addr})
+	defer c.Close()
+	addr, err := c.GetMasterAddrByName(ctx, "mymaster").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := addr[0] + ":" + addr[1]; got != master.Addr {
+		t.Fatalf("sentinel reports master %s, want %s", got, master.Addr)
+	}
+}
+
+// fatalTB records Fatal instead of failing the real test; it must be used
+// from its own goroutine (Fatal ends it with runtime.Goexit).
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatal(args ...any) {
+	f.msg = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func runFatal(tb *fatalTB, fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	<-done
+}
+
+func TestMissingBinaryFails(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	f := &fatalTB{TB: t}
+	runFatal(f, func() { Start(f) })
+	if f.msg != "redis-server not found: apt-get install -y redis-server" {
+		t.Fatalf("Fatal message %q", f.msg)
+	}
+}
+
+func TestBadArgsFailClearly(t *testing.T) {
+	f := &fatalTB{TB: t}
+	runFatal(f, func() { Start(f, "--no-such-option", "1") })
+	if !strings.Contains(f.msg, "did not start") || !strings.Contains(f.msg, "no-such-option") {
+		t.Fatalf("Fatal message %q, want the server's complaint", f.msg)
 	}
 }

@@ -41,6 +41,9 @@ type echoResponse struct {
 //   - anything else: 200 {"tenant","path","method","query","body_len","token_fp"}
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	e.c.apiRequests.Add(1)
+	// Read the body first: the HTTP/1 server notices a client that went away
+	// (and cancels r.Context()) only once the request body is consumed.
+	n, _ := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxAPIBody))
 	e.mu.Lock()
 	delay := e.apiDelay
 	e.mu.Unlock()
@@ -90,7 +93,6 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	n, _ := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxAPIBody))
 	resp := apiResponse{
 		Tenant:  tenant,
 		Path:    r.URL.Path,

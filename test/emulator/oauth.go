@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -137,9 +138,6 @@ func (e *Emulator) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	e.logf("authorize approved tenant=%q pkce=%t", tenant, challenge != "")
 
 	v := url.Values{"code": {code}}
-	if state != "" {
-		v.Set("state", state)
-	}
 	if e.cfg.Mode == ModeXSeries {
 		v.Set("domain_prefix", tenant)
 	}
@@ -168,6 +166,9 @@ type oauthError struct {
 // authentication, then the grant; then the drop/hold faults.
 func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 	e.c.tokenRequests.Add(1)
+	// Read the body first: the HTTP/1 server notices a client that went away
+	// (and cancels r.Context()) only once the request body is consumed.
+	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFormBytes))
 	e.mu.Lock()
 	delay, outage := e.tokenDelay, e.outage
 	e.mu.Unlock()
@@ -192,12 +193,15 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 		e.tokenError(w, oauthError{http.StatusBadRequest, "invalid_request", "Content-Type must be application/x-www-form-urlencoded"})
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil {
+	if readErr != nil {
+		e.tokenError(w, oauthError{http.StatusBadRequest, "invalid_request", "request body unreadable or too large"})
+		return
+	}
+	form, err := url.ParseQuery(string(body)) // parameters in the URL query do not count
+	if err != nil {
 		e.tokenError(w, oauthError{http.StatusBadRequest, "invalid_request", "malformed form body"})
 		return
 	}
-	form := r.PostForm // parameters in the URL query do not count
 	for k, v := range form {
 		if len(v) > 1 {
 			e.tokenError(w, oauthError{http.StatusBadRequest, "invalid_request", "parameter " + k + " repeated"})

@@ -1,0 +1,162 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// BackgroundRefresher keeps tenants alive without traffic: it refreshes
+// access tokens of tenants in use before they expire, and every tenant's
+// refresh token before its idle expiry. Every replica runs one; the store
+// lock and the re-check under it keep a tenant from being refreshed twice.
+type BackgroundRefresher struct {
+	Manager *Manager
+	Store   store.Store
+	// Interval between scans; default 30s.
+	Interval time.Duration
+	// Concurrency bounds simultaneous refreshes; default 4.
+	Concurrency int
+	// IdleTTL is how long an unused refresh token lives when the provider
+	// did not say (the preset's RefreshIdleTTL); 0 = no idle expiry.
+	IdleTTL time.Duration
+	// IdleMargin: refresh this long before the idle expiry; default 48h.
+	IdleMargin time.Duration
+	// Jitter spreads due refreshes over up to this long so that thousands of
+	// tenants expiring together do not stampede the token endpoint; default
+	// Interval/2.
+	Jitter time.Duration
+	// Logger; nil = none.
+	Logger *zap.Logger
+}
+
+// Run scans until ctx ends.
+func (b *BackgroundRefresher) Run(ctx context.Context) {
+	b.defaults()
+	t := time.NewTicker(b.Interval)
+	defer t.Stop()
+	for {
+		b.Scan(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (b *BackgroundRefresher) defaults() {
+	if b.Interval <= 0 {
+		b.Interval = 30 * time.Second
+	}
+	if b.Concurrency <= 0 {
+		b.Concurrency = 4
+	}
+	if b.IdleMargin <= 0 {
+		b.IdleMargin = 48 * time.Hour
+	}
+	if b.Jitter <= 0 {
+		b.Jitter = b.Interval / 2
+	}
+	if b.Logger == nil {
+		b.Logger = zap.NewNop()
+	}
+}
+
+// Scan checks every tenant once and refreshes the due ones, at most
+// Concurrency at a time; it returns when they are done. It returns the
+// number of refreshes attempted.
+func (b *BackgroundRefresher) Scan(ctx context.Context) int {
+	b.defaults()
+	ids, err := b.Store.List(ctx)
+	if err != nil {
+		b.Logger.Warn("refresher: listing tenants", zap.Error(err))
+		return 0
+	}
+	sem := make(chan struct{}, b.Concurrency)
+	done := make(chan struct{}, len(ids))
+	started := 0
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			break
+		}
+		rec, err := b.Store.Get(ctx, id)
+		if err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				b.Logger.Warn("refresher: reading tenant", zap.String("tenant", id), zap.Error(err))
+			}
+			continue
+		}
+		why := b.due(rec)
+		if why == "" {
+			continue
+		}
+		started++
+		go func(rec *store.Tenant, why string) {
+			defer func() { done <- struct{}{} }()
+			select { // spread the load
+			case <-time.After(rand.N(b.Jitter)):
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			_, err := b.Manager.refreshIfUnchanged(ctx, rec)
+			if err != nil {
+				b.Logger.Warn("background refresh failed", zap.String("tenant", rec.ID), zap.String("why", why), zap.Error(err))
+			} else {
+				b.Logger.Debug("background refresh", zap.String("tenant", rec.ID), zap.String("why", why))
+			}
+		}(rec, why)
+	}
+	for i := 0; i < started; i++ {
+		<-done
+	}
+	return started
+}
+
+// due says why rec needs a refresh now, or "".
+func (b *BackgroundRefresher) due(rec *store.Tenant) string {
+	if rec.Status != store.StatusActive || rec.RefreshToken == "" {
+		return ""
+	}
+	m := b.Manager
+	now := m.now()
+	// Access token about to expire (before the next scan) on a tenant this
+	// process serves: refresh ahead so no request waits for it.
+	horizon := m.opts.RefreshBefore + b.Interval + b.Jitter
+	if m.inUse(rec.ID) && rec.AccessExpiresAt.Sub(now) < horizon {
+		return "access token expiring"
+	}
+	// Refresh token idle expiry.
+	idleExpiry := rec.RefreshExpiresAt
+	if idleExpiry.IsZero() && b.IdleTTL > 0 {
+		last := latest(rec.LastRefreshAt, rec.AuthorizedAt, rec.CreatedAt)
+		if !last.IsZero() {
+			idleExpiry = last.Add(b.IdleTTL)
+		}
+	}
+	if !idleExpiry.IsZero() && idleExpiry.Sub(now) < b.IdleMargin {
+		return "refresh token idle expiry"
+	}
+	return ""
+}
+
+func latest(ts ...time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
+	}
+	return l
+}

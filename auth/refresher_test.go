@@ -1,0 +1,157 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/lsproxy/lsproxy/store"
+	"github.com/lsproxy/lsproxy/test/emulator"
+)
+
+func TestRefresherDue(t *testing.T) {
+	f := newFixture(t)
+	b := &BackgroundRefresher{Manager: f.m, Store: f.store, Interval: 30 * time.Second, IdleTTL: 14 * 24 * time.Hour, IdleMargin: 48 * time.Hour}
+	b.defaults()
+	now := f.clk.Now()
+	day := 24 * time.Hour
+	cases := []struct {
+		name  string
+		rec   store.Tenant
+		inUse bool
+		want  string
+	}{
+		{"idle, recently refreshed", store.Tenant{LastRefreshAt: now.Add(-day), AccessExpiresAt: now.Add(-day)}, false, ""},
+		{"idle, near default idle expiry", store.Tenant{LastRefreshAt: now.Add(-13 * day)}, false, "refresh token idle expiry"},
+		{"idle, authorized long ago, never refreshed", store.Tenant{AuthorizedAt: now.Add(-13 * day)}, false, "refresh token idle expiry"},
+		{"provider-reported refresh expiry close", store.Tenant{RefreshExpiresAt: now.Add(day), LastRefreshAt: now}, false, "refresh token idle expiry"},
+		{"provider-reported refresh expiry far", store.Tenant{RefreshExpiresAt: now.Add(20 * day), LastRefreshAt: now.Add(-13 * day)}, false, ""},
+		{"in use, access expiring", store.Tenant{LastRefreshAt: now, AccessExpiresAt: now.Add(40 * time.Second)}, true, "access token expiring"},
+		{"not in use, access expiring", store.Tenant{LastRefreshAt: now, AccessExpiresAt: now.Add(40 * time.Second)}, false, ""},
+		{"in use, access far", store.Tenant{LastRefreshAt: now, AccessExpiresAt: now.Add(time.Hour)}, true, ""},
+		{"flagged", store.Tenant{Status: store.StatusReauthorizationRequired, LastRefreshAt: now.Add(-13 * day)}, false, ""},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rec := c.rec
+			rec.ID = fmt.Sprintf("t%d", i)
+			rec.RefreshToken = "rt"
+			if rec.Status == "" {
+				rec.Status = store.StatusActive
+			}
+			if c.inUse {
+				f.m.mu.Lock()
+				f.m.cache[rec.ID] = &cacheEntry{usedAt: now}
+				f.m.mu.Unlock()
+			}
+			if got := b.due(&rec); got != c.want {
+				t.Fatalf("due = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+func TestRefresherBoundsConcurrencyAndRefreshesOnceAcrossReplicas(t *testing.T) {
+	f := newFixture(t)
+	for i := 0; i < 12; i++ {
+		rec := f.put(t, fmt.Sprintf("t%02d", i), time.Hour)
+		old := rec.Clone()
+		old.LastRefreshAt = f.clk.Now().Add(-13 * 24 * time.Hour)
+		old.CreatedAt = old.LastRefreshAt
+		if _, err := f.store.Put(ctx, old, rec.Version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var inflight, peak atomic.Int32
+	f.ref.next = func(t0 *store.Tenant) (*Grant, error) {
+		n := inflight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // hold the slot so overlap is observable
+		inflight.Add(-1)
+		return &Grant{AccessToken: "at-" + t0.ID + "-new", RefreshToken: "rt-" + t0.ID + "-new", Expiry: f.clk.Now().Add(time.Hour)}, nil
+	}
+	// A second "replica": another manager on the same store.
+	m2 := NewManager(f.store, f.ref, ManagerOptions{Now: f.clk.Now, LockTTL: 2 * time.Second})
+	mk := func(m *Manager) *BackgroundRefresher {
+		return &BackgroundRefresher{Manager: m, Store: f.store, Concurrency: 3, IdleTTL: 14 * 24 * time.Hour, Jitter: time.Millisecond}
+	}
+	var wg sync.WaitGroup
+	for _, b := range []*BackgroundRefresher{mk(f.m), mk(m2)} {
+		wg.Add(1)
+		go func(b *BackgroundRefresher) { defer wg.Done(); b.Scan(ctx) }(b)
+	}
+	wg.Wait()
+	if f.ref.count() != 12 {
+		t.Fatalf("refreshes = %d, want 12 (one per tenant across both replicas)", f.ref.count())
+	}
+	if p := peak.Load(); p > 6 {
+		t.Fatalf("peak concurrency %d > 2 replicas x 3", p)
+	}
+	// All refreshed: a new scan finds nothing due.
+	if n := mk(f.m).Scan(ctx); n != 0 {
+		t.Fatalf("second scan started %d refreshes", n)
+	}
+}
+
+// TestIdleTenantSurvivesIdleExpiry: the emulator expires refresh tokens unused
+// for 14 days (K-Series V1); the refresher keeps a tenant with no traffic
+// alive for 60 days, and without it the tenant would die.
+func TestIdleTenantSurvivesIdleExpiry(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeriesV1, RefreshIdleTTL: 14 * 24 * time.Hour, Now: clk.Now})
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	s, err := store.OpenBolt(t.TempDir(), testKeys(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cfg := emu.Config()
+	client := &OAuthClient{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: srv.URL + emu.Paths().Token,
+		AuthStyle: oauth2.AuthStyleInHeader, Now: clk.Now}
+	m := NewManager(s, client, ManagerOptions{Now: clk.Now})
+	for _, id := range []string{"kept", "control"} {
+		g := emu.IssueGrant(id)
+		if _, err := s.Put(ctx, &store.Tenant{ID: id, Status: store.StatusActive, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken,
+			AccessExpiresAt: clk.Now().Add(time.Hour), AuthorizedAt: clk.Now(), CreatedAt: clk.Now()}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &BackgroundRefresher{Manager: m, Store: s, IdleTTL: 14 * 24 * time.Hour, IdleMargin: 48 * time.Hour, Jitter: time.Millisecond}
+	// Only "kept" is watched by the refresher: "control" is deleted from
+	// its view by scanning a filtered store.
+	only := &filteredStore{Store: s, id: "kept"}
+	b.Store = only
+	for day := 0; day < 60; day++ {
+		clk.Add(24 * time.Hour)
+		b.Scan(ctx)
+	}
+	if n := emu.RefreshCount("kept"); n < 4 {
+		t.Fatalf("kept was refreshed %d times in 60 days", n)
+	}
+	if _, err := m.Token(ctx, "kept"); err != nil {
+		t.Fatalf("kept after 60 idle days: %v", err)
+	}
+	if _, err := m.Token(ctx, "control"); err == nil {
+		t.Fatal("control tenant survived 60 idle days without the refresher: the emulator does not expire idle refresh tokens")
+	}
+}
+
+// filteredStore lists one tenant only.
+type filteredStore struct {
+	store.Store
+	id string
+}
+
+func (f *filteredStore) List(context.Context) ([]string, error) { return []string{f.id}, nil }
