@@ -483,7 +483,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, pageLinkUsed)
 		return
 	}
-	extra, pg := o.callbackExtra(q, cur)
+	params, pg := o.callbackParams(q, cur)
 	if pg != nil {
 		log.Info("onboarding callback rejected", zap.String("why", pg.Heading))
 		renderPage(w, *pg)
@@ -492,7 +492,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 
 	// Exchange at once: codes live about 30 s.
 	probe := cur.Clone()
-	probe.Extra = extra
+	probe.Extra = mergeExtra(cur.Extra, params)
 	g, err := o.Client.Exchange(ctx, probe, code, sv.Verifier, o.RedirectURL)
 	if err != nil {
 		pg := exchangeFailurePage(err)
@@ -527,7 +527,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		next := o.authorized(cur, g, extra, now)
+		next := o.authorized(cur, g, params, now)
 		v, perr := o.Store.Put(ctx, next, cur.Version)
 		if errors.Is(perr, store.ErrConflict) {
 			err = perr
@@ -562,12 +562,12 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	renderPage(w, pageSuccess(sv.Tenant, o.Preset.Name))
 }
 
-// callbackExtra validates the preset's callback parameters (x-series
-// domain_prefix names the token host) and merges them into the tenant's
-// Extra. A value that differs from the one already stored is refused: the
-// merchant connected another account than the tenant's.
-func (o *Onboarder) callbackExtra(q url.Values, cur *store.Tenant) (map[string]string, *page) {
-	extra := cur.Clone().Extra
+// callbackParams validates the preset's callback parameters (x-series
+// domain_prefix names the token host). A value that differs from the one
+// already stored is refused: the merchant connected another account than
+// the tenant's.
+func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant) (map[string]string, *page) {
+	var params map[string]string
 	for _, name := range o.Preset.CallbackParams {
 		v, ok := single(q, name)
 		if !ok || !validDomainPrefix(v) {
@@ -578,17 +578,32 @@ func (o *Onboarder) callbackExtra(q url.Values, cur *store.Tenant) (map[string]s
 			p := pageOtherAccount(name)
 			return nil, &p
 		}
-		if extra == nil {
-			extra = map[string]string{}
+		if params == nil {
+			params = map[string]string{}
 		}
-		extra[name] = v
+		params[name] = v
 	}
-	return extra, nil
+	return params, nil
+}
+
+// mergeExtra returns a copy of extra with params set.
+func mergeExtra(extra, params map[string]string) map[string]string {
+	if len(extra) == 0 && len(params) == 0 {
+		return extra
+	}
+	out := make(map[string]string, len(extra)+len(params))
+	for k, v := range extra {
+		out[k] = v
+	}
+	for k, v := range params {
+		out[k] = v
+	}
+	return out
 }
 
 // authorized returns cur with g applied: identity and history kept, tokens
 // replaced, flag and counters cleared.
-func (o *Onboarder) authorized(cur *store.Tenant, g *Grant, extra map[string]string, now time.Time) *store.Tenant {
+func (o *Onboarder) authorized(cur *store.Tenant, g *Grant, params map[string]string, now time.Time) *store.Tenant {
 	next := cur.Clone()
 	if o.Preset.Name != "" {
 		next.Provider = o.Preset.Name
@@ -604,7 +619,7 @@ func (o *Onboarder) authorized(cur *store.Tenant, g *Grant, extra map[string]str
 	if next.Scope == "" {
 		next.Scope = strings.Join(o.Scopes, " ") // RFC 6749 §5.1: omitted = as requested
 	}
-	next.Extra = extra
+	next.Extra = mergeExtra(cur.Extra, params)
 	next.Status = store.StatusActive
 	next.Reason = ""
 	next.FlaggedAt = time.Time{}

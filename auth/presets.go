@@ -38,7 +38,15 @@ type Preset struct {
 }
 
 // Presets by name. "custom" has no URLs: configuration supplies them all.
+// Each entry notes where its data was checked (Lightspeed's public
+// documentation, 2025-2026); docs/lightspeed.md explains the quirks.
 var Presets = map[string]Preset{
+	// K-Series "V2 authentication" (Keycloak realm k-series; all API clients
+	// created since 2025-11-10): api-portal.lsk.lightspeed.app, "Migration
+	// FAQ" and "Authorization Overview - V2". Token and refresh-token
+	// lifetimes vary and come in expires_in / refresh_expires_in;
+	// offline_access gives the long-lived refresh token. Keycloak accepts
+	// an S256 code challenge from confidential clients, so PKCE is on.
 	"k-series": {
 		Name: "k-series",
 		Environments: map[string]Endpoints{
@@ -54,8 +62,13 @@ var Presets = map[string]Preset{
 			},
 		},
 		ClientAuth: "basic",
+		PKCE:       true,
 		Scopes:     []string{"offline_access"},
 	},
+	// K-Series "V1" clients (devp-… ids): api-portal.lsk.lightspeed.app,
+	// "Authorization FAQ": access tokens 60 min, refresh tokens single-use
+	// and expiring after 14 days unused, HTTPS redirect URLs. scope is
+	// required at authorize: configure LSPROXY_SCOPES (e.g. "orders-api").
 	"k-series-v1": {
 		Name: "k-series-v1",
 		Environments: map[string]Endpoints{
@@ -73,6 +86,9 @@ var Presets = map[string]Preset{
 		ClientAuth:     "basic",
 		RefreshIdleTTL: 14 * 24 * time.Hour,
 	},
+	// L-Series (resto API): lightspeedapis.com/resto/oauth2/v1, staging
+	// test.lightspeedapis.com; PKCE S256 required, Basic client auth,
+	// codes valid 30 s, refresh tokens single-use.
 	"l-series": {
 		Name: "l-series",
 		Environments: map[string]Endpoints{
@@ -91,6 +107,11 @@ var Presets = map[string]Preset{
 		PKCE:           true,
 		RefreshIdleTTL: 30 * 24 * time.Hour,
 	},
+	// O-Series (Kounta): apidoc.kounta.com/authentication. The documented
+	// token URL is api.kounta.com/v1/token; Kounta picks the response
+	// format from the extension or Accept header (406 without either), and
+	// golang.org/x/oauth2 sends no Accept header, so the .json form is used.
+	// client_id/client_secret go in the form body; access tokens live 1 h.
 	"o-series": {
 		Name: "o-series",
 		Environments: map[string]Endpoints{
@@ -102,6 +123,9 @@ var Presets = map[string]Preset{
 		},
 		ClientAuth: "body",
 	},
+	// R-Series (Retail POS): developers.lightspeedhq.com/retail
+	// "Authentication Overview": cloud.lightspeedapp.com/auth/oauth/…,
+	// scopes employee:* (employee:all = full access).
 	"r-series": {
 		Name: "r-series",
 		Environments: map[string]Endpoints{
@@ -114,6 +138,11 @@ var Presets = map[string]Preset{
 		ClientAuth: "body",
 		Scopes:     []string{"employee:all"},
 	},
+	// X-Series (Vend): x-series-api.lightspeedhq.com/docs/authorization.
+	// The token host is the retailer's domain_prefix, returned on the
+	// callback; state is required (≥ 8 characters); refresh tokens rotate
+	// (changelog 2025-03). Scopes are required but app-specific
+	// (x-series-api.lightspeedhq.com/docs/scopes): configure LSPROXY_SCOPES.
 	"x-series": {
 		Name: "x-series",
 		Environments: map[string]Endpoints{

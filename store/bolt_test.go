@@ -255,6 +255,7 @@ func TestBoltHelperProcess(t *testing.T) {
 }
 
 func TestBoltLockedByOtherProcess(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	b, err := OpenBolt(dir, mustKeyring(t, testKeys(t, 1)...))
 	if err != nil {

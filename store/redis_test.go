@@ -140,6 +140,7 @@ func startCluster(t *testing.T) *testredis.Server {
 }
 
 func TestRedisClusterConformance(t *testing.T) {
+	t.Parallel()
 	srv := startCluster(t)
 	runConformance(t, func(t *testing.T) harness {
 		return &redisHarness{
@@ -311,6 +312,7 @@ func TestRedisPrefixIsolation(t *testing.T) {
 }
 
 func TestRedisSubscribeSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	srv := testredis.Start(t)
 	ctx := testCtx(t)
 	writer := newTestRedis(t, srv, "r:")
@@ -355,7 +357,11 @@ func TestRedisSubscribeSurvivesRestart(t *testing.T) {
 func TestRedisServerDown(t *testing.T) {
 	srv := testredis.Start(t)
 	ctx := testCtx(t)
-	r := newTestRedis(t, srv, "")
+	// No retries: this is about how failures are reported, not go-redis's
+	// retry policy.
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1})
+	r := NewRedis(client, RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...)})
+	defer r.Close()
 	if _, err := r.Put(ctx, fullTenant("x"), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -508,6 +514,7 @@ func closedPort(t *testing.T) string {
 }
 
 func TestDialRedis(t *testing.T) {
+	t.Parallel()
 	const secret = "s3cr3t-pa55word"
 	srv := testredis.Start(t, "--requirepass", secret)
 	dead := closedPort(t)
@@ -555,6 +562,7 @@ func TestDialRedis(t *testing.T) {
 	}
 	for _, tc := range fail {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			start := time.Now()
 			c, err := DialRedis(ctx, tc.cfg)
 			if err == nil {
@@ -620,6 +628,7 @@ func TestRedactKeepsChain(t *testing.T) {
 }
 
 func TestDialRedisModes(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 
 	t.Run("sentinel", func(t *testing.T) {

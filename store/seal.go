@@ -33,8 +33,8 @@ type ringKey struct {
 }
 
 // NewKeyring returns a keyring whose first key seals. Every key must be
-// exactly 32 bytes; at least one is required; the same key may not be given
-// twice. The keys are copied into AES ciphers; the caller may wipe its slices.
+// exactly 32 bytes; at least one is required; a key given again is ignored.
+// The keys are copied into AES ciphers; the caller may wipe its slices.
 func NewKeyring(keys ...[]byte) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("store: at least one encryption key is required")
@@ -47,7 +47,7 @@ func NewKeyring(keys ...[]byte) (*Keyring, error) {
 		}
 		sum := sha256.Sum256(k)
 		if seen[sum] {
-			return nil, fmt.Errorf("store: encryption key %s is given twice", hex.EncodeToString(sum[:4]))
+			continue // the same key listed again (e.g. also among the old keys)
 		}
 		seen[sum] = true
 		block, err := aes.NewCipher(k)

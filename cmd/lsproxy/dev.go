@@ -2,10 +2,164 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lsproxy/lsproxy/config"
+	"github.com/lsproxy/lsproxy/test/emulator"
 )
 
+// demoTenant is onboarded by `lsproxy dev`.
+const demoTenant = "demo"
+
+// dev runs a sandbox: the embedded store in a temp dir, the built-in
+// Lightspeed emulator as provider and upstream, and one demo tenant
+// onboarded through the real authorize → callback path.
 func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("dev: not implemented yet")
+	fs := flag.NewFlagSet("lsproxy dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "", "proxied traffic listener (default LSPROXY_LISTEN or 127.0.0.1:8080)")
+	controlListen := fs.String("control-listen", "", "control listener (default LSPROXY_CONTROL_LISTEN or 127.0.0.1:8081)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load("", os.Environ())
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *controlListen != "" {
+		cfg.ControlListen = *controlListen
+	}
+	dir, err := os.MkdirTemp("", "lsproxy-dev-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// Bind the control listener first: the emulator must know the exact
+	// redirect URL, which contains its port.
+	cl, err := net.Listen("tcp", cfg.ControlListen)
+	if err != nil {
+		return fmt.Errorf("control listener %s: %w (set --control-listen)", cfg.ControlListen, err)
+	}
+	controlAddr := cl.Addr().String()
+	cl.Close()
+	cfg.ControlListen = controlAddr
+	cfg.RedirectURL = "http://" + controlAddr + "/oauth/callback"
+
+	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, RedirectURL: cfg.RedirectURL})
+	emu.Approve(demoTenant)
+	el, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	emuSrv := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
+	go emuSrv.Serve(el)
+	defer emuSrv.Close()
+	emuURL := "http://" + el.Addr().String()
+	paths := emu.Paths()
+	ec := emu.Config()
+
+	cfg.Provider = "k-series"
+	cfg.UpstreamURL = emuURL
+	cfg.AuthorizeURL = emuURL + paths.Authorize
+	cfg.TokenURL = emuURL + paths.Token
+	cfg.ClientID, cfg.ClientSecret = ec.ClientID, ec.ClientSecret
+	cfg.RedisURL, cfg.RedisSentinelAddrs, cfg.RedisClusterAddrs = "", nil, nil
+	cfg.DataDir = dir
+	cfg.EncryptionKey = randomB64(32)
+	cfg.AdminToken = "dev-" + randomHex(16)
+	cfg.LogFormat = "console"
+	if problems := cfg.Validate(config.ModeDev); len(problems) > 0 {
+		return errors.Join(problems...)
+	}
+
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	defer a.store.Close()
+
+	ready := make(chan [2]string, 1)
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.run(ctx, func(p, c string) { ready <- [2]string{p, c} }) }()
+	var addrs [2]string
+	select {
+	case addrs = <-ready:
+	case err := <-runErr:
+		return err
+	}
+	if err := onboardDemo(ctx, addrs[1], cfg.AdminToken); err != nil {
+		return fmt.Errorf("onboarding the demo tenant: %w", err)
+	}
+	fmt.Fprintf(stdout, `lsproxy dev is running (embedded store in %s, Lightspeed emulator at %s).
+Tenant %q was onboarded through the real OAuth authorize → callback flow.
+
+Try it:
+  curl -H 'X-Tenant: %s' http://%s/f/data/businesses
+
+Admin API (token %s):
+  curl -H 'Authorization: Bearer %s' http://%s/admin/tenants/%s
+
+Press Ctrl-C to stop.
+`, dir, emuURL, demoTenant, demoTenant, addrs[0], cfg.AdminToken, cfg.AdminToken, addrs[1], demoTenant)
+	return <-runErr
+}
+
+// onboardDemo asks the admin API for a link and follows it like the
+// merchant's browser: lsproxy → emulator authorize → lsproxy callback.
+func onboardDemo(ctx context.Context, controlAddr, adminToken string) error {
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+controlAddr+"/admin/tenants/"+demoTenant+"/authorize", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		AuthorizeURL string `json:"authorize_url"`
+	}
+	err = decodeJSON(resp, &body)
+	if err != nil {
+		return err
+	}
+	req, _ = http.NewRequestWithContext(ctx, "GET", body.AuthorizeURL, nil)
+	resp, err = (&http.Client{Timeout: 10 * time.Second}).Do(req) // follows the redirects
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("callback answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func randomB64(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

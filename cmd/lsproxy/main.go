@@ -4,13 +4,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/lsproxy/lsproxy/config"
 	"github.com/lsproxy/lsproxy/proxy"
@@ -26,6 +30,7 @@ Usage:
   lsproxy dev                          sandbox: embedded store, built-in emulator, demo tenant
   lsproxy check-config [--config FILE] validate configuration, print every problem
   lsproxy hash-key                     make a caller key and the hash to configure
+  lsproxy healthcheck [--config FILE]  exit 0 when the control listener's /healthz answers 200
   lsproxy version                      print the version
 
 Configuration: defaults, then the YAML file, then LSPROXY_* environment variables.
@@ -66,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "key:   %s\nhash:  %s\nconfig entry (client_keys / LSPROXY_CLIENT_KEYS): <id>:%s:<tenant or prefix*>,...\n", key, hash, hash)
 		return 0
+	case "healthcheck":
+		return healthcheck(args, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "lsproxy", version)
 		return 0
@@ -111,4 +118,48 @@ func loadConfig(mode string, args []string, stderr io.Writer) (config.Config, in
 		return cfg, 1
 	}
 	return cfg, 0
+}
+
+func decodeJSON(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s answered %d", resp.Request.URL.Path, resp.StatusCode)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
+}
+
+// healthcheck probes /healthz on the configured control listener, for
+// container HEALTHCHECKs that have no shell tools.
+func healthcheck(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("lsproxy healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "YAML configuration file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path, os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, "lsproxy healthcheck:", err)
+		return 1
+	}
+	host, port, err := net.SplitHostPort(cfg.ControlListen)
+	if err != nil {
+		fmt.Fprintln(stderr, "lsproxy healthcheck:", err)
+		return 1
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if err != nil {
+		fmt.Fprintln(stderr, "lsproxy healthcheck:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "lsproxy healthcheck: /healthz answered", resp.StatusCode)
+		return 1
+	}
+	return 0
 }

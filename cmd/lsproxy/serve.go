@@ -298,6 +298,7 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 	case serveErr = <-errc:
 	}
 	a.log.Info("shutting down")
+	cancel() // stop scanning and following changes; running refreshes finish below
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
 	defer scancel()
 	// Stop accepting, drain in-flight requests, then let running refreshes

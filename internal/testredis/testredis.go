@@ -33,8 +33,9 @@ const (
 	readyTimeout  = 10 * time.Second // per attempt, until PING answers
 )
 
-// Server is a running redis-server. Its methods must be called from the
-// test's goroutine (they may call t.Fatal).
+// Server is a running redis-server. Kill is safe from any goroutine;
+// Restart and Client must be called from the test's goroutine (Restart
+// may call t.Fatal).
 type Server struct {
 	// Addr is "127.0.0.1:port".
 	Addr string
@@ -148,10 +149,11 @@ func (s *Server) Restart() {
 	s.Kill()
 	var err error
 	// The port was ours a moment ago; retry briefly in case it lingers.
-	for range startAttempts {
+	for i := range startAttempts {
 		if err = s.start(); err == nil {
 			return
 		}
+		time.Sleep(time.Duration(i+1) * 50 * time.Millisecond) // back off
 	}
 	s.t.Fatalf("testredis: restarting redis-server on %s: %v", s.Addr, err)
 }

@@ -90,7 +90,8 @@ func (f *fatalTB) Fatalf(format string, args ...any) {
 	runtime.Goexit()
 }
 
-func runFatal(tb *fatalTB, fn func()) {
+// runFatal runs fn on its own goroutine and waits for it to return or Goexit.
+func runFatal(fn func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -102,7 +103,7 @@ func runFatal(tb *fatalTB, fn func()) {
 func TestMissingBinaryFails(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	f := &fatalTB{TB: t}
-	runFatal(f, func() { Start(f) })
+	runFatal(func() { Start(f) })
 	if f.msg != "redis-server not found: apt-get install -y redis-server" {
 		t.Fatalf("Fatal message %q", f.msg)
 	}
@@ -110,7 +111,7 @@ func TestMissingBinaryFails(t *testing.T) {
 
 func TestBadArgsFailClearly(t *testing.T) {
 	f := &fatalTB{TB: t}
-	runFatal(f, func() { Start(f, "--no-such-option", "1") })
+	runFatal(func() { Start(f, "--no-such-option", "1") })
 	if !strings.Contains(f.msg, "did not start") || !strings.Contains(f.msg, "no-such-option") {
 		t.Fatalf("Fatal message %q, want the server's complaint", f.msg)
 	}

@@ -184,10 +184,10 @@ type Stats struct {
 	TokenBadRequests   int64 // malformed: method, content type, parameters, grant type
 	ClientAuthFailures int64 // 401 invalid_client
 	CodeExchanges      int64 // successful code exchanges
-	CodeRejected       int64 // failed code exchanges (any invalid_grant)
+	CodeRejected       int64 // failed code exchanges after client authentication
 	CodeReuse          int64 // a used code presented again (its grant is revoked)
 	RefreshGrants      int64 // successful refreshes (dropped responses included)
-	RefreshRejected    int64 // failed refreshes (any invalid_grant/invalid_scope)
+	RefreshRejected    int64 // failed refreshes after client authentication (invalid_grant, invalid_scope, invalid_request)
 	ReuseDetected      int64 // a used refresh token presented again (its grant is revoked)
 	GrantsIssued       int64 // by code exchange or IssueGrant
 	GrantsRevoked      int64 // by reuse detection, code reuse or Revoke

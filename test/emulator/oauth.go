@@ -138,6 +138,9 @@ func (e *Emulator) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	e.logf("authorize approved tenant=%q pkce=%t", tenant, challenge != "")
 
 	v := url.Values{"code": {code}}
+	if state != "" {
+		v.Set("state", state)
+	}
 	if e.cfg.Mode == ModeXSeries {
 		v.Set("domain_prefix", tenant)
 	}

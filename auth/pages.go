@@ -1,0 +1,173 @@
+package auth
+
+import (
+	"bytes"
+	"html/template"
+	"net/http"
+	"strconv"
+)
+
+// page is one onboarding page shown to the merchant's browser. Pages carry
+// fixed texts and at most the tenant id and a sanitized provider error code:
+// never a code, state, verifier or token.
+type page struct {
+	Status  int
+	OK      bool
+	Title   string
+	Heading string
+	Message string
+	Action  string // what to do next
+	Tenant  string
+}
+
+var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{{.Title}} · lsproxy</title>
+<style>
+body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f5f7;color:#1d2330}
+main{max-width:34rem;margin:10vh auto;padding:2rem 2.25rem;background:#fff;border-radius:10px;box-shadow:0 1px 4px rgba(0,0,0,.08)}
+.brand{font-size:.8rem;letter-spacing:.08em;text-transform:uppercase;color:#6b7385;margin:0 0 1rem}
+h1{font-size:1.4rem;margin:0 0 .75rem}
+.ok h1{color:#137a3a}.fail h1{color:#a4262c}
+.action{margin-top:1.25rem;padding:.75rem 1rem;background:#f4f5f7;border-radius:6px}
+footer{margin-top:1.5rem;font-size:.8rem;color:#6b7385}
+</style>
+</head>
+<body>
+<main class="{{if .OK}}ok{{else}}fail{{end}}">
+<p class="brand">lsproxy · Lightspeed connection</p>
+<h1>{{.Heading}}</h1>
+<p>{{.Message}}</p>
+{{if .Action}}<p class="action">{{.Action}}</p>{{end}}
+<footer>{{if .Tenant}}Account reference: {{.Tenant}} · {{end}}HTTP {{.Status}}</footer>
+</main>
+</body>
+</html>
+`))
+
+// noStore sets the headers every onboarding response carries.
+func noStore(h http.Header) {
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+}
+
+// renderPage writes p as a complete HTML response.
+func renderPage(w http.ResponseWriter, p page) {
+	var buf bytes.Buffer
+	if err := pageTemplate.Execute(&buf, p); err != nil {
+		// Fixed template and plain strings: cannot fail; keep a fallback.
+		buf.Reset()
+		buf.WriteString("<!doctype html><title>lsproxy</title><p>" + http.StatusText(p.Status) + "</p>")
+	}
+	h := w.Header()
+	noStore(h)
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+const askNewLink = "Ask the person who sent you the link for a new one."
+
+var (
+	pageBadLink = page{Status: http.StatusBadRequest, Title: "Invalid link",
+		Heading: "This link is not valid",
+		Message: "The connection link is incomplete or was changed. Make sure you opened the whole link exactly as you received it.",
+		Action:  "Copy the complete link from the message you received, or " + lower(askNewLink)}
+	pageLinkExpired = page{Status: http.StatusGone, Title: "Link expired",
+		Heading: "This link has expired",
+		Message: "Connection links work for a limited time, and this one is past it. Nothing was changed.",
+		Action:  askNewLink}
+	pageLinkUsed = page{Status: http.StatusGone, Title: "Link already used",
+		Heading: "This link was already used",
+		Message: "Your Lightspeed account was already connected with this link. Each link connects once; nothing was changed now.",
+		Action:  "If you need to connect again, " + lower(askNewLink)}
+	pageTenantGone = page{Status: http.StatusGone, Title: "Connection removed",
+		Heading: "This connection no longer exists",
+		Message: "The connection this link was made for has been removed. Nothing was stored.",
+		Action:  "Contact the person who sent you the link."}
+	pageBadState = page{Status: http.StatusBadRequest, Title: "Sign-in not recognised",
+		Heading: "This sign-in could not be matched",
+		Message: "The answer from Lightspeed belongs to no sign-in in progress: it was already used, it expired, or the page was reloaded. Nothing was stored.",
+		Action:  "Open the link you were sent again to start over. If it no longer works, " + lower(askNewLink)}
+	pageNoCode = page{Status: http.StatusBadRequest, Title: "Incomplete answer",
+		Heading: "Lightspeed's answer was incomplete",
+		Message: "The redirect from Lightspeed did not include an authorization code. Nothing was stored.",
+		Action:  "Open the link you were sent again to start over."}
+	pageDeclined = page{Status: http.StatusForbidden, Title: "Access declined",
+		Heading: "Access was declined",
+		Message: "The connection was not approved on Lightspeed's page, so nothing was connected or stored.",
+		Action:  "If this was a mistake, open the link you were sent again and choose to allow access."}
+	pageCodeRejected = page{Status: http.StatusBadRequest, Title: "Authorization not completed",
+		Heading: "Lightspeed rejected the authorization",
+		Message: "Lightspeed did not accept the one-time code from this sign-in. It may have expired (codes are valid for about 30 seconds) or the redirect address registered with Lightspeed does not match. Nothing was stored.",
+		Action:  "Open the link you were sent again. If this keeps happening, tell the person who sent you the link."}
+	pageClientRejected = page{Status: http.StatusBadRequest, Title: "Integration not accepted",
+		Heading: "Lightspeed did not accept this integration's credentials",
+		Message: "The integration's client credentials were rejected by Lightspeed. This is a configuration problem on the integration's side, not in your account. Nothing was stored.",
+		Action:  "Tell the person who sent you the link; they need to check the integration's client id and secret."}
+	pageProviderDown = page{Status: http.StatusBadGateway, Title: "Lightspeed unavailable",
+		Heading: "Lightspeed's sign-in service did not answer",
+		Message: "The authorization could not be completed because Lightspeed's token service was unavailable. Nothing was stored.",
+		Action:  "Wait a few minutes, then open the link you were sent again."}
+	pageStoreDown = page{Status: http.StatusServiceUnavailable, Title: "Temporarily unavailable",
+		Heading: "The service is temporarily unavailable",
+		Message: "The connection could not be saved right now. Nothing was changed.",
+		Action:  "Wait a few minutes, then open the link you were sent again."}
+	pageMisconfigured = page{Status: http.StatusServiceUnavailable, Title: "Not available",
+		Heading: "Connecting accounts is not available",
+		Message: "This service is not configured to connect Lightspeed accounts.",
+		Action:  "Tell the person who sent you the link."}
+	pageMethod = page{Status: http.StatusMethodNotAllowed, Title: "Not allowed",
+		Heading: "Open this link in a web browser",
+		Message: "This address only works when opened in a web browser."}
+)
+
+func pageProviderError(code string) page {
+	return page{Status: http.StatusBadRequest, Title: "Authorization not completed",
+		Heading: "Lightspeed could not complete the authorization",
+		Message: "Lightspeed answered with the error \u201c" + code + "\u201d instead of an authorization. Nothing was stored.",
+		Action:  "Open the link you were sent again. If this keeps happening, tell the person who sent you the link and mention the error."}
+}
+
+func pageMissingParam(name string) page {
+	return page{Status: http.StatusBadRequest, Title: "Incomplete answer",
+		Heading: "Lightspeed's answer was incomplete",
+		Message: "The redirect from Lightspeed did not include a valid \u201c" + name + "\u201d. Nothing was stored.",
+		Action:  "Open the link you were sent again to start over."}
+}
+
+func pageOtherAccount(name string) page {
+	return page{Status: http.StatusBadRequest, Title: "Different account",
+		Heading: "A different Lightspeed account was connected",
+		Message: "This link is for another Lightspeed account (" + name + " differs from the one connected before). Nothing was changed.",
+		Action:  "Sign in to the Lightspeed account this link was sent for, then open the link again."}
+}
+
+func pageSuccess(tenant, provider string) page {
+	msg := "Your Lightspeed account is connected. You can close this window."
+	if provider != "" && provider != "custom" {
+		msg = "Your Lightspeed (" + provider + ") account is connected. You can close this window."
+	}
+	return page{Status: http.StatusOK, OK: true, Title: "Connected",
+		Heading: "Connected", Message: msg, Tenant: tenant}
+}
+
+func lower(s string) string {
+	if s == "" {
+		return s
+	}
+	b := []byte(s)
+	if b[0] >= 'A' && b[0] <= 'Z' {
+		b[0] += 'a' - 'A'
+	}
+	return string(b)
+}

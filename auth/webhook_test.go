@@ -1,0 +1,252 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lsproxy/lsproxy/auth"
+)
+
+const hookSecret = "whsec-test"
+
+type hookReq struct {
+	event, tenant string
+	body          []byte
+	header        http.Header
+}
+
+// hookServer answers with status(n, tenant) for the n-th request (1-based)
+// and reports every request on the returned channel.
+func hookServer(t *testing.T, status func(n int, tenant string) int) (*httptest.Server, <-chan hookReq) {
+	t.Helper()
+	ch := make(chan hookReq, 64)
+	var count atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var ev struct{ Event, Tenant string }
+		_ = json.Unmarshal(b, &ev)
+		code := status(int(count.Add(1)), ev.Tenant)
+		if code == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "0")
+		}
+		w.WriteHeader(code)
+		ch <- hookReq{event: ev.Event, tenant: ev.Tenant, body: b, header: r.Header.Clone()}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, ch
+}
+
+func recv(t *testing.T, ch <-chan hookReq) hookReq {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("no webhook request")
+		return hookReq{}
+	}
+}
+
+func startNotifier(t *testing.T, n *auth.Notifier) context.CancelFunc {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.Start(ctx)
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-n.Done():
+		case <-time.After(5 * time.Second):
+			t.Error("notifier did not stop")
+		}
+	})
+	return cancel
+}
+
+func verifySignature(t *testing.T, r hookReq) {
+	t.Helper()
+	ts := r.header.Get("X-Lsproxy-Timestamp")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || time.Since(time.Unix(sec, 0)).Abs() > time.Minute {
+		t.Fatalf("timestamp %q", ts)
+	}
+	sig, ok := strings.CutPrefix(r.header.Get("X-Lsproxy-Signature"), "sha256=")
+	if !ok || !hmac.Equal([]byte(sig), []byte(auth.Sign(hookSecret, ts, r.body))) {
+		t.Fatalf("bad signature %q", r.header.Get("X-Lsproxy-Signature"))
+	}
+	if auth.Sign("other-secret", ts, r.body) == sig {
+		t.Fatal("signature does not depend on the secret")
+	}
+}
+
+func fastBackoff(int) time.Duration { return time.Millisecond }
+
+func TestWebhookSignedDelivery(t *testing.T) {
+	srv, ch := hookServer(t, func(int, string) int { return http.StatusNoContent })
+	n := &auth.Notifier{URL: srv.URL + "/hook", Secret: hookSecret}
+	at := time.Date(2026, 11, 23, 12, 30, 0, 123, time.FixedZone("x", 3600))
+	// Queued before Start: delivered once started.
+	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "acme", Reason: "refresh token rejected", At: at})
+	startNotifier(t, n)
+	r := recv(t, ch)
+	verifySignature(t, r)
+	if r.header.Get("Content-Type") != "application/json" || r.header.Get("X-Lsproxy-Event") != "tenant.flagged" {
+		t.Fatalf("headers %v", r.header)
+	}
+	want := `{"event":"tenant.flagged","tenant":"acme","reason":"refresh token rejected","at":"2026-11-23T11:30:00Z"}`
+	if string(r.body) != want {
+		t.Fatalf("body %s\nwant %s", r.body, want)
+	}
+
+	n.Notify(auth.Event{Event: auth.EventRecovered, Tenant: "acme", At: at})
+	r = recv(t, ch)
+	verifySignature(t, r)
+	if r.event != auth.EventRecovered || r.tenant != "acme" || !strings.Contains(string(r.body), `"reason":""`) {
+		t.Fatalf("%s", r.body)
+	}
+}
+
+func TestWebhookRetriesThenSucceeds(t *testing.T) {
+	codes := []int{http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusOK}
+	srv, ch := hookServer(t, func(n int, _ string) int { return codes[min(n, len(codes))-1] })
+	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
+	startNotifier(t, n)
+	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "acme", Reason: "x", At: time.Now()})
+	for i := 0; i < 3; i++ {
+		r := recv(t, ch)
+		verifySignature(t, r) // every attempt is signed afresh
+	}
+	// A sentinel proves the first event is finished (one goroutine, in order).
+	n.Notify(auth.Event{Event: auth.EventRecovered, Tenant: "sentinel", At: time.Now()})
+	if r := recv(t, ch); r.tenant != "sentinel" {
+		t.Fatalf("fourth request was for %q", r.tenant)
+	}
+	if n.Failed() != 0 {
+		t.Fatalf("failed %d", n.Failed())
+	}
+}
+
+func TestWebhookBoundedAttempts(t *testing.T) {
+	srv, ch := hookServer(t, func(int, string) int { return http.StatusInternalServerError })
+	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, MaxAttempts: 3, Backoff: fastBackoff}
+	startNotifier(t, n)
+	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "first", At: time.Now()})
+	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "second", At: time.Now()})
+	var got []string
+	for i := 0; i < 6; i++ {
+		got = append(got, recv(t, ch).tenant)
+	}
+	if strings.Join(got, ",") != "first,first,first,second,second,second" {
+		t.Fatalf("attempts %v", got)
+	}
+}
+
+func TestWebhookNoRetryOnClientError(t *testing.T) {
+	srv, ch := hookServer(t, func(_ int, tenant string) int {
+		if tenant == "sentinel" {
+			return http.StatusOK
+		}
+		return http.StatusBadRequest
+	})
+	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
+	startNotifier(t, n)
+	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "acme", At: time.Now()})
+	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "sentinel", At: time.Now()})
+	if r := recv(t, ch); r.tenant != "acme" {
+		t.Fatal(r.tenant)
+	}
+	if r := recv(t, ch); r.tenant != "sentinel" {
+		t.Fatalf("a 400 was retried (got %q)", r.tenant)
+	}
+	if n.Failed() != 1 {
+		t.Fatalf("failed %d", n.Failed())
+	}
+}
+
+func TestWebhookRetriesNetworkError(t *testing.T) {
+	ch := make(chan string, 4)
+	var cut atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if cut.CompareAndSwap(false, true) { // cut the connection without an answer
+			ch <- "cut"
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		ch <- "ok"
+	}))
+	defer srv.Close()
+	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
+	startNotifier(t, n)
+	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "acme", At: time.Now()})
+	for _, want := range []string{"cut", "ok"} {
+		select {
+		case got := <-ch:
+			if got != want {
+				t.Fatalf("got %s want %s", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s request", want)
+		}
+	}
+}
+
+func TestWebhookNotifyNeverBlocks(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		select { // the receiver hangs
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, QueueSize: 2, Backoff: fastBackoff}
+	startNotifier(t, n)
+	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "t0", At: time.Now()})
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("first delivery did not start")
+	}
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 100; i++ {
+			n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "t", At: time.Now()})
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Notify blocked on a hanging receiver")
+	}
+	if d := n.Dropped(); d != 98 {
+		t.Fatalf("dropped %d, want 98 (queue of 2)", d)
+	}
+}
+
+func TestWebhookUnsignedWithoutSecret(t *testing.T) {
+	srv, ch := hookServer(t, func(int, string) int { return http.StatusOK })
+	n := &auth.Notifier{URL: srv.URL}
+	startNotifier(t, n)
+	n.Notify(auth.Event{Event: auth.EventRecovered, Tenant: "acme", At: time.Now()})
+	r := recv(t, ch)
+	if r.header.Get("X-Lsproxy-Signature") != "" || r.header.Get("X-Lsproxy-Timestamp") == "" {
+		t.Fatalf("headers %v", r.header)
+	}
+}
