@@ -290,12 +290,38 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, er
 			return Token{}, m.storeErr(tenant, err)
 		}
 		m.opts.Metrics.lockWait(m.now().Sub(lockStart))
+		stopRenew := m.renew(ctx, tenant, lock)
 		tok, err := m.refreshLocked(ctx, tenant, w)
+		stopRenew()
 		if rerr := lock.Release(context.WithoutCancel(ctx)); rerr != nil {
 			m.log.Warn("lock release", zap.String("tenant", tenant), zap.Error(rerr))
 		}
 		return tok, err
 	}
+}
+
+// renew extends the lock every LockTTL/3 while the holder works, so a slow
+// token endpoint or a store outage during the write never lets a second
+// process refresh with the same refresh token. The returned func stops it.
+func (m *Manager) renew(ctx context.Context, tenant string, lock store.Lock) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(m.opts.LockTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := lock.Refresh(context.WithoutCancel(ctx), m.opts.LockTTL); err != nil {
+					m.log.Warn("lock renewal failed", zap.String("tenant", tenant), zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // settled decides without refreshing when possible.

@@ -511,3 +511,34 @@ func TestLogsNeverHoldTokens(t *testing.T) {
 		t.Errorf("missing token events: %v", all)
 	}
 }
+
+func TestLockRenewedWhileTokenEndpointIsSlow(t *testing.T) {
+	f := newFixture(t, func(o *ManagerOptions) { o.LockTTL = 150 * time.Millisecond; o.WaitFor = 10 * time.Second })
+	f.put(t, "acme", -time.Second)
+	f.ref.gate = make(chan struct{})
+	done := make(chan error, 1)
+	go func() { _, err := f.m.Token(ctx, "acme"); done <- err }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !f.get(t, "acme").RefreshInFlight {
+		if time.Now().After(deadline) {
+			t.Fatal("refresh never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Well past the TTL, the holder still holds the lock: another replica
+	// cannot take it and send the same refresh token.
+	time.Sleep(500 * time.Millisecond) // > 3 TTLs: the lease must have been renewed
+	if l, err := f.store.TryLock(ctx, "tenant:acme", time.Second); !errors.Is(err, store.ErrLockHeld) {
+		if l != nil {
+			l.Release(ctx)
+		}
+		t.Fatalf("lock free during a slow refresh: %v", err)
+	}
+	close(f.ref.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if f.ref.count() != 1 {
+		t.Fatalf("refreshes = %d", f.ref.count())
+	}
+}

@@ -221,7 +221,7 @@ func (o *Onboarder) AuthorizeLink(ctx context.Context, tenant string) (string, e
 	if err := o.init(); err != nil {
 		return "", err
 	}
-	if !validTenantID(tenant) {
+	if !store.ValidTenantID(tenant) {
 		return "", fmt.Errorf("auth: invalid tenant id %q", tenant)
 	}
 	now := o.now()
@@ -276,7 +276,7 @@ func (o *Onboarder) parseLink(q url.Values) (tenant string, iat, exp int64, ok b
 	iatS, ok2 := single(q, "iat")
 	expS, ok3 := single(q, "exp")
 	sigS, ok4 := single(q, "sig")
-	if !ok1 || !ok2 || !ok3 || !ok4 || !validTenantID(tenant) {
+	if !ok1 || !ok2 || !ok3 || !ok4 || !store.ValidTenantID(tenant) {
 		return "", 0, 0, false
 	}
 	iat, err1 := strconv.ParseInt(iatS, 10, 64)
@@ -438,7 +438,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var sv stateValue
-	if err := json.Unmarshal(raw, &sv); err != nil || !validTenantID(sv.Tenant) {
+	if err := json.Unmarshal(raw, &sv); err != nil || !store.ValidTenantID(sv.Tenant) {
 		o.log.Error("onboarding callback: corrupt state value")
 		renderPage(w, pageBadState)
 		return
@@ -648,20 +648,4 @@ func exchangeFailurePage(err error) page {
 		}
 	}
 	return pageProviderDown
-}
-
-// validTenantID reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$
-// (the same rule as proxy.ValidTenantID; auth cannot import proxy).
-func validTenantID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || (c != '.' && c != '_' && c != ':' && c != '-')) {
-			return false
-		}
-	}
-	return true
 }

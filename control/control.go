@@ -165,6 +165,8 @@ func adminError(w http.ResponseWriter, tenant string, err error) {
 		writeJSONError(w, http.StatusServiceUnavailable, "token_unavailable", "the token endpoint or the store is unavailable; retry later")
 	case errors.Is(err, store.ErrConflict):
 		writeJSONError(w, http.StatusConflict, "conflict", "the tenant changed concurrently; retry")
+	case errors.Is(err, auth.ErrOnboardingConfig):
+		writeJSONError(w, http.StatusServiceUnavailable, "onboarding_misconfigured", "onboarding is misconfigured; see the server log")
 	case errors.Is(err, store.ErrDecrypt):
 		writeJSONError(w, http.StatusInternalServerError, "decrypt_failed", "the tenant record cannot be decrypted with the configured keys")
 	default:

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // TokenSource hands out tenants' access tokens. *auth.Manager implements it.
@@ -135,19 +136,7 @@ func (h *Handler) tenantOf(r *http.Request) (string, error) {
 }
 
 // ValidTenantID reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$.
-func ValidTenantID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || (c != '.' && c != '_' && c != ':' && c != '-')) {
-			return false
-		}
-	}
-	return true
-}
+func ValidTenantID(s string) bool { return store.ValidTenantID(s) }
 
 // rewrite fixes the destination to Upstream and cleans the headers.
 // ReverseProxy has already removed hop-by-hop headers (including any named

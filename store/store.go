@@ -139,3 +139,19 @@ type Lock interface {
 	// had expired or been taken over.
 	Release(ctx context.Context) error
 }
+
+// ValidTenantID reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$,
+// the tenant id syntax of every surface (proxy header, admin API, links).
+func ValidTenantID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || (c != '.' && c != '_' && c != ':' && c != '-')) {
+			return false
+		}
+	}
+	return true
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -50,6 +51,14 @@ func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
 		encoder = zapcore.NewJSONEncoder(enc)
 	}
 	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level)), nil
+}
+
+// redisLogger routes go-redis's own messages (reconnects, failovers; they
+// name addresses, never passwords) into the structured log.
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
 }
 
 // openStore connects Redis when configured, else the embedded store.
@@ -108,6 +117,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		pkce = *cfg.PKCE
 	}
 
+	redis.SetLogger(redisLogger{log.Named("redis")})
 	s, kind, err := openStore(ctx, cfg, keys)
 	if err != nil {
 		return nil, err
