@@ -183,14 +183,14 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 		if e.reauth != nil {
 			return Token{}, e.reauth
 		}
-		if m.fresh(e.tok.Expiry, now) || (now.Before(e.retryAt) && now.Before(e.tok.Expiry)) {
+		if m.fresh(e.tok.Expiry, now) || (now.Before(e.retryAt) && m.usable(e.tok.Expiry)) {
 			return e.tok, nil
 		}
 	}
 	tok, err := m.shared(ctx, "get:"+tenant, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, tenant, want{})
 	})
-	if err != nil && e != nil && e.reauth == nil && m.now().Before(e.tok.Expiry) && errors.Is(err, ErrTokenUnavailable) {
+	if err != nil && e != nil && e.reauth == nil && m.usable(e.tok.Expiry) && errors.Is(err, ErrTokenUnavailable) {
 		// Store or endpoint trouble: a still-valid token keeps serving.
 		return e.tok, nil
 	}
@@ -253,6 +253,16 @@ func (m *Manager) shared(ctx context.Context, key string, fn func(context.Contex
 	case <-ctx.Done():
 		return Token{}, ctx.Err()
 	}
+}
+
+// expirySafety: a token this close to its expiry is not sent at all; the
+// provider's clock may run ahead of ours and reject it in flight.
+const expirySafety = 2 * time.Second
+
+// usable reports whether a token that could not be refreshed may still be
+// served.
+func (m *Manager) usable(expiry time.Time) bool {
+	return expiry.Sub(m.now()) > expirySafety
 }
 
 func (m *Manager) fresh(expiry, now time.Time) bool {
@@ -574,7 +584,7 @@ func (m *Manager) unavailable(rec *store.Tenant, cause error) (Token, error) {
 		retry = 5 * time.Second
 	}
 	now := m.now()
-	if now.Before(rec.AccessExpiresAt) && rec.AccessToken != "" {
+	if m.usable(rec.AccessExpiresAt) && rec.AccessToken != "" {
 		return m.remember(rec, nil, now.Add(time.Second)), nil
 	}
 	return Token{}, &UnavailableError{Tenant: rec.ID, RetryAfter: retry, Err: cause}

@@ -181,6 +181,11 @@ func (c *OAuthClient) do(ctx context.Context, fn func(context.Context) (*oauth2.
 		return nil, fmt.Errorf("%w: answer without an access_token", ErrOutcomeUnknown)
 	}
 	g := &Grant{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
+	// Count the lifetime from when the request was sent, not when the
+	// answer arrived (x/oauth2's choice): the provider's clock started first.
+	if d := extraSeconds(tok.Extra("expires_in")); d > 0 {
+		g.Expiry = start.Add(d)
+	}
 	if g.Expiry.IsZero() {
 		g.Expiry = start.Add(time.Hour) // providers that omit expires_in: assume the common 1 h
 	}

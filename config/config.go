@@ -84,7 +84,10 @@ type Config struct {
 	RedisPassword       string   `yaml:"redis_password" env:"REDIS_PASSWORD"`
 	RedisPasswordFile   string   `yaml:"redis_password_file" env:"REDIS_PASSWORD_FILE"`
 	RedisCAFile         string   `yaml:"redis_ca_file" env:"REDIS_CA_FILE"`
-	RedisKeyPrefix      string   `yaml:"redis_key_prefix" env:"REDIS_KEY_PREFIX"`
+	// RedisTLS uses TLS to Sentinel and Cluster addresses (implied by
+	// RedisCAFile); a RedisURL chooses TLS by its scheme (rediss://).
+	RedisTLS       bool   `yaml:"redis_tls" env:"REDIS_TLS"`
+	RedisKeyPrefix string `yaml:"redis_key_prefix" env:"REDIS_KEY_PREFIX"`
 
 	// DataDir is the embedded store's directory.
 	DataDir string `yaml:"data_dir" env:"DATA_DIR"`
@@ -154,6 +157,14 @@ type Config struct {
 	ClientKeys []string `yaml:"client_keys" env:"CLIENT_KEYS"`
 	// AllowUnauthenticated permits a non-loopback Listen without ClientKeys.
 	AllowUnauthenticated bool `yaml:"allow_unauthenticated" env:"ALLOW_UNAUTHENTICATED"`
+
+	// TLSCertFile and TLSKeyFile (PEM) turn on TLS for the proxied-traffic
+	// listener; set both or neither. They are re-read when they change.
+	TLSCertFile string `yaml:"tls_cert_file" env:"TLS_CERT_FILE"`
+	TLSKeyFile  string `yaml:"tls_key_file" env:"TLS_KEY_FILE"`
+	// ControlTLSCertFile and ControlTLSKeyFile do the same for the control listener.
+	ControlTLSCertFile string `yaml:"control_tls_cert_file" env:"CONTROL_TLS_CERT_FILE"`
+	ControlTLSKeyFile  string `yaml:"control_tls_key_file" env:"CONTROL_TLS_KEY_FILE"`
 }
 
 // Default returns the built-in defaults.
@@ -261,7 +272,8 @@ func (c *Config) str(goName string) *string {
 // file name and line), ErrEnv (unparsable variable, naming it),
 // ErrSecretConflict (a secret and its _FILE form set in the same layer),
 // ErrSecretFile (unreadable or empty secret file, naming its path).
-// Several problems are joined with errors.Join.
+// Several problems are joined with errors.Join. On ErrFile the Config is
+// the zero value; on the other errors it holds everything that did load.
 func Load(path string, environ []string) (Config, error) {
 	c := Default()
 	if path != "" {
@@ -273,7 +285,9 @@ func Load(path string, environ []string) (Config, error) {
 	errs := c.loadEnv(envMap)
 	errs = append(errs, c.readSecretFiles()...)
 	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
+		// The rest of c is loaded, so that a caller can still validate it
+		// and report every problem at once.
+		return c, errors.Join(errs...)
 	}
 	return c, nil
 }
@@ -411,7 +425,7 @@ func (c *Config) readSecretFiles() []error {
 		if p == "" {
 			continue
 		}
-		data, err := os.ReadFile(p)
+		data, err := readSecretFile(p)
 		if err != nil {
 			// *PathError names the path; the content is never read into an error.
 			errs = append(errs, fmt.Errorf("%w: %s: %w", ErrSecretFile, names(s.file), err))
@@ -425,4 +439,26 @@ func (c *Config) readSecretFiles() []error {
 		*c.str(s.value) = v
 	}
 	return errs
+}
+
+// maxSecretFile bounds a secret file: secrets are short, and a path such as
+// /dev/zero must not exhaust memory.
+const maxSecretFile = 64 << 10
+
+// readSecretFile reads at most maxSecretFile bytes of path; a larger file is
+// an error that names the path and the limit, never content.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxSecretFile {
+		return nil, fmt.Errorf("file %q is larger than %d bytes", path, maxSecretFile)
+	}
+	return data, nil
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/lsproxy/lsproxy/auth"
 )
 
 // TransportOptions tune the upstream transport. Zero values take defaults.
@@ -56,6 +58,17 @@ var _ http.RoundTripper = (*tokenTransport)(nil)
 // errNoState means the request did not come through Handler.ServeHTTP.
 var errNoState = errors.New("proxy: request without tenant state")
 
+// errExpiredAtUpstream: the upstream rejected a token at the edge of its
+// expiry and no newer token could be had.
+var errExpiredAtUpstream = errors.New("proxy: upstream rejected a token at its expiry; no newer token available")
+
+// expiryEdge: an upstream 401 for a token this close to its expiry counts as
+// expiry. lsproxy measures expiry from the token response's arrival, the
+// provider from its issue, and a request takes time to arrive, so a token
+// still valid here may have expired there; in normal operation tokens are
+// refreshed refresh_before ahead and never get this close.
+const expiryEdge = time.Second
+
 func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st, _ := req.Context().Value(ctxKey{}).(*reqState)
 	if st == nil {
@@ -83,6 +96,13 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// the current one and replay once; never flag here.
 	next, err := t.h.Tokens.Recover(ctx, st.tenant, tok.AccessToken)
 	if err != nil || next.AccessToken == tok.AccessToken {
+		if err == nil && !next.Expiry.IsZero() && !t.h.Now().Add(expiryEdge).Before(next.Expiry) {
+			// The token expired on the way and no newer one can be had
+			// (token endpoint down): that is 503 token_unavailable, not a
+			// 401 the caller would take for a credential problem.
+			drain(resp)
+			return nil, &auth.UnavailableError{Tenant: st.tenant, RetryAfter: time.Second, Err: errExpiredAtUpstream}
+		}
 		if err == nil {
 			return resp, nil // no other token to try: pass the 401 through
 		}

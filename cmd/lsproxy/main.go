@@ -31,6 +31,7 @@ Usage:
   lsproxy check-config [--config FILE] validate configuration, print every problem
   lsproxy hash-key                     make a caller key and the hash to configure
   lsproxy healthcheck [--config FILE]  exit 0 when the control listener's /healthz answers 200
+  lsproxy rekey [--config FILE]        re-encrypt every tenant record with the primary encryption key
   lsproxy version                      print the version
 
 Configuration: defaults, then the YAML file, then LSPROXY_* environment variables.
@@ -73,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "healthcheck":
 		return healthcheck(args, stderr)
+	case "rekey":
+		return rekeyCommand(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "lsproxy", version)
 		return 0
@@ -105,12 +108,18 @@ func loadConfig(mode string, args []string, stderr io.Writer) (config.Config, in
 		fmt.Fprintf(stderr, "lsproxy: unexpected arguments: %v\n", fs.Args())
 		return config.Config{}, 2
 	}
+	var problems []error
 	cfg, err := config.Load(*path, os.Environ())
 	if err != nil {
-		fmt.Fprintln(stderr, "lsproxy: configuration:", err)
-		return cfg, 1
+		problems = append(problems, unjoin(err)...)
+		if errors.Is(err, config.ErrFile) {
+			cfg = config.Config{}
+		}
 	}
-	if problems := cfg.Validate(mode); len(problems) > 0 {
+	if !errors.Is(err, config.ErrFile) {
+		problems = append(problems, cfg.Validate(mode)...)
+	}
+	if len(problems) > 0 {
 		fmt.Fprintf(stderr, "lsproxy: %d configuration problem(s):\n", len(problems))
 		for _, p := range problems {
 			fmt.Fprintln(stderr, "  -", p)
@@ -150,8 +159,11 @@ func healthcheck(args []string, stderr io.Writer) int {
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	client := &http.Client{Timeout: 3 * time.Second}
-	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	client, scheme := &http.Client{Timeout: 3 * time.Second}, "http"
+	if cfg.ControlTLSCertFile != "" {
+		client.Transport, scheme = healthcheckTLS(), "https"
+	}
+	resp, err := client.Get(scheme + "://" + net.JoinHostPort(host, port) + "/healthz")
 	if err != nil {
 		fmt.Fprintln(stderr, "lsproxy healthcheck:", err)
 		return 1
@@ -162,4 +174,12 @@ func healthcheck(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// unjoin splits an errors.Join into its errors.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
