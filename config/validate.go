@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -69,7 +70,9 @@ func (c Config) Validate(mode string) []error {
 	}
 	if !isLoopbackListen(c.Listen) && len(c.ClientKeys) == 0 && !c.AllowUnauthenticated {
 		v.add("Listen", "binds a non-loopback address, which requires caller authentication: "+
-			"set LSPROXY_CLIENT_KEYS (client_keys), or LSPROXY_ALLOW_UNAUTHENTICATED (allow_unauthenticated) to true")
+			"set LSPROXY_CLIENT_KEYS (client_keys) (make a key with: lsproxy hash-key), "+
+			"or bind a loopback address such as 127.0.0.1:8080, "+
+			"or set LSPROXY_ALLOW_UNAUTHENTICATED (allow_unauthenticated) to true if something in front authenticates callers")
 	}
 
 	v.enum("Provider", c.Provider, Providers)
@@ -174,6 +177,9 @@ func (c Config) Validate(mode string) []error {
 	v.httpURL("SuccessURL", c.SuccessURL)
 	v.httpURL("WebhookURL", c.WebhookURL)
 
+	v.tlsPair("TLSCertFile", "TLSKeyFile", c.TLSCertFile, c.TLSKeyFile)
+	v.tlsPair("ControlTLSCertFile", "ControlTLSKeyFile", c.ControlTLSCertFile, c.ControlTLSKeyFile)
+
 	if len(v.errs) == 0 {
 		return nil
 	}
@@ -257,8 +263,48 @@ func (v *validator) redis(c Config) {
 			}
 		}
 	}
+	if scheme := redisScheme(c.RedisURL); scheme == "redis" {
+		if c.RedisTLS {
+			v.add("RedisTLS", "applies to Sentinel and Cluster addresses; for TLS with LSPROXY_REDIS_URL (redis_url) use a rediss:// URL")
+		}
+		if c.RedisCAFile != "" {
+			v.add("RedisCAFile", "needs TLS: use a rediss:// URL in LSPROXY_REDIS_URL (redis_url)")
+		}
+	}
 	if strings.ContainsAny(c.RedisKeyPrefix, "{}") {
 		v.add("RedisKeyPrefix", "must not contain { or } (keys use Redis Cluster hash tags)")
+	}
+}
+
+// redisScheme returns the scheme of a Redis URL, or "" when there is none
+// or it does not parse (reported elsewhere).
+func redisScheme(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme
+}
+
+// tlsPair checks a listener's certificate and key files: both or neither,
+// and when set, that they load as a matching PEM pair. Messages name the
+// files and the problem, never their content.
+func (v *validator) tlsPair(certName, keyName, certFile, keyFile string) {
+	switch {
+	case certFile == "" && keyFile == "":
+		return
+	case certFile == "":
+		v.add(certName, "must be set together with %s", names(keyName))
+		return
+	case keyFile == "":
+		v.add(keyName, "must be set together with %s", names(certName))
+		return
+	}
+	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+		v.add(certName, "and %s cannot be loaded as a PEM certificate and key: %v", names(keyName), err)
 	}
 }
 

@@ -86,7 +86,7 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("DELETE /admin/tenants/{id}", s.delete)
 	admin.HandleFunc("POST /admin/tenants/{id}/refresh", s.refresh)
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
-	mux.Handle("/admin/", s.requireAdmin(admin))
+	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))
 	mux.HandleFunc("GET /oauth/callback", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeCallback }))

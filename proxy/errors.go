@@ -23,6 +23,9 @@ const (
 	CodeTokenUnavailable        = "token_unavailable"
 	CodeUpstreamUnavailable     = "upstream_unavailable"
 	CodeUpstreamTimeout         = "upstream_timeout"
+	// CodeMethodNotAllowed (405) answers TRACE and CONNECT, which are
+	// never forwarded.
+	CodeMethodNotAllowed = "method_not_allowed"
 )
 
 // Sentinel errors of the request path, mapped to responses by errorResponse.
@@ -31,6 +34,7 @@ var (
 	ErrInvalidTenant     = errors.New("proxy: invalid tenant id")
 	ErrProxyAuthRequired = errors.New("proxy: caller authentication required")
 	ErrTenantNotAllowed  = errors.New("proxy: caller may not use this tenant")
+	ErrMethodNotAllowed  = errors.New("proxy: method not forwarded")
 )
 
 // errorBody is the JSON of every error lsproxy itself answers.
@@ -52,6 +56,8 @@ func errorResponse(err error) (status int, body errorBody, retryAfter int) {
 		return http.StatusBadRequest, errorBody{Error: CodeMissingTenant, Message: "the tenant header is missing"}, 0
 	case errors.Is(err, ErrInvalidTenant):
 		return http.StatusBadRequest, errorBody{Error: CodeInvalidTenant, Message: "the tenant id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}, 0
+	case errors.Is(err, ErrMethodNotAllowed):
+		return http.StatusMethodNotAllowed, errorBody{Error: CodeMethodNotAllowed, Message: "TRACE and CONNECT are not forwarded"}, 0
 	case errors.Is(err, ErrProxyAuthRequired):
 		return http.StatusUnauthorized, errorBody{Error: CodeProxyAuthRequired, Message: "a valid client key is required in Proxy-Authorization: Bearer <key>"}, 0
 	case errors.Is(err, ErrTenantNotAllowed):

@@ -112,6 +112,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	st := &reqState{}
 	tenant, err := h.tenantOf(r)
+	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
+		// TRACE would have an upstream echo the request, injected token
+		// included, back to the caller; CONNECT is not for a reverse proxy.
+		err = ErrMethodNotAllowed
+	}
 	if err == nil && h.Authenticate != nil {
 		err = h.Authenticate(r, tenant)
 	}

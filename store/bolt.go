@@ -126,26 +126,7 @@ func errCtx(ctx context.Context) error {
 // Get returns the tenant, ErrNotFound, or an error wrapping ErrDecrypt when
 // no configured key opens its tokens.
 func (b *Bolt) Get(ctx context.Context, id string) (*Tenant, error) {
-	if err := errCtx(ctx); err != nil {
-		return nil, err
-	}
-	if id == "" {
-		return nil, errors.New("store: tenant id is empty")
-	}
-	var val []byte
-	err := b.db.View(func(tx *bbolt.Tx) error {
-		if v := tx.Bucket(bucketTenants).Get([]byte(id)); v != nil {
-			val = bytes.Clone(v) // v is only valid inside the transaction
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: bolt get tenant %q: %w", id, err)
-	}
-	if val == nil {
-		return nil, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
-	}
-	ver, blob, err := splitVersion(id, val)
+	ver, blob, err := b.getRaw(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +137,33 @@ func (b *Bolt) Get(ctx context.Context, id string) (*Tenant, error) {
 	t.Version = ver
 	return t, nil
 }
+
+// getRaw returns the version and the stored (sealed) record of tenant id,
+// or ErrNotFound.
+func (b *Bolt) getRaw(ctx context.Context, id string) (int64, []byte, error) {
+	if err := errCtx(ctx); err != nil {
+		return 0, nil, err
+	}
+	if id == "" {
+		return 0, nil, errors.New("store: tenant id is empty")
+	}
+	var val []byte
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bucketTenants).Get([]byte(id)); v != nil {
+			val = bytes.Clone(v) // v is only valid inside the transaction
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: bolt get tenant %q: %w", id, err)
+	}
+	if val == nil {
+		return 0, nil, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
+	}
+	return splitVersion(id, val)
+}
+
+func (b *Bolt) keyring() *Keyring { return b.keys }
 
 func splitVersion(id string, v []byte) (int64, []byte, error) {
 	if len(v) < 8 {

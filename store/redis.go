@@ -117,29 +117,41 @@ func (r *Redis) report(op string, err error) {
 // Get returns the tenant, ErrNotFound, or an error wrapping ErrDecrypt when
 // no configured key opens its tokens.
 func (r *Redis) Get(ctx context.Context, id string) (*Tenant, error) {
-	if id == "" {
-		return nil, errors.New("store: tenant id is empty")
-	}
-	vals, err := r.client.HMGet(ctx, r.tenantKey(id), "v", "d").Result()
+	ver, blob, err := r.getRaw(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("store: redis get tenant %q: %w", id, err)
+		return nil, err
 	}
-	if len(vals) != 2 || vals[0] == nil || vals[1] == nil {
-		return nil, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
-	}
-	vs, _ := vals[0].(string)
-	d, _ := vals[1].(string)
-	ver, err := strconv.ParseInt(vs, 10, 64)
-	if err != nil || ver < 1 {
-		return nil, fmt.Errorf("store: record of tenant %q has a corrupt version", id)
-	}
-	t, err := decodeTenant(r.keys, id, []byte(d))
+	t, err := decodeTenant(r.keys, id, blob)
 	if err != nil {
 		return nil, err
 	}
 	t.Version = ver
 	return t, nil
 }
+
+// getRaw returns the version and the stored (sealed) record of tenant id,
+// or ErrNotFound.
+func (r *Redis) getRaw(ctx context.Context, id string) (int64, []byte, error) {
+	if id == "" {
+		return 0, nil, errors.New("store: tenant id is empty")
+	}
+	vals, err := r.client.HMGet(ctx, r.tenantKey(id), "v", "d").Result()
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: redis get tenant %q: %w", id, err)
+	}
+	if len(vals) != 2 || vals[0] == nil || vals[1] == nil {
+		return 0, nil, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
+	}
+	vs, _ := vals[0].(string)
+	d, _ := vals[1].(string)
+	ver, err := strconv.ParseInt(vs, 10, 64)
+	if err != nil || ver < 1 {
+		return 0, nil, fmt.Errorf("store: record of tenant %q has a corrupt version", id)
+	}
+	return ver, []byte(d), nil
+}
+
+func (r *Redis) keyring() *Keyring { return r.keys }
 
 // List returns the ids of all tenants, sorted. Ids in the index whose
 // record is gone (a create that did not complete) are left out.

@@ -6,15 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -71,6 +70,7 @@ func openStore(ctx context.Context, cfg config.Config, keys *store.Keyring) (sto
 			ClusterAddrs:   cfg.RedisClusterAddrs,
 			Password:       cfg.RedisPassword,
 			CAFile:         cfg.RedisCAFile,
+			TLS:            cfg.RedisTLS && cfg.RedisURL == "",
 			DialTimeout:    5 * time.Second,
 		})
 		if err != nil {
@@ -254,33 +254,17 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 // run listens on both listeners until ctx ends. ready, if not nil, is
 // called with the bound addresses once both listen.
 func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)) error {
-	pl, err := net.Listen("tcp", a.cfg.Listen)
+	errLog := zap.NewStdLog(a.log.Named("http"))
+	proxySrv := newProxyServer(a.cfg, a.proxy, errLog)
+	controlSrv := newControlServer(a.cfg, a.control, errLog)
+	pl, err := listen(a.cfg.Listen, a.cfg.TLSCertFile, a.cfg.TLSKeyFile, proxySrv, a.log.Named("tls"))
 	if err != nil {
 		return fmt.Errorf("proxy listener: %w", err)
 	}
-	cl, err := net.Listen("tcp", a.cfg.ControlListen)
+	cl, err := listen(a.cfg.ControlListen, a.cfg.ControlTLSCertFile, a.cfg.ControlTLSKeyFile, controlSrv, a.log.Named("tls"))
 	if err != nil {
 		pl.Close()
 		return fmt.Errorf("control listener: %w", err)
-	}
-	errLog := zap.NewStdLog(a.log.Named("http"))
-	proxySrv := &http.Server{
-		Handler: a.proxy,
-		// Slow or idle clients cannot hold connections forever.
-		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
-		IdleTimeout:       a.cfg.IdleTimeout,
-		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
-		ErrorLog:          errLog,
-		// No WriteTimeout: proxied responses may stream for long.
-	}
-	controlSrv := &http.Server{
-		Handler:           a.control,
-		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
-		ReadTimeout:       30 * time.Second, // admin bodies are small
-		WriteTimeout:      30 * time.Second, // no streaming on the control listener
-		IdleTimeout:       a.cfg.IdleTimeout,
-		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
-		ErrorLog:          errLog,
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -294,10 +278,10 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 	go a.bg.Run(runCtx)
 
 	errc := make(chan error, 2)
-	go func() { errc <- proxySrv.Serve(pl) }()
-	go func() { errc <- controlSrv.Serve(cl) }()
-	a.log.Info("lsproxy listening", zap.String("proxy", pl.Addr().String()),
-		zap.String("control", cl.Addr().String()), zap.String("version", version))
+	go func() { errc <- pl.serve(proxySrv) }()
+	go func() { errc <- cl.serve(controlSrv) }()
+	a.log.Info("lsproxy listening", zap.String("proxy", pl.Addr().String()), zap.Bool("proxy_tls", pl.tls),
+		zap.String("control", cl.Addr().String()), zap.Bool("control_tls", cl.tls), zap.String("version", version))
 	if ready != nil {
 		ready(pl.Addr().String(), cl.Addr().String())
 	}
