@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lsproxy/lsproxy/internal/testclock"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,24 +57,6 @@ func (f *fakeRefresher) count() int {
 	return f.calls
 }
 
-// clock is a settable clock seam.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func testKeys(t testing.TB) *store.Keyring {
 	k, err := store.NewKeyring([]byte(strings.Repeat("k", 32)))
 	if err != nil {
@@ -86,7 +69,7 @@ type fixture struct {
 	store *store.Bolt
 	ref   *fakeRefresher
 	m     *Manager
-	clk   *clock
+	clk   *testclock.Clock
 	logs  *observer.ObservedLogs
 	flags chan string
 }
@@ -98,7 +81,7 @@ func newFixture(t *testing.T, opts ...func(*ManagerOptions)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	clk := &clock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	ref := &fakeRefresher{now: clk.Now}
 	core, logs := observer.New(zap.DebugLevel)
 	f := &fixture{store: s, ref: ref, clk: clk, logs: logs, flags: make(chan string, 10)}
@@ -255,7 +238,7 @@ func TestTransientFailureNeverFlags(t *testing.T) {
 	}
 	// Recovery: the next attempt after the retry pause succeeds.
 	f.ref.next = nil
-	f.clk.Add(2 * time.Second)
+	f.clk.Advance(2 * time.Second)
 	tok, err = f.m.Token(ctx, "expired")
 	if err != nil || !strings.HasPrefix(tok.AccessToken, "at-expired-") {
 		t.Fatalf("after recovery: %+v %v", tok, err)
@@ -274,7 +257,7 @@ func TestLostResponseThenRejectionFlagsAsInterrupted(t *testing.T) {
 	}
 	// The next attempt tries the stored token once; the provider says it was used.
 	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
-	f.clk.Add(2 * time.Second)
+	f.clk.Advance(2 * time.Second)
 	_, err := f.m.Token(ctx, "acme")
 	var re *ReauthError
 	if !errors.As(err, &re) || re.Reason != "refresh token consumed by an interrupted refresh" {
@@ -291,7 +274,7 @@ func TestLostResponseThenSuccessClearsMark(t *testing.T) {
 	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, fmt.Errorf("%w: reset", ErrOutcomeUnknown) }
 	f.m.Token(ctx, "acme")
 	f.ref.next = nil
-	f.clk.Add(2 * time.Second)
+	f.clk.Advance(2 * time.Second)
 	if _, err := f.m.Token(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -305,13 +288,13 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	f.put(t, "acme", -time.Second)
 	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 502} }
 	for i := 0; i < 3; i++ {
-		f.clk.Add(2 * time.Second) // past the retry pause
+		f.clk.Advance(2 * time.Second) // past the retry pause
 		f.m.Token(ctx, "acme")
 	}
 	if !f.m.BreakerOpen() || f.ref.count() != 3 {
 		t.Fatalf("open=%v calls=%d", f.m.BreakerOpen(), f.ref.count())
 	}
-	f.clk.Add(2 * time.Second)
+	f.clk.Advance(2 * time.Second)
 	_, err := f.m.Token(ctx, "acme")
 	if !errors.Is(err, ErrTokenUnavailable) || !errors.Is(err, ErrBreakerOpen) || f.ref.count() != 3 {
 		t.Fatalf("while open: %v, calls %d", err, f.ref.count())
@@ -321,7 +304,7 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	for f.m.BreakerOpen() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond) // the breaker's own timer; no signal to wait on
 	}
-	f.clk.Add(2 * time.Second)
+	f.clk.Advance(2 * time.Second)
 	if _, err := f.m.Token(ctx, "acme"); err != nil {
 		t.Fatalf("after open period: %v", err)
 	}
@@ -457,7 +440,7 @@ func TestStoreDownServesCachedValidToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.store.Close()
-	f.clk.Add(2 * time.Second) // cache entry past CacheTTL: a store read is attempted and fails
+	f.clk.Advance(2 * time.Second) // cache entry past CacheTTL: a store read is attempted and fails
 	tok, err := f.m.Token(ctx, "acme")
 	if err != nil || tok.AccessToken != "at-acme-0" {
 		t.Fatalf("got %+v %v", tok, err)

@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/lsproxy/lsproxy/internal/testclock"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,24 +28,6 @@ import (
 var _ control.Onboarding = (*auth.Onboarder)(nil)
 
 const adminToken = "test-admin-token"
-
-// fakeClock is the Onboarder's clock seam.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // spyStore counts one-time writes and can inject one conflicting write
 // before the onboarding's final Put.
@@ -99,7 +81,7 @@ type fixture struct {
 	st        *spyStore
 	ob        *auth.Onboarder
 	ctlURL    string
-	clock     *fakeClock
+	clock     *testclock.Clock
 	logs      *observer.ObservedLogs
 	recovered chan string
 }
@@ -118,7 +100,7 @@ func newFixture(t *testing.T, o fixOpts) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bolt.Close() })
-	f := &fixture{t: t, st: &spyStore{Store: bolt}, clock: &fakeClock{t: time.Now()}, recovered: make(chan string, 16)}
+	f := &fixture{t: t, st: &spyStore{Store: bolt}, clock: testclock.New(time.Now()), recovered: make(chan string, 16)}
 
 	ctl := httptest.NewUnstartedServer(nil)
 	f.ctlURL = "http://" + ctl.Listener.Addr().String()

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"fmt"
+	"github.com/lsproxy/lsproxy/internal/testclock"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
@@ -108,7 +109,7 @@ func TestRefresherBoundsConcurrencyAndRefreshesOnceAcrossReplicas(t *testing.T) 
 // for 14 days (K-Series V1); the refresher keeps a tenant with no traffic
 // alive for 60 days, and without it the tenant would die.
 func TestIdleTenantSurvivesIdleExpiry(t *testing.T) {
-	clk := &clock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeriesV1, RefreshIdleTTL: 14 * 24 * time.Hour, Now: clk.Now})
 	srv := httptest.NewServer(emu)
 	defer srv.Close()
@@ -134,7 +135,7 @@ func TestIdleTenantSurvivesIdleExpiry(t *testing.T) {
 	only := &filteredStore{Store: s, id: "kept"}
 	b.Store = only
 	for day := 0; day < 60; day++ {
-		clk.Add(24 * time.Hour)
+		clk.Advance(24 * time.Hour)
 		b.Scan(ctx)
 	}
 	if n := emu.RefreshCount("kept"); n < 4 {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"github.com/lsproxy/lsproxy/internal/testclock"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,23 +20,6 @@ import (
 
 	"github.com/lsproxy/lsproxy/config"
 )
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // handshake opens a new TLS connection (no session resumption: a fresh
 // config each time) and returns the serial of the certificate served.
@@ -79,7 +62,7 @@ func TestTLSListenerReloadsRotatedCertificate(t *testing.T) {
 	if !l.tls || l.reloader == nil {
 		t.Fatal("TLS not configured")
 	}
-	clock := &fakeClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	l.reloader.now = clock.Now // before any handshake
 	done := make(chan error, 1)
 	go func() { done <- l.serve(srv) }()

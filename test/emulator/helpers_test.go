@@ -2,12 +2,12 @@ package emulator_test
 
 import (
 	"encoding/json"
+	"github.com/lsproxy/lsproxy/internal/testclock"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,32 +26,14 @@ var allModes = []emulator.Mode{
 	emulator.ModeOSeries, emulator.ModeRSeries, emulator.ModeXSeries,
 }
 
-// clock is a settable clock for Config.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 // env is one emulator behind a real loopback HTTP server.
 type env struct {
 	t   *testing.T
 	em  *emulator.Emulator
 	srv *httptest.Server
-	clk *clock
+	clk *testclock.Clock
 	cfg emulator.Config // effective
 }
 
