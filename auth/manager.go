@@ -64,10 +64,14 @@ type Manager struct {
 	log       *zap.Logger
 	now       func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]*cacheEntry
+	mu      sync.Mutex
+	cache   map[string]*cacheEntry
+	closing bool // set by Wait: no acquisition starts any more
 
-	inflight sync.WaitGroup // running acquisitions, awaited by Wait at shutdown
+	// inflight counts running acquisitions, awaited by Wait at shutdown.
+	// Add happens only under mu while !closing, so it never races with
+	// Wait and no refresh starts after Wait decided it is done.
+	inflight sync.WaitGroup
 }
 
 type cacheEntry struct {
@@ -151,9 +155,15 @@ func (m *Manager) Invalidate(tenant string) {
 }
 
 // Wait blocks until running token acquisitions (refresh and write) finish
-// or ctx ends; call it at shutdown after the servers stopped. It returns
-// ctx's error if acquisitions were still running.
+// or ctx ends; call it at shutdown after the servers stopped. From the
+// call on, a token that needs an acquisition is refused with
+// *UnavailableError (cached tokens keep being served), so no refresh starts
+// that the exiting process could abandon. It returns ctx's error if
+// acquisitions were still running.
 func (m *Manager) Wait(ctx context.Context) error {
+	m.mu.Lock()
+	m.closing = true
+	m.mu.Unlock()
 	done := make(chan struct{})
 	go func() { m.inflight.Wait(); close(done) }()
 	select {
@@ -187,7 +197,7 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 			return e.tok, nil
 		}
 	}
-	tok, err := m.shared(ctx, "get:"+tenant, func(ctx context.Context) (Token, error) {
+	tok, err := m.shared(ctx, "get", tenant, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, tenant, want{})
 	})
 	if err != nil && e != nil && e.reauth == nil && m.usable(e.tok.Expiry) && errors.Is(err, ErrTokenUnavailable) {
@@ -209,7 +219,7 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 // (shared by concurrent callers). Errors as for Token.
 func (m *Manager) Recover(ctx context.Context, tenant, used string) (Token, error) {
 	m.Invalidate(tenant)
-	return m.shared(ctx, "recover:"+tenant, func(ctx context.Context) (Token, error) {
+	return m.shared(ctx, "recover", tenant, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, tenant, want{force: true, used: used, minAge: recoverMinAge})
 	})
 }
@@ -227,18 +237,21 @@ func (m *Manager) ForceRefresh(ctx context.Context, tenant string) (Token, error
 		return Token{}, m.storeErr(tenant, err)
 	}
 	m.Invalidate(tenant)
-	return m.shared(ctx, "recover:"+tenant, func(ctx context.Context) (Token, error) {
+	return m.shared(ctx, "recover", tenant, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, tenant, want{force: true, used: rec.AccessToken})
 	})
 }
 
-// shared runs fn once per key at a time in this process. fn runs on a
-// context detached from the caller's (bounded by WaitFor) so that one
-// caller giving up never abandons a refresh between the token response and
-// its write; the caller itself stops waiting when its ctx ends.
-func (m *Manager) shared(ctx context.Context, key string, fn func(context.Context) (Token, error)) (Token, error) {
-	ch := m.group.DoChan(key, func() (any, error) {
-		m.inflight.Add(1)
+// shared runs fn once per kind and tenant at a time in this process. fn
+// runs on a context detached from the caller's (bounded by WaitFor) so that
+// one caller giving up never abandons a refresh between the token response
+// and its write; the caller itself stops waiting when its ctx ends. Once
+// Wait was called, fn does not run and *UnavailableError is returned.
+func (m *Manager) shared(ctx context.Context, kind, tenant string, fn func(context.Context) (Token, error)) (Token, error) {
+	ch := m.group.DoChan(kind+":"+tenant, func() (any, error) {
+		if !m.begin() {
+			return nil, &UnavailableError{Tenant: tenant, RetryAfter: time.Second, Err: errShuttingDown}
+		}
 		defer m.inflight.Done()
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.WaitFor)
 		defer cancel()
@@ -253,6 +266,20 @@ func (m *Manager) shared(ctx context.Context, key string, fn func(context.Contex
 	case <-ctx.Done():
 		return Token{}, ctx.Err()
 	}
+}
+
+// errShuttingDown: Wait was called; no acquisition starts any more.
+var errShuttingDown = errors.New("auth: shutting down")
+
+// begin counts a new acquisition, or reports false once Wait was called.
+func (m *Manager) begin() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return false
+	}
+	m.inflight.Add(1)
+	return true
 }
 
 // expirySafety: a token this close to its expiry is not sent at all; the
@@ -384,7 +411,7 @@ func (m *Manager) inUse(tenant string) bool {
 // refreshIfUnchanged refreshes rec's tenant unless another process already
 // replaced the access token seen in rec (background refresher).
 func (m *Manager) refreshIfUnchanged(ctx context.Context, rec *store.Tenant) (Token, error) {
-	return m.shared(ctx, "recover:"+rec.ID, func(ctx context.Context) (Token, error) {
+	return m.shared(ctx, "recover", rec.ID, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, rec.ID, want{force: true, used: rec.AccessToken})
 	})
 }

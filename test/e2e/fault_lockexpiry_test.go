@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/lsproxy/lsproxy/internal/testredis"
+	"github.com/lsproxy/lsproxy/test/emulator"
+)
+
+// TestFaultRedisOutageBeyondLockTTL is a known issue, skipped unless
+// LSPROXY_E2E_KNOWN_ISSUES=1: Redis stays down longer than the refresh
+// lock's remaining TTL while a holder waits to write a refresh result that
+// Lightspeed already granted. The holder cannot renew the lock (Redis is
+// down), so the lock has expired when Redis comes back, while the holder
+// still retries its write (its deadline is LockTTL after the answer). A
+// second replica can take the lock first, see the in-flight mark and send
+// the old refresh token: Lightspeed detects the reuse and revokes the
+// grant, new tokens included, and the tenant ends flagged "refresh token
+// consumed by an interrupted refresh". With lock TTL 3 s, Redis down 3.4 s
+// from the grant and three replicas competing, it happened in 5 runs of 5
+// (with one competitor: 3 of 7). See docs/reliability.md, "Fault suite".
+func TestFaultRedisOutageBeyondLockTTL(t *testing.T) {
+	if os.Getenv("LSPROXY_E2E_KNOWN_ISSUES") != "1" {
+		t.Skip("known issue (a successor can take an interrupted refresh over while the holder still retries its write); set LSPROXY_E2E_KNOWN_ISSUES=1 to run")
+	}
+	const victim = "victim"
+	rdb := testredis.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	d := newDeployment(t, "redis-outage-beyond-lock-ttl", emulator.Config{AccessTTL: time.Minute}, 4,
+		"LSPROXY_REDIS_URL", rdb.URL(), "LSPROXY_REFRESH_BEFORE", "5s",
+		"LSPROXY_TOKEN_TIMEOUT", "2s", "LSPROXY_LOCK_TTL", "3s")
+	a, b := d.procs[0], d.procs[1]
+	others := d.procs[1:] // competitors for the lock once Redis is back
+	d.importTenants(b, 1, victim)
+
+	d.emu.SetTokenHold(time.Second)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = a.get(ctx, victim, faultPath) // A refreshes; its answer is held 1 s
+	}()
+	if !eventually(5*time.Second, func() bool { return d.emu.RefreshCount(victim) == 1 }) {
+		t.Fatal("A's refresh was not granted")
+	}
+	rdb.Kill()
+	killAt := time.Now()
+	d.emu.SetTokenHold(0)
+	load := startLoad(6, func(c, _ int) (*proc, string, bool) { return others[c%len(others)], victim, true }, policy{
+		may503: func(string, time.Time) bool { return true }, // Redis is down
+	})
+	time.Sleep(3400*time.Millisecond - time.Since(killAt)) // the lock expires meanwhile
+	rdb.Restart()
+	time.Sleep(4 * time.Second)
+	elapsed := load.Stop()
+	<-done
+
+	f := &figures{}
+	f.note("duration", elapsed)
+	d.conclude(b, []string{victim}, load.tally, expectations{minRefreshes: 1}, f)
+	d.termAll()
+}
