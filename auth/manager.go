@@ -282,6 +282,10 @@ func (m *Manager) begin() bool {
 	return true
 }
 
+// clockSkew is the clock difference tolerated between replicas when one
+// judges another's in-flight mark.
+const clockSkew = 2 * time.Second
+
 // expirySafety: a token this close to its expiry is not sent at all; the
 // provider's clock may run ahead of ours and reject it in flight.
 const expirySafety = 2 * time.Second
@@ -459,12 +463,19 @@ func (m *Manager) refreshLocked(ctx context.Context, tenant string, w want) (Tok
 		return m.unavailable(cur, ErrBreakerOpen)
 	}
 	interrupted := cur.RefreshInFlight
+	if interrupted && m.now().Before(cur.RefreshStartedAt.Add(m.opts.WaitFor+clockSkew)) {
+		// An earlier holder may still be writing its result (its lock can
+		// expire while the store is unreachable): sending the same refresh
+		// token now could burn the grant it is about to store.
+		return m.unavailable(cur, errors.New("an earlier refresh may still complete"))
+	}
 
 	// Record that a refresh is in flight before sending it: if this process
 	// dies or the answer is lost, the next holder knows the stored refresh
 	// token may already be spent.
 	marked := cur.Clone()
 	marked.RefreshInFlight = true
+	marked.RefreshStartedAt = m.now()
 	v, err := m.store.Put(ctx, marked, cur.Version)
 	if err != nil {
 		return Token{}, m.storeErr(tenant, err)
@@ -490,6 +501,7 @@ func (m *Manager) refreshLocked(ctx context.Context, tenant string, w want) (Tok
 		m.log.Warn("refresh failed", zap.String("tenant", tenant), zap.Error(err))
 		undo := marked.Clone()
 		undo.RefreshInFlight = interrupted
+		undo.RefreshStartedAt = time.Time{} // the earlier holder's window is over
 		undo.FailureCount++
 		if nv, perr := m.store.Put(context.WithoutCancel(ctx), undo, marked.Version); perr == nil {
 			undo.Version = nv
@@ -515,6 +527,7 @@ func (m *Manager) writeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 		next.Scope = g.Scope
 	}
 	next.RefreshInFlight = false
+	next.RefreshStartedAt = time.Time{}
 	next.LastRefreshAt = now
 	next.UpdatedAt = now
 	next.RefreshCount++
@@ -522,9 +535,13 @@ func (m *Manager) writeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 
 	ctx = context.WithoutCancel(ctx)
 	delay := 50 * time.Millisecond
-	deadline := now.Add(m.opts.LockTTL)
+	// A successor acts on our in-flight mark only after this deadline (plus
+	// clockSkew), so writing until then can never race its refresh.
+	deadline := marked.RefreshStartedAt.Add(m.opts.WaitFor)
 	for {
-		v, err := m.store.Put(ctx, next, marked.Version)
+		pctx, cancel := context.WithTimeout(ctx, max(deadline.Sub(m.now()), 100*time.Millisecond))
+		v, err := m.store.Put(pctx, next, marked.Version)
+		cancel()
 		if err == nil {
 			next.Version = v
 			m.opts.Metrics.refresh("ok")
@@ -586,6 +603,7 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	flagged.FlaggedAt = now
 	flagged.UpdatedAt = now
 	flagged.RefreshInFlight = false
+	flagged.RefreshStartedAt = time.Time{}
 	flagged.FailureCount++
 	v, err := m.store.Put(ctx, flagged, cur.Version)
 	if err != nil {

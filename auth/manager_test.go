@@ -257,7 +257,12 @@ func TestLostResponseThenRejectionFlagsAsInterrupted(t *testing.T) {
 	}
 	// The next attempt tries the stored token once; the provider says it was used.
 	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	// Within the earlier holder's write window nothing is sent.
 	f.clk.Advance(2 * time.Second)
+	if _, err := f.m.Token(ctx, "acme"); !errors.Is(err, ErrTokenUnavailable) || f.ref.count() != 1 {
+		t.Fatalf("inside the window: %v, refreshes %d", err, f.ref.count())
+	}
+	f.clk.Advance(6 * time.Second) // past WaitFor (5s) + clockSkew
 	_, err := f.m.Token(ctx, "acme")
 	var re *ReauthError
 	if !errors.As(err, &re) || re.Reason != "refresh token consumed by an interrupted refresh" {
@@ -274,7 +279,7 @@ func TestLostResponseThenSuccessClearsMark(t *testing.T) {
 	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, fmt.Errorf("%w: reset", ErrOutcomeUnknown) }
 	f.m.Token(ctx, "acme")
 	f.ref.next = nil
-	f.clk.Advance(2 * time.Second)
+	f.clk.Advance(8 * time.Second) // past the earlier holder's write window
 	if _, err := f.m.Token(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}

@@ -39,13 +39,35 @@ func TestReplicasShareOneRedis(t *testing.T) {
 	}
 }
 
-// TestReplicasWithoutLockBurnTokens proves the test above can fail: with
-// the store lock disabled, replicas race and the emulator detects reuse.
-func TestReplicasWithoutLockBurnTokens(t *testing.T) {
-	r := runReplicas(t, 4*time.Second, func(s store.Store) store.Store { return noLock{s} })
+// TestReplicasWithoutLockOrFenceBurnTokens proves the test above can fail:
+// with the store lock disabled and writes unfenced (compare-and-set
+// ignored), replicas race and the emulator detects reuse.
+func TestReplicasWithoutLockOrFenceBurnTokens(t *testing.T) {
+	r := runReplicas(t, 4*time.Second, func(s store.Store) store.Store { return blind{noLock{s}} })
 	if r.reuse == 0 && r.rejected == 0 {
-		t.Fatalf("no reuse detected without the lock: the replica test would not catch a broken lock")
+		t.Fatalf("no reuse detected without lock and fence: the replica test would not catch a broken protocol")
 	}
+}
+
+// TestReplicasWithoutLockStillSafe: the in-flight mark, written with
+// compare-and-set before a refresh is sent, fences replicas even without
+// the lock (defence in depth).
+func TestReplicasWithoutLockStillSafe(t *testing.T) {
+	r := runReplicas(t, 4*time.Second, func(s store.Store) store.Store { return noLock{s} })
+	if r.reuse != 0 || r.rejected != 0 || r.crossTenant != 0 {
+		t.Fatalf("reuse=%d rejected=%d without the lock", r.reuse, r.rejected)
+	}
+}
+
+// blind is a store whose Put ignores the expected version.
+type blind struct{ store.Store }
+
+func (b blind) Put(ctx context.Context, t *store.Tenant, _ int64) (int64, error) {
+	var expect int64
+	if cur, err := b.Store.Get(ctx, t.ID); err == nil {
+		expect = cur.Version
+	}
+	return b.Store.Put(ctx, t, expect)
 }
 
 // noLock is a store whose lock is always granted.

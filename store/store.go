@@ -57,6 +57,9 @@ type Tenant struct {
 	// refresh may have consumed the stored refresh token without its answer
 	// being recorded (process killed, response lost).
 	RefreshInFlight bool `json:"refresh_in_flight,omitempty"`
+	// RefreshStartedAt is when the in-flight refresh was marked; its holder
+	// stops trying to write the result a bounded time after it.
+	RefreshStartedAt time.Time `json:"refresh_started_at"`
 
 	// Extra holds provider quirks, e.g. x-series "domain_prefix".
 	Extra map[string]string `json:"extra,omitempty"`

@@ -35,6 +35,21 @@ type killSetup struct {
 
 const killLockTTL = 4 * time.Second
 
+// killTakeover: a successor acts on A's in-flight mark only after A's write
+// window (lock TTL + 5 s) plus the 2 s clock-skew allowance have passed.
+const killTakeover = killLockTTL + 7*time.Second
+
+// victimMay503 expects 503 token_unavailable for the victim once A is dead:
+// its token has expired and no replica may refresh it until A's write
+// window has passed.
+func victimMay503(ks *killSetup) policy {
+	return policy{may503: func(tenant string, _ time.Time) bool {
+		ks.mu.Lock()
+		defer ks.mu.Unlock()
+		return tenant == ks.victim && ks.victimMoved
+	}}
+}
+
 func newKillSetup(t *testing.T, name string, pol func(ks *killSetup) policy) *killSetup {
 	rdb := testredis.Start(t)
 	// Token timeout 3 s, lock 4 s: B or C may take the lock over at most
@@ -126,14 +141,14 @@ func (ks *killSetup) killA(t *testing.T, stalled func() bool, clear func()) {
 // tries the stored refresh token once, and it works: the tenant stays
 // active and no token was reused.
 func TestFaultKillBeforeGrant(t *testing.T) {
-	ks := newKillSetup(t, "sigkill-before-grant", func(*killSetup) policy { return policy{} })
+	ks := newKillSetup(t, "sigkill-before-grant", victimMay503)
 	d := ks.d
 	d.emu.SetTokenDelay(time.Minute) // A's request waits, unprocessed
 	ks.triggerOnA()
 	ks.killA(t, func() bool { return d.emu.Stats().TokenRequests > d.before.TokenRequests },
 		func() { d.emu.SetTokenDelay(0) })
 
-	if !eventually(killLockTTL+10*time.Second, func() bool { _, ok := ks.load.firstOK(ks.victim); return ok }) {
+	if !eventually(killTakeover+10*time.Second, func() bool { _, ok := ks.load.firstOK(ks.victim); return ok }) {
 		t.Fatalf("the victim was not served by B or C after A died")
 	}
 	firstOK, _ := ks.load.firstOK(ks.victim)
@@ -167,10 +182,13 @@ func TestFaultKillAfterGrant(t *testing.T) {
 	var killed func() bool
 	ks := newKillSetup(t, "sigkill-after-grant", func(ks *killSetup) policy {
 		victim = ks.victim
-		return policy{may401: func(tenant string, r result, _ time.Time) bool {
-			return tenant == victim && killed() &&
-				r.Header.Get("X-Lsproxy-Error") == "reauthorization_required" && r.str("reason") == reason
-		}}
+		return policy{
+			may401: func(tenant string, r result, _ time.Time) bool {
+				return tenant == victim && killed() &&
+					r.Header.Get("X-Lsproxy-Error") == "reauthorization_required" && r.str("reason") == reason
+			},
+			may503: victimMay503(ks).may503,
+		}
 	})
 	d := ks.d
 	killed = func() bool {
@@ -184,7 +202,7 @@ func TestFaultKillAfterGrant(t *testing.T) {
 		func() { d.emu.SetTokenHold(0) })
 
 	var flaggedAt time.Time
-	if !eventually(killLockTTL+10*time.Second, func() bool {
+	if !eventually(killTakeover+10*time.Second, func() bool {
 		ks.load.mu.Lock()
 		_, ok := ks.load.last401[ks.victim]
 		ks.load.mu.Unlock()
