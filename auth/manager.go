@@ -412,6 +412,21 @@ func (m *Manager) inUse(tenant string) bool {
 	return e != nil && !e.usedAt.IsZero() && m.now().Sub(e.usedAt) < inUseWindow
 }
 
+// expiringInUse lists tenants served recently whose cached token (if any)
+// expires within d: the background refresher's candidates.
+func (m *Manager) expiringInUse(d time.Duration) []string {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ids []string
+	for id, e := range m.cache {
+		if e.reauth == nil && !e.usedAt.IsZero() && now.Sub(e.usedAt) < inUseWindow && e.tok.Expiry.Sub(now) < d {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // refreshIfUnchanged refreshes rec's tenant unless another process already
 // replaced the access token seen in rec (background refresher).
 func (m *Manager) refreshIfUnchanged(ctx context.Context, rec *store.Tenant) (Token, error) {

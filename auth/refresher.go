@@ -31,17 +31,28 @@ type BackgroundRefresher struct {
 	// tenants expiring together do not stampede the token endpoint; default
 	// Interval/2.
 	Jitter time.Duration
+	// FullScanEvery is how often every tenant is read from the store (for
+	// idle expiry, which is days away); default 10m, at least Interval.
+	FullScanEvery time.Duration
 	// Logger; nil = none.
 	Logger *zap.Logger
 }
 
-// Run scans until ctx ends.
+// Run refreshes until ctx ends. Every Interval it checks the tenants this
+// replica serves, from its cache (no store read unless one is due); every
+// FullScanEvery it reads every tenant for refresh-token idle expiry.
 func (b *BackgroundRefresher) Run(ctx context.Context) {
 	b.defaults()
 	t := time.NewTicker(b.Interval)
 	defer t.Stop()
+	lastFull := time.Time{}
 	for {
-		b.Scan(ctx)
+		if now := time.Now(); now.Sub(lastFull) >= b.FullScanEvery {
+			lastFull = now
+			b.Scan(ctx)
+		} else {
+			b.ScanInUse(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -63,14 +74,17 @@ func (b *BackgroundRefresher) defaults() {
 	if b.Jitter <= 0 {
 		b.Jitter = b.Interval / 2
 	}
+	if b.FullScanEvery < b.Interval {
+		b.FullScanEvery = max(10*time.Minute, b.Interval)
+	}
 	if b.Logger == nil {
 		b.Logger = zap.NewNop()
 	}
 }
 
-// Scan checks every tenant once and refreshes the due ones, at most
-// Concurrency at a time; it returns when they are done. It returns the
-// number of refreshes attempted.
+// Scan reads every tenant once and refreshes the due ones, at most
+// Concurrency at a time; it returns when they are done, with the number of
+// refreshes attempted.
 func (b *BackgroundRefresher) Scan(ctx context.Context) int {
 	b.defaults()
 	ids, err := b.Store.List(ctx)
@@ -78,6 +92,21 @@ func (b *BackgroundRefresher) Scan(ctx context.Context) int {
 		b.Logger.Warn("refresher: listing tenants", zap.Error(err))
 		return 0
 	}
+	return b.refreshDue(ctx, ids)
+}
+
+// ScanInUse is Scan for the tenants this replica served recently whose
+// cached access token expires before the next check: it reads only those.
+func (b *BackgroundRefresher) ScanInUse(ctx context.Context) int {
+	b.defaults()
+	return b.refreshDue(ctx, b.Manager.expiringInUse(b.horizon()))
+}
+
+func (b *BackgroundRefresher) horizon() time.Duration {
+	return b.Manager.opts.RefreshBefore + b.Interval + b.Jitter
+}
+
+func (b *BackgroundRefresher) refreshDue(ctx context.Context, ids []string) int {
 	sem := make(chan struct{}, b.Concurrency)
 	done := make(chan struct{}, len(ids))
 	started := 0
@@ -133,8 +162,7 @@ func (b *BackgroundRefresher) due(rec *store.Tenant) string {
 	now := m.now()
 	// Access token about to expire (before the next scan) on a tenant this
 	// process serves: refresh ahead so no request waits for it.
-	horizon := m.opts.RefreshBefore + b.Interval + b.Jitter
-	if m.inUse(rec.ID) && rec.AccessExpiresAt.Sub(now) < horizon {
+	if m.inUse(rec.ID) && rec.AccessExpiresAt.Sub(now) < b.horizon() {
 		return "access token expiring"
 	}
 	// Refresh token idle expiry.

@@ -156,3 +156,46 @@ type filteredStore struct {
 }
 
 func (f *filteredStore) List(context.Context) ([]string, error) { return []string{f.id}, nil }
+
+// countingStore counts List and Get calls.
+type countingStore struct {
+	store.Store
+	lists, gets atomic.Int32
+}
+
+func (c *countingStore) List(ctx context.Context) ([]string, error) {
+	c.lists.Add(1)
+	return c.Store.List(ctx)
+}
+
+func (c *countingStore) Get(ctx context.Context, id string) (*store.Tenant, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, id)
+}
+
+// TestScanInUseReadsOnlyDueTenants: the frequent check works from the
+// cache: it lists nothing and reads only the tenant that is due.
+func TestScanInUseReadsOnlyDueTenants(t *testing.T) {
+	f := newFixture(t)
+	for i := 0; i < 20; i++ {
+		f.put(t, fmt.Sprintf("idle-%02d", i), time.Hour)
+	}
+	f.put(t, "busy", time.Hour)
+	f.put(t, "expiring", 40*time.Second)
+	for _, id := range []string{"busy", "expiring"} {
+		if _, err := f.m.Token(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs := &countingStore{Store: f.store}
+	b := &BackgroundRefresher{Manager: f.m, Store: cs, Interval: 30 * time.Second, Jitter: time.Millisecond}
+	if n := b.ScanInUse(ctx); n != 1 {
+		t.Fatalf("refreshes started = %d, want 1", n)
+	}
+	if cs.lists.Load() != 0 || cs.gets.Load() != 1 {
+		t.Fatalf("lists=%d gets=%d, want 0 and 1", cs.lists.Load(), cs.gets.Load())
+	}
+	if f.ref.count() != 1 || f.get(t, "expiring").RefreshCount != 1 {
+		t.Fatalf("the expiring tenant was not refreshed")
+	}
+}
