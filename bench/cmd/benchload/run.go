@@ -1,0 +1,598 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Result is one measurement, one JSON line in results.jsonl.
+type Result struct {
+	Scenario    string           `json:"scenario"`
+	Target      string           `json:"target"`
+	Mode        string           `json:"mode"` // "closed" or "rate"
+	Tenants     int              `json:"tenants"`
+	Concurrency int              `json:"concurrency"`
+	Rate        float64          `json:"rate,omitempty"` // scheduled requests/s (mode rate)
+	DurationS   float64          `json:"duration_s"`
+	Requests    int64            `json:"requests"`
+	OK          int64            `json:"ok"`
+	Errors      int64            `json:"errors"` // transport errors and non-200 answers
+	Statuses    map[string]int64 `json:"statuses"`
+	RPS         float64          `json:"rps"`
+	P50Ms       float64          `json:"p50_ms"`
+	P90Ms       float64          `json:"p90_ms"`
+	P99Ms       float64          `json:"p99_ms"`
+	P999Ms      float64          `json:"p999_ms"`
+	MaxMs       float64          `json:"max_ms"`
+	MeanMs      float64          `json:"mean_ms"`
+
+	CPUSeconds      float64 `json:"cpu_s"`                // proxy processes, during the window
+	CPUMicrosPerReq float64 `json:"cpu_us_per_req"`       // proxy processes
+	PeakRSSKiB      int64   `json:"peak_rss_kib"`         // VmHWM, summed over the proxy processes
+	ClientCPU       float64 `json:"client_cpu_s"`         // this load generator
+	UpstreamCPU     float64 `json:"upstream_cpu_s"`       // the upstream process(es)
+	AuxCPU          float64 `json:"aux_cpu_s"`            // Redis, token endpoint
+	ForeignCPU      float64 `json:"foreign_cores"`        // cores used by processes outside the setup (and steal)
+	Attempts        int     `json:"attempts,omitempty"`   // measurements taken; earlier ones had too much foreign load
+	MachineCPUBusy  float64 `json:"machine_cpu_busy_pct"` // all cores, from /proc/stat
+
+	RedisCommands     int64            `json:"redis_commands,omitempty"`
+	RedisCmdsPerReq   *float64         `json:"redis_cmds_per_req,omitempty"`
+	RedisCommandStats map[string]int64 `json:"redis_command_stats,omitempty"`
+
+	EmulatorChecked bool  `json:"emulator_checked,omitempty"` // the two counts below were taken
+	TokenRequests   int64 `json:"token_requests,omitempty"`   // at the emulator during the window
+	Refreshes       int64 `json:"refreshes,omitempty"`
+
+	Histogram [][2]int64 `json:"histogram_us"`     // [upper bound µs, count]
+	Slices    int        `json:"slices,omitempty"` // measurements merged into this one (report)
+}
+
+type runOpts struct {
+	url, path, header, prefix string
+	tenants, concurrency      int
+	duration, warmup          time.Duration
+	rate                      float64
+	warmPass                  bool
+}
+
+func runCmd(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	var o runOpts
+	fs.StringVar(&o.url, "url", "", "proxy base URL")
+	fs.StringVar(&o.path, "path", "/f/data/businesses", "request path")
+	fs.StringVar(&o.header, "tenant-header", "X-Tenant", "tenant header")
+	fs.StringVar(&o.prefix, "prefix", "t", "tenant id prefix (as for import)")
+	fs.IntVar(&o.tenants, "tenants", 10, "tenants, requested round-robin")
+	fs.IntVar(&o.concurrency, "concurrency", 32, "closed loop: concurrent clients; rate mode: max requests in flight")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured duration")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "closed-loop load before measuring (after one request per tenant)")
+	fs.Float64Var(&o.rate, "rate", 0, "fixed request rate per second (open loop); 0 = closed loop")
+	fs.BoolVar(&o.warmPass, "warm-pass", true, "request every tenant once before the warm-up; each must answer 200")
+	scenario := fs.String("scenario", "", "scenario label for the result")
+	target := fs.String("target", "", "target label for the result")
+	pids := fs.String("pids", "", "comma-separated pids of the proxy processes")
+	upPids := fs.String("upstream-pids", "", "comma-separated pids of the upstream")
+	auxPids := fs.String("aux-pids", "", "comma-separated pids of other processes of the setup (Redis, token endpoint)")
+	maxForeign := fs.Float64("max-foreign", 0.25, "repeat the measurement when processes outside the setup (or the hypervisor) used more CPU cores than this")
+	quietWait := fs.Duration("quiet-wait", 5*time.Second, "before each measurement, wait up to this long for outside load below -max-foreign")
+	attempts := fs.Int("attempts", 2, "measurements tried at most (see -max-foreign); the one with the least outside load is kept")
+	redisAddr := fs.String("redis", "", "host:port of the proxy's Redis: count commands")
+	emu := fs.String("emulator-control", "", "emulator control base URL: count token requests")
+	out := fs.String("out", "", "append the JSON result line to this file (also printed)")
+	_ = fs.Parse(args)
+	if o.url == "" {
+		return errors.New("-url is required")
+	}
+	var ps [3][]int
+	for i, s := range []string{*pids, *upPids, *auxPids} {
+		var err error
+		if ps[i], err = parsePids(s); err != nil {
+			return err
+		}
+	}
+	m := measurer{proxy: ps[0], upstream: ps[1], aux: ps[2], redis: *redisAddr, emu: *emu}
+
+	l := newLoader(o)
+	// One request per tenant fills caches and connection pools, then a
+	// short closed-loop warm-up reaches steady state.
+	if o.warmPass {
+		if err := l.warmPass(); err != nil {
+			return err
+		}
+	}
+	var r Result
+	for attempt := 1; ; attempt++ {
+		m.waitQuiet(*maxForeign, *quietWait)
+		if o.warmup > 0 {
+			l.closedLoop(o.warmup, false)
+		}
+		next, err := m.measure(l)
+		if err != nil {
+			return err
+		}
+		if attempt == 1 || next.ForeignCPU < r.ForeignCPU {
+			r = next
+		}
+		r.Attempts = attempt
+		if r.ForeignCPU <= *maxForeign || attempt >= *attempts {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "benchload: other processes used %.2f cores during the measurement; measuring again\n", next.ForeignCPU)
+	}
+	r.Scenario, r.Target, r.Tenants, r.Concurrency = *scenario, *target, o.tenants, o.concurrency
+
+	line, _ := json.Marshal(r)
+	fmt.Println(string(line))
+	fmt.Fprintf(os.Stderr, "%-28s %-18s %-6s rps=%8.0f p50=%.3fms p99=%.3fms cpu=%.1fµs/req rss=%dKiB errors=%d redis=%d refreshes=%d busy=%.0f%% foreign=%.2f attempts=%d\n",
+		r.Scenario, r.Target, r.Mode, r.RPS, r.P50Ms, r.P99Ms, r.CPUMicrosPerReq, r.PeakRSSKiB, r.Errors, r.RedisCommands, r.Refreshes, r.MachineCPUBusy, r.ForeignCPU, r.Attempts)
+	if *out != "" {
+		f, err := os.OpenFile(*out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := f.Write(append(line, '\n')); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// measurer takes the counters around one measurement.
+type measurer struct {
+	proxy, upstream, aux []int
+	redis, emu           string
+}
+
+// waitQuiet waits, at most max, until processes outside the setup use less
+// than limit cores over a 250 ms window (the proxies not measured are paused
+// and the setup is idle, so nearly all busy time is outside load).
+func (m measurer) waitQuiet(limit float64, max time.Duration) {
+	deadline := time.Now().Add(max)
+	pids := append(append(append([]int{os.Getpid()}, m.proxy...), m.upstream...), m.aux...)
+	for {
+		b0, _ := machineTicks()
+		c0, _ := cpuSeconds(pids)
+		t0 := time.Now()
+		time.Sleep(250 * time.Millisecond) // sampling window
+		b1, _ := machineTicks()
+		c1, _ := cpuSeconds(pids)
+		foreign := (float64(b1-b0)/clockTicks - (c1 - c0)) / time.Since(t0).Seconds()
+		if foreign <= limit || time.Now().After(deadline) {
+			return
+		}
+	}
+}
+
+func (m measurer) measure(l *loader) (Result, error) {
+	l.resetStatuses()
+	cpu0, err := cpuSeconds(m.proxy)
+	if err != nil {
+		return Result{}, err
+	}
+	up0, _ := cpuSeconds(m.upstream)
+	aux0, _ := cpuSeconds(m.aux)
+	self0, _ := cpuSeconds([]int{os.Getpid()})
+	busy0, total0 := machineTicks()
+	var redis0 map[string]int64
+	if m.redis != "" {
+		if redis0, err = commandStats(m.redis); err != nil {
+			return Result{}, err
+		}
+	}
+	var emu0 emuStats
+	if m.emu != "" {
+		if emu0, err = fetchEmuStats(m.emu); err != nil {
+			return Result{}, err
+		}
+	}
+
+	var h *hist
+	var elapsed time.Duration
+	r := Result{Mode: "closed", Statuses: map[string]int64{}}
+	if l.o.rate > 0 {
+		r.Mode, r.Rate = "rate", l.o.rate
+		h, elapsed = l.fixedRate(l.o.duration, l.o.rate)
+	} else {
+		h, elapsed = l.closedLoop(l.o.duration, true)
+	}
+	r.DurationS = elapsed.Seconds()
+
+	cpu1, err := cpuSeconds(m.proxy)
+	if err != nil {
+		return Result{}, err
+	}
+	up1, _ := cpuSeconds(m.upstream)
+	aux1, _ := cpuSeconds(m.aux)
+	self1, _ := cpuSeconds([]int{os.Getpid()})
+	busy1, total1 := machineTicks()
+	if total1 > total0 {
+		r.MachineCPUBusy = 100 * float64(busy1-busy0) / float64(total1-total0)
+	}
+	r.CPUSeconds, r.UpstreamCPU, r.AuxCPU, r.ClientCPU = cpu1-cpu0, up1-up0, aux1-aux0, self1-self0
+	machineBusy := float64(busy1-busy0) / clockTicks
+	r.ForeignCPU = math.Max(0, (machineBusy-r.CPUSeconds-r.UpstreamCPU-r.AuxCPU-r.ClientCPU)/elapsed.Seconds())
+	r.PeakRSSKiB = peakRSS(m.proxy)
+	if m.redis != "" {
+		redis1, err := commandStats(m.redis)
+		if err != nil {
+			return Result{}, err
+		}
+		r.RedisCommandStats = map[string]int64{}
+		for k, v := range redis1 {
+			if d := v - redis0[k]; d > 0 && k != "info" {
+				r.RedisCommandStats[k] = d
+				if k != "ping" { // keep-alive of the change-notification connection
+					r.RedisCommands += d
+				}
+			}
+		}
+	}
+	if m.emu != "" {
+		emu1, err := fetchEmuStats(m.emu)
+		if err != nil {
+			return Result{}, err
+		}
+		r.EmulatorChecked = true
+		r.TokenRequests = emu1.TokenRequests - emu0.TokenRequests
+		r.Refreshes = emu1.RefreshGrants - emu0.RefreshGrants
+	}
+
+	l.mu.Lock()
+	for k, v := range l.statuses {
+		r.Statuses[k] = v
+	}
+	l.mu.Unlock()
+	r.OK = r.Statuses["200"]
+	for k, v := range r.Statuses {
+		if k != "200" {
+			r.Errors += v
+		}
+	}
+	r.Requests = h.n
+	r.RPS = float64(h.n) / elapsed.Seconds()
+	r.P50Ms, r.P90Ms = h.quantile(0.50)/1000, h.quantile(0.90)/1000
+	r.P99Ms, r.P999Ms = h.quantile(0.99)/1000, h.quantile(0.999)/1000
+	r.MaxMs = float64(h.max) / 1000
+	if h.n > 0 {
+		r.MeanMs = float64(h.sum) / float64(h.n) / 1000
+		r.CPUMicrosPerReq = r.CPUSeconds / float64(h.n) * 1e6
+		if m.redis != "" {
+			v := float64(r.RedisCommands) / float64(h.n)
+			r.RedisCmdsPerReq = &v
+		}
+	}
+	r.Histogram = h.buckets()
+	return r, nil
+}
+
+// loader sends the requests.
+type loader struct {
+	o        runOpts
+	rt       *http.Transport
+	reqs     []*http.Request // one template per tenant; headers are shared read-only
+	next     atomic.Uint64
+	mu       sync.Mutex
+	statuses map[string]int64
+}
+
+func (l *loader) resetStatuses() {
+	l.mu.Lock()
+	clear(l.statuses)
+	l.mu.Unlock()
+}
+
+func newLoader(o runOpts) *loader {
+	l := &loader{o: o, statuses: map[string]int64{}}
+	l.rt = &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   o.concurrency + 64,
+		IdleConnTimeout:       time.Minute,
+		ResponseHeaderTimeout: 30 * time.Second,
+		DisableCompression:    true,
+	}
+	base := strings.TrimRight(o.url, "/") + o.path
+	for i := range o.tenants {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, base, nil)
+		if err != nil {
+			panic(err) // -url was validated by the caller's use; a bad URL is a usage error
+		}
+		req.Header.Set(o.header, tenantID(o.prefix, i))
+		l.reqs = append(l.reqs, req)
+	}
+	return l
+}
+
+// do sends one request for the next tenant and reports whether it got 200.
+func (l *loader) do(record bool, tenant int) bool {
+	r := *l.reqs[tenant] // shallow copy: RoundTrip must not see a shared *Request
+	resp, err := l.rt.RoundTrip(&r)
+	code := "transport_error"
+	if err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		code = strconv.Itoa(resp.StatusCode)
+	}
+	if record {
+		l.mu.Lock()
+		l.statuses[code]++
+		l.mu.Unlock()
+	}
+	return code == "200"
+}
+
+func (l *loader) nextTenant() int { return int((l.next.Add(1) - 1) % uint64(l.o.tenants)) }
+
+// warmPass requests every tenant once, concurrently; every answer must be 200.
+func (l *loader) warmPass() error {
+	var idx atomic.Int64
+	var bad atomic.Int64
+	var wg sync.WaitGroup
+	for range l.o.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(idx.Add(1) - 1)
+				if i >= l.o.tenants {
+					return
+				}
+				if !l.do(false, i) {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := bad.Load(); n > 0 {
+		return fmt.Errorf("warm pass: %d of %d tenants did not answer 200", n, l.o.tenants)
+	}
+	return nil
+}
+
+// closedLoop runs concurrency clients back to back for d. Requests started
+// before the deadline are counted; the elapsed time runs to the last answer.
+func (l *loader) closedLoop(d time.Duration, record bool) (*hist, time.Duration) {
+	start := time.Now()
+	deadline := start.Add(d)
+	hs := make([]hist, l.o.concurrency)
+	var wg sync.WaitGroup
+	for w := range l.o.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := &hs[w]
+			for {
+				t0 := time.Now()
+				if !t0.Before(deadline) {
+					return
+				}
+				l.do(record, l.nextTenant())
+				h.record(time.Since(t0).Microseconds())
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	total := &hist{}
+	for i := range hs {
+		total.merge(&hs[i])
+	}
+	return total, elapsed
+}
+
+// fixedRate schedules rate requests per second for d (open loop), with at
+// most concurrency in flight; latency counts from the scheduled time, so
+// requests that wait for a free slot count their wait.
+func (l *loader) fixedRate(d time.Duration, rate float64) (*hist, time.Duration) {
+	total := int64(d.Seconds() * rate)
+	due := make(chan time.Time, 1<<16)
+	start := time.Now()
+	go func() {
+		defer close(due)
+		interval := float64(time.Second) / rate
+		var i int64
+		for i < total {
+			now := time.Now()
+			for i < total {
+				at := start.Add(time.Duration(float64(i) * interval))
+				if at.After(now) {
+					break
+				}
+				due <- at
+				i++
+			}
+			if i < total {
+				at := start.Add(time.Duration(float64(i) * interval))
+				time.Sleep(time.Until(at)) // pacing: the next request is not due yet
+			}
+		}
+	}()
+	hs := make([]hist, l.o.concurrency)
+	var wg sync.WaitGroup
+	for w := range l.o.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := &hs[w]
+			for at := range due {
+				l.do(true, l.nextTenant())
+				h.record(time.Since(at).Microseconds())
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	out := &hist{}
+	for i := range hs {
+		out.merge(&hs[i])
+	}
+	return out, elapsed
+}
+
+func parsePids(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("bad pid %q", f)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// clockTicks is USER_HZ, 100 on every Linux platform Go supports.
+const clockTicks = 100
+
+// cpuSeconds sums utime+stime of pids (fields 14 and 15 of /proc/PID/stat).
+func cpuSeconds(pids []int) (float64, error) {
+	if runtime.GOOS != "linux" {
+		return 0, nil
+	}
+	var ticks int64
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			return 0, err
+		}
+		s := string(b)
+		// The command name (field 2) may contain spaces: count from ")".
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			return 0, fmt.Errorf("/proc/%d/stat: unexpected format", p)
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		k, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + k
+	}
+	return float64(ticks) / clockTicks, nil
+}
+
+// peakRSS sums VmHWM (KiB) of pids.
+func peakRSS(pids []int) int64 {
+	var sum int64
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				sum += n
+			}
+		}
+	}
+	return sum
+}
+
+// machineTicks returns busy and total jiffies of all CPUs from /proc/stat.
+func machineTicks() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i >= 8 { // guest time is already counted in user
+			break
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
+}
+
+// commandStats returns calls per command from INFO commandstats, speaking
+// RESP directly so that the bench needs no Redis client.
+func commandStats(addr string) (map[string]int64, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n"); err != nil {
+		return nil, err
+	}
+	var buf []byte
+	tmp := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		if hdr, rest, ok := strings.Cut(string(buf), "\r\n"); ok && strings.HasPrefix(hdr, "$") {
+			want, _ := strconv.Atoi(hdr[1:])
+			if len(rest) >= want {
+				return parseCommandStats(rest[:want]), nil
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("INFO commandstats: %w", err)
+		}
+	}
+}
+
+func parseCommandStats(s string) map[string]int64 {
+	out := map[string]int64{}
+	for _, line := range strings.Split(s, "\r\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				out[strings.TrimPrefix(name, "cmdstat_")] = n
+			}
+		}
+	}
+	return out
+}
+
+type emuStats struct {
+	TokenRequests int64
+	RefreshGrants int64
+}
+
+func fetchEmuStats(base string) (emuStats, error) {
+	var s emuStats
+	resp, err := http.Get(strings.TrimRight(base, "/") + "/stats")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&s)
+	return s, err
+}
+
+// sortedKeys is used by the report.
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
