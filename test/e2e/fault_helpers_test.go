@@ -391,7 +391,14 @@ func (d *deployment) conclude(p *proc, ids []string, tl *tally, exp expectations
 		return true
 	})
 	for _, id := range ids {
+		// Replicas keep running (and the background refresher may start a
+		// new refresh at any moment): read each tenant at a moment when no
+		// refresh is in flight, bounded.
 		v := p.getTenant(t, id)
+		eventually(5*time.Second, func() bool {
+			v = p.getTenant(t, id)
+			return !v.RefreshInFlight
+		})
 		want, expectFlag := exp.flagged[id]
 		switch {
 		case expectFlag && v.Status != store.StatusReauthorizationRequired:

@@ -359,7 +359,7 @@ func render(rs []Result, meta []kv, benches []goBench, chartPath string) string 
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	scenarios, targets := order(rs)
 
-	w("\n![requests/s and p99 latency per proxy](%s)\n\n", chartPath)
+	w("\n![requests/s, CPU per request and p99 latency per proxy](%s)\n\n", chartPath)
 	if len(meta) > 0 {
 		w("Run:")
 		for i, m := range meta {
@@ -372,7 +372,7 @@ func render(rs []Result, meta []kv, benches []goBench, chartPath string) string 
 		w("\n\n")
 	}
 
-	w("**Saturation** (closed loop: a fixed number of clients sending back to back; ratios to the bare ReverseProxy of the same scenario)\n\n")
+	w("**Saturation** (closed loop: a fixed number of clients sending back to back; ratios to the bare ReverseProxy of the same scenario, or of the first scenario when one has none)\n\n")
 	w("| scenario | proxy | req/s | × bare | p50 ms | p90 ms | p99 ms | CPU µs/req | × bare | peak RSS MiB | Redis cmds/req (total) | refreshes | errors |\n")
 	w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range scenarios {
@@ -393,7 +393,7 @@ func render(rs []Result, meta []kv, benches []goBench, chartPath string) string 
 		}
 	}
 
-	w("\n**Latency at a fixed rate** (open loop at half the bare proxy's saturation rate; latency counted from each request's scheduled time)\n\n")
+	w("\n**Latency at a fixed rate** (open loop at half the bare proxy's saturation rate, the first scenario's when one has no bare proxy; latency counted from each request's scheduled time)\n\n")
 	w("| scenario | proxy | rate req/s | p50 ms | p90 ms | p99 ms | added p99 ms | CPU µs/req | × bare | Redis cmds/req (total) | refreshes | errors |\n")
 	w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range scenarios {
@@ -542,7 +542,8 @@ func targetLines(rs []Result, benches []goBench) []string {
 	return out
 }
 
-// chart draws two panels as SVG: closed-loop requests/s and fixed-rate p99.
+// chart draws three panels as SVG: closed-loop requests/s and CPU per
+// request, and p99 latency at the fixed rate.
 func chart(rs []Result) string {
 	scenarios, targets := order(rs)
 	palette := []string{"#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"}
@@ -550,8 +551,8 @@ func chart(rs []Result) string {
 	for i, t := range targets {
 		color[t] = palette[i%len(palette)]
 	}
-	const W, H, panelH, top, left = 960, 420, 300, 50, 70
-	panelW := (W - 2*left - 40) / 2
+	const W, H, panelH, top, left, gap, right = 1200, 440, 290, 50, 56, 40, 20
+	const panelW = (W - 3*left - 2*gap - right) / 3
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">`+"\n", W, H, W, H)
@@ -568,8 +569,7 @@ func chart(rs []Result) string {
 			maxV = 1
 		}
 		maxV = niceCeil(maxV)
-		w(`<text x="%d" y="%d" font-size="13" font-weight="bold">%s</text>`+"\n", x0, top-25, esc(title))
-		// Axis and grid.
+		w(`<text x="%d" y="%d" font-size="12" font-weight="bold">%s</text>`+"\n", x0-left+8, top-28, esc(title))
 		for i := 0; i <= 4; i++ {
 			y := top + panelH - panelH*i/4
 			v := maxV * float64(i) / 4
@@ -578,9 +578,9 @@ func chart(rs []Result) string {
 		}
 		w(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>`+"\n", x0, top+panelH, x0+panelW, top+panelH)
 		groupW := panelW / max(1, len(scenarios))
-		barW := (groupW - 16) / max(1, len(targets))
+		barW := (groupW - 12) / max(1, len(targets))
 		for gi, s := range scenarios {
-			gx := x0 + gi*groupW + 8
+			gx := x0 + gi*groupW + 6
 			for ti, t := range targets {
 				r := find(rs, s, t, mode)
 				if r == nil {
@@ -591,20 +591,27 @@ func chart(rs []Result) string {
 				x := gx + ti*barW
 				w(`<rect x="%d" y="%d" width="%d" height="%d" fill="%s"><title>%s</title></rect>`+"\n",
 					x, top+panelH-h, barW-2, h, color[t], esc(s+", "+t+": "+label(v)))
-				w(`<text x="%d" y="%d" text-anchor="middle" font-size="9" fill="#222">%s</text>`+"\n", x+(barW-2)/2, top+panelH-h-3, esc(label(v)))
+				w(`<text x="%d" y="%d" text-anchor="middle" font-size="8" fill="#222">%s</text>`+"\n", x+(barW-2)/2, top+panelH-h-3, esc(label(v)))
 			}
-			w(`<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", gx+(groupW-16)/2, top+panelH+16, esc(shortScenario(s)))
+			for li, line := range strings.SplitN(shortScenario(s), ", ", 2) {
+				w(`<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", gx+(groupW-12)/2, top+panelH+15+13*li, esc(line))
+			}
 		}
 	}
-	panel(left, "Requests/s at saturation (higher is better)", "closed", func(r *Result) float64 { return r.RPS }, func(v float64) string { return thousands(v) })
-	panel(left+panelW+40+left, "p99 latency at half the bare saturation rate, ms (lower is better)", "rate", func(r *Result) float64 { return r.P99Ms },
-		func(v float64) string { return f2(v) })
-	// Legend.
+	x := left
+	panel(x, "Requests/s at saturation (higher is better)", "closed", func(r *Result) float64 { return r.RPS },
+		func(v float64) string { return strconv.FormatFloat(v/1000, 'f', 1, 64) + "k" })
+	x += panelW + gap + left
+	panel(x, "Proxy CPU µs/request at saturation (lower is better)", "closed", func(r *Result) float64 { return r.CPUMicrosPerReq },
+		func(v float64) string { return f0(v) })
+	x += panelW + gap + left
+	panel(x, "p99 ms at half the bare rate (lower is better)", "rate", func(r *Result) float64 { return r.P99Ms },
+		func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) })
 	lx := left
 	for _, t := range targets {
-		w(`<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", lx, H-30, color[t])
-		w(`<text x="%d" y="%d">%s</text>`+"\n", lx+16, H-20, esc(t))
-		lx += 30 + 8*len(t)
+		w(`<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", lx, H-26, color[t])
+		w(`<text x="%d" y="%d">%s</text>`+"\n", lx+16, H-16, esc(t))
+		lx += 40 + 7*len(t)
 	}
 	w("</svg>\n")
 	return b.String()
