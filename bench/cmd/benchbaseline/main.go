@@ -12,18 +12,15 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
+	"github.com/lsproxy/lsproxy/bench/internal/benchsrv"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -60,28 +57,7 @@ func main() {
 		FlushInterval: *flush,
 	}
 
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "benchbaseline: %v\n", err)
-		os.Exit(1)
-	}
-	fmt.Printf("http://%s\n", ln.Addr())
-	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintf(os.Stderr, "benchbaseline: %v\n", err)
-			os.Exit(1)
-		}
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
+	benchsrv.Serve("benchbaseline", *listen, rp, 2*time.Minute)
 }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.

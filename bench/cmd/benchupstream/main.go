@@ -12,19 +12,15 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
+	"github.com/lsproxy/lsproxy/bench/internal/benchsrv"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -50,29 +46,7 @@ func main() {
 		_, _ = w.Write(body)
 	})
 
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "benchupstream: %v\n", err)
-		os.Exit(1)
-	}
-	fmt.Printf("http://%s\n", ln.Addr())
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Minute}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintf(os.Stderr, "benchupstream: %v\n", err)
-			os.Exit(1)
-		}
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
+	benchsrv.Serve("benchupstream", *listen, h, 10*time.Minute)
 	fmt.Fprintf(os.Stderr, "benchupstream: served=%d unauthorized=%d body_bytes=%d\n", served.Load(), unauthorized.Load(), len(body))
 }
 
