@@ -59,12 +59,21 @@ func TestReplicasWithoutLockStillSafe(t *testing.T) {
 	}
 }
 
-// blind is a store whose Put ignores the expected version.
+// blind is a store whose Put ignores the expected version and whose Get
+// hides the in-flight mark: no fence at all.
 type blind struct{ store.Store }
+
+func (b blind) Get(ctx context.Context, id string) (*store.Tenant, error) {
+	t, err := b.Store.Get(ctx, id)
+	if t != nil {
+		t.RefreshInFlight, t.RefreshStartedAt = false, time.Time{}
+	}
+	return t, err
+}
 
 func (b blind) Put(ctx context.Context, t *store.Tenant, _ int64) (int64, error) {
 	var expect int64
-	if cur, err := b.Store.Get(ctx, t.ID); err == nil {
+	if cur, err := b.Store.Get(ctx, t.ID); err == nil { // the real Get: its version
 		expect = cur.Version
 	}
 	return b.Store.Put(ctx, t, expect)

@@ -67,7 +67,7 @@ func dumpRedis(t *testing.T, c redis.UniversalClient, prefix string) []byte {
 	t.Helper()
 	ctx := testCtx(t)
 	var mu sync.Mutex
-	var out []byte
+	var entries []string
 	dumpNode := func(ctx context.Context, c redis.UniversalClient) error {
 		iter := c.Scan(ctx, 0, prefix+"*", 100).Iterator()
 		for iter.Next(ctx) {
@@ -77,8 +77,14 @@ func dumpRedis(t *testing.T, c redis.UniversalClient, prefix string) []byte {
 			case "string":
 				vals = []string{c.Get(ctx, key).Val()}
 			case "hash":
-				for f, v := range c.HGetAll(ctx, key).Val() {
-					vals = append(vals, f, v)
+				h := c.HGetAll(ctx, key).Val()
+				fields := make([]string, 0, len(h))
+				for f := range h {
+					fields = append(fields, f)
+				}
+				sort.Strings(fields) // map order is random: keep dumps comparable
+				for _, f := range fields {
+					vals = append(vals, f, h[f])
 				}
 			case "set":
 				vals = c.SMembers(ctx, key).Val()
@@ -86,7 +92,7 @@ func dumpRedis(t *testing.T, c redis.UniversalClient, prefix string) []byte {
 				return fmt.Errorf("key %s of unexpected type %q", key, typ)
 			}
 			mu.Lock()
-			out = append(out, key+"\n"+strings.Join(vals, "\n")+"\n"...)
+			entries = append(entries, key+"\n"+strings.Join(vals, "\n")+"\n")
 			mu.Unlock()
 		}
 		return iter.Err()
@@ -100,7 +106,8 @@ func dumpRedis(t *testing.T, c redis.UniversalClient, prefix string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	sort.Strings(entries) // SCAN order is not stable either
+	return []byte(strings.Join(entries, ""))
 }
 
 func TestRedisConformance(t *testing.T) {
