@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lsproxy/lsproxy/internal/testclock"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,32 +42,14 @@ func TestBoltConformance(t *testing.T) {
 	runConformance(t, func(t *testing.T) harness { return &boltHarness{dir: t.TempDir()} })
 }
 
-// fakeClock is a settable clock for the bolt store's expiry.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-func openBoltClock(t *testing.T, dir string) (*Bolt, *fakeClock) {
+func openBoltClock(t *testing.T, dir string) (*Bolt, *testclock.Clock) {
 	t.Helper()
 	b, err := OpenBolt(dir, mustKeyring(t, testKeys(t, 1)...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	b.now = clock.Now
 	return b, clock
 }

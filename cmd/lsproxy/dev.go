@@ -98,16 +98,11 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer a.store.Close()
 
-	ready := make(chan [2]string, 1)
-	runErr := make(chan error, 1)
-	go func() { runErr <- a.run(ctx, func(p, c string) { ready <- [2]string{p, c} }) }()
-	var addrs [2]string
-	select {
-	case addrs = <-ready:
-	case err := <-runErr:
+	proxyAddr, controlAddr, done, err := a.start(ctx)
+	if err != nil {
 		return err
 	}
-	if err := onboardDemo(ctx, addrs[1], cfg.AdminToken); err != nil {
+	if err := onboardDemo(ctx, controlAddr, cfg.AdminToken); err != nil {
 		return fmt.Errorf("onboarding the demo tenant: %w", err)
 	}
 	fmt.Fprintf(stdout, `lsproxy dev is running (embedded store in %s, Lightspeed emulator at %s).
@@ -120,8 +115,8 @@ Admin API (token %s):
   curl -H 'Authorization: Bearer %s' http://%s/admin/tenants/%s
 
 Press Ctrl-C to stop.
-`, dir, emuURL, demoTenant, demoTenant, addrs[0], cfg.AdminToken, cfg.AdminToken, addrs[1], demoTenant)
-	return <-runErr
+`, dir, emuURL, demoTenant, demoTenant, proxyAddr, cfg.AdminToken, cfg.AdminToken, controlAddr, demoTenant)
+	return <-done
 }
 
 // onboardDemo asks the admin API for a link and follows it like the

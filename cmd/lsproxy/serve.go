@@ -251,6 +251,20 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	return a.run(ctx, nil)
 }
 
+// start runs a in the background and returns once both listeners are bound
+// (or run failed first); done delivers run's result.
+func (a *app) start(ctx context.Context) (proxyAddr, controlAddr string, done <-chan error, err error) {
+	ready := make(chan [2]string, 1)
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.run(ctx, func(p, c string) { ready <- [2]string{p, c} }) }()
+	select {
+	case addrs := <-ready:
+		return addrs[0], addrs[1], runErr, nil
+	case err := <-runErr:
+		return "", "", nil, err
+	}
+}
+
 // run listens on both listeners until ctx ends. ready, if not nil, is
 // called with the bound addresses once both listen.
 func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)) error {

@@ -208,17 +208,11 @@ func TestServeTLSBothListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.store.Close()
-	ready := make(chan [2]string, 1)
-	runErr := make(chan error, 1)
-	go func() { runErr <- a.run(ctx, func(p, c string) { ready <- [2]string{p, c} }) }()
-	var addrs [2]string
-	select {
-	case addrs = <-ready:
-	case err := <-runErr:
+	proxyAddr, controlAddr, runErr, err := a.start(ctx)
+	if err != nil {
 		t.Fatal(err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("not ready")
 	}
+	addrs := [2]string{proxyAddr, controlAddr}
 
 	get := func(cert *testCert, url string, hdr map[string]string) (*http.Response, string) {
 		t.Helper()
