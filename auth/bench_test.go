@@ -41,7 +41,7 @@ import (
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 const benchTenants = 10000

@@ -22,7 +22,7 @@ import (
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/control"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 var _ control.Onboarding = (*auth.Onboarder)(nil)

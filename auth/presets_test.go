@@ -17,7 +17,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // The presets SPEC §2 names for LSPROXY_PROVIDER.

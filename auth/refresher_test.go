@@ -13,7 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 func TestRefresherDue(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // TestReplicasShareOneRedis runs three token managers, each with its own

@@ -1,5 +1,5 @@
 // Command lsemulator serves the strict Lightspeed OAuth2 + API emulator
-// (package test/emulator) on a loopback port, for trying lsproxy by hand and
+// (package internal/emulator) on a loopback port, for trying lsproxy by hand and
 // for scripts.
 //
 // It prints its base URL as the first line on stdout (and, with
@@ -23,7 +23,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 func main() {

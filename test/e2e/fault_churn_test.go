@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // TestFaultExpiryChurn: three replicas, 12 tenants whose access tokens live

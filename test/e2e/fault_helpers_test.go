@@ -24,7 +24,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // faultPath is the API path every scenario requests; the emulator answers

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // killSetup is the common part of the SIGKILL scenarios: three replicas

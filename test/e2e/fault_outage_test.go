@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // tokenOutage runs a token-endpoint outage of length outage against three

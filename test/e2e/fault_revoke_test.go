@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // TestFaultRevocation: one tenant among ten is revoked at Lightspeed

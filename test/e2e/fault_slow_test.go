@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // lockWatch samples tenants' lock keys in Redis: how long each lock (one

@@ -1,6 +1,6 @@
 // Package e2e holds end-to-end tests of the built lsproxy binary: real
 // processes, real HTTP over loopback, a real redis-server (internal/testredis)
-// and the strict Lightspeed emulator (test/emulator) served in-process as
+// and the strict Lightspeed emulator (internal/emulator) served in-process as
 // token endpoint, authorize endpoint and API upstream.
 //
 // TestMain builds ./cmd/lsproxy once (with -race when the tests run with
@@ -32,7 +32,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/control"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // binPath is the lsproxy binary built by TestMain.

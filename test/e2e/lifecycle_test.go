@@ -12,7 +12,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // TestEmbeddedStore: without Redis the embedded store keeps tenants across

@@ -10,7 +10,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // TestReplicasUnderLoad is the acceptance test: three replicas on one Redis,

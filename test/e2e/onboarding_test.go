@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // followLink opens an onboarding link like the merchant's browser: it

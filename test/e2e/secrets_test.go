@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/internal/testredis"
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // emulatorSecretRE matches any token or code the emulator makes

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 const (

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/test/emulator"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 func TestNewDefaultsAndPanics(t *testing.T) {
