@@ -1,5 +1,3 @@
-//go:build unix
-
 package e2e
 
 import (
@@ -106,7 +104,7 @@ func TestFaultFailoverReplicationLag(t *testing.T) {
 		return tenant == victim && triggered
 	}})
 
-	thaw := freeze(t, replica)
+	replica.Freeze()
 	frozenAt := time.Now()
 	// Were A to send the refresh, Lightspeed would grant it and hold the
 	// answer past the failover.
@@ -144,7 +142,7 @@ func TestFaultFailoverReplicationLag(t *testing.T) {
 
 	master.Kill()
 	killAt := time.Now()
-	thaw()
+	replica.Thaw()
 	frozenFor := time.Since(frozenAt)
 	if !eventually(25*time.Second, func() bool { return masterAddr() == replica.Addr }) {
 		t.Fatalf("no failover to %s within 25 s (sentinel says %q)", replica.Addr, masterAddr())
