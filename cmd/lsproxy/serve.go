@@ -314,7 +314,7 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 	// response and its write.
 	_ = proxySrv.Shutdown(sctx)
 	_ = controlSrv.Shutdown(sctx)
-	if err := a.manager.Wait(sctx); err != nil {
+	if err := a.manager.FinishRefreshes(sctx); err != nil {
 		a.log.Error("refreshes still running at shutdown deadline", zap.Error(err))
 	}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
