@@ -538,6 +538,9 @@ func (m *Manager) useStored(rec *store.Tenant, w want) (Token, bool, error) {
 // keeps being served (and is not retried for a second), else
 // *UnavailableError (503 token_unavailable).
 func (m *Manager) staleOrUnavailable(rec *store.Tenant, cause error) (Token, error) {
+	if ue := (*UnavailableError)(nil); errors.As(cause, &ue) {
+		cause = ue.Err
+	}
 	if m.usable(rec.AccessExpiresAt) && rec.AccessToken != "" {
 		return m.remember(rec, nil, m.now().Add(time.Second)), nil
 	}
