@@ -49,7 +49,7 @@ func TestAuditOutageLongerThanWindow(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := m.Token(ctx, "acme"); done <- err }()
 	waitFor(t, 5*time.Second, "the grant at the provider", func() bool { return emu.Stats().RefreshGrants >= 1 })
-	rs.Kill() // grant rotated at the provider, answer held 0.7 s
+	rs.Kill()                                              // grant rotated at the provider, answer held 0.7 s
 	time.Sleep(8500*time.Millisecond - time.Since(marked)) // an outage past the old window (6 s + 2 s skew)
 	rs.Restart()
 	var holderErr error

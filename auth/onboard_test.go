@@ -21,8 +21,8 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/control"
-	"github.com/lsproxy/lsproxy/store"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 var _ control.Onboarding = (*auth.Onboarder)(nil)
