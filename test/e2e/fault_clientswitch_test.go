@@ -15,7 +15,9 @@ import (
 // authentication passes) while 20 tenants need a refresh. Lightspeed
 // answers invalid_grant ("issued to another client") for every one of them,
 // though every grant is alive. Past the mass-invalid_grant threshold lsproxy
-// blames its own configuration (SPEC §3 rule 15): no tenant is flagged,
+// blames its own configuration (SPEC §3 rule 15): no tenant stays flagged
+// (each replica flags at most threshold-1 = 2 before its guard trips, and
+// reverts those when it does; their requests may answer 401 meanwhile),
 // requests answer 503 token_unavailable, the stored refresh tokens are
 // kept. After the configuration is fixed (replicas restarted with the
 // right client), all 20 recover without re-authorization.
@@ -23,6 +25,10 @@ func TestFaultClientIDSwitch(t *testing.T) {
 	const (
 		wrongID, wrongSecret = "second-app", "second-app-secret"
 		recoveryBound        = 15 * time.Second
+		replicas             = 2
+		// guardThreshold is auth.DefaultGuardThreshold: distinct tenants
+		// rejected before a replica's guard trips.
+		guardThreshold = 3
 	)
 	rdb := testredis.Start(t)
 	d := newDeployment(t, "client-id-switch-20", emulator.Config{
@@ -36,16 +42,19 @@ func TestFaultClientIDSwitch(t *testing.T) {
 	}
 	wrongEnv := with(d.env, "LSPROXY_CLIENT_ID", wrongID, "LSPROXY_CLIENT_SECRET", wrongSecret)
 	var (
-		mu    sync.Mutex
-		live  []*proc
-		fixAt time.Time
+		mu         sync.Mutex
+		live       []*proc
+		fixAt      time.Time
+		briefFlags = map[string]bool{} // tenants answered 401 before their replica's guard tripped
 	)
 	setLive := func(ps []*proc) {
 		mu.Lock()
 		live = ps
 		mu.Unlock()
 	}
-	d.procs = []*proc{startProxy(t, wrongEnv), startProxy(t, wrongEnv)}
+	for range replicas {
+		d.procs = append(d.procs, startProxy(t, wrongEnv))
+	}
 	setLive(d.procs)
 	wrong := append([]*proc(nil), d.procs...)
 
@@ -62,6 +71,15 @@ func TestFaultClientIDSwitch(t *testing.T) {
 			defer mu.Unlock()
 			return fixAt.IsZero() || at.Before(fixAt.Add(recoveryBound))
 		},
+		may401: func(tenant string, r result, _ time.Time) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if !fixAt.IsZero() || r.Header.Get("X-Lsproxy-Error") != "reauthorization_required" {
+				return false
+			}
+			briefFlags[tenant] = true
+			return true
+		},
 	})
 	// As many refusals as tenants, then 3 s more of load (hundreds of
 	// requests over 20 tenants: every tenant is refused at least once).
@@ -75,8 +93,14 @@ func TestFaultClientIDSwitch(t *testing.T) {
 	for _, id := range ids {
 		if v := wrong[0].getTenant(t, id); v.Status != "active" {
 			flaggedWhileWrong++
-			t.Errorf("tenant %s flagged during the misconfiguration: %s (%s)", id, v.Status, v.Reason)
+			t.Errorf("tenant %s still flagged during the misconfiguration (the guard should have reverted it): %s (%s)", id, v.Status, v.Reason)
 		}
+	}
+	mu.Lock()
+	brief := len(briefFlags)
+	mu.Unlock()
+	if limit := replicas * (guardThreshold - 1); brief > limit {
+		t.Errorf("%d tenants answered 401 before the guard tripped, want at most %d (threshold-1 per replica)", brief, limit)
 	}
 
 	// Fix the configuration: the replicas restart with the right client.
@@ -119,6 +143,7 @@ func TestFaultClientIDSwitch(t *testing.T) {
 	f.note("tenants", len(ids))
 	f.note("refused_while_misconfigured", rejectedWrong)
 	f.note("flagged_while_misconfigured", flaggedWhileWrong)
+	f.note("flagged_then_reverted_by_guard", brief)
 	f.note("served_after_fix", served)
 	f.note("all_served_after_fix", recovered)
 	f.note("reauthorizations", d.emu.Stats().CodeExchanges-d.before.CodeExchanges)
