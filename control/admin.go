@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/store"
 )
@@ -76,6 +78,7 @@ var adminActions = map[string]string{
 	"PUT /admin/tenants/{id}":            "import",
 	"DELETE /admin/tenants/{id}":         "delete",
 	"POST /admin/tenants/{id}/refresh":   "refresh",
+	"POST /admin/tenants/{id}/retry":     "retry",
 	"POST /admin/tenants/{id}/authorize": "authorize",
 }
 
@@ -307,11 +310,22 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
+	s.refreshWith(w, r, s.Tokens.ForceRefresh)
+}
+
+// retry sends a flagged tenant's stored refresh token once more (SPEC §3
+// rule 15): 200 with the recovered tenant, 409 reauthorization_required
+// when the provider still rejects it.
+func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
+	s.refreshWith(w, r, s.Tokens.Retry)
+}
+
+func (s *Server) refreshWith(w http.ResponseWriter, r *http.Request, do func(context.Context, string) (auth.Token, error)) {
 	id := pathTenant(w, r)
 	if id == "" {
 		return
 	}
-	_, err := s.Tokens.ForceRefresh(r.Context(), id)
+	_, err := do(r.Context(), id)
 	if err != nil {
 		adminError(w, id, err)
 		return
