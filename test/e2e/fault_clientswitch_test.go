@@ -52,6 +52,7 @@ func TestFaultClientIDSwitch(t *testing.T) {
 		live = ps
 		mu.Unlock()
 	}
+	d.procs = nil // the importer has exited
 	for range replicas {
 		d.procs = append(d.procs, startProxy(t, wrongEnv))
 	}
