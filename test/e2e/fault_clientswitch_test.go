@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -71,6 +72,11 @@ func TestFaultClientIDSwitch(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			return fixAt.IsZero() || at.Before(fixAt.Add(recoveryBound))
+		},
+		retired: func(p *proc) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return !slices.Contains(live, p)
 		},
 		may401: func(tenant string, r result, _ time.Time) bool {
 			mu.Lock()

@@ -172,6 +172,9 @@ type policy struct {
 	// may401: this 401 for tenant is expected (r may be lsproxy's
 	// reauthorization_required or the upstream's own 401).
 	may401 func(tenant string, r result, at time.Time) bool
+	// retired: p was taken out of the route by the scenario (and stopped);
+	// a transport error from it raced the retirement and is not counted.
+	retired func(p *proc) bool
 }
 
 // tally counts classified requests; safe for concurrent use.
@@ -204,6 +207,9 @@ func (tl *tally) fail(format string, args ...any) {
 // record classifies one finished exchange.
 func (tl *tally) record(pol policy, p *proc, tenant string, r result, err error) {
 	at := time.Now()
+	if err != nil && pol.retired != nil && pol.retired(p) {
+		return
+	}
 	tl.requests.Add(1)
 	switch {
 	case err != nil:
