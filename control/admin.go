@@ -233,18 +233,12 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		next.Provider = s.Provider
-		next.RefreshToken = body.RefreshToken
-		next.AccessToken = body.AccessToken
-		next.AccessExpiresAt = time.Time{}
+		tokens := store.Tokens{Access: body.AccessToken, Refresh: body.RefreshToken, Scope: body.Scope}
 		if body.AccessToken != "" {
-			next.AccessExpiresAt = now.Add(time.Duration(body.ExpiresIn) * time.Second)
+			tokens.AccessExpiry = now.Add(time.Duration(body.ExpiresIn) * time.Second)
 		}
-		next.RefreshExpiresAt = time.Time{}
 		if body.RefreshExpiresIn > 0 {
-			next.RefreshExpiresAt = now.Add(time.Duration(body.RefreshExpiresIn) * time.Second)
-		}
-		if body.Scope != "" {
-			next.Scope = body.Scope
+			tokens.RefreshExpiry = now.Add(time.Duration(body.RefreshExpiresIn) * time.Second)
 		}
 		if body.DomainPrefix != "" {
 			if next.Extra == nil {
@@ -252,10 +246,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 			}
 			next.Extra["domain_prefix"] = body.DomainPrefix
 		}
-		next.Status, next.Reason, next.FlaggedAt = store.StatusActive, "", time.Time{}
-		next.RefreshInFlight = false
-		next.FailureCount = 0
-		next.UpdatedAt = now
+		next.Import(tokens, now)
 		v, err := s.Store.Put(r.Context(), next, expect)
 		if errors.Is(err, store.ErrConflict) {
 			continue
