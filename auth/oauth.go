@@ -37,6 +37,10 @@ type Refresher interface {
 	Refresh(ctx context.Context, t *store.Tenant) (*Grant, error)
 }
 
+// DefaultTokenTimeout bounds one token request when OAuthClient.Timeout is
+// zero; package config's default is this.
+const DefaultTokenTimeout = 10 * time.Second
+
 // OAuthClient talks to a token endpoint with golang.org/x/oauth2.
 type OAuthClient struct {
 	ClientID     string
@@ -50,7 +54,8 @@ type OAuthClient struct {
 	Scopes    []string
 	// HTTPClient sends token requests; nil uses a client with Timeout.
 	HTTPClient *http.Client
-	// Timeout bounds one token request (hard timeout). 0 means 10s.
+	// Timeout bounds one token request (hard timeout). 0 means
+	// DefaultTokenTimeout (10s).
 	Timeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -119,7 +124,7 @@ func (c *OAuthClient) timeout() time.Duration {
 	if c.Timeout > 0 {
 		return c.Timeout
 	}
-	return 10 * time.Second
+	return DefaultTokenTimeout
 }
 
 // Refresh sends one refresh_token grant. See Refresher for errors.

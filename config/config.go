@@ -23,6 +23,10 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/onboard"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // EnvPrefix is the prefix of every environment variable lsproxy reads.
@@ -174,14 +178,14 @@ func Default() Config {
 		ControlListen:        "127.0.0.1:8081",
 		Provider:             "k-series",
 		Environment:          "production",
-		RedisKeyPrefix:       "lsproxy:",
+		RedisKeyPrefix:       store.DefaultRedisPrefix,
 		DataDir:              "./data",
 		TenantHeader:         "X-Tenant",
 		RefreshBefore:        30 * time.Second,
 		LogLevel:             "info",
 		LogFormat:            "json",
 		UpstreamTimeout:      30 * time.Second,
-		TokenTimeout:         10 * time.Second,
+		TokenTimeout:         auth.DefaultTokenTimeout,
 		ReadHeaderTimeout:    10 * time.Second,
 		IdleTimeout:          120 * time.Second,
 		ShutdownTimeout:      25 * time.Second,
@@ -190,11 +194,11 @@ func Default() Config {
 		BreakerFailures:      5,
 		BreakerOpenFor:       5 * time.Second,
 		CacheTTL:             60 * time.Second,
-		StateTTL:             time.Hour,
-		AuthorizeLinkTTL:     168 * time.Hour,
-		RefresherInterval:    30 * time.Second,
-		RefresherConcurrency: 4,
-		RefreshIdleMargin:    48 * time.Hour,
+		StateTTL:             onboard.DefaultStateTTL,
+		AuthorizeLinkTTL:     onboard.DefaultLinkTTL,
+		RefresherInterval:    auth.DefaultRefresherInterval,
+		RefresherConcurrency: auth.DefaultRefresherConcurrency,
+		RefreshIdleMargin:    auth.DefaultRefreshIdleMargin,
 	}
 }
 
