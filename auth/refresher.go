@@ -55,7 +55,7 @@ func (b *BackgroundRefresher) Run(ctx context.Context) {
 	defer t.Stop()
 	lastFull := time.Time{}
 	for {
-		if now := time.Now(); now.Sub(lastFull) >= b.FullScanEvery {
+		if now := b.Manager.now(); now.Sub(lastFull) >= b.FullScanEvery {
 			lastFull = now
 			b.Scan(ctx)
 		} else {
