@@ -52,7 +52,8 @@ type OAuthClient struct {
 	// refresh token.
 	AuthStyle oauth2.AuthStyle
 	Scopes    []string
-	// HTTPClient sends token requests; nil uses a client with Timeout.
+	// HTTPClient sends token requests; nil uses a client with Timeout over
+	// a shared NewTokenTransport.
 	HTTPClient *http.Client
 	// Timeout bounds one token request (hard timeout). 0 means
 	// DefaultTokenTimeout (10s).
@@ -165,7 +166,7 @@ func (c *OAuthClient) do(ctx context.Context, fn func(context.Context) (*oauth2.
 	defer cancel()
 	client := c.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: c.timeout()}
+		client = &http.Client{Timeout: c.timeout(), Transport: defaultTokenTransport()}
 	}
 	// Never follow a redirect from the token endpoint: it would carry the
 	// client secret and the refresh token elsewhere.
