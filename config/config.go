@@ -1,13 +1,3 @@
-// Package config holds lsproxy's configuration: defaults in code, then an
-// optional YAML file, then LSPROXY_* environment variables.
-//
-// Every option has exactly one environment variable (LSPROXY_ + upper-case
-// name) and one YAML key (the lower-case name without the prefix), e.g.
-// LSPROXY_CONTROL_LISTEN and control_listen. Secrets can also be read from a
-// file named by the matching *_FILE option.
-//
-// Config is a plain value: it has no internal state, and every function and
-// method in this package is safe for concurrent use.
 package config
 
 import (
