@@ -35,6 +35,7 @@ var allowed = map[string][]string{
 	"internal/httperr":   {},
 	"internal/emulator":  {},
 	"internal/logging":   {},
+	"internal/testcert":  {},
 	"internal/testclock": {},
 	"internal/testredis": {},
 	"ratelimit":          {},
@@ -63,7 +64,7 @@ var binaries = []string{"cmd/lsproxy", "cmd/lsemulator"}
 // which a shipped binary must not link.
 func testOnly(rel string) bool {
 	return rel == "test" || strings.HasPrefix(rel, "test/") ||
-		rel == "internal/testclock" || rel == "internal/testredis" ||
+		rel == "internal/testcert" || rel == "internal/testclock" || rel == "internal/testredis" ||
 		strings.HasPrefix(rel, "bench/")
 }
 
