@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/lsproxy/lsproxy/store"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 func TestRefresherDue(t *testing.T) {
@@ -48,7 +48,9 @@ func TestRefresherDue(t *testing.T) {
 			}
 			if c.inUse {
 				f.m.mu.Lock()
-				f.m.cache[rec.ID] = &cacheEntry{usedAt: now}
+				e := &cacheEntry{}
+				e.usedAt.Store(now.UnixNano())
+				f.m.cache[rec.ID] = e
 				f.m.mu.Unlock()
 			}
 			if got := b.due(&rec); got != c.want {
