@@ -184,7 +184,7 @@ func (h *Handler) finish(r *http.Request, sw *statusWriter, st *reqState, tenant
 	}
 	h.Metrics.observe(status, st.errCode, d)
 	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
-		ce.Write(
+		writeAccess(ce,
 			zap.String("tenant", tenant),
 			zap.String("method", r.Method),
 			zap.String("path", r.URL.Path), // never the query: it may carry secrets
