@@ -39,7 +39,8 @@ const maxIdleLocks = 1024
 // Layout: bucket "tenants" maps id to 8-byte big-endian version + record;
 // bucket "once" maps key to 8-byte big-endian expiry (Unix nanoseconds) +
 // value. Expired one-time values are treated as missing and swept by
-// PutOnce at most once a minute.
+// PutOnce at most once a minute. Buckets "due" and "due-of" index tenants
+// by due time (bolt_index.go).
 //
 // All methods are safe for concurrent use.
 type Bolt struct {
@@ -96,7 +97,15 @@ func OpenBolt(dir string, keys *Keyring) (*Bolt, error) {
 				return err
 			}
 		}
-		return nil
+		if tx.Bucket(bucketDueOf) != nil {
+			return nil
+		}
+		for _, name := range [][]byte{bucketDue, bucketDueOf} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return buildDueIndex(tx, keys) // a file of an earlier version
 	})
 	if err != nil {
 		_ = db.Close()
@@ -220,7 +229,10 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 		val := make([]byte, 8+len(blob))
 		binary.BigEndian.PutUint64(val, uint64(cur+1))
 		copy(val[8:], blob)
-		return bk.Put([]byte(id), val)
+		if err := bk.Put([]byte(id), val); err != nil {
+			return err
+		}
+		return indexDue(tx, id, t)
 	})
 	if errors.Is(err, ErrConflict) {
 		return 0, err
@@ -245,7 +257,10 @@ func (b *Bolt) Delete(ctx context.Context, id string) error {
 		if bk.Get([]byte(id)) == nil {
 			return fmt.Errorf("%w: tenant %q", ErrNotFound, id)
 		}
-		return bk.Delete([]byte(id))
+		if err := bk.Delete([]byte(id)); err != nil {
+			return err
+		}
+		return indexDue(tx, id, nil)
 	})
 	if errors.Is(err, ErrNotFound) {
 		return err

@@ -98,6 +98,8 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"Conflict", confConflict},
 		{"Delete", confDelete},
 		{"ListSorted", confListSorted},
+		{"ListPage", confListPage},
+		{"ListDue", confListDue},
 		{"InvalidArguments", confInvalidArguments},
 		{"LockExclusive", confLockExclusive},
 		{"LockExpiry", confLockExpiry},

@@ -11,10 +11,10 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,9 +60,12 @@ type RedisOptions struct {
 //
 // Layout, with prefix P:
 //
-//	P tenant:{id}   hash: v = version, d = record (tokens sealed)
-//	P tenants       set of tenant ids (may list ids whose record is gone)
-//	P lock:{name}   string: owner token, with expiry
+//	P tenant:{id}       hash: v = version, d = record (tokens sealed)
+//	P tenants:{ixS}     set of tenant ids of index shard S, and the due
+//	                    index beside it (see redis_index.go; an index may
+//	                    list ids whose record is gone)
+//	P lock:tenant:{id}  the lock named "tenant:<id>": same slot as the record
+//	P lock:{name}       string: owner token, with expiry (other names)
 //	P once:{key}    string: one-time value, with expiry
 //	P changes       pub/sub channel: the id of every written or deleted tenant
 //
@@ -72,6 +75,8 @@ type Redis struct {
 	keys    *Keyring
 	prefix  string
 	onError func(op string, err error)
+
+	dueIndexReady atomic.Bool // ensureDueIndex found or set the marker
 
 	mu     sync.Mutex
 	closed bool
@@ -103,7 +108,18 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 }
 
 func (r *Redis) tenantKey(id string) string { return r.prefix + "tenant:{" + id + "}" }
-func (r *Redis) lockKey(name string) string { return r.prefix + "lock:{" + name + "}" }
+// lockKey puts the lock of a tenant ("tenant:<id>") in the tenant's slot,
+// so record, in-flight mark and lock live on one Cluster shard and fail
+// over together.
+func (r *Redis) lockKey(name string) string {
+	if id, ok := strings.CutPrefix(name, "tenant:"); ok && id != "" {
+		return r.prefix + "lock:tenant:{" + id + "}"
+	}
+	return r.prefix + "lock:{" + name + "}"
+}
+
+// legacyLockKey is where versions before the shared slot kept name's lock.
+func (r *Redis) legacyLockKey(name string) string { return r.prefix + "lock:{" + name + "}" }
 func (r *Redis) onceKey(key string) string  { return r.prefix + "once:{" + key + "}" }
 func (r *Redis) indexKey() string           { return r.prefix + "tenants" }
 func (r *Redis) channel() string            { return r.prefix + "changes" }
@@ -153,32 +169,21 @@ func (r *Redis) getRaw(ctx context.Context, id string) (int64, []byte, error) {
 
 func (r *Redis) keyring() *Keyring { return r.keys }
 
-// List returns the ids of all tenants, sorted. Ids in the index whose
-// record is gone (a create that did not complete) are left out.
+// List returns the ids of all tenants, sorted: every index shard and the
+// earlier single set, one pipelined SMEMBERS each. Ids in the index whose
+// record is gone (a create that did not complete) are left out. It reads
+// every id; ListPage reads one page.
 func (r *Redis) List(ctx context.Context) ([]string, error) {
-	ids, err := r.client.SMembers(ctx, r.indexKey()).Result()
+	ids, err := r.allIndexed(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: redis list tenants: %w", err)
 	}
 	if len(ids) == 0 {
 		return []string{}, nil
 	}
-	sort.Strings(ids)
-	cmds := make([]*redis.IntCmd, len(ids))
-	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.Exists(ctx, r.tenantKey(id))
-		}
-		return nil
-	})
+	out, err := r.existing(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("store: redis list tenants: %w", err)
-	}
-	out := make([]string, 0, len(ids))
-	for i, id := range ids {
-		if cmds[i].Val() == 1 {
-			out = append(out, id)
-		}
 	}
 	return out, nil
 }
@@ -199,7 +204,7 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	if expect == 0 {
 		// Index first: a crash after this leaves a listed id without a
 		// record, which List filters out, never a record that is not listed.
-		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
+		if err := r.client.SAdd(ctx, r.shardKeys(indexShard(id))[0], id).Err(); err != nil {
 			return 0, fmt.Errorf("store: redis put tenant %q: index: %w", id, err)
 		}
 	}
@@ -213,12 +218,10 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	if res[0] != 1 {
 		return 0, fmt.Errorf("%w: tenant %q is at version %d, expected %d", ErrConflict, id, res[1], expect)
 	}
-	if expect == 0 {
-		// Again after the create: a Delete racing with this create may have
-		// removed the id between the first SADD and the script.
-		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
-			r.report("index", err)
-		}
+	// The id again (a Delete racing with a create may have removed it
+	// between the first SADD and the script) and the due index.
+	if err := r.index(ctx, t); err != nil {
+		r.report("index", err)
 	}
 	r.publish(ctx, id)
 	return res[1], nil
@@ -238,11 +241,11 @@ func (r *Redis) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: tenant %q", ErrNotFound, id)
 	}
 	// Index after the record: a crash leaves a listed id without a record.
-	if err := r.client.SRem(ctx, r.indexKey(), id).Err(); err != nil {
+	if err := r.unindex(ctx, id); err != nil {
 		r.report("index", err)
-	} else if n, err := r.client.Exists(ctx, key).Result(); err == nil && n == 1 {
-		// Recreated meanwhile: put the id back.
-		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
+	} else if t, err := r.Get(ctx, id); err == nil {
+		// Recreated meanwhile: index it again.
+		if err := r.index(ctx, t); err != nil {
 			r.report("index", err)
 		}
 	}
@@ -257,7 +260,9 @@ func (r *Redis) publish(ctx context.Context, id string) {
 }
 
 // TryLock takes the named lock for ttl (SET NX PX with a random 128-bit
-// owner token) or returns ErrLockHeld.
+// owner token) or returns ErrLockHeld. A tenant's lock is also taken under
+// its key of earlier versions (legacyLockKey), so replicas of both versions
+// exclude each other during a rolling upgrade.
 func (r *Redis) TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error) {
 	if name == "" {
 		return nil, errors.New("store: lock name is empty")
@@ -269,36 +274,52 @@ func (r *Redis) TryLock(ctx context.Context, name string, ttl time.Duration) (Lo
 	if err != nil {
 		return nil, err
 	}
-	key := r.lockKey(name)
-	ok, err := r.client.SetNX(ctx, key, owner, ttl).Result()
-	if err != nil {
-		return nil, fmt.Errorf("store: redis lock %q: %w", name, err)
+	keys := []string{r.lockKey(name)}
+	if legacy := r.legacyLockKey(name); legacy != keys[0] {
+		keys = append(keys, legacy)
 	}
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrLockHeld, name)
+	l := &redisLock{r: r, name: name, keys: keys, owner: owner}
+	for i, key := range keys {
+		ok, err := r.client.SetNX(ctx, key, owner, ttl).Result()
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: %q", ErrLockHeld, name)
+		} else if err != nil {
+			err = fmt.Errorf("store: redis lock %q: %w", name, err)
+		}
+		if err != nil {
+			if i > 0 {
+				// Give back what was taken; on failure it expires with ttl.
+				held := &redisLock{r: r, name: name, keys: keys[:i], owner: owner}
+				_ = held.Release(context.WithoutCancel(ctx))
+			}
+			return nil, err
+		}
 	}
-	return &redisLock{r: r, name: name, key: key, owner: owner}, nil
+	return l, nil
 }
 
 type redisLock struct {
 	r     *Redis
 	name  string
-	key   string
+	keys  []string // the lock's key first, then its key of earlier versions
 	owner string
 }
 
-// Refresh extends the lock to ttl from now, or returns ErrLockLost.
+// Refresh extends the lock to ttl from now, or returns ErrLockLost (when
+// any of its keys is no longer held).
 func (l *redisLock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if ttl <= 0 {
 		return fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
 	}
 	ms := max(ttl.Milliseconds(), 1)
-	n, err := lockRefreshScript.Run(ctx, l.r.client, []string{l.key}, l.owner, ms).Int64()
-	if err != nil {
-		return fmt.Errorf("store: redis refresh lock %q: %w", l.name, err)
-	}
-	if n != 1 {
-		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
+	for _, key := range l.keys {
+		n, err := lockRefreshScript.Run(ctx, l.r.client, []string{key}, l.owner, ms).Int64()
+		if err != nil {
+			return fmt.Errorf("store: redis refresh lock %q: %w", l.name, err)
+		}
+		if n != 1 {
+			return fmt.Errorf("%w: %q", ErrLockLost, l.name)
+		}
 	}
 	return nil
 }
@@ -306,11 +327,21 @@ func (l *redisLock) Refresh(ctx context.Context, ttl time.Duration) error {
 // Release frees the lock if this owner still holds it, or returns
 // ErrLockLost (and leaves a new owner's lock alone).
 func (l *redisLock) Release(ctx context.Context) error {
-	n, err := lockReleaseScript.Run(ctx, l.r.client, []string{l.key}, l.owner).Int64()
-	if err != nil {
-		return fmt.Errorf("store: redis release lock %q: %w", l.name, err)
+	var lost bool
+	var firstErr error
+	for _, key := range l.keys {
+		n, err := lockReleaseScript.Run(ctx, l.r.client, []string{key}, l.owner).Int64()
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("store: redis release lock %q: %w", l.name, err)
+		}
+		if err == nil && n != 1 {
+			lost = true
+		}
 	}
-	if n != 1 {
+	if firstErr != nil {
+		return firstErr
+	}
+	if lost {
 		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
 	}
 	return nil

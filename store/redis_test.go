@@ -192,8 +192,9 @@ func TestRedisLayout(t *testing.T) {
 	if h["v"] != "1" || !strings.HasPrefix(h["d"], "{") || len(h) != 2 {
 		t.Fatalf("tenant hash = %v", h)
 	}
-	if ok, _ := c.SIsMember(ctx, "lsproxy:tenants", "shop").Result(); !ok {
-		t.Fatal("id not in lsproxy:tenants")
+	shardSet := fmt.Sprintf("lsproxy:tenants:{ix%d}", indexShard("shop"))
+	if ok, _ := c.SIsMember(ctx, shardSet, "shop").Result(); !ok {
+		t.Fatalf("id not in %s", shardSet)
 	}
 	if _, err := r.TryLock(ctx, "shop", time.Minute); err != nil {
 		t.Fatal(err)
@@ -212,15 +213,15 @@ func TestRedisLayout(t *testing.T) {
 	}
 	keys := c.Keys(ctx, "*").Val()
 	sort.Strings(keys)
-	want := []string{"lsproxy:lock:{shop}", "lsproxy:once:{state}", "lsproxy:tenant:{shop}", "lsproxy:tenants"}
+	want := []string{"lsproxy:lock:{shop}", "lsproxy:once:{state}", "lsproxy:tenant:{shop}", shardSet}
 	if strings.Join(keys, " ") != strings.Join(want, " ") {
 		t.Fatalf("keys = %v, want %v", keys, want)
 	}
 	if err := r.Delete(ctx, "shop"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := c.SIsMember(ctx, "lsproxy:tenants", "shop").Result(); ok {
-		t.Fatal("deleted id still in lsproxy:tenants")
+	if ok, _ := c.SIsMember(ctx, shardSet, "shop").Result(); ok {
+		t.Fatalf("deleted id still in %s", shardSet)
 	}
 }
 
