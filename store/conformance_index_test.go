@@ -103,7 +103,10 @@ func confListDue(t *testing.T, h harness) {
 	}
 	put("exp-soon", func(r *Tenant) { r.RefreshExpiresAt = base.Add(time.Hour) })
 	put("exp-late", func(r *Tenant) { r.RefreshExpiresAt = base.Add(100 * time.Hour) })
-	put("idle-old", func(r *Tenant) { r.LastRefreshAt = base.Add(-48 * time.Hour); r.CreatedAt, r.AuthorizedAt = r.LastRefreshAt, r.LastRefreshAt })
+	put("idle-old", func(r *Tenant) {
+		r.LastRefreshAt = base.Add(-48 * time.Hour)
+		r.CreatedAt, r.AuthorizedAt = r.LastRefreshAt, r.LastRefreshAt
+	})
 	put("idle-new", func(r *Tenant) { r.LastRefreshAt = base.Add(time.Hour) })
 	put("flagged", func(r *Tenant) {
 		r.RefreshExpiresAt = base
@@ -142,7 +145,10 @@ func confListDue(t *testing.T, h harness) {
 		t.Fatalf("after delete: ListDue = %s, want %s", got, want)
 	}
 	// A re-authorization puts a flagged tenant back.
-	put("idle-old", func(r *Tenant) { r.LastRefreshAt = base.Add(-48 * time.Hour); r.CreatedAt, r.AuthorizedAt = r.LastRefreshAt, r.LastRefreshAt })
+	put("idle-old", func(r *Tenant) {
+		r.LastRefreshAt = base.Add(-48 * time.Hour)
+		r.CreatedAt, r.AuthorizedAt = r.LastRefreshAt, r.LastRefreshAt
+	})
 	if got, want := due(base, base.Add(-24*time.Hour)), "[idle-old]"; got != want {
 		t.Fatalf("after re-authorization: ListDue = %s, want %s", got, want)
 	}

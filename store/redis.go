@@ -108,6 +108,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 }
 
 func (r *Redis) tenantKey(id string) string { return r.prefix + "tenant:{" + id + "}" }
+
 // lockKey puts the lock of a tenant ("tenant:<id>") in the tenant's slot,
 // so record, in-flight mark and lock live on one Cluster shard and fail
 // over together.
@@ -120,9 +121,9 @@ func (r *Redis) lockKey(name string) string {
 
 // legacyLockKey is where versions before the shared slot kept name's lock.
 func (r *Redis) legacyLockKey(name string) string { return r.prefix + "lock:{" + name + "}" }
-func (r *Redis) onceKey(key string) string  { return r.prefix + "once:{" + key + "}" }
-func (r *Redis) indexKey() string           { return r.prefix + "tenants" }
-func (r *Redis) channel() string            { return r.prefix + "changes" }
+func (r *Redis) onceKey(key string) string        { return r.prefix + "once:{" + key + "}" }
+func (r *Redis) indexKey() string                 { return r.prefix + "tenants" }
+func (r *Redis) channel() string                  { return r.prefix + "changes" }
 
 func (r *Redis) report(op string, err error) {
 	if r.onError != nil {
