@@ -2,8 +2,8 @@ package testredis
 
 import (
 	"context"
-	"net"
 	"fmt"
+	"net"
 	"runtime"
 	"strconv"
 	"strings"
