@@ -204,6 +204,10 @@ func (m *Manager) Run(ctx context.Context) error {
 			gap = false
 			since := time.Now()
 			for id := range ch {
+				if id == "" { // the store lost ids: anything may have changed
+					m.distrustAll()
+					continue
+				}
 				m.Invalidate(id)
 			}
 			if ctx.Err() != nil {

@@ -21,6 +21,8 @@ type cacheStore struct {
 	subErrs []error
 	// subs receives a close func for every subscription handed out.
 	subs chan func()
+	// inject: ids delivered on the subscription as if the store sent them.
+	inject chan string
 }
 
 func (c *cacheStore) Get(ctx context.Context, id string) (*store.Tenant, error) {
@@ -55,6 +57,8 @@ func (c *cacheStore) Subscribe(ctx context.Context) (<-chan string, error) {
 					return
 				}
 				out <- id
+			case id := <-c.inject:
+				out <- id
 			case <-stop:
 				return
 			}
@@ -68,7 +72,7 @@ func (c *cacheStore) Subscribe(ctx context.Context) (<-chan string, error) {
 func cacheFixture(t *testing.T, ttl time.Duration) (*fixture, *cacheStore, chan string) {
 	t.Helper()
 	f := newFixture(t, func(o *ManagerOptions) { o.CacheTTL = ttl })
-	cs := &cacheStore{Store: f.store, subs: make(chan func(), 16)}
+	cs := &cacheStore{Store: f.store, subs: make(chan func(), 16), inject: make(chan string)}
 	revalidated := make(chan string, 16)
 	f.m = NewManager(cs, f.ref, f.m.opts)
 	f.m.revalidated = func(id string) { revalidated <- id }
@@ -285,5 +289,37 @@ func TestRunResubscribes(t *testing.T) {
 	cancel()
 	if err := waitFor(t, runDone, "Run to return"); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// An empty id from the store (ids lost) makes every entry be read again.
+func TestLostNotificationsDistrustCache(t *testing.T) {
+	f, cs, _ := cacheFixture(t, time.Hour)
+	rec := f.put(t, "acme", time.Hour)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go f.m.Run(rctx)
+	waitFor(t, cs.subs, "the subscription")
+	if _, err := f.m.Token(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	next := rec.Clone()
+	next.AccessToken = "at-acme-unnotified"
+	if _, err := f.store.Put(ctx, next, rec.Version); err != nil {
+		t.Fatal(err)
+	}
+	// The Put's own notification may arrive too; drain it by sending the
+	// loss report through the same relay (delivered after it).
+	cs.inject <- ""
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tok, err := f.m.Token(ctx, "acme")
+		if err == nil && tok.AccessToken == "at-acme-unnotified" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cache not re-read after a loss report: %+v %v", tok, err)
+		}
+		time.Sleep(5 * time.Millisecond) // Run applies it asynchronously
 	}
 }

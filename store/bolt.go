@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -68,7 +69,10 @@ type boltLockEntry struct {
 	expires time.Time
 }
 
-type boltSub struct{ ch chan string }
+type boltSub struct {
+	ch   chan string
+	lost atomic.Bool // an id was dropped; "" not delivered yet
+}
 
 // OpenBolt opens (creating if needed) dir/lsproxy.db; dir is created with
 // mode 0700 and the file with 0600. If another process has the file open it
@@ -476,9 +480,18 @@ func (b *Bolt) notify(id string) {
 	b.subMu.RLock()
 	defer b.subMu.RUnlock()
 	for s := range b.subs {
+		if s.lost.Load() {
+			select {
+			case s.ch <- "": // ids were dropped: say so first
+				s.lost.Store(false)
+			default:
+				continue
+			}
+		}
 		select {
 		case s.ch <- id:
-		default: // slow reader: drop (best effort by contract)
+		default: // slow reader: drop (best effort by contract), and say so
+			s.lost.Store(true)
 		}
 	}
 }

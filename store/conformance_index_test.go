@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -151,5 +152,57 @@ func confListDue(t *testing.T, h harness) {
 	})
 	if got, want := due(base, base.Add(-24*time.Hour)), "[idle-old]"; got != want {
 		t.Fatalf("after re-authorization: ListDue = %s, want %s", got, want)
+	}
+}
+
+// A slow reader's lost ids are reported with an empty id before the next
+// one it gets.
+func confSubscribeReportsLoss(t *testing.T, h harness) {
+	ctx := testCtx(t)
+	s := h.Open(t, mustKeyring(t, testKeys(t, 1)...))
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := h.Peer(t, s).Subscribe(subCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const burst = 3 * subscribeBuffer
+	for i := 0; i < burst; i++ {
+		if _, err := s.Put(ctx, fullTenant(fmt.Sprintf("loss-%03d", i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Put(ctx, fullTenant("after"), 0); err != nil {
+		t.Fatal(err)
+	}
+	sawLoss := false
+	timeout := time.After(waitMax)
+drain:
+	for !sawLoss {
+		select {
+		case id := <-ch:
+			sawLoss = id == ""
+			if id == "after" {
+				break drain
+			}
+		case <-time.After(200 * time.Millisecond):
+			break drain // drained: nothing more is coming
+		case <-timeout:
+			break drain
+		}
+	}
+	if !sawLoss {
+		// Bolt reports at the next write after the reader made room.
+		if _, err := s.Put(ctx, fullTenant("later"), 0); err != nil {
+			t.Fatal(err)
+		}
+		for !sawLoss {
+			select {
+			case id := <-ch:
+				sawLoss = id == ""
+			case <-timeout:
+				t.Fatal("ids were dropped but no empty id reported the loss")
+			}
+		}
 	}
 }

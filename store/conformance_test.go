@@ -107,6 +107,7 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"Once", confOnce},
 		{"OnceExpiry", confOnceExpiry},
 		{"Subscribe", confSubscribe},
+		{"SubscribeReportsLoss", confSubscribeReportsLoss},
 		{"ConcurrentCAS", confConcurrentCAS},
 		{"SealedAtRest", confSealedAtRest},
 		{"KeyRotation", confKeyRotation},

@@ -383,8 +383,9 @@ func (r *Redis) TakeOnce(ctx context.Context, key string) ([]byte, error) {
 // process sharing the prefix. It returns once the subscription is
 // confirmed, so every write that completes afterwards is delivered (unless
 // the reader is slow or the connection drops: go-redis reconnects and
-// resubscribes, ids published meanwhile are lost). The channel is closed
-// when ctx is done or the Store is closed.
+// resubscribes, ids published meanwhile are lost; either is then reported
+// with an empty id). The channel is closed when ctx is done or the Store
+// is closed.
 func (r *Redis) Subscribe(ctx context.Context) (<-chan string, error) {
 	r.mu.Lock()
 	if r.closed {
@@ -411,23 +412,43 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan string, error) {
 		done()
 		return nil, fmt.Errorf("store: redis subscribe: %w", err)
 	}
-	msgs := ps.Channel(redis.WithChannelSize(subscribeBuffer))
+	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(subscribeBuffer))
 	out := make(chan string, subscribeBuffer)
 	go func() {
 		defer done()
 		defer close(out)
 		defer ps.Close()
+		lost := false // ids may have been lost; "" not delivered yet
 		for {
+			var report chan<- string // nil (never ready) unless lost
+			if lost {
+				report = out
+			}
 			select {
 			case <-ctx.Done():
 				return
+			case report <- "":
+				lost = false
 			case m, ok := <-msgs:
 				if !ok {
 					return
 				}
-				select {
-				case out <- m.Payload:
-				default: // slow reader: drop (best effort by contract)
+				switch m := m.(type) {
+				case *redis.Subscription:
+					// After the first: go-redis reconnected and subscribed
+					// again; what was published meanwhile is lost.
+					if m.Kind == "subscribe" {
+						lost = true
+					}
+				case *redis.Message:
+					if lost {
+						continue // "" first; it covers this id too
+					}
+					select {
+					case out <- m.Payload:
+					default: // slow reader: drop, and say so
+						lost = true
+					}
 				}
 			}
 		}
