@@ -15,6 +15,7 @@
 #   BENCH_EXPIRING_TENANTS=100  BENCH_EXPIRING_TTL=5 (seconds an access token lives)
 #   BENCH_GO=1               also run the Go benchmarks (proxy, auth)
 #   BENCH_NGINX=1            0 skips nginx even when installed
+#   BENCH_DEFAULT_CONFIG=1   0 skips the default-configuration scenario (issue 15)
 #   BENCH_OUT=bench/results  BENCH_DOC=docs/benchmarks.md (empty: no doc update)
 #
 # Only processes this script starts are stopped, by pid, at exit.
