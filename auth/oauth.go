@@ -37,10 +37,6 @@ type Refresher interface {
 	Refresh(ctx context.Context, t *store.Tenant) (*Grant, error)
 }
 
-// DefaultTokenTimeout bounds one token request when OAuthClient.Timeout is
-// zero; package config's default is this.
-const DefaultTokenTimeout = 10 * time.Second
-
 // OAuthClient talks to a token endpoint with golang.org/x/oauth2.
 type OAuthClient struct {
 	ClientID     string
