@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/ratelimit"
 )
 
 // Error codes of SPEC §2. They are the "error" field of lsproxy's own JSON
@@ -23,6 +24,9 @@ const (
 	CodeTokenUnavailable        = "token_unavailable"
 	CodeUpstreamUnavailable     = "upstream_unavailable"
 	CodeUpstreamTimeout         = "upstream_timeout"
+	// CodeRateLimited (429): the tenant's upstream budget has no room
+	// within LSPROXY_RATE_LIMIT_WAIT (SPEC §8); Retry-After is set.
+	CodeRateLimited = "rate_limited"
 	// CodeMethodNotAllowed (405) answers TRACE and CONNECT, which are
 	// never forwarded.
 	CodeMethodNotAllowed = "method_not_allowed"
@@ -51,6 +55,7 @@ type errorBody struct {
 func errorResponse(err error) (status int, body errorBody, retryAfter int) {
 	var reauth *auth.ReauthError
 	var unavail *auth.UnavailableError
+	var refused *ratelimit.RefusedError
 	switch {
 	case errors.Is(err, ErrMissingTenant):
 		return http.StatusBadRequest, errorBody{Error: CodeMissingTenant, Message: "the tenant header is missing"}, 0
@@ -68,6 +73,9 @@ func errorResponse(err error) (status int, body errorBody, retryAfter int) {
 		return http.StatusUnauthorized, errorBody{Error: CodeReauthorizationRequired,
 			Message: "the merchant must re-authorize this tenant; an admin gets a new link from POST /admin/tenants/{id}/authorize",
 			Reason:  reauth.Reason}, 0
+	case errors.As(err, &refused):
+		return http.StatusTooManyRequests, errorBody{Error: CodeRateLimited,
+			Message: "this tenant's Lightspeed rate limit is used up; retry after the Retry-After delay"}, refused.RetryAfterSeconds()
 	case errors.As(err, &unavail):
 		ra := int(unavail.RetryAfter.Seconds() + 0.999)
 		if ra < 1 {

@@ -87,6 +87,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := t.h.Now()
 	resp, err := t.base.RoundTrip(req)
 	st.upstreamTime = t.h.Now().Sub(start)
+	t.h.observe(st.tenant, resp)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
 		return resp, err
 	}
@@ -119,6 +120,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start = t.h.Now()
 	resp, err = t.base.RoundTrip(retry)
 	st.upstreamTime += t.h.Now().Sub(start)
+	t.h.observe(st.tenant, resp)
 	return resp, err
 }
 

@@ -1,0 +1,41 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/lsproxy/lsproxy/ratelimit"
+)
+
+// Pacer keeps each tenant within the budget its upstream reports.
+// *ratelimit.Governor implements it; implementations must be safe for
+// concurrent use.
+type Pacer interface {
+	// Admit waits until r may be sent for tenant. It returns nil to send, an
+	// error matching ratelimit.ErrRateLimited to refuse (answered 429
+	// rate_limited), or the request context's error.
+	Admit(r *http.Request, tenant string) error
+	// Observe learns from the upstream's answer to a request for tenant.
+	Observe(tenant string, status int, h http.Header)
+}
+
+var _ Pacer = (*ratelimit.Governor)(nil)
+
+// pace runs the Pacer before a request is forwarded; nil Pacer sends at once.
+func (h *Handler) pace(r *http.Request, tenant string) error {
+	if h.Pacer == nil {
+		return nil
+	}
+	err := h.Pacer.Admit(r, tenant)
+	if err != nil && r.Context().Err() != nil {
+		return context.Canceled
+	}
+	return err
+}
+
+// observe hands an upstream answer to the Pacer.
+func (h *Handler) observe(tenant string, resp *http.Response) {
+	if h.Pacer != nil && resp != nil {
+		h.Pacer.Observe(tenant, resp.StatusCode, resp.Header)
+	}
+}
