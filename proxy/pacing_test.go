@@ -96,4 +96,3 @@ type recordingPacer struct {
 
 func (p *recordingPacer) Admit(*http.Request, string) error { p.admitted.Add(1); return nil }
 func (p *recordingPacer) Observe(string, int, http.Header)  { p.seen.Add(1) }
-

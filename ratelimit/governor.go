@@ -13,8 +13,10 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -292,4 +294,24 @@ func (g *Governor) stateCount() int {
 	n := 0
 	g.tenants.Range(func(any, any) bool { n++; return true })
 	return n
+}
+
+// ParseCosts reads "GET=1,HEAD=1,*=10" (methods upper-case, "*" for the
+// rest; costs ≥ 0). An empty string gives nil (the preset's costs).
+func ParseCosts(s string) (Costs, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	c := Costs{}
+	for _, part := range strings.Split(s, ",") {
+		m, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		m = strings.TrimSpace(m)
+		n, err := parseNumber(v)
+		if !ok || m == "" || err != nil || n < 0 || (m != "*" && strings.ToUpper(m) != m) {
+			return nil, fmt.Errorf("ratelimit: cost %q: want METHOD=units (e.g. GET=1,*=10)", part)
+		}
+		c[m] = n
+	}
+	return c, nil
 }
