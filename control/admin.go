@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -37,6 +38,9 @@ type TenantView struct {
 	UpdatedAt             *time.Time        `json:"updated_at,omitempty"`
 	Version               int64             `json:"version"`
 	Extra                 map[string]string `json:"extra,omitempty"`
+	// RateLimit is the tenant's last known upstream budget (GET only;
+	// absent when the upstream never reported one).
+	RateLimit *ratelimit.Budget `json:"rate_limit,omitempty"`
 }
 
 func ts(t time.Time) *time.Time {
@@ -163,7 +167,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		adminError(w, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, View(t))
+	v := View(t)
+	v.RateLimit = s.rateLimit(r.Context(), id)
+	writeJSON(w, http.StatusOK, v)
 }
 
 // importBody is PUT /admin/tenants/{id}.
@@ -321,7 +327,9 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 		adminError(w, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, View(t))
+	v := View(t)
+	v.RateLimit = s.rateLimit(r.Context(), id)
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"net/http"
+	"strings"
 
 	"github.com/lsproxy/lsproxy/ratelimit"
 )
@@ -38,4 +40,18 @@ func (h *Handler) observe(tenant string, resp *http.Response) {
 	if h.Pacer != nil && resp != nil {
 		h.Pacer.Observe(tenant, resp.StatusCode, resp.Header)
 	}
+}
+
+// KeyID returns the id of the caller key of r ("" when none matches), for
+// the governor's per-key share. It never returns the key itself.
+func (a *CallerAuth) KeyID(r *http.Request) string {
+	const prefix = "Bearer "
+	h := r.Header.Get("Proxy-Authorization")
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return ""
+	}
+	if k, ok := a.byHash[sha256.Sum256([]byte(h[len(prefix):]))]; ok {
+		return k.ID
+	}
+	return ""
 }
