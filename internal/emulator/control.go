@@ -21,6 +21,8 @@ import (
 //	POST /token-hold?d=DURATION       SetTokenHold(d)
 //	POST /token-drop?n=N              SetTokenDropAfterGrant(N)
 //	POST /api-delay?d=DURATION        SetAPIDelay(d)
+//	POST /rate-limit?bucket=N&drip=R&burst=N&window_limit=N&window=D   SetRateLimit
+//	POST /throttle?tenant=T&d=DURATION  Throttle(T, now+d)
 //
 // Bad input answers 400; a wrong method 405.
 func (e *Emulator) ControlHandler() http.Handler {
@@ -99,5 +101,6 @@ func (e *Emulator) ControlHandler() http.Handler {
 	mux.HandleFunc("POST /token-delay", durKnob(e.SetTokenDelay))
 	mux.HandleFunc("POST /token-hold", durKnob(e.SetTokenHold))
 	mux.HandleFunc("POST /api-delay", durKnob(e.SetAPIDelay))
+	e.rateLimitControl(mux)
 	return mux
 }

@@ -231,6 +231,8 @@ type Emulator struct {
 	tokenHold    time.Duration
 	dropN        int
 	apiDelay     time.Duration
+
+	rl rateLimiter // ratelimit.go
 }
 
 var _ http.Handler = (*Emulator)(nil)
