@@ -257,20 +257,49 @@ func (g *Governor) Observe(tenant string, status int, h http.Header) {
 	}
 	v, loaded := g.tenants.Load(tenant)
 	if !loaded {
-		v, _ = g.tenants.LoadOrStore(tenant, &tenantState{})
+		v, loaded = g.tenants.LoadOrStore(tenant, &tenantState{})
 	}
 	ts := v.(*tenantState)
 	ts.mu.Lock()
-	if p := ts.pending; p != nil && p.BlockUntil.After(obs.BlockUntil) {
-		obs.BlockUntil = p.BlockUntil
+	if p := ts.pending; p != nil {
+		obs = merge(*p, obs)
 	}
 	ts.pending = &obs
 	ts.mu.Unlock()
-	if !obs.BlockUntil.IsZero() {
+	// A 429 holds every replica at once. So does the first budget this
+	// process learns for a tenant: until then other replicas may have
+	// booked against a store that did not know the requests this one sent
+	// unpaced (once per tenant and process).
+	if !obs.BlockUntil.IsZero() || !loaded {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, _ = g.take(ctx, tenant, ts, 0, "", obs.At)
 	}
+}
+
+// merge combines two observations not yet sent to the store: the larger
+// bucket level (aged to the newer one's time), the fuller window, the later
+// block. Answers arrive out of order; the store keeps the larger anyway.
+func merge(old, cur Observation) Observation {
+	if old.BucketSize > 0 {
+		aged := old.BucketUsed - old.DripRate*cur.At.Sub(old.At).Seconds()
+		if cur.BucketSize <= 0 {
+			cur.BucketSize, cur.DripRate, cur.BucketUsed = old.BucketSize, old.DripRate, max(aged, 0)
+		} else if aged > cur.BucketUsed {
+			cur.BucketUsed = aged
+		}
+	}
+	if old.WindowLimit > 0 {
+		if cur.WindowLimit <= 0 {
+			cur.WindowLimit, cur.WindowRemaining, cur.WindowReset = old.WindowLimit, old.WindowRemaining, old.WindowReset
+		} else if old.WindowReset.Equal(cur.WindowReset) && old.WindowRemaining < cur.WindowRemaining {
+			cur.WindowRemaining = old.WindowRemaining
+		}
+	}
+	if old.BlockUntil.After(cur.BlockUntil) {
+		cur.BlockUntil = old.BlockUntil
+	}
+	return cur
 }
 
 // Governed reports whether tenant has reported a budget to this process.

@@ -50,15 +50,18 @@ func TestUngovernedTenantCostsNoStoreCommand(t *testing.T) {
 	if n := cb.n.Load(); n != 0 || g.stateCount() != 0 {
 		t.Fatalf("store steps = %d, states = %d; want 0, 0", n, g.stateCount())
 	}
-	// Once the upstream reports a budget, each request is one step.
+	// The first budget learned is written at once (one step per tenant and
+	// process); after that each request is one step, later answers riding
+	// along with the next request.
 	g.Observe("quiet", 200, bucketHeader("1", "60", "1"))
 	for range 5 {
 		if err := g.Admit(get(t), "quiet"); err != nil {
 			t.Fatal(err)
 		}
+		g.Observe("quiet", 200, bucketHeader("2", "60", "1"))
 	}
-	if n := cb.n.Load(); n != 5 {
-		t.Fatalf("store steps = %d, want one per request (5)", n)
+	if n := cb.n.Load(); n != 1+5 {
+		t.Fatalf("store steps = %d, want 1 + one per request (6)", n)
 	}
 }
 
@@ -246,5 +249,22 @@ func TestStoreDownFailsOpen(t *testing.T) {
 	}
 	if reported.Load() == 0 {
 		t.Fatal("store failure not reported")
+	}
+}
+
+func TestMergeKeepsTheLarger(t *testing.T) {
+	a := Observation{At: t0, BucketUsed: 18, BucketSize: 20, DripRate: 2}
+	b := Observation{At: t0.Add(time.Second), BucketUsed: 5, BucketSize: 20, DripRate: 2}
+	if m := merge(a, b); m.BucketUsed != 16 {
+		t.Fatalf("merged level = %v, want 16 (18 aged by 1 s at 2/s)", m.BucketUsed)
+	}
+	blk := Observation{At: t0, BlockUntil: t0.Add(time.Minute)}
+	if m := merge(blk, b); !m.BlockUntil.Equal(t0.Add(time.Minute)) || m.BucketUsed != 5 {
+		t.Fatalf("merged = %+v", m)
+	}
+	w1 := Observation{At: t0, WindowLimit: 10, WindowRemaining: 2, WindowReset: t0.Add(time.Minute)}
+	w2 := Observation{At: t0, WindowLimit: 10, WindowRemaining: 6, WindowReset: t0.Add(time.Minute)}
+	if m := merge(w1, w2); m.WindowRemaining != 2 {
+		t.Fatalf("merged window = %+v", m)
 	}
 }
