@@ -19,8 +19,8 @@ import (
 // rlTally counts what clients saw.
 type rlTally struct {
 	ok, refused, passed, other atomic.Int64
-	mu                 sync.Mutex
-	bad                []string // first few unexpected answers
+	mu                         sync.Mutex
+	bad                        []string // first few unexpected answers
 }
 
 // check classifies one answer: 200, or lsproxy's own 429 rate_limited
