@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/ratelimit"
 )
 
@@ -51,11 +52,11 @@ func TestRateLimitedAnswer(t *testing.T) {
 	if hits.Load() != 1 {
 		t.Fatalf("upstream hits = %d, want 1", hits.Load())
 	}
-	var body errorBody
-	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Error != CodeRateLimited || body.Tenant != "t1" {
+	var body httperr.Body
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Error != httperr.RateLimited.Code || body.Tenant != "t1" {
 		t.Fatalf("body = %s", w.Body.String())
 	}
-	if w.Header().Get("X-Lsproxy-Error") != CodeRateLimited {
+	if w.Header().Get("X-Lsproxy-Error") != httperr.RateLimited.Code {
 		t.Fatalf("X-Lsproxy-Error = %q", w.Header().Get("X-Lsproxy-Error"))
 	}
 	if ra, err := strconv.Atoi(w.Header().Get("Retry-After")); err != nil || ra != 2 {
