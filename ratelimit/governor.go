@@ -133,6 +133,9 @@ func (g *Governor) AdmitWait(ctx context.Context, tenant string, cost float64, k
 	ts.mu.Unlock()
 	if !queued {
 		d, err := g.take(ctx, tenant, ts, cost, key, start)
+		if err == nil && d.Allowed && !d.Budget.Known() {
+			g.forget(tenant, ts) // the budget expired: back to zero store commands
+		}
 		if err != nil || d.Allowed {
 			return nil
 		}
@@ -215,6 +218,17 @@ func (g *Governor) take(ctx context.Context, tenant string, ts *tenantState, cos
 		ts.mu.Unlock()
 	}
 	return d, nil
+}
+
+// forget drops tenant's local state when nothing waits and nothing is
+// pending: the store no longer knows its budget (idle past idleTTL), so
+// it is ungoverned again until the upstream next reports a limit.
+func (g *Governor) forget(tenant string, ts *tenantState) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.queue) == 0 && ts.pending == nil {
+		g.tenants.CompareAndDelete(tenant, ts)
+	}
 }
 
 func (g *Governor) refuse(tenant string, retryIn time.Duration) error {

@@ -268,3 +268,27 @@ func TestMergeKeepsTheLarger(t *testing.T) {
 		t.Fatalf("merged window = %+v", m)
 	}
 }
+
+// TestExpiredBudgetIsForgotten: once the store has dropped an idle budget,
+// the tenant costs no store command again until it next reports a limit.
+func TestExpiredBudgetIsForgotten(t *testing.T) {
+	now := t0
+	cb := &countingBackend{Backend: NewMemory()}
+	g := &Governor{Backend: cb, Now: func() time.Time { return now }}
+	g.Observe("t", 200, bucketHeader("0", "20", "2"))
+	if err := g.Admit(get(t), "t"); err != nil || !g.Governed("t") {
+		t.Fatalf("err %v, governed %v", err, g.Governed("t"))
+	}
+	now = now.Add(idleTTL + time.Minute)
+	if err := g.Admit(get(t), "t"); err != nil {
+		t.Fatal(err)
+	}
+	if g.Governed("t") {
+		t.Fatal("an expired budget is still governed")
+	}
+	before := cb.n.Load()
+	_ = g.Admit(get(t), "t")
+	if cb.n.Load() != before {
+		t.Fatal("a forgotten tenant still costs store commands")
+	}
+}
