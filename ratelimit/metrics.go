@@ -28,7 +28,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Requests answered by lsproxy with 429 rate_limited (budget exhausted within the allowed wait).",
 		}),
 		upstreamTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lsproxy_ratelimit_upstream_429_total",
+			Name: "lsproxy_ratelimit_upstream_throttled_total",
 			Help: "429 answers seen from the upstream (API and token endpoint).",
 		}),
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
