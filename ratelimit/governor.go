@@ -265,10 +265,14 @@ func (g *Governor) Observe(tenant string, status int, h http.Header) {
 	if status == http.StatusTooManyRequests {
 		g.Metrics.upstream429()
 	}
-	obs, ok := Parse(status, h, g.now())
-	if !ok {
-		return
+	if obs, ok := Parse(status, h, g.now()); ok {
+		g.learn(tenant, obs)
 	}
+}
+
+// learn records obs for tenant (a separate function so that Observe's
+// common no-budget path does not allocate).
+func (g *Governor) learn(tenant string, obs Observation) {
 	v, loaded := g.tenants.Load(tenant)
 	if !loaded {
 		v, loaded = g.tenants.LoadOrStore(tenant, &tenantState{})
