@@ -96,6 +96,7 @@ type Governor struct {
 type tenantState struct {
 	mu      sync.Mutex
 	pending *Observation // newest observation not yet merged into the store
+	lastObs time.Time    // when the upstream last reported a budget
 	queue   []*waiter    // FIFO; queue[0] is the one checking the budget
 	hint    time.Duration
 }
@@ -134,7 +135,7 @@ func (g *Governor) AdmitWait(ctx context.Context, tenant string, cost float64, k
 	if !queued {
 		d, err := g.take(ctx, tenant, ts, cost, key, start)
 		if err == nil && d.Allowed && !d.Budget.Known() {
-			g.forget(tenant, ts) // the budget expired: back to zero store commands
+			g.forget(tenant, ts, start) // the budget expired: back to zero store commands
 		}
 		if err != nil || d.Allowed {
 			return nil
@@ -220,13 +221,13 @@ func (g *Governor) take(ctx context.Context, tenant string, ts *tenantState, cos
 	return d, nil
 }
 
-// forget drops tenant's local state when nothing waits and nothing is
-// pending: the store no longer knows its budget (idle past idleTTL), so
-// it is ungoverned again until the upstream next reports a limit.
-func (g *Governor) forget(tenant string, ts *tenantState) {
+// forget drops tenant's local state when the store no longer knows its
+// budget (idle past idleTTL), nothing waits and nothing is pending: it is
+// ungoverned again until the upstream next reports a limit.
+func (g *Governor) forget(tenant string, ts *tenantState, now time.Time) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	if len(ts.queue) == 0 && ts.pending == nil {
+	if len(ts.queue) == 0 && ts.pending == nil && now.Sub(ts.lastObs) > idleTTL {
 		g.tenants.CompareAndDelete(tenant, ts)
 	}
 }
@@ -273,9 +274,17 @@ func (g *Governor) Observe(tenant string, status int, h http.Header) {
 // learn records obs for tenant (a separate function so that Observe's
 // common no-budget path does not allocate).
 func (g *Governor) learn(tenant string, obs Observation) {
-	v, loaded := g.tenants.Load(tenant)
-	if !loaded {
-		v, loaded = g.tenants.LoadOrStore(tenant, &tenantState{})
+	v, ok := g.tenants.Load(tenant)
+	if !ok {
+		// The first budget this process learns for tenant is written
+		// before the tenant counts as governed here: no request of this
+		// process may book against a store that does not know the budget
+		// (it would be sent unbooked), and other replicas learn at once
+		// of the requests this one sent unpaced. Once per tenant and
+		// process.
+		g.write(tenant, obs)
+		g.tenants.LoadOrStore(tenant, &tenantState{lastObs: obs.At})
+		return
 	}
 	ts := v.(*tenantState)
 	ts.mu.Lock()
@@ -283,15 +292,25 @@ func (g *Governor) learn(tenant string, obs Observation) {
 		obs = merge(*p, obs)
 	}
 	ts.pending = &obs
+	ts.lastObs = obs.At
 	ts.mu.Unlock()
-	// A 429 holds every replica at once. So does the first budget this
-	// process learns for a tenant: until then other replicas may have
-	// booked against a store that did not know the requests this one sent
-	// unpaced (once per tenant and process).
-	if !obs.BlockUntil.IsZero() || !loaded {
+	if !obs.BlockUntil.IsZero() {
+		// A 429 holds every replica at once.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, _ = g.take(ctx, tenant, ts, 0, "", obs.At)
+	}
+}
+
+// write merges obs into the store at once.
+func (g *Governor) write(tenant string, obs Observation) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := g.Backend.Take(ctx, tenant, Request{Now: obs.At, Observe: &obs}); err != nil {
+		g.Metrics.storeError()
+		if g.OnError != nil {
+			g.OnError(tenant, err)
+		}
 	}
 }
 
