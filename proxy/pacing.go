@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/lsproxy/lsproxy/ratelimit"
 )
@@ -17,8 +18,9 @@ type Pacer interface {
 	// error matching ratelimit.ErrRateLimited to refuse (answered 429
 	// rate_limited), or the request context's error.
 	Admit(r *http.Request, tenant string) error
-	// Observe learns from the upstream's answer to a request for tenant.
-	Observe(tenant string, status int, h http.Header)
+	// ObserveSent learns from the upstream's answer to a request for
+	// tenant sent at sent.
+	ObserveSent(tenant string, sent time.Time, status int, h http.Header)
 }
 
 var _ Pacer = (*ratelimit.Governor)(nil)
@@ -36,9 +38,9 @@ func (h *Handler) pace(r *http.Request, tenant string) error {
 }
 
 // observe hands an upstream answer to the Pacer.
-func (h *Handler) observe(tenant string, resp *http.Response) {
+func (h *Handler) observe(tenant string, sent time.Time, resp *http.Response) {
 	if h.Pacer != nil && resp != nil {
-		h.Pacer.Observe(tenant, resp.StatusCode, resp.Header)
+		h.Pacer.ObserveSent(tenant, sent, resp.StatusCode, resp.Header)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/ratelimit"
@@ -95,5 +96,5 @@ type recordingPacer struct {
 	admitted atomic.Int64
 }
 
-func (p *recordingPacer) Admit(*http.Request, string) error { p.admitted.Add(1); return nil }
-func (p *recordingPacer) Observe(string, int, http.Header)  { p.seen.Add(1) }
+func (p *recordingPacer) Admit(*http.Request, string) error               { p.admitted.Add(1); return nil }
+func (p *recordingPacer) ObserveSent(string, time.Time, int, http.Header) { p.seen.Add(1) }

@@ -175,3 +175,28 @@ func TestRedisStoreDown(t *testing.T) {
 		t.Fatalf("store down: %+v, %v (want ErrStore and fail open)", d, err)
 	}
 }
+
+// TestBackendStartupAnswersCountLaterBookings: an answer to a request sent
+// before the store knew the budget cannot include what was booked since;
+// it is added to its report. Answers to later requests merge as usual.
+func TestBackendStartupAnswersCountLaterBookings(t *testing.T) {
+	backends(t, func(t *testing.T, b Backend) {
+		early := t0.Add(-time.Second)
+		first := bucketObs(t0, 2, 20, 2)
+		first.SentAt = early
+		mustTake(t, b, "t", Request{Now: t0, Observe: first})
+		for range 5 {
+			mustTake(t, b, "t", Request{Now: t0, Cost: 1})
+		}
+		late := bucketObs(t0, 6, 20, 2) // another replica's unpaced request
+		late.SentAt = early
+		if d := mustTake(t, b, "t", Request{Now: t0, Observe: late}); d.Budget.Level != 11 {
+			t.Fatalf("level = %v, want 6 reported + 5 booked since", d.Budget.Level)
+		}
+		normal := bucketObs(t0, 9, 20, 2)
+		normal.SentAt = t0
+		if d := mustTake(t, b, "t", Request{Now: t0, Observe: normal}); d.Budget.Level != 11 {
+			t.Fatalf("level = %v, want the own 11 (9 reported)", d.Budget.Level)
+		}
+	})
+}

@@ -263,10 +263,18 @@ func (ts *tenantState) leave(w *waiter) {
 // once, so every replica holds the tenant; other observations ride along
 // with this process's next request for the tenant (one round trip in all).
 func (g *Governor) Observe(tenant string, status int, h http.Header) {
+	g.ObserveSent(tenant, time.Time{}, status, h)
+}
+
+// ObserveSent is Observe for an answer to a request sent at sent (zero:
+// unknown). Knowing it lets the store account for requests booked while
+// one sent before the budget was known was on its way.
+func (g *Governor) ObserveSent(tenant string, sent time.Time, status int, h http.Header) {
 	if status == http.StatusTooManyRequests {
 		g.Metrics.upstream429()
 	}
 	if obs, ok := Parse(status, h, g.now()); ok {
+		obs.SentAt = sent
 		g.learn(tenant, obs)
 	}
 }

@@ -36,8 +36,9 @@ const (
 // Observation is what one upstream answer says about a tenant's budget.
 // The zero value says nothing.
 type Observation struct {
-	// At is when the answer arrived.
-	At time.Time
+	// At is when the answer arrived; SentAt, when known, is when its
+	// request was sent.
+	At, SentAt time.Time
 	// BucketSize > 0: a leaky bucket holding BucketUsed of BucketSize units,
 	// draining DripRate units per second.
 	BucketUsed, BucketSize, DripRate float64

@@ -46,7 +46,7 @@ func (m *Memory) Take(_ context.Context, tenant string, req Request) (Decision, 
 		if req.Observe == nil || req.Observe.Empty() {
 			return Decision{Allowed: true}, nil
 		}
-		s = &budgetState{t: now}
+		s = &budgetState{t: now, c: now}
 		m.tenants[tenant] = s
 	}
 	d := s.take(now, req)
@@ -59,6 +59,7 @@ type budgetState struct {
 	size, drip, lvl, t float64 // bucket
 	wl, wu, wr         float64 // window
 	blk                float64 // block until
+	c, bc              float64 // created; units booked since (see take.lua)
 	keys               map[string]*keyState
 	expires            float64
 }
@@ -80,14 +81,18 @@ func (s *budgetState) take(now float64, req Request) Decision {
 	}
 	if o := req.Observe; o != nil {
 		at := msOf(o.At)
+		missed := 0.0
+		if !o.SentAt.IsZero() && msOf(o.SentAt) < s.c {
+			missed = s.bc
+		}
 		if o.BucketSize > 0 {
 			s.size, s.drip = o.BucketSize, o.DripRate
-			if reported := o.BucketUsed - s.drip*math.Max(0, now-at)/1000; reported > s.lvl {
+			if reported := o.BucketUsed - s.drip*math.Max(0, now-at)/1000 + missed; reported > s.lvl {
 				s.lvl = reported
 			}
 		}
 		if o.WindowLimit > 0 {
-			owr, used := msOf(o.WindowReset), o.WindowLimit-o.WindowRemaining
+			owr, used := msOf(o.WindowReset), o.WindowLimit-o.WindowRemaining+missed
 			if owr > now {
 				if s.wl == 0 || owr > s.wr+1000 {
 					s.wu, s.wr = used, owr
@@ -160,6 +165,7 @@ func (s *budgetState) take(now float64, req Request) Decision {
 				k.lvl += cost
 				k.wu += cost
 			}
+			s.bc += cost
 		}
 	}
 	until := math.Max(s.blk, s.wr)

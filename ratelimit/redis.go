@@ -43,7 +43,7 @@ func (r *Redis) key(tenant string) string { return r.prefix + "rl:{" + tenant + 
 
 // Take implements Backend; errors wrap ErrStore.
 func (r *Redis) Take(ctx context.Context, tenant string, req Request) (Decision, error) {
-	args := make([]any, 0, 14)
+	args := make([]any, 0, 15)
 	args = append(args, msOf(req.Now), req.Cost, req.Key, req.Share)
 	if o := req.Observe; o != nil && !o.Empty() {
 		blk := 0.0
@@ -58,7 +58,11 @@ func (r *Redis) Take(ctx context.Context, tenant string, req Request) (Decision,
 	} else {
 		args = append(args, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 	}
-	args = append(args, idleTTL.Milliseconds())
+	sent := 0.0
+	if o := req.Observe; o != nil && !o.SentAt.IsZero() {
+		sent = msOf(o.SentAt)
+	}
+	args = append(args, idleTTL.Milliseconds(), sent)
 	res, err := takeScript.Run(ctx, r.client, []string{r.key(tenant)}, args...).StringSlice()
 	if err != nil {
 		return Decision{Allowed: true}, fmt.Errorf("%w: %w", ErrStore, err)

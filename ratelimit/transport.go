@@ -42,9 +42,10 @@ func (t *TokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+	sent := t.Governor.now()
 	resp, err := base.RoundTrip(req)
 	if err == nil {
-		t.Governor.Observe(key, resp.StatusCode, resp.Header)
+		t.Governor.ObserveSent(key, sent, resp.StatusCode, resp.Header)
 	}
 	return resp, err
 }

@@ -20,7 +20,9 @@ import (
 type rlTally struct {
 	ok, refused, passed, other atomic.Int64
 	mu                         sync.Mutex
-	bad                        []string // first few unexpected answers
+	bad                        []string        // first few unexpected answers
+	start                      time.Time       // of the phase
+	passedAt                   []time.Duration // when upstream 429s came through
 }
 
 // check classifies one answer: 200, or lsproxy's own 429 rate_limited
@@ -36,6 +38,9 @@ func (c *rlTally) check(r result, err error) (refused bool) {
 		// An upstream 429 that still happened passes through unchanged
 		// (SPEC §8); the emulator counts these too.
 		c.passed.Add(1)
+		c.mu.Lock()
+		c.passedAt = append(c.passedAt, time.Since(c.start).Round(10*time.Millisecond))
+		c.mu.Unlock()
 		return true
 	case r.Status == http.StatusTooManyRequests:
 		ra, convErr := strconv.Atoi(r.Header.Get("Retry-After"))
@@ -107,9 +112,9 @@ func TestRateLimitGovernor(t *testing.T) {
 	}
 
 	// Phase 1: sustained overload.
-	var tally rlTally
+	tally := rlTally{start: time.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
-	start := time.Now()
+	start := tally.start
 	var wg sync.WaitGroup
 	for c := range clients {
 		wg.Add(1)
@@ -143,6 +148,9 @@ func TestRateLimitGovernor(t *testing.T) {
 	t.Logf("phase 1 (%v): clients got %d × 200, %d × lsproxy 429, %d × upstream 429; emulator accepted %d of capacity %.0f (%.0f %%), answered %d of %d with 429 (%.1f %%)",
 		elapsed.Round(time.Millisecond), tally.ok.Load(), tally.refused.Load(), tally.passed.Load(), accepted, capacity, 100*float64(accepted)/capacity,
 		limited, seen, 100*float64(limited)/float64(max(seen, 1)))
+	if len(tally.passedAt) > 0 {
+		t.Logf("upstream 429s passed through at %v", tally.passedAt)
+	}
 	if n := tally.other.Load(); n > 0 {
 		t.Errorf("%d answers were neither 200 nor a well-formed 429; first: %q", n, tally.bad)
 	}
