@@ -177,19 +177,19 @@ func TestRedisStoreDown(t *testing.T) {
 }
 
 // TestBackendStartupAnswersCountLaterBookings: an answer to a request sent
-// before the store knew the budget cannot include what was booked since;
-// it is added to its report. Answers to later requests merge as usual.
+// unpaced cannot include what was booked while it was on its way; that is
+// added to its report. Answers to paced requests merge as usual.
 func TestBackendStartupAnswersCountLaterBookings(t *testing.T) {
 	backends(t, func(t *testing.T, b Backend) {
-		early := t0.Add(-time.Second)
+		early := t0.Add(-100 * time.Millisecond)
 		first := bucketObs(t0, 2, 20, 2)
-		first.SentAt = early
+		first.SentAt, first.Unpaced = early, true
 		mustTake(t, b, "t", Request{Now: t0, Observe: first})
 		for range 5 {
 			mustTake(t, b, "t", Request{Now: t0, Cost: 1})
 		}
 		late := bucketObs(t0, 6, 20, 2) // another replica's unpaced request
-		late.SentAt = early
+		late.SentAt, late.Unpaced = early, true
 		if d := mustTake(t, b, "t", Request{Now: t0, Observe: late}); d.Budget.Level != 11 {
 			t.Fatalf("level = %v, want 6 reported + 5 booked since", d.Budget.Level)
 		}

@@ -97,6 +97,7 @@ type tenantState struct {
 	mu      sync.Mutex
 	pending *Observation // newest observation not yet merged into the store
 	lastObs time.Time    // when the upstream last reported a budget
+	since   time.Time    // when this process started governing the tenant
 	queue   []*waiter    // FIFO; queue[0] is the one checking the budget
 	hint    time.Duration
 }
@@ -283,6 +284,7 @@ func (g *Governor) ObserveSent(tenant string, sent time.Time, status int, h http
 // common no-budget path does not allocate).
 func (g *Governor) learn(tenant string, obs Observation) {
 	v, ok := g.tenants.Load(tenant)
+	obs.Unpaced = !obs.SentAt.IsZero() && (!ok || obs.SentAt.Before(v.(*tenantState).since))
 	if !ok {
 		// The first budget this process learns for tenant is written
 		// before the tenant counts as governed here: no request of this
@@ -291,7 +293,7 @@ func (g *Governor) learn(tenant string, obs Observation) {
 		// of the requests this one sent unpaced. Once per tenant and
 		// process.
 		g.write(tenant, obs)
-		g.tenants.LoadOrStore(tenant, &tenantState{lastObs: obs.At})
+		g.tenants.LoadOrStore(tenant, &tenantState{lastObs: obs.At, since: g.now()})
 		return
 	}
 	ts := v.(*tenantState)
@@ -343,6 +345,9 @@ func merge(old, cur Observation) Observation {
 	}
 	if old.BlockUntil.After(cur.BlockUntil) {
 		cur.BlockUntil = old.BlockUntil
+	}
+	if old.Unpaced && (!cur.Unpaced || old.SentAt.Before(cur.SentAt)) {
+		cur.Unpaced, cur.SentAt = true, old.SentAt
 	}
 	return cur
 }

@@ -37,8 +37,10 @@ const (
 // The zero value says nothing.
 type Observation struct {
 	// At is when the answer arrived; SentAt, when known, is when its
-	// request was sent.
+	// request was sent. Unpaced: it was sent before this process knew the
+	// tenant's budget, so it was not booked.
 	At, SentAt time.Time
+	Unpaced    bool
 	// BucketSize > 0: a leaky bucket holding BucketUsed of BucketSize units,
 	// draining DripRate units per second.
 	BucketUsed, BucketSize, DripRate float64

@@ -46,7 +46,7 @@ func (m *Memory) Take(_ context.Context, tenant string, req Request) (Decision, 
 		if req.Observe == nil || req.Observe.Empty() {
 			return Decision{Allowed: true}, nil
 		}
-		s = &budgetState{t: now, c: now}
+		s = &budgetState{t: now}
 		m.tenants[tenant] = s
 	}
 	d := s.take(now, req)
@@ -59,7 +59,7 @@ type budgetState struct {
 	size, drip, lvl, t float64 // bucket
 	wl, wu, wr         float64 // window
 	blk                float64 // block until
-	c, bc              float64 // created; units booked since (see take.lua)
+	e, b1, b0          float64 // bookings this and last second (see take.lua)
 	keys               map[string]*keyState
 	expires            float64
 }
@@ -79,11 +79,22 @@ func (s *budgetState) take(now float64, req Request) Decision {
 	if s.wl > 0 && now >= s.wr {
 		s.wl, s.wu, s.wr = 0, 0, 0
 	}
+	if now >= s.e+1000 {
+		if now >= s.e+2000 {
+			s.b0 = 0
+		} else {
+			s.b0 = s.b1
+		}
+		s.b1, s.e = 0, now-math.Mod(now, 1000)
+	}
 	if o := req.Observe; o != nil {
 		at := msOf(o.At)
 		missed := 0.0
-		if !o.SentAt.IsZero() && msOf(o.SentAt) < s.c {
-			missed = s.bc
+		if o.Unpaced {
+			missed = s.b1
+			if msOf(o.SentAt) < s.e {
+				missed += s.b0
+			}
 		}
 		if o.BucketSize > 0 {
 			s.size, s.drip = o.BucketSize, o.DripRate
@@ -165,7 +176,7 @@ func (s *budgetState) take(now float64, req Request) Decision {
 				k.lvl += cost
 				k.wu += cost
 			}
-			s.bc += cost
+			s.b1 += cost
 		}
 	}
 	until := math.Max(s.blk, s.wr)

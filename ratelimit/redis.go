@@ -59,7 +59,7 @@ func (r *Redis) Take(ctx context.Context, tenant string, req Request) (Decision,
 		args = append(args, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 	}
 	sent := 0.0
-	if o := req.Observe; o != nil && !o.SentAt.IsZero() {
+	if o := req.Observe; o != nil && o.Unpaced && !o.SentAt.IsZero() {
 		sent = msOf(o.SentAt)
 	}
 	args = append(args, idleTTL.Milliseconds(), sent)

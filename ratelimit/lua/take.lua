@@ -7,7 +7,8 @@
 -- ARGV[6..13] observation: at ms, bucket size, bucket used, drip/s,
 --             window limit, window remaining, window reset ms, block until ms (0 none)
 -- ARGV[14] idle TTL ms
--- ARGV[15] when the observed answer's request was sent, ms (0 unknown)
+-- ARGV[15] when the observed answer's request was sent unpaced (before this
+--          process knew the budget), ms; 0 = it was paced, or unknown
 -- Returns {allowed 0/1, retry ms, size, drip, lvl, wl, wu, wr, blk} as strings;
 -- allowed with size = "" means nothing is known (no key was written).
 local k = KEYS[1]
@@ -15,16 +16,20 @@ local now, cost, key, share = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ton
 local hasObs = ARGV[5] == '1'
 local f = function(x) return string.format('%.17g', x) end
 
-local s = redis.call('HMGET', k, 'size', 'drip', 'lvl', 't', 'wl', 'wu', 'wr', 'blk', 'c', 'bc')
+local s = redis.call('HMGET', k, 'size', 'drip', 'lvl', 't', 'wl', 'wu', 'wr', 'blk', 'e', 'b1', 'b0')
 if not s[4] and not hasObs then
   return {'1', '0', '', '', '', '', '', '', ''}
 end
 local size, drip, lvl, t = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or 0, tonumber(s[4]) or now
 local wl, wu, wr, blk = tonumber(s[5]) or 0, tonumber(s[6]) or 0, tonumber(s[7]) or 0, tonumber(s[8]) or 0
--- c: when this state was created; bc: units booked since. An answer to a
--- request sent before c (sent unpaced, while the budget was unknown) cannot
--- include those bookings: they are added to its report (conservative).
-local c, bc = tonumber(s[9]) or now, tonumber(s[10]) or 0
+-- Bookings of the current (b1) and previous (b0) second from e: an answer to
+-- a request sent unpaced cannot include what was booked while it was on its
+-- way; that is added to its report (to the second: conservative).
+local e, b1, b0 = tonumber(s[9]) or 0, tonumber(s[10]) or 0, tonumber(s[11]) or 0
+if now >= e + 1000 then
+  if now >= e + 2000 then b0 = 0 else b0 = b1 end
+  b1, e = 0, now - now % 1000
+end
 
 if size > 0 then lvl = math.max(0, lvl - drip * (now - t) / 1000) end
 t = now
@@ -36,7 +41,10 @@ if hasObs then
   local owl, orem, owr, oblk = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
   local osent = tonumber(ARGV[15])
   local missed = 0
-  if osent > 0 and osent < c then missed = bc end
+  if osent > 0 then
+    missed = b1
+    if osent < e then missed = b1 + b0 end
+  end
   if osize > 0 then
     size, drip = osize, odrip
     local reported = oused - drip * math.max(0, now - at) / 1000 + missed
@@ -88,12 +96,12 @@ if cost > 0 then
     if size > 0 then lvl = lvl + cost end
     if wl > 0 then wu = wu + cost end
     if shared then kl, ku = kl + cost, ku + cost end
-    bc = bc + cost
+    b1 = b1 + cost
   end
 end
 
 redis.call('HSET', k, 'size', f(size), 'drip', f(drip), 'lvl', f(lvl), 't', f(t),
-  'wl', f(wl), 'wu', f(wu), 'wr', f(wr), 'blk', f(blk), 'c', f(c), 'bc', f(bc))
+  'wl', f(wl), 'wu', f(wu), 'wr', f(wr), 'blk', f(blk), 'e', f(e), 'b1', f(b1), 'b0', f(b0))
 if shared then
   redis.call('HSET', k, 'k|' .. key .. '|l', f(kl), 'k|' .. key .. '|t', f(kt), 'k|' .. key .. '|u', f(ku), 'k|' .. key .. '|r', f(kr))
 end
