@@ -29,6 +29,7 @@ import (
 // turns WAIT off and must see the reuse (the test can fail); in it A's
 // write must also not land over B's mark (rule 12).
 func TestAuditFailoverLosesLockAndMark(t *testing.T) {
+	t.Parallel() // seconds of real waiting: overlap with the others
 	for _, tc := range []struct {
 		name      string
 		wait      int
