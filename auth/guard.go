@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -11,21 +10,6 @@ import (
 
 	"github.com/lsproxy/lsproxy/store"
 )
-
-// Webhook events of the mass-invalid_grant guard (Event.Tenant is empty).
-const (
-	EventGuardTripped = "invalid_grant_guard.tripped"
-	EventGuardCleared = "invalid_grant_guard.cleared"
-)
-
-// GuardEvent is the webhook event for a guard that tripped or cleared.
-func GuardEvent(tripped bool, tenants int, window time.Duration, at time.Time) Event {
-	if !tripped {
-		return Event{Event: EventGuardCleared, Reason: "invalid_grant answers back to normal", At: at}
-	}
-	return Event{Event: EventGuardTripped, At: at, Reason: fmt.Sprintf(
-		"%d tenants rejected with invalid_grant within %s: flagging stopped, refresh tokens kept; check client id, secret, environment and token URL", tenants, window)}
-}
 
 // grantGuard is the mass-invalid_grant guard (SPEC §3 rule 15). Many
 // tenants rejected at once point at lsproxy's own configuration (client id,
