@@ -25,7 +25,6 @@ import (
 //	4  storeGrant      the fenced write, retried for as long as we live
 //	6  rejected        invalid_grant: flag only after a re-read (and the guard)
 //	7  undoMark        a transient failure: the token was not consumed
-//
 // Helpers follow in call order; guard.go, lease.go and manager.go hold the rest.
 
 // Timing of the protocol (see also defaults.go).
@@ -309,6 +308,8 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 				// heartbeat): apply the grant to what is stored now.
 				marked, next = cur, cur.Clone()
 				recovered = next.ApplyGrant(tokens, m.now())
+				cancel()
+				continue
 			case err == nil || errors.Is(err, store.ErrNotFound):
 				cancel()
 				m.opts.Metrics.refresh("discarded")
