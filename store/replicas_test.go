@@ -95,3 +95,26 @@ func TestRedisPutAckedWaitsForReplica(t *testing.T) {
 		t.Fatalf("waiting off: %+v", info)
 	}
 }
+
+// TestRedisRecordWithoutWriteID: a record written before write ids (no
+// hash field w) reads with an empty WriteID and is updated fenced by its
+// version, then carries a write id.
+func TestRedisRecordWithoutWriteID(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	keys := mustKeyring(t, testKeys(t, 1)...)
+	r := NewRedis(srv.Client(), RedisOptions{Keys: keys})
+	if _, err := r.Put(ctx, fullTenant("old"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Client().HDel(ctx, r.tenantKey("old"), "w").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Get(ctx, "old")
+	if err != nil || got.WriteID != "" {
+		t.Fatalf("Get = write id %q, %v; want empty", got.WriteID, err)
+	}
+	if _, err := r.Put(ctx, got, got.Version); err != nil || got.WriteID == "" {
+		t.Fatalf("update of an old record: %v (write id %q)", err, got.WriteID)
+	}
+}
