@@ -24,7 +24,8 @@ import (
 // write then won over B's mark because the version number repeated (ABA).
 //
 // With WAIT (rule 14) A sends nothing until a replica acknowledged its
-// lock and mark: with the replica frozen it answers token_unavailable, and
+// lock and mark: with the replica frozen it answers token_unavailable
+// after the 2 s bound, and
 // after the failover B's refresh is the only one. The negative control
 // turns WAIT off and must see the reuse (the test can fail); in it A's
 // write must also not land over B's mark (rule 12).
@@ -55,7 +56,7 @@ func TestAuditFailoverLosesLockAndMark(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s := store.NewRedis(c, store.RedisOptions{Keys: keys, WaitReplicas: tc.wait, WaitTimeout: 500 * time.Millisecond})
+				s := store.NewRedis(c, store.RedisOptions{Keys: keys, WaitReplicas: tc.wait, WaitTimeout: 2 * time.Second})
 				if info, err := s.DetectReplicas(ctx); err != nil || info.Connected != 1 || info.Wait != tc.wait {
 					t.Fatalf("DetectReplicas = %+v, %v", info, err)
 				}
