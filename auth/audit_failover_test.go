@@ -74,7 +74,7 @@ func TestAuditFailoverLosesLockAndMark(t *testing.T) {
 			if n, err := raw.Wait(ctx, 1, 5*time.Second).Result(); err != nil || n != 1 {
 				t.Fatalf("WAIT for the import: %d, %v", n, err)
 			}
-			key, lockKey := "lsproxy:tenant:{acme}", "lsproxy:lock:{tenant:acme}"
+			key, lockKey := "lsproxy:tenant:{acme}", "lsproxy:lock:tenant:{acme}"
 			var snap map[string]string // what the replica has: the pre-mark record
 			waitFor(t, 5*time.Second, "the record on the replica", func() bool {
 				var err error
@@ -104,7 +104,7 @@ func TestAuditFailoverLosesLockAndMark(t *testing.T) {
 			// on the master (the address the managers use): the pre-mark
 			// record, no lock.
 			raw.HSet(ctx, key, "v", snap["v"], "d", snap["d"], "w", snap["w"])
-			raw.Del(ctx, lockKey)
+			raw.Del(ctx, lockKey, "lsproxy:lock:{tenant:acme}") // and where older versions kept it
 			replica.Thaw()
 
 			bDone := make(chan error, 1)
