@@ -19,6 +19,9 @@ type Token struct {
 	AccessToken string
 	Expiry      time.Time
 	Version     int64 // record version it was read from
+	// DomainPrefix is the tenant's stored, validated x-series domain_prefix
+	// ("" when it has none): it names the tenant's own upstream host.
+	DomainPrefix string
 }
 
 // ManagerOptions configure a Manager. Zero values take the documented defaults.
@@ -389,7 +392,7 @@ func (m *Manager) settled(rec *store.Tenant, w want) (Token, bool, error) {
 }
 
 func (m *Manager) remember(rec *store.Tenant, re *ReauthError, retryAt time.Time) Token {
-	tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version}
+	tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version, DomainPrefix: rec.Extra["domain_prefix"]}
 	now := m.now()
 	m.mu.Lock()
 	var usedAt time.Time

@@ -93,8 +93,12 @@ func (c *OAuthClient) config(t *store.Tenant, redirectURL string) (*oauth2.Confi
 	}, nil
 }
 
-// validDomainPrefix keeps a merchant-supplied host label from steering the
-// token request (and the client secret) to another host.
+// ValidDomainPrefix reports whether s is one DNS label (1-63 letters, digits
+// and inner hyphens): what keeps a merchant-supplied domain_prefix from
+// steering a token request or a proxied request (and its token) to another
+// host.
+func ValidDomainPrefix(s string) bool { return validDomainPrefix(s) }
+
 func validDomainPrefix(s string) bool {
 	if s == "" || len(s) > 63 {
 		return false
@@ -104,7 +108,7 @@ func validDomainPrefix(s string) bool {
 			return false
 		}
 	}
-	return s[0] != '-'
+	return s[0] != '-' && s[len(s)-1] != '-'
 }
 
 func (c *OAuthClient) now() time.Time {

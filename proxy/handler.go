@@ -38,6 +38,12 @@ type Handler struct {
 	// Upstream is the only host requests (and tokens) go to. Its path is a
 	// prefix of every forwarded path.
 	Upstream *url.URL
+	// UpstreamTemplate, when set, is used instead of Upstream: a URL with
+	// {domain_prefix} in the host or path, filled per request from the
+	// tenant's own token (auth.Token.DomainPrefix), so each x-series store
+	// is reached on its own host. A tenant without a valid value gets
+	// ErrNoUpstreamHost, never another host.
+	UpstreamTemplate string
 	// Tokens supplies access tokens.
 	Tokens TokenSource
 	// TenantHeader names the tenant; "" means X-Tenant.
@@ -58,6 +64,7 @@ type Handler struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
+	up *Upstream
 	rp *httputil.ReverseProxy
 }
 
@@ -67,14 +74,24 @@ type reqState struct {
 	upstreamTime time.Duration
 	errCode      string
 	replayed     bool
+	in           *url.URL // the inbound URL, for a templated upstream
 }
 
 type ctxKey struct{}
 
 // Init prepares the handler. It returns an error if Upstream or Tokens is missing.
 func (h *Handler) Init() error {
-	if h.Upstream == nil || h.Upstream.Scheme == "" || h.Upstream.Host == "" {
-		return errors.New("proxy: Upstream must be an absolute URL")
+	if h.UpstreamTemplate != "" {
+		up, err := ParseUpstream(h.UpstreamTemplate)
+		if err != nil {
+			return err
+		}
+		h.up = up
+	} else {
+		if h.Upstream == nil || h.Upstream.Scheme == "" || h.Upstream.Host == "" {
+			return errors.New("proxy: Upstream must be an absolute URL")
+		}
+		h.up = &Upstream{raw: h.Upstream.String(), fixed: h.Upstream}
 	}
 	if h.Tokens == nil {
 		return errors.New("proxy: Tokens is required")
@@ -150,7 +167,16 @@ func ValidTenantID(s string) bool { return store.ValidTenantID(s) }
 // by the client's Connection header) and X-Forwarded-*; the bearer token is
 // set later, in the transport, so no client header can remove it.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(h.Upstream)
+	if h.up.Templated() {
+		// The host depends on the tenant's token, known only in the
+		// transport: park the request on a host that never resolves.
+		if st, _ := pr.In.Context().Value(ctxKey{}).(*reqState); st != nil {
+			st.in = pr.In.URL
+		}
+		pr.SetURL(h.up.parked)
+	} else {
+		pr.SetURL(h.up.fixed)
+	}
 	pr.Out.Host = ""
 	hd := pr.Out.Header
 	hd.Del(h.TenantHeader)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -104,9 +103,10 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 	if err != nil {
 		return nil, err
 	}
-	upstream, err := url.Parse(ep.API)
-	if err != nil || upstream.Host == "" || strings.Contains(ep.API, "{") {
-		return nil, fmt.Errorf("upstream URL %q is not usable: set LSPROXY_UPSTREAM_URL", ep.API)
+	// A {domain_prefix} template (the x-series default) is filled per tenant.
+	upstream, err := proxy.ParseUpstream(ep.API)
+	if err != nil {
+		return nil, fmt.Errorf("upstream URL %q is not usable (%v): set LSPROXY_UPSTREAM_URL", ep.API, err)
 	}
 	scopes := preset.Scopes
 	if cfg.Scopes != "" {
@@ -156,13 +156,13 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 	})
 
 	ph := &proxy.Handler{
-		Upstream:      upstream,
-		Tokens:        m,
-		TenantHeader:  cfg.TenantHeader,
-		MaxReplayBody: cfg.MaxReplayBodyBytes,
-		Transport:     proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
-		Logger:        log.Named("proxy"),
-		Metrics:       proxy.NewMetrics(reg),
+		UpstreamTemplate: upstream.String(),
+		Tokens:           m,
+		TenantHeader:     cfg.TenantHeader,
+		MaxReplayBody:    cfg.MaxReplayBodyBytes,
+		Transport:        proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
+		Logger:           log.Named("proxy"),
+		Metrics:          proxy.NewMetrics(reg),
 	}
 	if len(cfg.ClientKeys) > 0 {
 		keys, err := proxy.ParseClientKeys(cfg.ClientKeys)
