@@ -240,7 +240,7 @@ func TestParseUpstream(t *testing.T) {
 		"https://{store}.example.com":                   false,
 		"https://x.example.com/?q={domain_prefix}":      false,
 		"https://u:p@{domain_prefix}.example.com":       false,
-		"/relative":                                     false,
+		"/relative": false,
 	} {
 		up, err := ParseUpstream(raw)
 		if (err == nil) != ok {
