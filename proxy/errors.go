@@ -74,6 +74,8 @@ func errorResponse(err error) (status int, body errorBody, retryAfter int) {
 			ra = 1
 		}
 		return http.StatusServiceUnavailable, errorBody{Error: CodeTokenUnavailable, Message: "the access token expired and cannot be refreshed right now; retry later"}, ra
+	case errors.Is(err, ErrUnknownLocation):
+		return http.StatusNotFound, errorBody{Error: CodeUnknownLocation, Message: "no active tenant's grant covers this business location"}, 0
 	case errors.Is(err, ErrNoUpstreamHost):
 		return http.StatusBadGateway, errorBody{Error: CodeUpstreamUnavailable, Message: "this tenant has no valid domain_prefix naming its upstream host; re-authorize it"}, 0
 	case isTimeout(err):

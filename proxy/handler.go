@@ -48,6 +48,13 @@ type Handler struct {
 	Tokens TokenSource
 	// TenantHeader names the tenant; "" means X-Tenant.
 	TenantHeader string
+	// LocationHeader names a K-Series business location id; a request
+	// without the tenant header but with this one goes to the tenant that
+	// Locations picks. "" means X-Location. It is never forwarded.
+	LocationHeader string
+	// Locations resolves a location id to a tenant; it returns
+	// ErrUnknownLocation for none. nil = the location header is not used.
+	Locations func(ctx context.Context, location string) (string, error)
 	// MaxReplayBody is the largest request body kept for one replay after
 	// an upstream 401; larger bodies stream without replay. 0 means 1 MiB.
 	MaxReplayBody int64
@@ -100,6 +107,10 @@ func (h *Handler) Init() error {
 		h.TenantHeader = "X-Tenant"
 	}
 	h.TenantHeader = http.CanonicalHeaderKey(h.TenantHeader)
+	if h.LocationHeader == "" {
+		h.LocationHeader = "X-Location"
+	}
+	h.LocationHeader = http.CanonicalHeaderKey(h.LocationHeader)
 	if h.MaxReplayBody <= 0 {
 		h.MaxReplayBody = 1 << 20
 	}
@@ -150,6 +161,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) tenantOf(r *http.Request) (string, error) {
 	vals := r.Header[h.TenantHeader]
+	if len(vals) == 0 && h.Locations != nil {
+		if locs := r.Header[h.LocationHeader]; len(locs) > 0 {
+			if len(locs) > 1 {
+				return "", ErrUnknownLocation
+			}
+			return h.Locations(r.Context(), locs[0])
+		}
+	}
 	if len(vals) == 0 || vals[0] == "" {
 		return "", ErrMissingTenant
 	}
@@ -180,6 +199,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = ""
 	hd := pr.Out.Header
 	hd.Del(h.TenantHeader)
+	hd.Del(h.LocationHeader)
 	hd.Del("Authorization")
 	hd.Del("Proxy-Authorization")
 	hd.Del("Cookie") // never forward the caller's cookies to the merchant's API
