@@ -131,6 +131,14 @@ func (c Config) Validate(mode string) []error {
 		v.add("TenantHeader", "must not be %s", http.CanonicalHeaderKey(c.TenantHeader))
 	}
 
+	if !validHeaderName(c.LocationHeader) {
+		v.add("LocationHeader", "must be a valid HTTP header name")
+	} else if reservedHeaders[http.CanonicalHeaderKey(c.LocationHeader)] {
+		v.add("LocationHeader", "must not be %s", http.CanonicalHeaderKey(c.LocationHeader))
+	} else if strings.EqualFold(c.LocationHeader, c.TenantHeader) {
+		v.add("LocationHeader", "must differ from the tenant header")
+	}
+
 	if c.LogLevel == "" {
 		v.add("LogLevel", "is required (debug, info, warn, error)")
 	} else if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {

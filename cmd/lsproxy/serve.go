@@ -32,6 +32,8 @@ type app struct {
 	bg      *auth.BackgroundRefresher
 	proxy   http.Handler
 	control http.Handler
+	// locations follows store changes to re-route location ids.
+	locations *proxy.LocationResolver
 }
 
 func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
@@ -155,10 +157,13 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		},
 	})
 
+	locations := &proxy.LocationResolver{Store: s, TTL: cfg.CacheTTL}
 	ph := &proxy.Handler{
 		UpstreamTemplate: upstream.String(),
 		Tokens:           m,
 		TenantHeader:     cfg.TenantHeader,
+		LocationHeader:   cfg.LocationHeader,
+		Locations:        locations.Resolve,
 		MaxReplayBody:    cfg.MaxReplayBodyBytes,
 		Transport:        proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
 		Logger:           log.Named("proxy"),
@@ -220,7 +225,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler()}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler(), locations: locations}, nil
 }
 
 func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {
@@ -290,6 +295,13 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 	}()
 
 	go a.bg.Run(runCtx)
+	if a.locations != nil {
+		go func() {
+			if err := a.locations.Run(runCtx); err != nil {
+				a.log.Error("location routing does not follow changes; relying on cache_ttl", zap.Error(err))
+			}
+		}()
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- pl.serve(proxySrv) }()
