@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -121,7 +122,7 @@ func (c *Identifier) fetch(ctx context.Context, accessToken, domainPrefix string
 	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := noRedirect.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s unreachable: %s", ErrIdentify, c.Identity.Path, netReason(err))
+		return nil, fmt.Errorf("%w: %s unreachable: %s", ErrIdentify, c.Identity.Path, httperr.NetReason(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/httperr"
 )
 
 // storeHost is one store's API host; it records what reaches it.
@@ -222,7 +223,7 @@ func TestStoresTenantWithoutDomainPrefix(t *testing.T) {
 	x := newStores(t, "http://{domain_prefix}.retail.test")
 	for _, tn := range []string{"nodp", "baddp"} {
 		resp, all := x.raw(t, tenantGet(tn, "/x"))
-		if resp == nil || resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Lsproxy-Error") != CodeUpstreamUnavailable {
+		if resp == nil || resp.StatusCode != http.StatusBadGateway || resp.Header.Get("X-Lsproxy-Error") != httperr.UpstreamUnavailable.Code {
 			t.Fatalf("%s: %v %s", tn, resp, all)
 		}
 		noStoreTokenIn(t, all)

@@ -11,10 +11,6 @@ import (
 	"github.com/lsproxy/lsproxy/store"
 )
 
-// CodeUnknownLocation (404): the location header names no business
-// location that an active tenant's grant covers (SPEC §8).
-const CodeUnknownLocation = "unknown_location"
-
 // ErrUnknownLocation: no active tenant covers the requested location.
 var ErrUnknownLocation = errors.New("proxy: no active tenant covers this business location")
 
@@ -55,7 +51,7 @@ func (r *LocationResolver) now() time.Time {
 // Resolve returns the tenant for location. Errors: ErrUnknownLocation, or
 // *auth.UnavailableError when the store does not answer.
 func (r *LocationResolver) Resolve(ctx context.Context, location string) (string, error) {
-	if !ValidTenantID(location) {
+	if !store.ValidTenantID(location) {
 		return "", ErrUnknownLocation
 	}
 	ttl := r.TTL

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -146,14 +147,14 @@ func TestLocationRouting(t *testing.T) {
 	}
 	for _, loc := range []string{"1001", "9999", "bad id", "../1003"} {
 		st, body, hdr := x.get(t, map[string]string{"X-Location": loc})
-		var eb errorBody
+		var eb httperr.Body
 		_ = json.Unmarshal([]byte(body), &eb)
-		if st != http.StatusNotFound || hdr.Get("X-Lsproxy-Error") != CodeUnknownLocation || eb.Error != CodeUnknownLocation {
+		if st != http.StatusNotFound || hdr.Get("X-Lsproxy-Error") != httperr.UnknownLocation.Code || eb.Error != httperr.UnknownLocation.Code {
 			t.Errorf("location %q: %d %s", loc, st, body)
 		}
 	}
 	// No tenant and no location header: missing_tenant as before.
-	if st, _, hdr := x.get(t, nil); st != 400 || hdr.Get("X-Lsproxy-Error") != CodeMissingTenant {
+	if st, _, hdr := x.get(t, nil); st != 400 || hdr.Get("X-Lsproxy-Error") != httperr.MissingTenant.Code {
 		t.Errorf("no headers: %d", st)
 	}
 }

@@ -1,4 +1,12 @@
-package auth
+// Package onboard connects a merchant's Lightspeed account to a tenant and
+// tells the operator about tenants' state changes. onboard.go runs the
+// OAuth authorization-code flow (signed authorize links, single-use state
+// in the shared store, PKCE, the callback's code exchange and
+// compare-and-set write); pages.go renders the merchant's HTML pages, whose
+// statuses and codes come from the error table in internal/httperr;
+// webhook.go delivers signed tenant.flagged / tenant.recovered events. The
+// token lifecycle after onboarding is package auth's.
+package onboard
 
 import (
 	"context"
@@ -20,13 +28,14 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
+	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/store"
 )
 
-// ErrOnboardingConfig: the Onboarder's fields are unusable (no store, no
+// ErrMisconfigured: the Onboarder's fields are unusable (no store, no
 // client, a redirect URL that is not absolute, a link key shorter than 32
 // bytes). Returned (wrapped) by AuthorizeLink; the HTTP handlers answer 503.
-var ErrOnboardingConfig = errors.New("auth: onboarding is misconfigured")
+var ErrMisconfigured = errors.New("onboard: onboarding is misconfigured")
 
 // Defaults for Onboarder fields left zero.
 const (
@@ -79,10 +88,10 @@ type Onboarder struct {
 	Store store.Store
 	// Client exchanges codes. Required; its ClientID is also sent to the
 	// authorize endpoint.
-	Client *OAuthClient
+	Client *auth.OAuthClient
 	// Preset supplies the provider name recorded on tenants and the callback
 	// parameters to keep (CallbackParams, e.g. x-series domain_prefix).
-	Preset Preset
+	Preset auth.Preset
 	// AuthorizeURL is the provider's authorize endpoint. Required.
 	AuthorizeURL string
 	// RedirectURL is the public URL of the control listener's
@@ -108,12 +117,12 @@ type Onboarder struct {
 	// Logger receives onboarding events (never a code, state or token);
 	// nil = no logging.
 	Logger *zap.Logger
-	// OnRecover is called, synchronously and after the write, when a tenant
+	// OnActivated is called, synchronously and after the write, when a tenant
 	// that was not active (flagged reauthorization_required, or a
 	// placeholder awaiting its first authorization) becomes active. It must
 	// not block. nil = nothing. It is not called when an already active
 	// tenant is re-authorized.
-	OnRecover func(tenant string)
+	OnActivated func(tenant string)
 	// Now is the clock for link and state expiry and record timestamps;
 	// nil = time.Now.
 	Now func() time.Time
@@ -161,7 +170,7 @@ func (o *Onboarder) init() error {
 		}
 		o.startURL = start
 		if len(problems) > 0 {
-			o.initErr = fmt.Errorf("%w: %s", ErrOnboardingConfig, strings.Join(problems, "; "))
+			o.initErr = fmt.Errorf("%w: %s", ErrMisconfigured, strings.Join(problems, "; "))
 		}
 	})
 	return o.initErr
@@ -215,14 +224,14 @@ func (o *Onboarder) linkMAC(tenant string, iat, exp int64) []byte {
 // that a later delete is detected by the callback. The link itself is not
 // stored.
 //
-// Errors: ErrOnboardingConfig (wrapped) when the Onboarder is misconfigured;
+// Errors: ErrMisconfigured (wrapped) when the Onboarder is misconfigured;
 // store errors (wrapped) when the tenant cannot be read or created.
 func (o *Onboarder) AuthorizeLink(ctx context.Context, tenant string) (string, error) {
 	if err := o.init(); err != nil {
 		return "", err
 	}
 	if !store.ValidTenantID(tenant) {
-		return "", fmt.Errorf("auth: invalid tenant id %q", tenant)
+		return "", fmt.Errorf("onboard: invalid tenant id %q", tenant)
 	}
 	now := o.now()
 	t, err := o.Store.Get(ctx, tenant)
@@ -241,7 +250,7 @@ func (o *Onboarder) AuthorizeLink(ctx context.Context, tenant string) (string, e
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("auth: authorize link for %q: %w", tenant, err)
+		return "", fmt.Errorf("onboard: authorize link for %q: %w", tenant, err)
 	}
 	iat := now.Unix()
 	// A link must not count as used by an authorization that finished
@@ -496,7 +505,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	g, err := o.Client.Exchange(ctx, probe, code, sv.Verifier, o.RedirectURL)
 	if err != nil {
 		pg := exchangeFailurePage(err)
-		log.Warn("onboarding callback: code exchange failed", zap.Error(err), zap.Int("status", pg.Status))
+		log.Warn("onboarding callback: code exchange failed", zap.Error(err), zap.Int("status", pg.Status()))
 		renderPage(w, pg)
 		return
 	}
@@ -551,8 +560,8 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		zap.Bool("first", cur.AuthorizedAt.IsZero()), zap.Bool("recovered", recovered),
 		zap.String("scope", written.Scope), zap.Time("access_expires_at", written.AccessExpiresAt),
 		zap.Int64("version", written.Version))
-	if recovered && o.OnRecover != nil {
-		o.OnRecover(sv.Tenant)
+	if recovered && o.OnActivated != nil {
+		o.OnActivated(sv.Tenant)
 	}
 	if o.SuccessURL != "" {
 		noStore(w.Header())
@@ -570,7 +579,7 @@ func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant) (map[string]
 	var params map[string]string
 	for _, name := range o.Preset.CallbackParams {
 		v, ok := single(q, name)
-		if !ok || !validDomainPrefix(v) {
+		if !ok || !auth.ValidDomainPrefix(v) {
 			p := pageMissingParam(name)
 			return nil, &p
 		}
@@ -603,7 +612,7 @@ func mergeExtra(extra, params map[string]string) map[string]string {
 
 // authorized returns cur with g applied: identity and history kept, tokens
 // replaced, flag and counters cleared.
-func (o *Onboarder) authorized(cur *store.Tenant, g *Grant, params map[string]string, now time.Time) *store.Tenant {
+func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[string]string, now time.Time) *store.Tenant {
 	next := cur.Clone()
 	if o.Preset.Name != "" {
 		next.Provider = o.Preset.Name
@@ -636,7 +645,7 @@ func (o *Onboarder) authorized(cur *store.Tenant, g *Grant, params map[string]st
 
 // exchangeFailurePage maps a code-exchange error to a page.
 func exchangeFailurePage(err error) page {
-	var ee *EndpointError
+	var ee *auth.EndpointError
 	if errors.As(err, &ee) {
 		switch {
 		case ee.Status >= 500 || ee.Status == http.StatusTooManyRequests:
