@@ -61,6 +61,15 @@ type Onboarding interface {
 
 var _ Onboarding = (*onboard.Onboarder)(nil)
 
+// Rebinder is implemented by an Onboarding that can issue a link allowing
+// the merchant to connect another account than the tenant's
+// (POST /admin/tenants/{id}/authorize {"rebind": true}).
+type Rebinder interface {
+	RebindLink(ctx context.Context, tenant string) (string, error)
+}
+
+var _ Rebinder = (*onboard.Onboarder)(nil)
+
 // Handler returns the control listener's mux.
 func (s *Server) Handler() http.Handler {
 	if s.Logger == nil {

@@ -117,6 +117,13 @@ type Onboarder struct {
 	// Logger receives onboarding events (never a code, state or token);
 	// nil = no logging.
 	Logger *zap.Logger
+	// Identifier, when set, asks the provider after every code exchange
+	// which merchant account the grant belongs to (auth.Preset.Identity):
+	// the account and K-Series locations are stored on the tenant, and a
+	// re-authorization that identifies another account is refused (409)
+	// unless the link was made with RebindLink. nil = no identity check
+	// beyond the x-series domain_prefix.
+	Identifier *auth.Identifier
 	// OnActivated is called, synchronously and after the write, when a tenant
 	// that was not active (flagged reauthorization_required, or a
 	// placeholder awaiting its first authorization) becomes active. It must
@@ -143,6 +150,8 @@ type stateValue struct {
 	// Expires (Unix nanoseconds, by Onboarder.Now) lets the clock seam
 	// expire states independently of the store's own TTL.
 	Expires int64 `json:"exp"`
+	// Rebind: the link allows another merchant account than the tenant's.
+	Rebind bool `json:"rebind,omitempty"`
 }
 
 func (o *Onboarder) init() error {
@@ -211,9 +220,14 @@ func (o *Onboarder) stateTTL() time.Duration {
 	return DefaultStateTTL
 }
 
-func (o *Onboarder) linkMAC(tenant string, iat, exp int64) []byte {
+func (o *Onboarder) linkMAC(tenant string, iat, exp int64, rebind bool) []byte {
 	m := hmac.New(sha256.New, o.LinkKey)
 	fmt.Fprintf(m, "%s|%s|%d|%d", linkMACLabel, tenant, iat, exp)
+	if rebind {
+		// Only a signed link can allow another account; exp is an
+		// integer, so this suffix cannot be forged from a plain link.
+		m.Write([]byte("|rebind"))
+	}
 	return m.Sum(nil)
 }
 
@@ -227,6 +241,17 @@ func (o *Onboarder) linkMAC(tenant string, iat, exp int64) []byte {
 // Errors: ErrMisconfigured (wrapped) when the Onboarder is misconfigured;
 // store errors (wrapped) when the tenant cannot be read or created.
 func (o *Onboarder) AuthorizeLink(ctx context.Context, tenant string) (string, error) {
+	return o.link(ctx, tenant, false)
+}
+
+// RebindLink is AuthorizeLink for a link that may connect another merchant
+// account than the tenant's (admin {"rebind": true}). Errors as for
+// AuthorizeLink.
+func (o *Onboarder) RebindLink(ctx context.Context, tenant string) (string, error) {
+	return o.link(ctx, tenant, true)
+}
+
+func (o *Onboarder) link(ctx context.Context, tenant string, rebind bool) (string, error) {
 	if err := o.init(); err != nil {
 		return "", err
 	}
@@ -263,9 +288,12 @@ func (o *Onboarder) AuthorizeLink(ctx context.Context, tenant string) (string, e
 		"tenant": {tenant},
 		"iat":    {strconv.FormatInt(iat, 10)},
 		"exp":    {strconv.FormatInt(exp, 10)},
-		"sig":    {base64.RawURLEncoding.EncodeToString(o.linkMAC(tenant, iat, exp))},
+		"sig":    {base64.RawURLEncoding.EncodeToString(o.linkMAC(tenant, iat, exp, rebind))},
 	}
-	o.log.Info("authorize link issued", zap.String("tenant", tenant), zap.Time("expires", time.Unix(exp, 0).UTC()))
+	if rebind {
+		q.Set("rebind", "1")
+	}
+	o.log.Info("authorize link issued", zap.String("tenant", tenant), zap.Time("expires", time.Unix(exp, 0).UTC()), zap.Bool("rebind", rebind))
 	return o.startURL + "?" + q.Encode(), nil
 }
 
@@ -280,24 +308,25 @@ func single(q url.Values, key string) (string, bool) {
 }
 
 // parseLink checks an authorize link's parameters and signature.
-func (o *Onboarder) parseLink(q url.Values) (tenant string, iat, exp int64, ok bool) {
+func (o *Onboarder) parseLink(q url.Values) (tenant string, iat, exp int64, rebind, ok bool) {
 	tenant, ok1 := single(q, "tenant")
 	iatS, ok2 := single(q, "iat")
 	expS, ok3 := single(q, "exp")
 	sigS, ok4 := single(q, "sig")
-	if !ok1 || !ok2 || !ok3 || !ok4 || !store.ValidTenantID(tenant) {
-		return "", 0, 0, false
+	if !ok1 || !ok2 || !ok3 || !ok4 || !store.ValidTenantID(tenant) || len(q["rebind"]) > 1 {
+		return "", 0, 0, false, false
 	}
+	rebind = q.Get("rebind") == "1"
 	iat, err1 := strconv.ParseInt(iatS, 10, 64)
 	exp, err2 := strconv.ParseInt(expS, 10, 64)
 	sig, err3 := base64.RawURLEncoding.DecodeString(sigS)
 	if err1 != nil || err2 != nil || err3 != nil || iat <= 0 || exp <= 0 {
-		return "", 0, 0, false
+		return "", 0, 0, false, false
 	}
-	if !hmac.Equal(sig, o.linkMAC(tenant, iat, exp)) {
-		return "", 0, 0, false
+	if !hmac.Equal(sig, o.linkMAC(tenant, iat, exp, rebind)) {
+		return "", 0, 0, false, false
 	}
-	return tenant, iat, exp, true
+	return tenant, iat, exp, rebind, true
 }
 
 func linkUsed(t *store.Tenant, iat int64) bool {
@@ -321,7 +350,7 @@ func (o *Onboarder) ServeStart(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, pageMethod)
 		return
 	}
-	tenant, iat, exp, ok := o.parseLink(r.URL.Query())
+	tenant, iat, exp, rebind, ok := o.parseLink(r.URL.Query())
 	if !ok {
 		o.log.Warn("onboarding link rejected", zap.String("why", "malformed or bad signature"), zap.String("remote", r.RemoteAddr))
 		renderPage(w, pageBadLink)
@@ -357,7 +386,7 @@ func (o *Onboarder) ServeStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := base64.RawURLEncoding.EncodeToString(raw[:])
-	sv := stateValue{Tenant: tenant, IAT: iat, Expires: now.Add(o.stateTTL()).UnixNano()}
+	sv := stateValue{Tenant: tenant, IAT: iat, Expires: now.Add(o.stateTTL()).UnixNano(), Rebind: rebind}
 	var opts []oauth2.AuthCodeOption
 	if o.PKCE {
 		sv.Verifier = oauth2.GenerateVerifier()
@@ -492,7 +521,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, pageLinkUsed)
 		return
 	}
-	params, pg := o.callbackParams(q, cur)
+	params, pg := o.callbackParams(q, cur, sv.Rebind)
 	if pg != nil {
 		log.Info("onboarding callback rejected", zap.String("why", pg.Heading))
 		renderPage(w, *pg)
@@ -511,6 +540,11 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	if g.RefreshToken == "" {
 		log.Warn("provider issued no refresh token: the tenant will need re-authorization when the access token expires")
+	}
+	ident, pg := o.identify(ctx, log, cur, g, probe.Extra, sv.Rebind)
+	if pg != nil {
+		renderPage(w, *pg)
+		return
 	}
 
 	now := o.now()
@@ -536,7 +570,13 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		next := o.authorized(cur, g, params, now)
+		if ident != nil && cur.Account != nil && cur.Account.ID != ident.Account.ID && !sv.Rebind {
+			// Identified as another account by a concurrent write.
+			log.Warn("onboarding callback refused: another merchant account", zap.String("expected", cur.Account.ID), zap.String("signed_in", ident.Account.ID))
+			renderPage(w, pageOtherAccount(*cur.Account, ident.Account))
+			return
+		}
+		next := o.authorized(cur, g, params, ident, now)
 		v, perr := o.Store.Put(ctx, next, cur.Version)
 		if errors.Is(perr, store.ErrConflict) {
 			err = perr
@@ -555,6 +595,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	o.indexLocations(ctx, log, cur, written)
 	recovered := previous != store.StatusActive
 	log.Info("tenant authorized",
 		zap.Bool("first", cur.AuthorizedAt.IsZero()), zap.Bool("recovered", recovered),
@@ -575,7 +616,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 // domain_prefix names the token host). A value that differs from the one
 // already stored is refused: the merchant connected another account than
 // the tenant's.
-func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant) (map[string]string, *page) {
+func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant, rebind bool) (map[string]string, *page) {
 	var params map[string]string
 	for _, name := range o.Preset.CallbackParams {
 		v, ok := single(q, name)
@@ -583,8 +624,8 @@ func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant) (map[string]
 			p := pageMissingParam(name)
 			return nil, &p
 		}
-		if old := cur.Extra[name]; old != "" && !strings.EqualFold(old, v) {
-			p := pageOtherAccount(name)
+		if old := cur.Extra[name]; old != "" && !strings.EqualFold(old, v) && !rebind {
+			p := pageOtherAccount(store.Account{ID: old, Name: old}, store.Account{ID: v, Name: v})
 			return nil, &p
 		}
 		if params == nil {
@@ -612,7 +653,7 @@ func mergeExtra(extra, params map[string]string) map[string]string {
 
 // authorized returns cur with g applied: identity and history kept, tokens
 // replaced, flag and counters cleared.
-func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[string]string, now time.Time) *store.Tenant {
+func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[string]string, ident *auth.Identified, now time.Time) *store.Tenant {
 	next := cur.Clone()
 	if o.Preset.Name != "" {
 		next.Provider = o.Preset.Name
@@ -629,6 +670,12 @@ func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[stri
 		next.Scope = strings.Join(o.Scopes, " ") // RFC 6749 §5.1: omitted = as requested
 	}
 	next.Extra = mergeExtra(cur.Extra, params)
+	if ident != nil {
+		a := ident.Account
+		next.Account = &a
+		next.Locations = append([]store.Location(nil), ident.Locations...)
+		next.LocationsAt = now
+	}
 	next.Status = store.StatusActive
 	next.Reason = ""
 	next.FlaggedAt = time.Time{}

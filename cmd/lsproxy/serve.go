@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -60,6 +61,20 @@ type redisLogger struct{ log *zap.Logger }
 
 func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 	l.log.Warn(fmt.Sprintf(format, v...))
+}
+
+// testDial, when set (tests only), dials every upstream and token
+// connection: the x-series tests point per-store hosts at loopback. nil in
+// production.
+var testDial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// newTransport is proxy.NewTransport with the test dialer applied.
+func newTransport(o proxy.TransportOptions) *http.Transport {
+	tr := proxy.NewTransport(o)
+	if testDial != nil {
+		tr.DialContext = testDial
+	}
+	return tr
 }
 
 // openStore connects Redis when configured, else the embedded store.
@@ -134,7 +149,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		AuthStyle:    style,
 		Scopes:       scopes,
 		Timeout:      cfg.TokenTimeout,
-		HTTPClient:   &http.Client{Transport: proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.TokenTimeout, MaxIdleConnsPerHost: 16})},
+		HTTPClient:   &http.Client{Transport: newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.TokenTimeout, MaxIdleConnsPerHost: 16})},
 	}
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -166,7 +181,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		LocationHeader:   cfg.LocationHeader,
 		Locations:        locations.Resolve,
 		MaxReplayBody:    cfg.MaxReplayBodyBytes,
-		Transport:        proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
+		Transport:        newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
 		Logger:           log.Named("proxy"),
 		Metrics:          proxy.NewMetrics(reg),
 	}
@@ -209,6 +224,14 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 			StateTTL:     cfg.StateTTL,
 			SuccessURL:   cfg.SuccessURL,
 			Logger:       log.Named("onboarding"),
+			// After every code exchange: who is the merchant (SPEC §8)?
+			// Asked on the tenant's own upstream host only.
+			Identifier: &auth.Identifier{
+				Identity:   preset.Identity,
+				API:        upstream.Resolve,
+				HTTPClient: &http.Client{Transport: newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout, MaxIdleConnsPerHost: 4})},
+				Timeout:    cfg.UpstreamTimeout,
+			},
 			OnActivated: func(tenant string) {
 				m.Invalidate(tenant)
 				if notifier != nil {

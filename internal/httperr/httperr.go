@@ -81,7 +81,8 @@ var (
 	CallbackIncomplete = &Kind{Code: "callback_incomplete", Status: http.StatusBadRequest, Message: "the callback lacks a code or a required parameter"}
 	AccessDenied       = &Kind{Code: "access_denied", Status: http.StatusForbidden, Message: "the merchant declined the authorization"}
 	ProviderError      = &Kind{Code: "provider_error", Status: http.StatusBadRequest, Message: "the provider answered an error instead of an authorization"}
-	OtherAccount       = &Kind{Code: "other_account", Status: http.StatusBadRequest, Message: "the merchant connected another account than the tenant's"}
+	OtherAccount       = &Kind{Code: "other_account", Status: http.StatusConflict, Message: "the merchant connected another account than the tenant's"}
+	IdentifyFailed     = &Kind{Code: "identify_failed", Status: http.StatusBadGateway, Message: "the provider did not say which merchant account the grant belongs to"}
 	CodeRejected       = &Kind{Code: "code_rejected", Status: http.StatusBadRequest, Message: "the token endpoint rejected the authorization code"}
 	ClientRejected     = &Kind{Code: "client_rejected", Status: http.StatusBadRequest, Message: "the token endpoint rejected the client credentials"}
 	ProviderDown       = &Kind{Code: "provider_unavailable", Status: http.StatusBadGateway, Message: "the token endpoint did not answer"}
