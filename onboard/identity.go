@@ -43,8 +43,11 @@ func (o *Onboarder) identify(ctx context.Context, log *zap.Logger, cur *store.Te
 // the tenant's K-Series locations changed. A failure is logged: the
 // location refresher rewrites the index after the next refresh.
 func (o *Onboarder) indexLocations(ctx context.Context, log *zap.Logger, prev, written *store.Tenant) {
-	idx, ok := o.Store.(store.LocationIndex)
-	if !ok || len(prev.Locations) == 0 && len(written.Locations) == 0 {
+	idx := o.Locations
+	if idx == nil {
+		idx, _ = o.Store.(store.LocationIndex)
+	}
+	if idx == nil || len(prev.Locations) == 0 && len(written.Locations) == 0 {
 		return
 	}
 	ids := make([]string, len(written.Locations))

@@ -124,6 +124,10 @@ type Onboarder struct {
 	// unless the link was made with RebindLink. nil = no identity check
 	// beyond the x-series domain_prefix.
 	Identifier *auth.Identifier
+	// Locations is the store's location index, updated when a grant's
+	// K-Series locations change; nil = Store's, when it implements
+	// store.LocationIndex.
+	Locations store.LocationIndex
 	// OnActivated is called, synchronously and after the write, when a tenant
 	// that was not active (flagged reauthorization_required, or a
 	// placeholder awaiting its first authorization) becomes active. It must
