@@ -80,6 +80,7 @@ var adminActions = map[string]string{
 	"GET /admin/tenants":                 "list",
 	"GET /admin/tenants/{id}":            "get",
 	"PUT /admin/tenants/{id}":            "import",
+	"POST /admin/import":                 "bulk_import",
 	"DELETE /admin/tenants/{id}":         "delete",
 	"POST /admin/tenants/{id}/refresh":   "refresh",
 	"POST /admin/tenants/{id}/authorize": "authorize",

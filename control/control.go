@@ -97,6 +97,7 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("DELETE /admin/tenants/{id}", s.delete)
 	admin.HandleFunc("POST /admin/tenants/{id}/refresh", s.refresh)
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
+	admin.HandleFunc("POST /admin/import", s.bulkImport)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))
