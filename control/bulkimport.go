@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
@@ -41,6 +43,13 @@ type ImportLine struct {
 	RefreshExpiresIn int64  `json:"refresh_expires_in,omitempty"`
 	Scope            string `json:"scope,omitempty"`
 	DomainPrefix     string `json:"domain_prefix,omitempty"`
+	// Status, Reason, Account and Locations carry what `lsproxy tenants
+	// export` writes, so that export → import keeps every record: a
+	// flagged tenant stays flagged, the merchant identity stays known.
+	Status    store.Status     `json:"status,omitempty"`
+	Reason    string           `json:"reason,omitempty"`
+	Account   *store.Account   `json:"account,omitempty"`
+	Locations []store.Location `json:"locations,omitempty"`
 }
 
 // ImportResult is the outcome of one line. Status is one of created,
@@ -77,6 +86,12 @@ func (l *ImportLine) problems() []string {
 	}
 	if l.ExpiresIn < 0 || l.RefreshExpiresIn < 0 {
 		p = append(p, "expires_in and refresh_expires_in must not be negative")
+	}
+	if l.Status != "" && l.Status != store.StatusActive && l.Status != store.StatusReauthorizationRequired {
+		p = append(p, "status must be active or reauthorization_required")
+	}
+	if len(l.Reason) > 512 || len(l.Locations) > 10000 {
+		p = append(p, "reason or locations too long")
 	}
 	if l.DomainPrefix != "" && !auth.ValidDomainPrefix(l.DomainPrefix) {
 		p = append(p, "domain_prefix must be one DNS label (letters, digits, inner hyphens)")
@@ -274,6 +289,17 @@ func (s *Server) importOne(ctx context.Context, l ImportLine, n int, dry, overwr
 		next.Extra = mergeExtra(next.Extra, "domain_prefix", l.DomainPrefix)
 	}
 	next.Status, next.Reason, next.FlaggedAt = store.StatusActive, "", time.Time{}
+	if l.Status == store.StatusReauthorizationRequired {
+		next.Status, next.Reason, next.FlaggedAt = l.Status, l.Reason, now
+	}
+	if l.Account != nil {
+		a := *l.Account
+		next.Account = &a
+	}
+	if l.Locations != nil {
+		next.Locations = append([]store.Location(nil), l.Locations...)
+		next.LocationsAt = now
+	}
 	next.FailureCount = 0
 	next.UpdatedAt = now
 	if _, err := s.Store.Put(ctx, next, expect); err != nil {
@@ -283,6 +309,15 @@ func (s *Server) importOne(ctx context.Context, l ImportLine, n int, dry, overwr
 		return fail("tenant %s: store unavailable; nothing changed", l.ID)
 	}
 	s.Tokens.Invalidate(l.ID)
+	if idx, ok := s.Store.(store.LocationIndex); ok && (len(next.Locations) > 0 || cur != nil && len(cur.Locations) > 0) {
+		ids := make([]string, len(next.Locations))
+		for i, loc := range next.Locations {
+			ids[i] = loc.ID
+		}
+		if err := idx.SetTenantLocations(ctx, l.ID, ids); err != nil {
+			s.Logger.Warn("location index not updated after import", zap.String("tenant", l.ID), zap.Error(err))
+		}
+	}
 	res.Status = "created"
 	if expect != 0 {
 		res.Status = "updated"
