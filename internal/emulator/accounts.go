@@ -122,6 +122,8 @@ func idValue(id string) any {
 }
 
 // serveIdentity answers the mode's identity endpoint for the grant of login.
+// Like every API answer it also names the login ("tenant"), which the real
+// services do not.
 func (e *Emulator) serveIdentity(w http.ResponseWriter, login string) {
 	e.mu.Lock()
 	a, locs := e.accountOfLocked(login)
@@ -134,16 +136,18 @@ func (e *Emulator) serveIdentity(w http.ResponseWriter, login string) {
 		}
 		biz := []map[string]any{{"businessName": a.Name, "businessId": idValue(a.ID), "currencyCode": "GBP", "businessLocations": bls}}
 		writeJSON(w, http.StatusOK, map[string]any{
+			"tenant":    login,
 			"_embedded": map[string]any{"businessList": biz},
 			"_links":    map[string]any{"self": map[string]string{"href": "/f/data/businesses"}},
 		})
 	case ModeRSeries:
 		writeJSON(w, http.StatusOK, map[string]any{
+			"tenant":      login,
 			"@attributes": map[string]string{"count": "1"},
 			"Account":     map[string]any{"accountID": a.ID, "name": a.Name},
 		})
 	case ModeOSeries:
-		writeJSON(w, http.StatusOK, map[string]any{"id": idValue(a.ID), "name": a.Name})
+		writeJSON(w, http.StatusOK, map[string]any{"tenant": login, "id": idValue(a.ID), "name": a.Name})
 	}
 }
 
