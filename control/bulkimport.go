@@ -274,23 +274,20 @@ func (s *Server) importOne(ctx context.Context, l ImportLine, n int, dry, overwr
 		next = cur.Clone() // keep identity and history
 	}
 	next.Provider = s.Provider
-	next.RefreshToken, next.AccessToken = l.RefreshToken, l.AccessToken
-	next.AccessExpiresAt, next.RefreshExpiresAt = time.Time{}, time.Time{}
+	tokens := store.Tokens{Access: l.AccessToken, Refresh: l.RefreshToken, Scope: l.Scope}
 	if l.AccessToken != "" {
-		next.AccessExpiresAt = now.Add(time.Duration(l.ExpiresIn) * time.Second)
+		tokens.AccessExpiry = now.Add(time.Duration(l.ExpiresIn) * time.Second)
 	}
 	if l.RefreshExpiresIn > 0 {
-		next.RefreshExpiresAt = now.Add(time.Duration(l.RefreshExpiresIn) * time.Second)
+		tokens.RefreshExpiry = now.Add(time.Duration(l.RefreshExpiresIn) * time.Second)
 	}
-	if l.Scope != "" {
-		next.Scope = l.Scope
-	}
+	next.Import(tokens, now) // the shared state change of an import (store/tenantstate.go)
 	if l.DomainPrefix != "" {
 		next.Extra = mergeExtra(next.Extra, "domain_prefix", l.DomainPrefix)
 	}
-	next.Status, next.Reason, next.FlaggedAt = store.StatusActive, "", time.Time{}
 	if l.Status == store.StatusReauthorizationRequired {
-		next.Status, next.Reason, next.FlaggedAt = l.Status, l.Reason, now
+		next.Flag(l.Reason, now)
+		next.FailureCount = 0
 	}
 	if l.Account != nil {
 		a := *l.Account
@@ -300,8 +297,6 @@ func (s *Server) importOne(ctx context.Context, l ImportLine, n int, dry, overwr
 		next.Locations = append([]store.Location(nil), l.Locations...)
 		next.LocationsAt = now
 	}
-	next.FailureCount = 0
-	next.UpdatedAt = now
 	if _, err := s.Store.Put(ctx, next, expect); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return fail("tenant %s changed during the import; nothing changed, retry this line", l.ID)
