@@ -68,6 +68,15 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 // production.
 var testDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
+// tokenTransport is auth.NewTokenTransport with the test dialer applied.
+func tokenTransport(timeout time.Duration) *http.Transport {
+	tr := auth.NewTokenTransport(timeout)
+	if testDial != nil {
+		tr.DialContext = testDial
+	}
+	return tr
+}
+
 // newTransport is proxy.NewTransport with the test dialer applied.
 func newTransport(o proxy.TransportOptions) *http.Transport {
 	tr := proxy.NewTransport(o)
@@ -153,7 +162,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		AuthStyle:    style,
 		Scopes:       scopes,
 		Timeout:      cfg.TokenTimeout,
-		HTTPClient:   &http.Client{Transport: newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.TokenTimeout, MaxIdleConnsPerHost: 16})},
+		HTTPClient:   &http.Client{Transport: tokenTransport(cfg.TokenTimeout)},
 	}
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
