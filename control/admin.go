@@ -83,6 +83,7 @@ var adminActions = map[string]string{
 	"GET /admin/tenants/{id}":            "get",
 	"PUT /admin/tenants/{id}":            "import",
 	"POST /admin/import":                 "bulk_import",
+	"POST /admin/tenants/{id}/locations": "locations",
 	"DELETE /admin/tenants/{id}":         "delete",
 	"POST /admin/tenants/{id}/refresh":   "refresh",
 	"POST /admin/tenants/{id}/retry":     "retry",

@@ -328,3 +328,27 @@ func mergeExtra(extra map[string]string, k, v string) map[string]string {
 	out[k] = v
 	return out
 }
+
+// refreshLocations is POST /admin/tenants/{id}/locations: re-read the
+// merchant account and K-Series locations of the tenant's grant now.
+func (s *Server) refreshLocations(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	if s.Locations == nil {
+		httperr.Write(w, httperr.Error{Kind: httperr.OnboardingDisabled, Tenant: id, Detail: "no identity lookup configured"})
+		return
+	}
+	t, err := s.Locations.RefreshLocations(r.Context(), id)
+	switch {
+	case errors.Is(err, auth.ErrLocationsBusy):
+		httperr.Write(w, httperr.Error{Kind: httperr.Conflict, Tenant: id, Detail: "a refresh is in flight"})
+	case errors.Is(err, auth.ErrIdentify):
+		httperr.Write(w, httperr.Error{Kind: httperr.IdentifyFailed, Tenant: id})
+	case err != nil:
+		adminError(w, id, err)
+	default:
+		httperr.WriteJSON(w, http.StatusOK, View(t))
+	}
+}

@@ -41,6 +41,11 @@ type Server struct {
 	// Onboarding serves the authorize and callback endpoints; nil means
 	// onboarding is not configured (the endpoints answer 503).
 	Onboarding Onboarding
+	// Locations re-reads a tenant's merchant account and K-Series
+	// locations on demand (POST /admin/tenants/{id}/locations); nil = 503.
+	Locations interface {
+		RefreshLocations(ctx context.Context, tenant string) (*store.Tenant, error)
+	}
 	// Provider is recorded on imported tenants.
 	Provider string
 	// Logger receives the audit log of admin actions; nil means none.
@@ -99,6 +104,7 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/tenants/{id}/retry", s.retry)
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
 	admin.HandleFunc("POST /admin/import", s.bulkImport)
+	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))

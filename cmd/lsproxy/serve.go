@@ -34,8 +34,10 @@ type app struct {
 	bg      *auth.BackgroundRefresher
 	proxy   http.Handler
 	control http.Handler
-	// locations follows store changes to re-route location ids.
-	locations *proxy.LocationResolver
+	// locations follows store changes to re-route location ids;
+	// locRefresher re-reads K-Series locations after grant refreshes.
+	locations    *proxy.LocationResolver
+	locRefresher *auth.LocationRefresher
 }
 
 func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
@@ -227,12 +229,22 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		return nil, err
 	}
 
+	// After every code exchange (and grant refresh): who is the merchant
+	// (SPEC §8)? Asked on the tenant's own upstream host only.
+	identifier := &auth.Identifier{
+		Identity:   preset.Identity,
+		API:        upstream.Resolve,
+		HTTPClient: &http.Client{Transport: newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout, MaxIdleConnsPerHost: 4})},
+		Timeout:    cfg.UpstreamTimeout,
+	}
+	locRefresher := &auth.LocationRefresher{Store: s, Identifier: identifier, Token: m.Token, Logger: log.Named("locations")}
 	cs := &control.Server{
 		Store:      s,
 		Tokens:     m,
 		AdminToken: cfg.AdminToken,
 		Gatherer:   reg,
 		Provider:   preset.Name,
+		Locations:  locRefresher,
 		Logger:     log.Named("admin"),
 	}
 	if cfg.RedirectURL != "" {
@@ -252,12 +264,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 			Logger:       log.Named("onboarding"),
 			// After every code exchange: who is the merchant (SPEC §8)?
 			// Asked on the tenant's own upstream host only.
-			Identifier: &auth.Identifier{
-				Identity:   preset.Identity,
-				API:        upstream.Resolve,
-				HTTPClient: &http.Client{Transport: newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout, MaxIdleConnsPerHost: 4})},
-				Timeout:    cfg.UpstreamTimeout,
-			},
+			Identifier: identifier,
 			OnActivated: func(tenant string) {
 				m.Invalidate(tenant)
 				if notifier != nil {
@@ -275,7 +282,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler(), locations: locations}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler(), locations: locations, locRefresher: locRefresher}, nil
 }
 
 func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {
@@ -345,6 +352,13 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 	}()
 
 	go a.bg.Run(runCtx)
+	if a.locRefresher != nil {
+		go func() {
+			if err := a.locRefresher.Run(runCtx); err != nil {
+				a.log.Error("K-Series locations are not re-read after refreshes", zap.Error(err))
+			}
+		}()
+	}
 	if a.locations != nil {
 		go func() {
 			if err := a.locations.Run(runCtx); err != nil {
