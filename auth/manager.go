@@ -518,6 +518,7 @@ func (m *Manager) refreshLocked(ctx context.Context, tenant string, w want) (Tok
 		undo.RefreshInFlight = interrupted
 		undo.RefreshStartedAt = time.Time{} // the earlier holder's window is over
 		undo.FailureCount++
+		undo.Record(m.now(), store.EventRefreshFailed, failureReason(err))
 		if nv, perr := m.store.Put(context.WithoutCancel(ctx), undo, marked.Version); perr == nil {
 			undo.Version = nv
 			marked = undo
@@ -547,6 +548,7 @@ func (m *Manager) writeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 	next.UpdatedAt = now
 	next.RefreshCount++
 	next.FailureCount = 0
+	next.Record(now, store.EventRefreshed, "")
 
 	ctx = context.WithoutCancel(ctx)
 	delay := 50 * time.Millisecond
@@ -620,6 +622,7 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	flagged.RefreshInFlight = false
 	flagged.RefreshStartedAt = time.Time{}
 	flagged.FailureCount++
+	flagged.Record(now, store.EventFlagged, reason)
 	v, err := m.store.Put(ctx, flagged, cur.Version)
 	if err != nil {
 		return Token{}, m.storeErr(marked.ID, err)

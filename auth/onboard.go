@@ -628,6 +628,7 @@ func (o *Onboarder) authorized(cur *store.Tenant, g *Grant, params map[string]st
 	next.FailureCount = 0
 	next.AuthorizedAt = now
 	next.UpdatedAt = now
+	next.Record(now, store.EventAuthorized, authorizedReason(cur))
 	if next.CreatedAt.IsZero() {
 		next.CreatedAt = now
 	}

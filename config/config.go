@@ -138,6 +138,9 @@ type Config struct {
 	// AuthorizeLinkTTL is how long the admin's link stays valid.
 	StateTTL         time.Duration `yaml:"state_ttl" env:"STATE_TTL"`
 	AuthorizeLinkTTL time.Duration `yaml:"authorize_link_ttl" env:"AUTHORIZE_LINK_TTL"`
+	// ConsoleSessionIdle ends an operator console session after this long
+	// without an action.
+	ConsoleSessionIdle time.Duration `yaml:"console_session_idle" env:"CONSOLE_SESSION_IDLE"`
 	// SuccessURL is where a successful callback redirects; "" = built-in page.
 	SuccessURL string `yaml:"success_url" env:"SUCCESS_URL"`
 
@@ -192,6 +195,7 @@ func Default() Config {
 		CacheTTL:             60 * time.Second,
 		StateTTL:             time.Hour,
 		AuthorizeLinkTTL:     168 * time.Hour,
+		ConsoleSessionIdle:   15 * time.Minute,
 		RefresherInterval:    30 * time.Second,
 		RefresherConcurrency: 4,
 		RefreshIdleMargin:    48 * time.Hour,

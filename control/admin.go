@@ -37,6 +37,7 @@ type TenantView struct {
 	UpdatedAt             *time.Time        `json:"updated_at,omitempty"`
 	Version               int64             `json:"version"`
 	Extra                 map[string]string `json:"extra,omitempty"`
+	History               []store.Event     `json:"history,omitempty"`
 }
 
 func ts(t time.Time) *time.Time {
@@ -55,6 +56,7 @@ func View(t *store.Tenant) TenantView {
 		Scope: t.Scope, LastRefreshAt: ts(t.LastRefreshAt), RefreshCount: t.RefreshCount,
 		FailureCount: t.FailureCount, RefreshInFlight: t.RefreshInFlight, HasRefreshToken: t.RefreshToken != "",
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt), Version: t.Version, Extra: t.Extra,
+		History: t.History,
 	}
 }
 
@@ -253,6 +255,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		next.RefreshInFlight = false
 		next.FailureCount = 0
 		next.UpdatedAt = now
+		next.Record(now, store.EventImported, "tokens imported through the admin API")
 		v, err := s.Store.Put(r.Context(), next, expect)
 		if errors.Is(err, store.ErrConflict) {
 			continue

@@ -1,5 +1,6 @@
 // Package control serves lsproxy's control listener: health, readiness,
-// Prometheus metrics, the admin API and the OAuth callback.
+// Prometheus metrics, the admin API, the operator console and the OAuth
+// callback.
 package control
 
 import (
@@ -47,6 +48,15 @@ type Server struct {
 	Logger *zap.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// SessionKey signs operator console sessions (console_session.go); every
+	// replica needs the same key to accept the others' sessions. nil means a
+	// random key per process (a session then works on one replica only).
+	SessionKey []byte
+	// ConsoleIdle ends a console session after this long without an
+	// operator action; 0 means DefaultConsoleIdle.
+	ConsoleIdle time.Duration
+
+	adminMux *http.ServeMux // the admin routes, without bearer check and audit (the console calls them)
 }
 
 // Onboarding starts and finishes the OAuth authorization-code flow.
@@ -87,6 +97,8 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/tenants/{id}/refresh", s.refresh)
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
+	s.adminMux = admin
+	s.mountConsole(mux)
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))
 	mux.HandleFunc("GET /oauth/callback", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeCallback }))

@@ -72,6 +72,10 @@ type Tenant struct {
 	RefreshCount  int64     `json:"refresh_count"`
 	FailureCount  int64     `json:"failure_count"`
 
+	// History is the tenant's last MaxHistory state changes, oldest first;
+	// see Record.
+	History []Event `json:"history,omitempty"`
+
 	// Version is assigned by the store: 1 on creation, +1 on every write.
 	// It is the fencing number for compare-and-set.
 	Version int64 `json:"-"`
@@ -85,6 +89,9 @@ func (t *Tenant) Clone() *Tenant {
 		for k, v := range t.Extra {
 			c.Extra[k] = v
 		}
+	}
+	if t.History != nil {
+		c.History = append([]Event(nil), t.History...)
 	}
 	return &c
 }

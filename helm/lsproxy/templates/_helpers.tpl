@@ -86,7 +86,7 @@ lsproxy knows (config.Names), and nothing else.
   "read_header_timeout" "idle_timeout" "shutdown_timeout"
   "max_replay_body_bytes" "max_header_bytes"
   "breaker_failures" "breaker_open_for" "cache_ttl"
-  "state_ttl" "authorize_link_ttl" "success_url" "webhook_url"
+  "state_ttl" "authorize_link_ttl" "console_session_idle" "success_url" "webhook_url"
   "refresher_interval" "refresher_concurrency" "refresh_idle_margin"
   "allow_unauthenticated" | toJson }}
 {{- end }}
