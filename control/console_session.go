@@ -21,7 +21,8 @@ const (
 	// consoleMaxAge bounds a session however active its operator is.
 	consoleMaxAge = 12 * time.Hour
 	// sessionTouchAfter: a session is re-issued (its idle clock reset) at
-	// most this often, so that a page full of requests sets one cookie.
+	// most this often (or a quarter of the idle timeout, if shorter), so
+	// that a page full of requests sets one cookie.
 	sessionTouchAfter = 10 * time.Second
 )
 
@@ -89,14 +90,16 @@ func (s *sessions) start(operator string) session {
 }
 
 // set writes sess as the session cookie: HttpOnly, SameSite=Strict, Secure
-// on TLS, scoped to /console/, expiring with the idle timeout.
+// on TLS, scoped to /console/. It is a browser-session cookie (no Max-Age):
+// the server enforces the idle timeout, so that an expired session is
+// answered as such rather than as never signed in.
 func (s *sessions) set(w http.ResponseWriter, r *http.Request, sess session) {
 	payload, _ := json.Marshal(sess)
 	v := "v1." + base64.RawURLEncoding.EncodeToString(payload) + "." +
 		base64.RawURLEncoding.EncodeToString(s.mac("lsproxy/console-session/v1", payload))
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName(r), Value: v, Path: "/console/",
-		MaxAge: int(s.idle / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
 	})
 }
 
@@ -140,7 +143,7 @@ func (s *sessions) get(r *http.Request) (session, error) {
 // older than sessionTouchAfter.
 func (s *sessions) touch(w http.ResponseWriter, r *http.Request, sess session) {
 	now := s.now()
-	if now.Sub(time.Unix(sess.Seen, 0)) < sessionTouchAfter {
+	if now.Sub(time.Unix(sess.Seen, 0)) < min(sessionTouchAfter, s.idle/4) {
 		return
 	}
 	sess.Seen = now.Unix()
