@@ -245,7 +245,7 @@ type counts struct {
 
 // countTTL is how long counted numbers are reused: counting reads every
 // tenant record.
-const countTTL = 10 * time.Second
+const countTTL = 5 * time.Second
 
 // countCache counts tenants by status and refresh failures (from each
 // tenant's history) in the last hour, at most once per countTTL. Safe for
