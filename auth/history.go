@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net"
 	"strconv"
-
-	"github.com/lsproxy/lsproxy/store"
 )
 
 // failureReason names a refresh failure that did not consume the grant in
@@ -42,15 +40,4 @@ func plainCode(c string) bool {
 		}
 	}
 	return true
-}
-
-// authorizedReason says what an authorization ended, from the record before it.
-func authorizedReason(cur *store.Tenant) string {
-	switch {
-	case cur.AuthorizedAt.IsZero() && cur.RefreshToken == "":
-		return "first authorization"
-	case cur.Status != store.StatusActive:
-		return "re-authorized after: " + cur.Reason
-	}
-	return "re-authorized while active"
 }

@@ -15,7 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // The console's templates and static files are embedded: it needs nothing
@@ -162,7 +162,7 @@ func (c *console) action(name string, h func(http.ResponseWriter, *http.Request,
 // who is "console", operator the name the operator signed in with.
 func (c *console) audit(r *http.Request, operator, action, refused string, status int) {
 	tenant := r.PathValue("id")
-	if !proxy.ValidTenantID(tenant) {
+	if !store.ValidTenantID(tenant) {
 		tenant = ""
 	}
 	level := zap.InfoLevel

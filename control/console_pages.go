@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -174,7 +174,7 @@ func (c *console) tenant(w http.ResponseWriter, r *http.Request, sess session) {
 // the status it answered.
 func (c *console) renderTenant(w http.ResponseWriter, r *http.Request, sess session, status int, b tenantBody) int {
 	id := r.PathValue("id")
-	if !proxy.ValidTenantID(id) {
+	if !store.ValidTenantID(id) {
 		c.pages.fail(w, http.StatusBadRequest, "Invalid tenant id", "A tenant id is 1 to 128 letters, digits and . _ : - (starting with a letter or digit).")
 		return http.StatusBadRequest
 	}
@@ -193,7 +193,7 @@ func (c *console) renderTenant(w http.ResponseWriter, r *http.Request, sess sess
 // the admin API only when the operator ticked it.
 func (c *console) authorize(w http.ResponseWriter, r *http.Request, sess session) int {
 	id := r.PathValue("id")
-	if !proxy.ValidTenantID(id) {
+	if !store.ValidTenantID(id) {
 		return c.renderTenant(w, r, sess, 0, tenantBody{})
 	}
 	var body any
@@ -225,7 +225,7 @@ func (c *console) redirectOr(w http.ResponseWriter, r *http.Request, sess sessio
 
 func (c *console) refresh(w http.ResponseWriter, r *http.Request, sess session) int {
 	id := r.PathValue("id")
-	if !proxy.ValidTenantID(id) {
+	if !store.ValidTenantID(id) {
 		return c.renderTenant(w, r, sess, 0, tenantBody{})
 	}
 	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/refresh"), nil), "refreshed", "refresh")
@@ -233,7 +233,7 @@ func (c *console) refresh(w http.ResponseWriter, r *http.Request, sess session) 
 
 func (c *console) retry(w http.ResponseWriter, r *http.Request, sess session) int {
 	id := r.PathValue("id")
-	if !proxy.ValidTenantID(id) {
+	if !store.ValidTenantID(id) {
 		return c.renderTenant(w, r, sess, 0, tenantBody{})
 	}
 	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/retry"), nil), "retried", "retry")
@@ -242,7 +242,7 @@ func (c *console) retry(w http.ResponseWriter, r *http.Request, sess session) in
 // deletePage asks the operator to type the tenant id to confirm.
 func (c *console) deletePage(w http.ResponseWriter, r *http.Request, sess session) {
 	id := r.PathValue("id")
-	if !proxy.ValidTenantID(id) {
+	if !store.ValidTenantID(id) {
 		c.renderTenant(w, r, sess, 0, tenantBody{})
 		return
 	}
@@ -251,7 +251,7 @@ func (c *console) deletePage(w http.ResponseWriter, r *http.Request, sess sessio
 
 func (c *console) del(w http.ResponseWriter, r *http.Request, sess session) int {
 	id := r.PathValue("id")
-	if !proxy.ValidTenantID(id) {
+	if !store.ValidTenantID(id) {
 		return c.renderTenant(w, r, sess, 0, tenantBody{})
 	}
 	if r.PostForm.Get("confirm") != id {
@@ -290,7 +290,7 @@ func (c *console) importTenant(w http.ResponseWriter, r *http.Request, sess sess
 		c.pages.render(w, status, "import", d)
 		return status
 	}
-	if !proxy.ValidTenantID(form.ID) {
+	if !store.ValidTenantID(form.ID) {
 		form.ID = ""
 		return fail(http.StatusBadRequest, "A tenant id is 1 to 128 letters, digits and . _ : - (starting with a letter or digit).")
 	}
@@ -318,8 +318,8 @@ func (c *console) importTenant(w http.ResponseWriter, r *http.Request, sess sess
 // reset the idle clock: an open tab alone keeps no session alive.
 func (c *console) countsJSON(w http.ResponseWriter, r *http.Request) {
 	if _, err := c.sessions.get(r); err != nil {
-		writeJSONError(w, http.StatusUnauthorized, "signed_out", "sign in to the console")
+		httperr.Write(w, httperr.Error{Kind: httperr.ConsoleSignedOut})
 		return
 	}
-	writeJSON(w, http.StatusOK, c.counts.get(r.Context()))
+	httperr.WriteJSON(w, http.StatusOK, c.counts.get(r.Context()))
 }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -111,7 +112,7 @@ func (h *Handler) Init() error {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &httperr.StatusWriter{ResponseWriter: w}
 	st := &reqState{}
 	tenant, err := h.tenantOf(r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
@@ -136,14 +137,11 @@ func (h *Handler) tenantOf(r *http.Request) (string, error) {
 	if len(vals) == 0 || vals[0] == "" {
 		return "", ErrMissingTenant
 	}
-	if len(vals) > 1 || !ValidTenantID(vals[0]) {
+	if len(vals) > 1 || !store.ValidTenantID(vals[0]) {
 		return "", ErrInvalidTenant
 	}
 	return vals[0], nil
 }
-
-// ValidTenantID reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$.
-func ValidTenantID(s string) bool { return store.ValidTenantID(s) }
 
 // rewrite fixes the destination to Upstream and cleans the headers.
 // ReverseProxy has already removed hop-by-hop headers (including any named
@@ -171,17 +169,18 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		w.WriteHeader(499)
 		return
 	}
-	code := writeError(w, st.tenant, err)
+	tenant := ""
+	if st != nil {
+		tenant = st.tenant
+	}
+	code := writeError(w, tenant, err)
 	if st != nil {
 		st.errCode = code
 	}
 }
 
-func (h *Handler) finish(r *http.Request, sw *statusWriter, st *reqState, tenant string, d time.Duration) {
-	status := sw.status
-	if status == 0 {
-		status = http.StatusOK
-	}
+func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState, tenant string, d time.Duration) {
+	status := sw.StatusOr200()
 	h.Metrics.observe(status, st.errCode, d)
 	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
@@ -201,36 +200,13 @@ func (h *Handler) finish(r *http.Request, sw *statusWriter, st *reqState, tenant
 // requestID returns the caller's X-Request-Id when it is short and
 // printable, or a new random one.
 func requestID(r *http.Request) string {
-	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && ValidTenantID(id) {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && store.ValidTenantID(id) {
 		return id
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
-
-// statusWriter records the status; Unwrap lets http.ResponseController
-// (used by ReverseProxy to flush) reach the real writer.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.
 type bufferPool struct{}
