@@ -275,6 +275,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("history: %q", h)
 	}
 	b.snap("console-tenant-active")
+	b.act("force refresh", `p.flash`, chromedp.Click(`#force-refresh`))
+	if h := b.text(`.history tbody`); !strings.Contains(h, "Token refreshed") {
+		t.Errorf("history after a forced refresh: %q", h)
+	}
 	b.act("delete page", `input[name="confirm"]`, chromedp.Click(`a.danger`))
 	b.snap("console-delete")
 	b.do("import page", chromedp.Navigate(p.ControlURL+"/console/import"), chromedp.WaitVisible(`input[name="refresh_token"]`))
