@@ -83,9 +83,10 @@ func (s *Server) mountConsole(mux *http.ServeMux) {
 	cm.HandleFunc("/console/", func(w http.ResponseWriter, _ *http.Request) {
 		c.pages.fail(w, http.StatusNotFound, "Not found", "There is no such console page.")
 	})
+	guarded := c.csrf.Handler(cm)
 	mux.Handle("/console/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		consoleHeaders(w.Header())
-		c.csrf.Handler(cm).ServeHTTP(w, r)
+		guarded.ServeHTTP(w, r)
 	}))
 }
 
