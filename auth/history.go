@@ -14,6 +14,8 @@ func failureReason(err error) string {
 	var ee *EndpointError
 	var ne net.Error
 	switch {
+	case errors.Is(err, errGuardHeld):
+		return "held back: many tenants were rejected at once (invalid_grant guard)"
 	case errors.Is(err, ErrBreakerOpen):
 		return "token endpoint circuit breaker open"
 	case errors.As(err, &ee) && plainCode(ee.Code):

@@ -120,6 +120,9 @@ var explanations = []struct{ prefix, text string }{
 	{"token endpoint answered 5", "Lightspeed's login service had an internal error. lsproxy retries by itself; nothing to do unless it lasts."},
 	{"token endpoint answered 429", "Lightspeed rate-limited token requests. lsproxy retries by itself."},
 	{"token endpoint answered", "Lightspeed's login service refused the request. If this repeats, check the OAuth client id and secret."},
+	{"held back: many tenants", "Lightspeed rejected several merchants' authorizations within minutes, which usually means a configuration problem (client id or secret) rather than merchants leaving. lsproxy did not flag this tenant; check the OAuth client settings."},
+	{"flag reverted", "The flag was lifted again: it was one of many rejections at once (a configuration problem, not the merchant). Nothing to send the merchant."},
+	{"the stored grant worked again", "A retry of the stored authorization succeeded; the tenant works again."},
 	{"first authorization", "The merchant connected their Lightspeed account."},
 	{"re-authorized after", "The merchant connected their account again and the tenant recovered."},
 	{"re-authorized while active", "The merchant connected their account again (the tenant was already working)."},
@@ -142,7 +145,8 @@ var eventKinds = map[string]string{
 	store.EventFlagged:       "Flagged: needs re-authorization",
 	store.EventAuthorized:    "Merchant authorized",
 	store.EventImported:      "Imported",
-	store.EventRetried:       "Flag cleared by retry",
+	store.EventRetried:       "Recovered by retry",
+	store.EventUnflagged:     "Flag reverted",
 }
 
 func eventText(kind string) string {

@@ -12,7 +12,8 @@ const (
 	EventFlagged       = "flagged"        // the tenant now needs the merchant to re-authorize
 	EventAuthorized    = "authorized"     // the merchant completed the OAuth flow
 	EventImported      = "imported"       // an operator imported tokens
-	EventRetried       = "retried"        // an operator cleared a flag to try the stored grant again
+	EventRetried       = "retried"        // a retry of a flagged tenant's stored grant succeeded
+	EventUnflagged     = "unflagged"      // the mass invalid_grant guard reverted a flag
 )
 
 // Event is one state change of a tenant, as an operator sees it. It never
@@ -50,4 +51,16 @@ func (t *Tenant) Record(at time.Time, kind, reason string) {
 		h = h[len(h)-MaxHistory:]
 	}
 	t.History = h
+}
+
+// authorizedReason says what an authorization ends, from the record
+// before it (fixed words, never a value).
+func (t *Tenant) authorizedReason() string {
+	switch {
+	case t.AuthorizedAt.IsZero() && t.RefreshToken == "":
+		return "first authorization"
+	case t.Status != StatusActive:
+		return "re-authorized after: " + t.Reason
+	}
+	return "re-authorized while active"
 }
