@@ -32,3 +32,33 @@ func TestTenantRecord(t *testing.T) {
 		t.Fatalf("bounded: %d events, last %+v", len(tn.History), tn.History[len(tn.History)-1])
 	}
 }
+
+// Every state method leaves its event in the history, with fixed words.
+func TestStateMethodsRecord(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	tn := &Tenant{ID: "acme"}
+	tn.Authorize(Tokens{Access: "AT", Refresh: "RT"}, t0)
+	tn.ApplyGrant(Tokens{Access: "AT2"}, t0.Add(time.Minute))
+	tn.Flag("refresh token rejected by the provider (invalid_grant)", t0.Add(2*time.Minute))
+	tn.Unflag(t0.Add(3 * time.Minute))
+	tn.Flag("refresh token rejected by the provider (invalid_grant)", t0.Add(4*time.Minute))
+	tn.ApplyGrant(Tokens{Access: "AT3"}, t0.Add(5*time.Minute)) // a successful retry
+	tn.Authorize(Tokens{Access: "AT4", Refresh: "RT4"}, t0.Add(6*time.Minute))
+	tn.Import(Tokens{Access: "AT5", Refresh: "RT5"}, t0.Add(7*time.Minute))
+	var kinds []string
+	for _, e := range tn.History {
+		kinds = append(kinds, e.Kind+":"+e.Reason)
+	}
+	want := []string{"authorized:first authorization", "refreshed:", "flagged:refresh token rejected by the provider (invalid_grant)",
+		"unflagged:flag reverted: one of many invalid_grant answers at once (configuration)",
+		"flagged:refresh token rejected by the provider (invalid_grant)", "retried:the stored grant worked again",
+		"authorized:re-authorized while active", "imported:tokens imported through the admin API"}
+	if len(kinds) != len(want) {
+		t.Fatalf("history %q", kinds)
+	}
+	for i := range want {
+		if kinds[i] != want[i] {
+			t.Errorf("event %d: %q, want %q", i, kinds[i], want[i])
+		}
+	}
+}
