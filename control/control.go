@@ -1,6 +1,3 @@
-// Package control serves lsproxy's control listener: health, readiness,
-// Prometheus metrics, the admin API, the operator console and the OAuth
-// callback.
 package control
 
 import (

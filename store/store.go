@@ -1,9 +1,3 @@
-// Package store keeps tenant records, per-tenant locks and one-time values.
-//
-// Two implementations share one contract (see conformance_test.go): Redis
-// (distributed, for any number of replicas) and an embedded bbolt file (one
-// process at a time). Access and refresh tokens are sealed with AES-256-GCM
-// before they reach either backend (see seal.go).
 package store
 
 import (
@@ -152,7 +146,9 @@ type Store interface {
 	// Subscribe delivers the id of every tenant that is written or deleted,
 	// by any process sharing the store, until ctx is done; the channel is
 	// then closed. Delivery is best effort (a slow reader may miss ids);
-	// callers keep a bounded cache lifetime as a fallback.
+	// callers keep a bounded cache lifetime as a fallback. An empty id
+	// means ids may have been lost since the last one (a slow reader, a
+	// reconnect): treat every tenant as changed.
 	Subscribe(ctx context.Context) (<-chan string, error)
 
 	// Ping reports whether the backend answers.
