@@ -196,7 +196,7 @@ func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, 
 	default:
 		m.opts.Metrics.refresh("transient")
 		m.log.Warn("refresh failed", zap.String("tenant", tenant), zap.Error(err))
-		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, true), err)
+		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, err), err)
 	}
 }
 
@@ -262,7 +262,7 @@ func (m *Manager) mark(ctx context.Context, cur *store.Tenant, l *lease) (*store
 	if errors.Is(err, store.ErrNotAcked) {
 		m.opts.Metrics.refresh("not_acked")
 		m.log.Warn("refresh not sent: replicas did not acknowledge the lock and mark", zap.String("tenant", cur.ID), zap.Error(err))
-		m.undoMark(ctx, marked, cur.RefreshInFlight, false)
+		m.undoMark(ctx, marked, cur.RefreshInFlight, nil)
 		return nil, &UnavailableError{Tenant: cur.ID, RetryAfter: time.Second, Err: err}
 	}
 	if err != nil {
@@ -383,7 +383,7 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 			m.opts.Metrics.held()
 			m.log.Warn("invalid_grant not acted on: the refresh token is kept and the tenant not flagged",
 				zap.String("tenant", cur.ID), zap.Bool("guard_tripped", v.tripped), zap.Int("rejected_tenants", v.tenants))
-			return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, true), errGuardHeld)
+			return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, errGuardHeld), errGuardHeld)
 		}
 	}
 	flagged, err := store.Update(gctx, m.store, cur.ID, func(t *store.Tenant) error {
@@ -416,10 +416,10 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 const ReasonInterrupted = "refresh token consumed by an interrupted refresh"
 
 // 7. undoMark removes this refresh's mark after it failed without
-// consuming the refresh token (failure counts it), or before anything was
-// sent. It never touches a mark that is not ours, and returns the record
+// consuming the refresh token (a non-nil failure is counted and recorded
+// in the history in fixed words), or before anything was sent. It never touches a mark that is not ours, and returns the record
 // as it is known after the attempt.
-func (m *Manager) undoMark(ctx context.Context, marked *store.Tenant, interrupted, failure bool) *store.Tenant {
+func (m *Manager) undoMark(ctx context.Context, marked *store.Tenant, interrupted bool, failure error) *store.Tenant {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
 	defer cancel()
 	next, err := store.Update(pctx, m.store, marked.ID, func(t *store.Tenant) error {
@@ -428,8 +428,10 @@ func (m *Manager) undoMark(ctx context.Context, marked *store.Tenant, interrupte
 		}
 		failures := t.FailureCount
 		t.UndoMark(interrupted, m.now())
-		if !failure {
+		if failure == nil {
 			t.FailureCount = failures
+		} else {
+			t.Record(m.now(), store.EventRefreshFailed, failureReason(failure))
 		}
 		return nil
 	})

@@ -48,6 +48,7 @@ type TenantView struct {
 	Account     *store.Account   `json:"account,omitempty"`
 	Locations   []store.Location `json:"locations,omitempty"`
 	LocationsAt *time.Time       `json:"locations_at,omitempty"`
+	History     []store.Event    `json:"history,omitempty"`
 }
 
 func ts(t time.Time) *time.Time {
@@ -67,6 +68,7 @@ func View(t *store.Tenant) TenantView {
 		FailureCount: t.FailureCount, RefreshInFlight: t.RefreshInFlight, HasRefreshToken: t.RefreshToken != "",
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt), Version: t.Version, Extra: t.Extra,
 		Account: t.Account, Locations: t.Locations, LocationsAt: ts(t.LocationsAt),
+		History: t.History,
 	}
 }
 
