@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -90,7 +91,16 @@ func (s *Server) Handler() http.Handler {
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))
 	mux.HandleFunc("GET /oauth/callback", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeCallback }))
-	return mux
+	return withRequestID(mux)
+}
+
+// withRequestID sets X-Request-Id on every response (the caller's when
+// valid, else a new one, as on the proxy listener); error bodies quote it.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", proxy.RequestID(r))
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) onboarding(pick func(Onboarding) http.HandlerFunc) http.HandlerFunc {
@@ -145,7 +155,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("X-Lsproxy-Error", code)
-	writeJSON(w, status, map[string]string{"error": code, "message": msg})
+	writeJSON(w, status, withID(w, map[string]string{"error": code, "message": msg}))
+}
+
+// withID adds the response's X-Request-Id to an error body.
+func withID(w http.ResponseWriter, body map[string]string) map[string]string {
+	if id := w.Header().Get("X-Request-Id"); id != "" {
+		body["request_id"] = id
+	}
+	return body
 }
 
 // adminError is the one place that maps admin-path errors to responses.
@@ -158,8 +176,8 @@ func adminError(w http.ResponseWriter, tenant string, err error) {
 		writeJSONError(w, http.StatusNotFound, "unknown_tenant", "no such tenant: "+tenant)
 	case errors.As(err, &reauth):
 		w.Header().Set("X-Lsproxy-Error", "reauthorization_required")
-		writeJSON(w, http.StatusConflict, map[string]string{"error": "reauthorization_required",
-			"message": "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link", "reason": reauth.Reason, "tenant": tenant})
+		writeJSON(w, http.StatusConflict, withID(w, map[string]string{"error": "reauthorization_required",
+			"message": "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link", "reason": reauth.Reason, "tenant": tenant}))
 	case errors.As(err, &unavail):
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(unavail.RetryAfter.Seconds()))))
 		writeJSONError(w, http.StatusServiceUnavailable, "token_unavailable", "the token endpoint or the store is unavailable; retry later")

@@ -1763,7 +1763,7 @@ func buildImage(t *testing.T, version string) image {
 			buildStage = s
 			var err error
 			vars, _, err = stageVars(s, i, map[string]string{
-				"VERSION": version, "TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH,
+				"VERSION": version, "REVISION": stampedRevision, "TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -1859,7 +1859,10 @@ func imageEnv(img image, overrides ...string) []string {
 	return out
 }
 
-const stampedVersion = "v0.0.0-deploytest+abc123"
+const (
+	stampedVersion  = "v0.0.0-deploytest+abc123"
+	stampedRevision = "0123456789abcdef0123456789abcdef01234567"
+)
 
 // TestDockerfileBuild builds the binary exactly as the image does, then
 // runs it as the image would: the stamped version, static linking, the
@@ -1870,8 +1873,9 @@ func TestDockerfileBuild(t *testing.T) {
 
 	t.Run("version", func(t *testing.T) {
 		out, stderr, err := run(t, ".", imageEnv(img), img.binary, "version")
-		if err != nil || strings.TrimSpace(out) != "lsproxy "+stampedVersion {
-			t.Fatalf("lsproxy version = %q (%v %s), want %q", out, err, stderr, "lsproxy "+stampedVersion)
+		want := "lsproxy " + stampedVersion + " (revision " + stampedRevision[:12] + ", " + runtime.Version() + ", "
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(out), want) {
+			t.Fatalf("lsproxy version = %q (%v %s), want %q...", out, err, stderr, want)
 		}
 		if len(img.entrypoint) == 0 || img.entrypoint[0] != img.path {
 			t.Errorf("ENTRYPOINT %q does not run the built binary %s", img.entrypoint, img.path)

@@ -43,6 +43,8 @@ type errorBody struct {
 	Message string `json:"message"`
 	Tenant  string `json:"tenant,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// RequestID is the request's X-Request-Id, to quote in a support request.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // errorResponse is the one place that maps an error to a status, code and
@@ -90,9 +92,9 @@ func isTimeout(err error) bool {
 }
 
 // writeError answers err as lsproxy's JSON error and returns its code.
-func writeError(w http.ResponseWriter, tenant string, err error) string {
+func writeError(w http.ResponseWriter, tenant, requestID string, err error) string {
 	status, body, retryAfter := errorResponse(err)
-	body.Tenant = tenant
+	body.Tenant, body.RequestID = tenant, requestID
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Lsproxy-Error", body.Error)

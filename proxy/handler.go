@@ -48,9 +48,10 @@ type Handler struct {
 	// Transport sends upstream requests; nil means NewTransport(30s).
 	Transport http.RoundTripper
 	// Authenticate checks the caller before anything else; nil means no
-	// caller authentication. It returns ErrProxyAuthRequired or
+	// caller authentication. It returns the caller's key id (for the
+	// request log; "" when unknown), and ErrProxyAuthRequired or
 	// ErrTenantNotAllowed to refuse.
-	Authenticate func(r *http.Request, tenant string) error
+	Authenticate func(r *http.Request, tenant string) (caller string, err error)
 	// Logger gets one line per request; nil means no request log.
 	Logger *zap.Logger
 	// Metrics; nil means none recorded.
@@ -64,6 +65,8 @@ type Handler struct {
 // reqState travels in the request context from ServeHTTP to the transport.
 type reqState struct {
 	tenant       string
+	requestID    string // X-Request-Id: returned to the caller, sent upstream
+	caller       string // the caller's key id, "" without caller authentication
 	upstreamTime time.Duration
 	errCode      string
 	replayed     bool
@@ -100,6 +103,9 @@ func (h *Handler) Init() error {
 		Transport:    &tokenTransport{h: h, base: h.Transport},
 		BufferPool:   bufferPool{},
 		ErrorHandler: h.proxyError,
+		// The caller already has X-Request-Id (set in ServeHTTP); the
+		// upstream's copy, the same id or its own, would duplicate it.
+		ModifyResponse: func(resp *http.Response) error { resp.Header.Del(requestIDHeader); return nil },
 		// FlushInterval stays 0: ReverseProxy itself flushes streaming
 		// responses (text/event-stream, unknown length) after every write.
 		// -1 for every response cost a timer, a goroutine and a separate
@@ -112,7 +118,8 @@ func (h *Handler) Init() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	st := &reqState{}
+	st := &reqState{requestID: RequestID(r)}
+	w.Header().Set(requestIDHeader, st.requestID)
 	tenant, err := h.tenantOf(r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		// TRACE would have an upstream echo the request, injected token
@@ -120,10 +127,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = ErrMethodNotAllowed
 	}
 	if err == nil && h.Authenticate != nil {
-		err = h.Authenticate(r, tenant)
+		st.caller, err = h.Authenticate(r, tenant)
 	}
 	if err != nil {
-		st.errCode = writeError(sw, tenant, err)
+		st.errCode = writeError(sw, tenant, st.requestID, err)
 	} else {
 		st.tenant = tenant
 		h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
@@ -157,6 +164,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	hd.Del("Authorization")
 	hd.Del("Proxy-Authorization")
 	hd.Del("Cookie") // never forward the caller's cookies to the merchant's API
+	if st, _ := pr.In.Context().Value(ctxKey{}).(*reqState); st != nil {
+		hd.Set(requestIDHeader, st.requestID) // the caller's (when valid) or ours
+	}
 }
 
 // proxyError is ReverseProxy's ErrorHandler: every failure after tenant
@@ -171,10 +181,11 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		w.WriteHeader(499)
 		return
 	}
-	code := writeError(w, st.tenant, err)
-	if st != nil {
-		st.errCode = code
+	if st == nil {
+		writeError(w, "", "", err)
+		return
 	}
+	st.errCode = writeError(w, st.tenant, st.requestID, err)
 }
 
 func (h *Handler) finish(r *http.Request, sw *statusWriter, st *reqState, tenant string, d time.Duration) {
@@ -193,16 +204,22 @@ func (h *Handler) finish(r *http.Request, sw *statusWriter, st *reqState, tenant
 			zap.Duration("upstream_latency", st.upstreamTime),
 			zap.String("error", st.errCode),
 			zap.Bool("replayed", st.replayed),
-			zap.String("request_id", requestID(r)),
+			zap.String("request_id", st.requestID),
+			zap.String("caller", st.caller),
 		)
 	}
 }
 
-// requestID returns the caller's X-Request-Id when it is short and
-// printable, or a new random one.
-func requestID(r *http.Request) string {
-	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && ValidTenantID(id) {
-		return id
+// requestIDHeader correlates a request across the caller, lsproxy's log
+// and error body, and the upstream.
+const requestIDHeader = "X-Request-Id"
+
+// RequestID returns the caller's X-Request-Id when it is one short token
+// of [A-Za-z0-9._:-] (UUIDs and the usual trace ids), or a new random one:
+// anything else could forge log lines or carry a secret into the logs.
+func RequestID(r *http.Request) string {
+	if v := r.Header[requestIDHeader]; len(v) == 1 && len(v[0]) <= 64 && ValidTenantID(v[0]) {
+		return v[0]
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
