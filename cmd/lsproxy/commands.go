@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/lsproxy/lsproxy/config"
@@ -191,12 +193,15 @@ func loadConfig(mode, path string, stderr io.Writer) (config.Config, int) {
 	cfg, err := config.Load(path, os.Environ())
 	if err != nil {
 		problems = append(problems, unjoin(err)...)
-		if errors.Is(err, config.ErrFile) {
-			cfg = config.Config{}
-		}
 	}
-	if !errors.Is(err, config.ErrFile) {
+	if !errors.Is(err, config.ErrFileUnusable) {
 		problems = append(problems, cfg.Validate(mode)...)
+	}
+	if mode == config.ModeCheck {
+		// serve only warns (startupLog): an unknown variable is most
+		// likely a typo, but refusing to start over one would turn a
+		// stray variable into an outage.
+		problems = append(problems, config.UnknownEnv(os.Environ(), clientEnv...)...)
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(stderr, "lsproxy: %d configuration problem(s):\n", len(problems))
@@ -276,4 +281,15 @@ func printConfig(w io.Writer, cfg config.Config) error {
 	fmt.Fprintln(w, "# effective configuration (secrets redacted)")
 	_, err = w.Write(b)
 	return err
+}
+
+// startupLog writes the build and every unknown LSPROXY_* variable (a
+// warning each) to the log of serve.
+func startupLog(log *zap.Logger) {
+	b := currentBuild()
+	log.Info("lsproxy starting", zap.String("version", b.Version), zap.String("revision", b.Revision),
+		zap.String("goversion", b.GoVersion), zap.String("platform", b.Platform))
+	for _, err := range config.UnknownEnv(os.Environ(), clientEnv...) {
+		log.Warn("unknown environment variable ignored", zap.String("problem", strings.TrimPrefix(err.Error(), "config: ")))
+	}
 }

@@ -134,7 +134,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		HTTPClient:   &http.Client{Transport: proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.TokenTimeout, MaxIdleConnsPerHost: 16})},
 	}
 
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 	var notifier *auth.Notifier
 	if cfg.WebhookURL != "" {
 		notifier = &auth.Notifier{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.Named("webhook")}
@@ -243,6 +243,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	defer log.Sync()
+	startupLog(log)
 	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err

@@ -2,6 +2,8 @@ package main
 
 import (
 	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -64,3 +66,15 @@ var currentBuild = sync.OnceValue(func() buildInfo {
 	b.Revision = strings.TrimSpace(b.Revision)
 	return b
 })
+
+// buildInfoGauge is lsproxy_build_info{version,revision,goversion} = 1.
+func buildInfoGauge() prometheus.Collector {
+	b := currentBuild()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "lsproxy_build_info",
+		Help:        "Always 1; the labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Revision, "goversion": b.GoVersion},
+	})
+	g.Set(1)
+	return g
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -179,3 +180,56 @@ func TestCLITenants(t *testing.T) {
 
 // exitCodeNoEndpoint is the CLI's exit for an admin endpoint the server lacks.
 const exitCodeNoEndpoint = 1
+
+// TestCheckConfigOperators: unknown LSPROXY_* variables are a problem with a
+// suggestion in check-config and a warning in serve; YAML type errors and
+// environment problems are reported together in the file's terms;
+// --print shows the effective configuration with every secret redacted.
+func TestCheckConfigOperators(t *testing.T) {
+	emu := startEmulator(t, emulator.Config{})
+	env := with(baseEnv(emu), "LSPROXY_DATA_DIR", t.TempDir(), "LSPROXY_REDIS_ULR", "redis://127.0.0.1:1/0")
+
+	r := runCLI(t, env, "check-config")
+	if r.code != 1 || !strings.Contains(r.stderr, "LSPROXY_REDIS_ULR (did you mean LSPROXY_REDIS_URL?)") {
+		t.Errorf("check-config with a mistyped variable: exit %d\n%s", r.code, r.stderr)
+	}
+
+	p := startProxy(t, env)
+	if !strings.Contains(p.Logs(), `"msg":"unknown environment variable ignored","problem":"unknown environment variable: LSPROXY_REDIS_ULR (did you mean LSPROXY_REDIS_URL?)"`) {
+		t.Errorf("serve did not warn:\n%s", p.Logs())
+	}
+	if !regexp.MustCompile(`"msg":"lsproxy starting","version":"[^"]+","revision":"[^"]+","goversion":"go1\.`).MatchString(p.Logs()) {
+		t.Errorf("no build in the startup log:\n%s", p.Logs())
+	}
+	m, err := do(context.Background(), "GET", p.ControlURL+"/metrics", nil, nil)
+	if err != nil || !regexp.MustCompile(`(?m)^lsproxy_build_info\{goversion="go1\.[^"]+",revision="[^"]+",version="[^"]+"\} 1$`).Match(m.Body) {
+		t.Errorf("no lsproxy_build_info: %v", err)
+	}
+
+	good := with(env, "LSPROXY_REDIS_ULR", "", "LSPROXY_WEBHOOK_SECRET", "whsec-"+randomHex(8), "LSPROXY_WEBHOOK_URL", "https://hooks.example/x")
+	r = runCLI(t, good, "check-config", "--print")
+	if r.code != 0 || !strings.Contains(r.stdout, "configuration OK") || !strings.Contains(r.stdout, "client_id: "+good["LSPROXY_CLIENT_ID"]) {
+		t.Errorf("check-config --print: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, k := range []string{"LSPROXY_CLIENT_SECRET", "LSPROXY_ENCRYPTION_KEY", "LSPROXY_ADMIN_TOKEN", "LSPROXY_WEBHOOK_SECRET"} {
+		if strings.Contains(r.stdout, good[k]) {
+			t.Errorf("check-config --print shows %s", k)
+		}
+	}
+
+	file := t.TempDir() + "/lsproxy.yaml"
+	writeFileE2E(t, file, "refresh_before: soon\nlissen: x\nbreaker_failures: 3\n")
+	r = runCLI(t, with(good, "LSPROXY_LOCK_TTL", "long"), "check-config", "--config", file)
+	for _, want := range []string{`line 1: refresh_before: "soon" is not a duration`, `line 2: unknown key "lissen" (did you mean "listen"?)`, "LSPROXY_LOCK_TTL"} {
+		if r.code != 1 || !strings.Contains(r.stderr, want) {
+			t.Errorf("check-config --config: exit %d, stderr lacks %q:\n%s", r.code, want, r.stderr)
+		}
+	}
+}
+
+func writeFileE2E(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
