@@ -38,10 +38,10 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/emulator"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 const benchTenants = 10000

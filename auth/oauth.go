@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -79,7 +79,7 @@ func (c *OAuthClient) config(t *store.Tenant, redirectURL string) (*oauth2.Confi
 		if t != nil {
 			dp = t.Extra["domain_prefix"]
 		}
-		if !validDomainPrefix(dp) {
+		if !ValidDomainPrefix(dp) {
 			return nil, errors.New("auth: tenant has no valid domain_prefix for the token URL")
 		}
 		tokenURL = strings.ReplaceAll(tokenURL, "{domain_prefix}", dp)
@@ -93,9 +93,10 @@ func (c *OAuthClient) config(t *store.Tenant, redirectURL string) (*oauth2.Confi
 	}, nil
 }
 
-// validDomainPrefix keeps a merchant-supplied host label from steering the
+// ValidDomainPrefix reports whether s is a usable X-Series domain_prefix
+// (one host label). It keeps a merchant-supplied host label from steering the
 // token request (and the client secret) to another host.
-func validDomainPrefix(s string) bool {
+func ValidDomainPrefix(s string) bool {
 	if s == "" || len(s) > 63 {
 		return false
 	}
@@ -226,23 +227,7 @@ func classify(err error, wrote bool) error {
 		return context.Canceled
 	}
 	if wrote {
-		return fmt.Errorf("%w: %s", ErrOutcomeUnknown, netReason(err))
+		return fmt.Errorf("%w: %s", ErrOutcomeUnknown, httperr.NetReason(err))
 	}
-	return fmt.Errorf("auth: token endpoint unreachable: %s", netReason(err))
-}
-
-// netReason describes a transport error without URLs or bodies.
-func netReason(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		return oe.Op + " error"
-	}
-	return "connection error"
+	return fmt.Errorf("auth: token endpoint unreachable: %s", httperr.NetReason(err))
 }

@@ -16,8 +16,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/lsproxy/lsproxy/auth"
-	"github.com/lsproxy/lsproxy/store"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // The presets SPEC §2 names for LSPROXY_PROVIDER.

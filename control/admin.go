@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -62,8 +62,8 @@ func View(t *store.Tenant) TenantView {
 // when invalid.
 func pathTenant(w http.ResponseWriter, r *http.Request) string {
 	id := r.PathValue("id")
-	if !proxy.ValidTenantID(id) {
-		writeJSONError(w, http.StatusBadRequest, "invalid_tenant", "the tenant id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+	if !store.ValidTenantID(id) {
+		httperr.Write(w, httperr.Error{Kind: httperr.InvalidTenant})
 		return ""
 	}
 	return id
@@ -84,12 +84,9 @@ var adminActions = map[string]string{
 // the tenant, the status and the remote address. Never a header or a body.
 func (s *Server) audited(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &httperr.StatusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		status := sw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
+		status := sw.StatusOr200()
 		who, action, level := "admin-token", adminActions[r.Pattern], zap.InfoLevel
 		switch {
 		case status == http.StatusUnauthorized && sw.Header().Get("WWW-Authenticate") != "":
@@ -100,7 +97,7 @@ func (s *Server) audited(next http.Handler) http.Handler {
 			action = "unknown"
 		}
 		tenant := r.PathValue("id")
-		if !proxy.ValidTenantID(tenant) {
+		if !store.ValidTenantID(tenant) {
 			tenant = "" // never log what is not a tenant id
 		}
 		if ce := s.Logger.Check(level, "admin"); ce != nil {
@@ -109,28 +106,6 @@ func (s *Server) audited(next http.Handler) http.Handler {
 		}
 	})
 }
-
-// statusWriter records the status written.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	id := pathTenant(w, r)
@@ -142,7 +117,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		adminError(w, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, View(t))
+	httperr.WriteJSON(w, http.StatusOK, View(t))
 }
 
 // importBody is PUT /admin/tenants/{id}.
@@ -184,15 +159,15 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", "the body must be a JSON object with refresh_token, optional access_token and expires_in: "+jsonProblem(err))
+		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Tenant: id, Detail: jsonProblem(err)})
 		return
 	}
 	if dec.More() {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", "the body must hold one JSON object")
+		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Tenant: id, Detail: "more than one JSON value"})
 		return
 	}
 	if err := body.validate(); err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", err.Error())
+		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Tenant: id, Detail: err.Error()})
 		return
 	}
 	now := s.Now()
@@ -246,7 +221,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		if expect == 0 {
 			status = http.StatusCreated
 		}
-		writeJSON(w, status, View(next))
+		httperr.WriteJSON(w, status, View(next))
 		return
 	}
 	adminError(w, id, store.ErrConflict)
@@ -300,7 +275,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 		adminError(w, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, View(t))
+	httperr.WriteJSON(w, http.StatusOK, View(t))
 }
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
@@ -309,7 +284,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.Onboarding == nil {
-		writeJSONError(w, http.StatusServiceUnavailable, "onboarding_disabled", "onboarding needs LSPROXY_REDIRECT_URL")
+		httperr.Write(w, httperr.Error{Kind: httperr.OnboardingDisabled, Tenant: id})
 		return
 	}
 	link, err := s.Onboarding.AuthorizeLink(r.Context(), id)
@@ -317,5 +292,5 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		adminError(w, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"authorize_url": link, "tenant": id})
+	httperr.WriteJSON(w, http.StatusOK, map[string]string{"authorize_url": link, "tenant": id})
 }

@@ -6,10 +6,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +15,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lsproxy/lsproxy/auth"
-	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -60,6 +59,8 @@ type Onboarding interface {
 	ServeCallback(w http.ResponseWriter, r *http.Request)
 }
 
+var _ Onboarding = (*onboard.Onboarder)(nil)
+
 // Handler returns the control listener's mux.
 func (s *Server) Handler() http.Handler {
 	if s.Logger == nil {
@@ -98,7 +99,7 @@ func (s *Server) Handler() http.Handler {
 // valid, else a new one, as on the proxy listener); error bodies quote it.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Request-Id", proxy.RequestID(r))
+		w.Header().Set(httperr.RequestIDHeader, httperr.RequestID(r))
 		next.ServeHTTP(w, r)
 	})
 }
@@ -106,7 +107,7 @@ func withRequestID(next http.Handler) http.Handler {
 func (s *Server) onboarding(pick func(Onboarding) http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.Onboarding == nil {
-			http.Error(w, "onboarding is not configured (LSPROXY_REDIRECT_URL)", http.StatusServiceUnavailable)
+			httperr.Write(w, httperr.Error{Kind: httperr.OnboardingDisabled})
 			return
 		}
 		pick(s.Onboarding)(w, r)
@@ -131,7 +132,7 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(s.AdminToken))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.AdminToken == "" {
-			writeJSONError(w, http.StatusNotFound, "admin_disabled", "the admin API is disabled: set LSPROXY_ADMIN_TOKEN")
+			httperr.Write(w, httperr.Error{Kind: httperr.AdminDisabled})
 			return
 		}
 		const prefix = "Bearer "
@@ -139,55 +140,31 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 		got := sha256.Sum256([]byte(h[min(len(prefix), len(h)):]))
 		if len(h) < len(prefix) || h[:len(prefix)] != prefix || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="lsproxy-admin"`)
-			writeJSONError(w, http.StatusUnauthorized, "unauthorized", "a valid admin token is required in Authorization: Bearer <token>")
+			httperr.Write(w, httperr.Error{Kind: httperr.AdminUnauthorized})
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("X-Lsproxy-Error", code)
-	writeJSON(w, status, withID(w, map[string]string{"error": code, "message": msg}))
-}
-
-// withID adds the response's X-Request-Id to an error body.
-func withID(w http.ResponseWriter, body map[string]string) map[string]string {
-	if id := w.Header().Get("X-Request-Id"); id != "" {
-		body["request_id"] = id
-	}
-	return body
-}
-
-// adminError is the one place that maps admin-path errors to responses.
-// Messages are fixed texts, never an error's string.
+// adminError is the one place that maps admin-path errors to answers.
 func adminError(w http.ResponseWriter, tenant string, err error) {
+	e := httperr.Error{Kind: httperr.StoreUnavailable, Tenant: tenant}
 	var reauth *auth.ReauthError
 	var unavail *auth.UnavailableError
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, auth.ErrUnknownTenant):
-		writeJSONError(w, http.StatusNotFound, "unknown_tenant", "no such tenant: "+tenant)
+		e.Kind = httperr.UnknownTenant
 	case errors.As(err, &reauth):
-		w.Header().Set("X-Lsproxy-Error", "reauthorization_required")
-		writeJSON(w, http.StatusConflict, withID(w, map[string]string{"error": "reauthorization_required",
-			"message": "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link", "reason": reauth.Reason, "tenant": tenant}))
+		e.Kind, e.Reason = httperr.AdminReauthorization, reauth.Reason
 	case errors.As(err, &unavail):
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(unavail.RetryAfter.Seconds()))))
-		writeJSONError(w, http.StatusServiceUnavailable, "token_unavailable", "the token endpoint or the store is unavailable; retry later")
+		e.Kind, e.RetryAfter = httperr.AdminTokenUnavailable, unavail.RetryAfter
 	case errors.Is(err, store.ErrConflict):
-		writeJSONError(w, http.StatusConflict, "conflict", "the tenant changed concurrently; retry")
-	case errors.Is(err, auth.ErrOnboardingConfig):
-		writeJSONError(w, http.StatusServiceUnavailable, "onboarding_misconfigured", "onboarding is misconfigured; see the server log")
+		e.Kind = httperr.Conflict
+	case errors.Is(err, onboard.ErrMisconfigured):
+		e.Kind = httperr.OnboardingMisconfigured
 	case errors.Is(err, store.ErrDecrypt):
-		writeJSONError(w, http.StatusInternalServerError, "decrypt_failed", "the tenant record cannot be decrypted with the configured keys")
-	default:
-		writeJSONError(w, http.StatusServiceUnavailable, "store_unavailable", "the store did not answer; retry later")
+		e.Kind = httperr.DecryptFailed
 	}
+	httperr.Write(w, e)
 }

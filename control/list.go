@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -30,13 +31,13 @@ func parseListQuery(w http.ResponseWriter, r *http.Request) (listQuery, bool) {
 	q := r.URL.Query()
 	lq := listQuery{status: store.Status(q.Get("status")), limit: defaultListLimit}
 	if lq.status != "" && lq.status != store.StatusActive && lq.status != store.StatusReauthorizationRequired {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", "status must be active or reauthorization_required")
+		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "status must be active or reauthorization_required"})
 		return lq, false
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxListLimit {
-			writeJSONError(w, http.StatusBadRequest, "bad_request", "limit must be an integer from 1 to "+strconv.Itoa(maxListLimit))
+			httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "limit must be an integer from 1 to " + strconv.Itoa(maxListLimit)})
 			return lq, false
 		}
 		lq.limit = n
@@ -44,7 +45,7 @@ func parseListQuery(w http.ResponseWriter, r *http.Request) (listQuery, bool) {
 	if v := q.Get("cursor"); v != "" {
 		b, err := base64.RawURLEncoding.DecodeString(v)
 		if err != nil || !store.ValidTenantID(string(b)) {
-			writeJSONError(w, http.StatusBadRequest, "bad_request", "cursor is not one this server handed out (use next_cursor unchanged)")
+			httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "cursor is not one this server handed out (use next_cursor unchanged)"})
 			return lq, false
 		}
 		lq.after = string(b)
@@ -110,5 +111,5 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	if last != "" {
 		resp.NextCursor = encodeCursor(last)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	httperr.WriteJSON(w, http.StatusOK, resp)
 }

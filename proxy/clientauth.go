@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // ClientKey is one caller key: its id (for logs), the SHA-256 of the key and
@@ -50,7 +52,7 @@ func ParseClientKeys(raw []string) ([]ClientKey, error) {
 		seen[k.ID] = true
 		for _, p := range strings.Split(parts[2], ",") {
 			p = strings.TrimSpace(p)
-			if p != "*" && !ValidTenantID(strings.TrimSuffix(p, "*")) {
+			if p != "*" && !store.ValidTenantID(strings.TrimSuffix(p, "*")) {
 				return nil, fmt.Errorf("proxy: client key #%d (%s): bad tenant pattern %q", i+1, k.ID, p)
 			}
 			k.Tenants = append(k.Tenants, p)

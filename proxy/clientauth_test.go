@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,12 +25,12 @@ func TestCallerAuthentication(t *testing.T) {
 		status                  int
 		code                    string
 	}{
-		{"no key", "", "acme", 401, CodeProxyAuthRequired},
-		{"wrong key", "Bearer lsk_wrong", "acme", 401, CodeProxyAuthRequired},
-		{"basic scheme", "Basic " + keyA, "acme", 401, CodeProxyAuthRequired},
+		{"no key", "", "acme", 401, httperr.ProxyAuthRequired.Code},
+		{"wrong key", "Bearer lsk_wrong", "acme", 401, httperr.ProxyAuthRequired.Code},
+		{"basic scheme", "Basic " + keyA, "acme", 401, httperr.ProxyAuthRequired.Code},
 		{"exact tenant", "Bearer " + keyA, "acme", 200, ""},
 		{"prefix tenant", "Bearer " + keyA, "chain-7", 200, ""},
-		{"not allowed", "Bearer " + keyA, "beta", 403, CodeTenantNotAllowed},
+		{"not allowed", "Bearer " + keyA, "beta", 403, httperr.TenantNotAllowed.Code},
 		{"wildcard", "Bearer " + keyB, "beta", 200, ""},
 	}
 	for _, c := range cases {

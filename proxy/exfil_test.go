@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // evilHost is a raw TCP listener standing for any host that is not the
@@ -463,7 +465,7 @@ func TestExfilTenantHeaderTricks(t *testing.T) {
 	}
 	x.tokens.askMu.Lock()
 	for _, a := range x.tokens.asked {
-		if !ValidTenantID(a) {
+		if !store.ValidTenantID(a) {
 			t.Errorf("TokenSource asked for invalid tenant %q", a)
 		}
 	}
@@ -483,7 +485,7 @@ func TestExfilTraceAndConnect(t *testing.T) {
 		"CONNECT " + x.evil.addr + " HTTP/1.1\r\nHost: " + x.evil.addr + "\r\nX-Tenant: acme\r\n\r\n",
 	} {
 		resp, all := x.raw(t, req)
-		if resp == nil || resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("X-Lsproxy-Error") != CodeMethodNotAllowed {
+		if resp == nil || resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("X-Lsproxy-Error") != httperr.MethodNotAllowed.Code {
 			t.Errorf("%q: got %v %s", req, resp, all)
 		}
 		noTokenIn(t, all)

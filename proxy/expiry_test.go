@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/httperr"
 )
 
 // nearExpiry hands out fakeTokens' tokens with an expiry left from now.
@@ -35,8 +36,8 @@ func TestUpstream401AtExpiryIsTokenUnavailable(t *testing.T) {
 		wantStatus int
 		wantCode   string
 	}{
-		{-50 * time.Millisecond, 503, CodeTokenUnavailable},
-		{200 * time.Millisecond, 503, CodeTokenUnavailable},
+		{-50 * time.Millisecond, 503, httperr.TokenUnavailable.Code},
+		{200 * time.Millisecond, 503, httperr.TokenUnavailable.Code},
 		{time.Minute, 401, ""}, // far from expiry: the upstream's 401 passes through
 	} {
 		var ft *fakeTokens

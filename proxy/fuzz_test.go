@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // tenantRE is the SPEC §2 tenant id syntax, the oracle for ValidTenantID.
@@ -49,9 +51,9 @@ func FuzzTenantHeader(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		valid := ValidTenantID(s)
+		valid := store.ValidTenantID(s)
 		if want := tenantRE.MatchString(s); valid != want {
-			t.Fatalf("ValidTenantID(%q) = %v, the regexp says %v", s, valid, want)
+			t.Fatalf("store.ValidTenantID(%q) = %v, the regexp says %v", s, valid, want)
 		}
 		req := httptest.NewRequest("GET", "/x", nil)
 		req.Header["X-Tenant"] = []string{s} // raw: no net/http validation in front
@@ -65,11 +67,11 @@ func FuzzTenantHeader(f *testing.F) {
 		tokens.mu.Unlock()
 		switch {
 		case s == "":
-			if rec.Code != http.StatusBadRequest || rec.Header().Get("X-Lsproxy-Error") != CodeMissingTenant {
+			if rec.Code != http.StatusBadRequest || rec.Header().Get("X-Lsproxy-Error") != httperr.MissingTenant.Code {
 				t.Fatalf("empty tenant: %d", rec.Code)
 			}
 		case !valid:
-			if rec.Code != http.StatusBadRequest || rec.Header().Get("X-Lsproxy-Error") != CodeInvalidTenant || len(asked) != 0 {
+			if rec.Code != http.StatusBadRequest || rec.Header().Get("X-Lsproxy-Error") != httperr.InvalidTenant.Code || len(asked) != 0 {
 				t.Fatalf("invalid tenant %q: %d, asked %q", s, rec.Code, asked)
 			}
 		default:

@@ -5,8 +5,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httputil"
@@ -17,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -105,7 +104,7 @@ func (h *Handler) Init() error {
 		ErrorHandler: h.proxyError,
 		// The caller already has X-Request-Id (set in ServeHTTP); the
 		// upstream's copy, the same id or its own, would duplicate it.
-		ModifyResponse: func(resp *http.Response) error { resp.Header.Del(requestIDHeader); return nil },
+		ModifyResponse: func(resp *http.Response) error { resp.Header.Del(httperr.RequestIDHeader); return nil },
 		// FlushInterval stays 0: ReverseProxy itself flushes streaming
 		// responses (text/event-stream, unknown length) after every write.
 		// -1 for every response cost a timer, a goroutine and a separate
@@ -117,9 +116,9 @@ func (h *Handler) Init() error {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
-	sw := &statusWriter{ResponseWriter: w}
-	st := &reqState{requestID: RequestID(r)}
-	w.Header().Set(requestIDHeader, st.requestID)
+	sw := &httperr.StatusWriter{ResponseWriter: w}
+	st := &reqState{requestID: httperr.RequestID(r)}
+	w.Header().Set(httperr.RequestIDHeader, st.requestID)
 	tenant, err := h.tenantOf(r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		// TRACE would have an upstream echo the request, injected token
@@ -130,7 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.caller, err = h.Authenticate(r, tenant)
 	}
 	if err != nil {
-		st.errCode = writeError(sw, tenant, st.requestID, err)
+		st.errCode = writeError(sw, tenant, err)
 	} else {
 		st.tenant = tenant
 		h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
@@ -143,14 +142,11 @@ func (h *Handler) tenantOf(r *http.Request) (string, error) {
 	if len(vals) == 0 || vals[0] == "" {
 		return "", ErrMissingTenant
 	}
-	if len(vals) > 1 || !ValidTenantID(vals[0]) {
+	if len(vals) > 1 || !store.ValidTenantID(vals[0]) {
 		return "", ErrInvalidTenant
 	}
 	return vals[0], nil
 }
-
-// ValidTenantID reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$.
-func ValidTenantID(s string) bool { return store.ValidTenantID(s) }
 
 // rewrite fixes the destination to Upstream and cleans the headers.
 // ReverseProxy has already removed hop-by-hop headers (including any named
@@ -165,7 +161,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	hd.Del("Proxy-Authorization")
 	hd.Del("Cookie") // never forward the caller's cookies to the merchant's API
 	if st, _ := pr.In.Context().Value(ctxKey{}).(*reqState); st != nil {
-		hd.Set(requestIDHeader, st.requestID) // the caller's (when valid) or ours
+		hd.Set(httperr.RequestIDHeader, st.requestID) // the caller's (when valid) or ours
 	}
 }
 
@@ -181,18 +177,18 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		w.WriteHeader(499)
 		return
 	}
-	if st == nil {
-		writeError(w, "", "", err)
-		return
+	tenant := ""
+	if st != nil {
+		tenant = st.tenant
 	}
-	st.errCode = writeError(w, st.tenant, st.requestID, err)
+	code := writeError(w, tenant, err)
+	if st != nil {
+		st.errCode = code
+	}
 }
 
-func (h *Handler) finish(r *http.Request, sw *statusWriter, st *reqState, tenant string, d time.Duration) {
-	status := sw.status
-	if status == 0 {
-		status = http.StatusOK
-	}
+func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState, tenant string, d time.Duration) {
+	status := sw.StatusOr200()
 	h.Metrics.observe(status, st.errCode, d)
 	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
@@ -209,45 +205,6 @@ func (h *Handler) finish(r *http.Request, sw *statusWriter, st *reqState, tenant
 		)
 	}
 }
-
-// requestIDHeader correlates a request across the caller, lsproxy's log
-// and error body, and the upstream.
-const requestIDHeader = "X-Request-Id"
-
-// RequestID returns the caller's X-Request-Id when it is one short token
-// of [A-Za-z0-9._:-] (UUIDs and the usual trace ids), or a new random one:
-// anything else could forge log lines or carry a secret into the logs.
-func RequestID(r *http.Request) string {
-	if v := r.Header[requestIDHeader]; len(v) == 1 && len(v[0]) <= 64 && ValidTenantID(v[0]) {
-		return v[0]
-	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// statusWriter records the status; Unwrap lets http.ResponseController
-// (used by ReverseProxy to flush) reach the real writer.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.
 type bufferPool struct{}

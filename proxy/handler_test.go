@@ -20,6 +20,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // fakeTokens is a hand-written TokenSource for unit tests.
@@ -209,13 +211,13 @@ func TestTenantErrors(t *testing.T) {
 		status       int
 		code         string
 	}{
-		{"missing", "", 400, CodeMissingTenant},
-		{"invalid chars", "acme/../x", 400, CodeInvalidTenant},
-		{"leading dot", ".acme", 400, CodeInvalidTenant},
-		{"too long", long, 400, CodeInvalidTenant},
-		{"unknown", "nobody", 404, CodeUnknownTenant},
-		{"flagged", "flagged", 401, CodeReauthorizationRequired},
-		{"unavailable", "down", 503, CodeTokenUnavailable},
+		{"missing", "", 400, httperr.MissingTenant.Code},
+		{"invalid chars", "acme/../x", 400, httperr.InvalidTenant.Code},
+		{"leading dot", ".acme", 400, httperr.InvalidTenant.Code},
+		{"too long", long, 400, httperr.InvalidTenant.Code},
+		{"unknown", "nobody", 404, httperr.UnknownTenant.Code},
+		{"flagged", "flagged", 401, httperr.ReauthorizationRequired.Code},
+		{"unavailable", "down", 503, httperr.TokenUnavailable.Code},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -228,14 +230,14 @@ func TestTenantErrors(t *testing.T) {
 			if resp.StatusCode != c.status || resp.Header.Get("X-Lsproxy-Error") != c.code {
 				t.Fatalf("got %d %q, want %d %q (%s)", resp.StatusCode, resp.Header.Get("X-Lsproxy-Error"), c.status, c.code, body)
 			}
-			var eb errorBody
+			var eb httperr.Body
 			if err := json.Unmarshal([]byte(body), &eb); err != nil || eb.Error != c.code || eb.Message == "" {
 				t.Fatalf("body %s", body)
 			}
-			if c.code == CodeReauthorizationRequired && eb.Reason == "" {
+			if c.code == httperr.ReauthorizationRequired.Code && eb.Reason == "" {
 				t.Errorf("reason missing: %s", body)
 			}
-			if c.code == CodeTokenUnavailable && resp.Header.Get("Retry-After") != "3" {
+			if c.code == httperr.TokenUnavailable.Code && resp.Header.Get("Retry-After") != "3" {
 				t.Errorf("Retry-After = %q", resp.Header.Get("Retry-After"))
 			}
 			if len(hn.up.requests()) != before {
@@ -255,7 +257,7 @@ func TestTwoTenantHeadersRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 400 || resp.Header.Get("X-Lsproxy-Error") != CodeInvalidTenant {
+	if resp.StatusCode != 400 || resp.Header.Get("X-Lsproxy-Error") != httperr.InvalidTenant.Code {
 		t.Fatalf("got %d", resp.StatusCode)
 	}
 }
@@ -289,12 +291,12 @@ func TestRedirectNotFollowed(t *testing.T) {
 func TestUpstreamErrors(t *testing.T) {
 	hn := newHarness(t)
 	resp, _ := hn.do(t, "GET", "/slow", map[string]string{"X-Tenant": "acme"}, "")
-	if resp.StatusCode != 504 || resp.Header.Get("X-Lsproxy-Error") != CodeUpstreamTimeout {
+	if resp.StatusCode != 504 || resp.Header.Get("X-Lsproxy-Error") != httperr.UpstreamTimeout.Code {
 		t.Fatalf("slow: got %d %q", resp.StatusCode, resp.Header.Get("X-Lsproxy-Error"))
 	}
 	hn.up.Close()
 	resp, _ = hn.do(t, "GET", "/x", map[string]string{"X-Tenant": "acme"}, "")
-	if resp.StatusCode != 502 || resp.Header.Get("X-Lsproxy-Error") != CodeUpstreamUnavailable {
+	if resp.StatusCode != 502 || resp.Header.Get("X-Lsproxy-Error") != httperr.UpstreamUnavailable.Code {
 		t.Fatalf("down: got %d %q", resp.StatusCode, resp.Header.Get("X-Lsproxy-Error"))
 	}
 }
@@ -356,7 +358,7 @@ func TestRecoverFailureMapsError(t *testing.T) {
 	})
 	hn2.tokens.tokens = ft.tokens
 	resp, body := hn2.do(t, "GET", "/x", map[string]string{"X-Tenant": "acme"}, "")
-	if resp.StatusCode != 401 || resp.Header.Get("X-Lsproxy-Error") != CodeReauthorizationRequired {
+	if resp.StatusCode != 401 || resp.Header.Get("X-Lsproxy-Error") != httperr.ReauthorizationRequired.Code {
 		t.Fatalf("got %d %s", resp.StatusCode, body)
 	}
 }
@@ -462,12 +464,12 @@ func TestValidTenantID(t *testing.T) {
 	ok := []string{"a", "acme", "A1._:-z", strings.Repeat("b", 128), "12345"}
 	bad := []string{"", "-a", "_a", "a b", "a/b", "a\nb", "ü", strings.Repeat("b", 129), "a%2f"}
 	for _, s := range ok {
-		if !ValidTenantID(s) {
+		if !store.ValidTenantID(s) {
 			t.Errorf("%q rejected", s)
 		}
 	}
 	for _, s := range bad {
-		if ValidTenantID(s) {
+		if store.ValidTenantID(s) {
 			t.Errorf("%q accepted", s)
 		}
 	}

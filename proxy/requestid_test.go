@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/lsproxy/lsproxy/internal/httperr"
 )
 
 var generatedID = regexp.MustCompile(`^[0-9a-f]{16}$`)
@@ -50,17 +52,17 @@ func TestRequestID(t *testing.T) {
 		hdr  map[string]string
 		code string
 	}{
-		{"missing tenant", map[string]string{}, CodeMissingTenant},
-		{"no key", map[string]string{"X-Tenant": "acme"}, CodeProxyAuthRequired},
-		{"not allowed", map[string]string{"X-Tenant": "beta", "Proxy-Authorization": auth}, CodeTenantNotAllowed},
+		{"missing tenant", map[string]string{}, httperr.MissingTenant.Code},
+		{"no key", map[string]string{"X-Tenant": "acme"}, httperr.ProxyAuthRequired.Code},
+		{"not allowed", map[string]string{"X-Tenant": "beta", "Proxy-Authorization": auth}, httperr.TenantNotAllowed.Code},
 		{"unknown tenant", map[string]string{"X-Tenant": "acme", "Proxy-Authorization": auth, "X-Request-Id": "mine"}, ""},
 	} {
 		if c.code == "" {
 			delete(hn.tokens.tokens, "acme")
-			c.code = CodeUnknownTenant
+			c.code = httperr.UnknownTenant.Code
 		}
 		resp, body := hn.do(t, "GET", "/x", c.hdr, "")
-		var eb errorBody
+		var eb httperr.Body
 		_ = json.Unmarshal([]byte(body), &eb)
 		id := resp.Header.Get("X-Request-Id")
 		if eb.Error != c.code || id == "" || eb.RequestID != id {

@@ -20,6 +20,7 @@ import (
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/config"
 	"github.com/lsproxy/lsproxy/control"
+	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/store"
 )
@@ -135,9 +136,9 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 	}
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
-	var notifier *auth.Notifier
+	var notifier *onboard.Notifier
 	if cfg.WebhookURL != "" {
-		notifier = &auth.Notifier{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.Named("webhook")}
+		notifier = &onboard.Notifier{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.Named("webhook")}
 		notifier.Start(ctx)
 	}
 	m := auth.NewManager(s, oauthClient, auth.ManagerOptions{
@@ -150,7 +151,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		Metrics:         auth.NewMetrics(reg),
 		OnFlag: func(tenant, reason string) {
 			if notifier != nil {
-				notifier.Notify(auth.Event{Event: auth.EventFlagged, Tenant: tenant, Reason: reason, At: time.Now()})
+				notifier.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: tenant, Reason: reason, At: time.Now()})
 			}
 		},
 	})
@@ -190,7 +191,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 	}
 	if cfg.RedirectURL != "" {
 		linkKey := sha256.Sum256([]byte("lsproxy onboarding link key\x00" + cfg.EncryptionKey))
-		cs.Onboarding = &auth.Onboarder{
+		cs.Onboarding = &onboard.Onboarder{
 			Store:        s,
 			Client:       oauthClient,
 			Preset:       preset,
@@ -203,10 +204,10 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 			StateTTL:     cfg.StateTTL,
 			SuccessURL:   cfg.SuccessURL,
 			Logger:       log.Named("onboarding"),
-			OnRecover: func(tenant string) {
+			OnActivated: func(tenant string) {
 				m.Invalidate(tenant)
 				if notifier != nil {
-					notifier.Notify(auth.Event{Event: auth.EventRecovered, Tenant: tenant, At: time.Now()})
+					notifier.Notify(onboard.Event{Event: onboard.EventRecovered, Tenant: tenant, At: time.Now()})
 				}
 			},
 		}

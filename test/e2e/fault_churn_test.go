@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/internal/testredis"
 )
 
 // TestFaultExpiryChurn: three replicas, 12 tenants whose access tokens live

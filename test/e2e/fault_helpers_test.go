@@ -22,9 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lsproxy/lsproxy/internal/emulator"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // faultPath is the API path every scenario requests; the emulator answers

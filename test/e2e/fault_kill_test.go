@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/internal/testredis"
 )
 
 // killSetup is the common part of the SIGKILL scenarios: three replicas

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/internal/testredis"
 )
 
 // tokenOutage runs a token-endpoint outage of length outage against three

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/internal/testredis"
 )
 
 // TestFaultRevocation: one tenant among ten is revoked at Lightspeed

@@ -8,8 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/internal/testredis"
 )
 
 // lockWatch samples tenants' lock keys in Redis: how long each lock (one

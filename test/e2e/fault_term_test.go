@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/internal/testredis"
 )
 
 // TestFaultTermDuringRefresh: SIGTERM reaches the replica holding a

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lsproxy/lsproxy/internal/emulator"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // TestRevokedGrantFlags: a grant revoked at the provider ends in 401

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lsproxy/lsproxy/internal/emulator"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // TestEmbeddedStore: without Redis the embedded store keeps tenants across

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lsproxy/lsproxy/internal/emulator"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
-	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
 // TestReplicasUnderLoad is the acceptance test: three replicas on one Redis,

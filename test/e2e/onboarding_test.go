@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/store"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // followLink opens an onboarding link like the merchant's browser: it

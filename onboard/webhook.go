@@ -1,4 +1,4 @@
-package auth
+package onboard
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/internal/httperr"
 )
 
 // Webhook event names.
@@ -255,7 +257,7 @@ func errText(err error) string {
 	if err == nil {
 		return ""
 	}
-	return netReason(err)
+	return httperr.NetReason(err)
 }
 
 // send makes one attempt. status is 0 when no answer arrived.

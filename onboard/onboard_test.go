@@ -1,10 +1,9 @@
-package auth_test
+package onboard_test
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/lsproxy/lsproxy/internal/testclock"
 	"io"
 	"net"
 	"net/http"
@@ -21,11 +20,13 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/control"
-	"github.com/lsproxy/lsproxy/store"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/internal/testclock"
+	"github.com/lsproxy/lsproxy/onboard"
+	"github.com/lsproxy/lsproxy/store"
 )
 
-var _ control.Onboarding = (*auth.Onboarder)(nil)
+var _ control.Onboarding = (*onboard.Onboarder)(nil)
 
 const adminToken = "test-admin-token"
 
@@ -79,7 +80,7 @@ type fixture struct {
 	em        *emulator.Emulator
 	emSrv     *httptest.Server
 	st        *spyStore
-	ob        *auth.Onboarder
+	ob        *onboard.Onboarder
 	ctlURL    string
 	clock     *testclock.Clock
 	logs      *observer.ObservedLogs
@@ -137,7 +138,7 @@ func newFixture(t *testing.T, o fixOpts) *fixture {
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	f.logs = logs
-	f.ob = &auth.Onboarder{
+	f.ob = &onboard.Onboarder{
 		Store:        f.st,
 		Client:       client,
 		Preset:       preset,
@@ -148,7 +149,7 @@ func newFixture(t *testing.T, o fixOpts) *fixture {
 		LinkKey:      []byte(strings.Repeat("L", 32)),
 		SuccessURL:   o.successURL,
 		Logger:       zap.New(core),
-		OnRecover:    func(tenant string) { f.recovered <- tenant },
+		OnActivated:  func(tenant string) { f.recovered <- tenant },
 		Now:          f.clock.Now,
 	}
 	cs := &control.Server{Store: f.st, Tokens: nopTokens{}, AdminToken: adminToken, Onboarding: f.ob,
@@ -246,6 +247,9 @@ func mustFail(t *testing.T, r result, status int, want string, secrets ...string
 		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
 	}
 	checkPage(t, r, secrets...)
+	if code := r.header.Get("X-Lsproxy-Error"); code == "" || strings.ContainsAny(code, " <>") {
+		t.Errorf("failure page without a code from the error table: %q", code)
+	}
 	if !strings.Contains(r.body, want) {
 		t.Fatalf("page lacks %q:\n%s", want, r.body)
 	}
@@ -304,7 +308,7 @@ func TestOnboardKSeriesEndToEnd(t *testing.T) {
 	link := f.link("acme")
 
 	ph := f.tenant("acme")
-	if ph.Status != store.StatusReauthorizationRequired || ph.Reason != auth.AwaitingFirstAuthorization ||
+	if ph.Status != store.StatusReauthorizationRequired || ph.Reason != onboard.AwaitingFirstAuthorization ||
 		ph.Provider != "k-series" || ph.AccessToken != "" || ph.RefreshToken != "" || ph.CreatedAt.IsZero() {
 		t.Fatalf("placeholder: %+v", ph)
 	}
@@ -315,6 +319,9 @@ func TestOnboardKSeriesEndToEnd(t *testing.T) {
 	r := f.open(link)
 	if r.status != http.StatusOK || !strings.Contains(r.body, "Connected") || !strings.Contains(r.body, "acme") {
 		t.Fatalf("success page: %d %s", r.status, r.body)
+	}
+	if code := r.header.Get("X-Lsproxy-Error"); code != "" {
+		t.Errorf("success page carries X-Lsproxy-Error %q", code)
 	}
 	rec := f.tenant("acme")
 	secrets := append(callbackSecrets(t, r.url.String()), rec.AccessToken, rec.RefreshToken)
@@ -337,10 +344,10 @@ func TestOnboardKSeriesEndToEnd(t *testing.T) {
 	select {
 	case got := <-f.recovered:
 		if got != "acme" {
-			t.Fatalf("OnRecover(%q)", got)
+			t.Fatalf("OnActivated(%q)", got)
 		}
 	default:
-		t.Fatal("OnRecover not called for the first authorization")
+		t.Fatal("OnActivated not called for the first authorization")
 	}
 
 	// Replaying the callback URL fails and changes nothing.
@@ -429,7 +436,7 @@ func TestOnboardExpiredState(t *testing.T) {
 	link := f.link("acme")
 	ph := f.tenant("acme")
 	cb := f.toCallback(link)
-	f.clock.Advance(auth.DefaultStateTTL + time.Second)
+	f.clock.Advance(onboard.DefaultStateTTL + time.Second)
 	mustFail(t, get(t, browser, cb), http.StatusBadRequest, "could not be matched", callbackSecrets(t, cb)...)
 	if rec := f.tenant("acme"); rec.Version != ph.Version {
 		t.Fatal("tenant changed")
@@ -486,7 +493,7 @@ func TestOnboardBadLinks(t *testing.T) {
 	}
 
 	// Expired link.
-	f.clock.Advance(auth.DefaultLinkTTL + time.Second)
+	f.clock.Advance(onboard.DefaultLinkTTL + time.Second)
 	mustFail(t, get(t, browser, link), http.StatusGone, "expired")
 
 	if n := f.st.putOnce.Load(); n != 0 {
@@ -711,7 +718,7 @@ func TestOnboardReauthorizeFlagged(t *testing.T) {
 			t.Fatal(got)
 		}
 	default:
-		t.Fatal("OnRecover not called")
+		t.Fatal("OnActivated not called")
 	}
 
 	// Re-authorizing an active tenant is not a recovery.
@@ -721,7 +728,7 @@ func TestOnboardReauthorizeFlagged(t *testing.T) {
 	}
 	select {
 	case got := <-f.recovered:
-		t.Fatalf("OnRecover(%q) for an active tenant", got)
+		t.Fatalf("OnActivated(%q) for an active tenant", got)
 	default:
 	}
 }
@@ -816,8 +823,8 @@ func TestOnboarderConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bolt.Close()
-	good := func() *auth.Onboarder {
-		return &auth.Onboarder{Store: bolt, Client: &auth.OAuthClient{ClientID: "c"},
+	good := func() *onboard.Onboarder {
+		return &onboard.Onboarder{Store: bolt, Client: &auth.OAuthClient{ClientID: "c"},
 			AuthorizeURL: "https://auth.example/authorize", RedirectURL: "https://gw.example/lsproxy/oauth/callback?x=1",
 			LinkKey: []byte(strings.Repeat("L", 32))}
 	}
@@ -825,17 +832,17 @@ func TestOnboarderConfig(t *testing.T) {
 	if err != nil || !strings.HasPrefix(link, "https://gw.example/lsproxy/oauth/start?") {
 		t.Fatalf("%q %v", link, err)
 	}
-	for name, breakIt := range map[string]func(o *auth.Onboarder){
-		"short link key":    func(o *auth.Onboarder) { o.LinkKey = []byte("short") },
-		"relative redirect": func(o *auth.Onboarder) { o.RedirectURL = "/oauth/callback" },
-		"redirect ends /":   func(o *auth.Onboarder) { o.RedirectURL = "https://gw.example/" },
-		"no client":         func(o *auth.Onboarder) { o.Client = nil },
-		"no authorize URL":  func(o *auth.Onboarder) { o.AuthorizeURL = "" },
+	for name, breakIt := range map[string]func(o *onboard.Onboarder){
+		"short link key":    func(o *onboard.Onboarder) { o.LinkKey = []byte("short") },
+		"relative redirect": func(o *onboard.Onboarder) { o.RedirectURL = "/oauth/callback" },
+		"redirect ends /":   func(o *onboard.Onboarder) { o.RedirectURL = "https://gw.example/" },
+		"no client":         func(o *onboard.Onboarder) { o.Client = nil },
+		"no authorize URL":  func(o *onboard.Onboarder) { o.AuthorizeURL = "" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := good()
 			breakIt(o)
-			if _, err := o.AuthorizeLink(context.Background(), "t2"); !errors.Is(err, auth.ErrOnboardingConfig) {
+			if _, err := o.AuthorizeLink(context.Background(), "t2"); !errors.Is(err, onboard.ErrMisconfigured) {
 				t.Fatalf("err %v", err)
 			}
 			rec := httptest.NewRecorder()

@@ -1,4 +1,4 @@
-package auth_test
+package onboard_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -69,7 +70,7 @@ func FuzzServeCallback(f *testing.F) {
 	f.Cleanup(func() { bolt.Close() })
 	st := &fzStore{Store: bolt}
 	style, _ := auth.AuthStyleFor("body")
-	ob := &auth.Onboarder{
+	ob := &onboard.Onboarder{
 		Store:        st,
 		Client:       &auth.OAuthClient{ClientID: "cid", ClientSecret: "csecret", TokenURL: tokenSrv.URL + "/token", AuthStyle: style, Timeout: 5 * time.Second},
 		Preset:       auth.Presets["k-series"],

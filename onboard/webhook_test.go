@@ -1,4 +1,4 @@
-package auth_test
+package onboard_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/onboard"
 )
 
 const hookSecret = "whsec-test"
@@ -56,7 +56,7 @@ func recv(t *testing.T, ch <-chan hookReq) hookReq {
 	}
 }
 
-func startNotifier(t *testing.T, n *auth.Notifier) context.CancelFunc {
+func startNotifier(t *testing.T, n *onboard.Notifier) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.Start(ctx)
 	t.Cleanup(func() {
@@ -78,10 +78,10 @@ func verifySignature(t *testing.T, r hookReq) {
 		t.Fatalf("timestamp %q", ts)
 	}
 	sig, ok := strings.CutPrefix(r.header.Get("X-Lsproxy-Signature"), "sha256=")
-	if !ok || !hmac.Equal([]byte(sig), []byte(auth.Sign(hookSecret, ts, r.body))) {
+	if !ok || !hmac.Equal([]byte(sig), []byte(onboard.Sign(hookSecret, ts, r.body))) {
 		t.Fatalf("bad signature %q", r.header.Get("X-Lsproxy-Signature"))
 	}
-	if auth.Sign("other-secret", ts, r.body) == sig {
+	if onboard.Sign("other-secret", ts, r.body) == sig {
 		t.Fatal("signature does not depend on the secret")
 	}
 }
@@ -90,10 +90,10 @@ func fastBackoff(int) time.Duration { return time.Millisecond }
 
 func TestWebhookSignedDelivery(t *testing.T) {
 	srv, ch := hookServer(t, func(int, string) int { return http.StatusNoContent })
-	n := &auth.Notifier{URL: srv.URL + "/hook", Secret: hookSecret}
+	n := &onboard.Notifier{URL: srv.URL + "/hook", Secret: hookSecret}
 	at := time.Date(2026, 11, 23, 12, 30, 0, 123, time.FixedZone("x", 3600))
 	// Queued before Start: delivered once started.
-	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "acme", Reason: "refresh token rejected", At: at})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "acme", Reason: "refresh token rejected", At: at})
 	startNotifier(t, n)
 	r := recv(t, ch)
 	verifySignature(t, r)
@@ -105,10 +105,10 @@ func TestWebhookSignedDelivery(t *testing.T) {
 		t.Fatalf("body %s\nwant %s", r.body, want)
 	}
 
-	n.Notify(auth.Event{Event: auth.EventRecovered, Tenant: "acme", At: at})
+	n.Notify(onboard.Event{Event: onboard.EventRecovered, Tenant: "acme", At: at})
 	r = recv(t, ch)
 	verifySignature(t, r)
-	if r.event != auth.EventRecovered || r.tenant != "acme" || !strings.Contains(string(r.body), `"reason":""`) {
+	if r.event != onboard.EventRecovered || r.tenant != "acme" || !strings.Contains(string(r.body), `"reason":""`) {
 		t.Fatalf("%s", r.body)
 	}
 }
@@ -116,15 +116,15 @@ func TestWebhookSignedDelivery(t *testing.T) {
 func TestWebhookRetriesThenSucceeds(t *testing.T) {
 	codes := []int{http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusOK}
 	srv, ch := hookServer(t, func(n int, _ string) int { return codes[min(n, len(codes))-1] })
-	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
+	n := &onboard.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
 	startNotifier(t, n)
-	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "acme", Reason: "x", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "acme", Reason: "x", At: time.Now()})
 	for i := 0; i < 3; i++ {
 		r := recv(t, ch)
 		verifySignature(t, r) // every attempt is signed afresh
 	}
 	// A sentinel proves the first event is finished (one goroutine, in order).
-	n.Notify(auth.Event{Event: auth.EventRecovered, Tenant: "sentinel", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventRecovered, Tenant: "sentinel", At: time.Now()})
 	if r := recv(t, ch); r.tenant != "sentinel" {
 		t.Fatalf("fourth request was for %q", r.tenant)
 	}
@@ -135,10 +135,10 @@ func TestWebhookRetriesThenSucceeds(t *testing.T) {
 
 func TestWebhookBoundedAttempts(t *testing.T) {
 	srv, ch := hookServer(t, func(int, string) int { return http.StatusInternalServerError })
-	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, MaxAttempts: 3, Backoff: fastBackoff}
+	n := &onboard.Notifier{URL: srv.URL, Secret: hookSecret, MaxAttempts: 3, Backoff: fastBackoff}
 	startNotifier(t, n)
-	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "first", At: time.Now()})
-	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "second", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "first", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "second", At: time.Now()})
 	var got []string
 	for i := 0; i < 6; i++ {
 		got = append(got, recv(t, ch).tenant)
@@ -155,10 +155,10 @@ func TestWebhookNoRetryOnClientError(t *testing.T) {
 		}
 		return http.StatusBadRequest
 	})
-	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
+	n := &onboard.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
 	startNotifier(t, n)
-	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "acme", At: time.Now()})
-	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "sentinel", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "acme", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "sentinel", At: time.Now()})
 	if r := recv(t, ch); r.tenant != "acme" {
 		t.Fatal(r.tenant)
 	}
@@ -185,9 +185,9 @@ func TestWebhookRetriesNetworkError(t *testing.T) {
 		ch <- "ok"
 	}))
 	defer srv.Close()
-	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
+	n := &onboard.Notifier{URL: srv.URL, Secret: hookSecret, Backoff: fastBackoff}
 	startNotifier(t, n)
-	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "acme", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "acme", At: time.Now()})
 	for _, want := range []string{"cut", "ok"} {
 		select {
 		case got := <-ch:
@@ -215,9 +215,9 @@ func TestWebhookNotifyNeverBlocks(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	n := &auth.Notifier{URL: srv.URL, Secret: hookSecret, QueueSize: 2, Backoff: fastBackoff}
+	n := &onboard.Notifier{URL: srv.URL, Secret: hookSecret, QueueSize: 2, Backoff: fastBackoff}
 	startNotifier(t, n)
-	n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "t0", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "t0", At: time.Now()})
 	select {
 	case <-arrived:
 	case <-time.After(5 * time.Second):
@@ -226,7 +226,7 @@ func TestWebhookNotifyNeverBlocks(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < 100; i++ {
-			n.Notify(auth.Event{Event: auth.EventFlagged, Tenant: "t", At: time.Now()})
+			n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "t", At: time.Now()})
 		}
 		close(done)
 	}()
@@ -242,9 +242,9 @@ func TestWebhookNotifyNeverBlocks(t *testing.T) {
 
 func TestWebhookUnsignedWithoutSecret(t *testing.T) {
 	srv, ch := hookServer(t, func(int, string) int { return http.StatusOK })
-	n := &auth.Notifier{URL: srv.URL}
+	n := &onboard.Notifier{URL: srv.URL}
 	startNotifier(t, n)
-	n.Notify(auth.Event{Event: auth.EventRecovered, Tenant: "acme", At: time.Now()})
+	n.Notify(onboard.Event{Event: onboard.EventRecovered, Tenant: "acme", At: time.Now()})
 	r := recv(t, ch)
 	if r.header.Get("X-Lsproxy-Signature") != "" || r.header.Get("X-Lsproxy-Timestamp") == "" {
 		t.Fatalf("headers %v", r.header)

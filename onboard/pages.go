@@ -1,23 +1,35 @@
-package auth
+package onboard
 
 import (
 	"bytes"
 	"html/template"
 	"net/http"
 	"strconv"
+
+	"github.com/lsproxy/lsproxy/internal/httperr"
 )
 
 // page is one onboarding page shown to the merchant's browser. Pages carry
 // fixed texts and at most the tenant id and a sanitized provider error code:
 // never a code, state, verifier or token.
 type page struct {
-	Status  int
+	// Kind gives the status and X-Lsproxy-Error of a failure page; nil
+	// (success) answers 200 without the header.
+	Kind    *httperr.Kind
 	OK      bool
 	Title   string
 	Heading string
 	Message string
 	Action  string // what to do next
 	Tenant  string
+}
+
+// Status is the page's HTTP status.
+func (p page) Status() int {
+	if p.Kind == nil {
+		return http.StatusOK
+	}
+	return p.Kind.Status
 }
 
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
@@ -65,88 +77,91 @@ func renderPage(w http.ResponseWriter, p page) {
 	if err := pageTemplate.Execute(&buf, p); err != nil {
 		// Fixed template and plain strings: cannot fail; keep a fallback.
 		buf.Reset()
-		buf.WriteString("<!doctype html><title>lsproxy</title><p>" + http.StatusText(p.Status) + "</p>")
+		buf.WriteString("<!doctype html><title>lsproxy</title><p>" + http.StatusText(p.Status()) + "</p>")
 	}
 	h := w.Header()
 	noStore(h)
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(p.Status)
+	if p.Kind != nil {
+		httperr.Error{Kind: p.Kind}.SetHeaders(h)
+	}
+	w.WriteHeader(p.Status())
 	_, _ = w.Write(buf.Bytes())
 }
 
 const askNewLink = "Ask the person who sent you the link for a new one."
 
 var (
-	pageBadLink = page{Status: http.StatusBadRequest, Title: "Invalid link",
+	pageBadLink = page{Kind: httperr.LinkInvalid, Title: "Invalid link",
 		Heading: "This link is not valid",
 		Message: "The connection link is incomplete or was changed. Make sure you opened the whole link exactly as you received it.",
 		Action:  "Copy the complete link from the message you received, or " + lower(askNewLink)}
-	pageLinkExpired = page{Status: http.StatusGone, Title: "Link expired",
+	pageLinkExpired = page{Kind: httperr.LinkExpired, Title: "Link expired",
 		Heading: "This link has expired",
 		Message: "Connection links work for a limited time, and this one is past it. Nothing was changed.",
 		Action:  askNewLink}
-	pageLinkUsed = page{Status: http.StatusGone, Title: "Link already used",
+	pageLinkUsed = page{Kind: httperr.LinkUsed, Title: "Link already used",
 		Heading: "This link was already used",
 		Message: "Your Lightspeed account was already connected with this link. Each link connects once; nothing was changed now.",
 		Action:  "If you need to connect again, " + lower(askNewLink)}
-	pageTenantGone = page{Status: http.StatusGone, Title: "Connection removed",
+	pageTenantGone = page{Kind: httperr.TenantGone, Title: "Connection removed",
 		Heading: "This connection no longer exists",
 		Message: "The connection this link was made for has been removed. Nothing was stored.",
 		Action:  "Contact the person who sent you the link."}
-	pageBadState = page{Status: http.StatusBadRequest, Title: "Sign-in not recognised",
+	pageBadState = page{Kind: httperr.StateInvalid, Title: "Sign-in not recognised",
 		Heading: "This sign-in could not be matched",
 		Message: "The answer from Lightspeed belongs to no sign-in in progress: it was already used, it expired, or the page was reloaded. Nothing was stored.",
 		Action:  "Open the link you were sent again to start over. If it no longer works, " + lower(askNewLink)}
-	pageNoCode = page{Status: http.StatusBadRequest, Title: "Incomplete answer",
+	pageNoCode = page{Kind: httperr.CallbackIncomplete, Title: "Incomplete answer",
 		Heading: "Lightspeed's answer was incomplete",
 		Message: "The redirect from Lightspeed did not include an authorization code. Nothing was stored.",
 		Action:  "Open the link you were sent again to start over."}
-	pageDeclined = page{Status: http.StatusForbidden, Title: "Access declined",
+	pageDeclined = page{Kind: httperr.AccessDenied, Title: "Access declined",
 		Heading: "Access was declined",
 		Message: "The connection was not approved on Lightspeed's page, so nothing was connected or stored.",
 		Action:  "If this was a mistake, open the link you were sent again and choose to allow access."}
-	pageCodeRejected = page{Status: http.StatusBadRequest, Title: "Authorization not completed",
+	pageCodeRejected = page{Kind: httperr.CodeRejected, Title: "Authorization not completed",
 		Heading: "Lightspeed rejected the authorization",
 		Message: "Lightspeed did not accept the one-time code from this sign-in. It may have expired (codes are valid for about 30 seconds) or the redirect address registered with Lightspeed does not match. Nothing was stored.",
 		Action:  "Open the link you were sent again. If this keeps happening, tell the person who sent you the link."}
-	pageClientRejected = page{Status: http.StatusBadRequest, Title: "Integration not accepted",
+	pageClientRejected = page{Kind: httperr.ClientRejected, Title: "Integration not accepted",
 		Heading: "Lightspeed did not accept this integration's credentials",
 		Message: "The integration's client credentials were rejected by Lightspeed. This is a configuration problem on the integration's side, not in your account. Nothing was stored.",
 		Action:  "Tell the person who sent you the link; they need to check the integration's client id and secret."}
-	pageProviderDown = page{Status: http.StatusBadGateway, Title: "Lightspeed unavailable",
+	pageProviderDown = page{Kind: httperr.ProviderDown, Title: "Lightspeed unavailable",
 		Heading: "Lightspeed's sign-in service did not answer",
 		Message: "The authorization could not be completed because Lightspeed's token service was unavailable. Nothing was stored.",
 		Action:  "Wait a few minutes, then open the link you were sent again."}
-	pageStoreDown = page{Status: http.StatusServiceUnavailable, Title: "Temporarily unavailable",
+	pageStoreDown = page{Kind: httperr.StoreUnavailable, Title: "Temporarily unavailable",
 		Heading: "The service is temporarily unavailable",
 		Message: "The connection could not be saved right now. Nothing was changed.",
 		Action:  "Wait a few minutes, then open the link you were sent again."}
-	pageMisconfigured = page{Status: http.StatusServiceUnavailable, Title: "Not available",
+	pageMisconfigured = page{Kind: httperr.OnboardingMisconfigured, Title: "Not available",
 		Heading: "Connecting accounts is not available",
 		Message: "This service is not configured to connect Lightspeed accounts.",
 		Action:  "Tell the person who sent you the link."}
-	pageMethod = page{Status: http.StatusMethodNotAllowed, Title: "Not allowed",
+	pageMethod = page{Kind: httperr.OnlyGet, Title: "Not allowed",
 		Heading: "Open this link in a web browser",
 		Message: "This address only works when opened in a web browser."}
 )
 
 func pageProviderError(code string) page {
-	return page{Status: http.StatusBadRequest, Title: "Authorization not completed",
+	return page{Kind: httperr.ProviderError, Title: "Authorization not completed",
 		Heading: "Lightspeed could not complete the authorization",
 		Message: "Lightspeed answered with the error \u201c" + code + "\u201d instead of an authorization. Nothing was stored.",
 		Action:  "Open the link you were sent again. If this keeps happening, tell the person who sent you the link and mention the error."}
 }
 
 func pageMissingParam(name string) page {
-	return page{Status: http.StatusBadRequest, Title: "Incomplete answer",
+	return page{Kind: httperr.CallbackIncomplete, Title: "Incomplete answer",
 		Heading: "Lightspeed's answer was incomplete",
 		Message: "The redirect from Lightspeed did not include a valid \u201c" + name + "\u201d. Nothing was stored.",
 		Action:  "Open the link you were sent again to start over."}
 }
 
 func pageOtherAccount(name string) page {
-	return page{Status: http.StatusBadRequest, Title: "Different account",
+	return page{Kind: httperr.OtherAccount, Title: "Different account",
 		Heading: "A different Lightspeed account was connected",
 		Message: "This link is for another Lightspeed account (" + name + " differs from the one connected before). Nothing was changed.",
 		Action:  "Sign in to the Lightspeed account this link was sent for, then open the link again."}
@@ -157,7 +172,7 @@ func pageSuccess(tenant, provider string) page {
 	if provider != "" && provider != "custom" {
 		msg = "Your Lightspeed (" + provider + ") account is connected. You can close this window."
 	}
-	return page{Status: http.StatusOK, OK: true, Title: "Connected",
+	return page{OK: true, Title: "Connected",
 		Heading: "Connected", Message: msg, Tenant: tenant}
 }
 

@@ -1,0 +1,182 @@
+package onboard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// providerErrorCode keeps an RFC 6749 error code printable in a page and a
+// log line; anything else becomes "other".
+func providerErrorCode(s string) string {
+	if s == "" || len(s) > 64 {
+		return "other"
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_') {
+			return "other"
+		}
+	}
+	return s
+}
+
+// ServeCallback handles GET /oauth/callback: the provider's redirect. The
+// state is taken once (a replayed callback fails), the code is exchanged at
+// once and the tokens are written onto the tenant record with
+// compare-and-set, keeping its identity and history. On failure nothing is
+// stored and an existing tenant is left untouched:
+//
+//	400 missing/unknown/used/expired state, missing code, bad provider
+//	    parameters, or the provider rejected the code (invalid_grant, e.g.
+//	    expired code or redirect_uri mismatch) or the client
+//	403 the merchant declined (error=access_denied)
+//	410 the tenant was deleted meanwhile, or the link was already used
+//	502 the token endpoint did not answer
+//	503 the store did not answer
+//
+// The exchange and the write run detached from the browser's request, so a
+// merchant closing the tab cannot lose tokens already issued.
+func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
+	if err := o.init(); err != nil {
+		o.log.Error("onboarding misconfigured", zap.Error(err))
+		renderPage(w, pageMisconfigured)
+		return
+	}
+	q := r.URL.Query()
+	state, ok := single(q, "state")
+	if !ok || !validState(state) {
+		o.log.Info("onboarding callback rejected", zap.String("why", "missing or malformed state"), zap.String("remote", r.RemoteAddr))
+		renderPage(w, pageBadState)
+		return
+	}
+	raw, err := o.Store.TakeOnce(r.Context(), stateKeyPrefix+state)
+	if errors.Is(err, store.ErrNotFound) {
+		o.log.Info("onboarding callback rejected", zap.String("why", "unknown, used or expired state"), zap.String("remote", r.RemoteAddr))
+		renderPage(w, pageBadState)
+		return
+	}
+	if err != nil {
+		o.log.Error("onboarding callback: state not readable", zap.Error(err))
+		renderPage(w, pageStoreDown)
+		return
+	}
+	var sv stateValue
+	if err := json.Unmarshal(raw, &sv); err != nil || !store.ValidTenantID(sv.Tenant) {
+		o.log.Error("onboarding callback: corrupt state value")
+		renderPage(w, pageBadState)
+		return
+	}
+	log := o.log.With(zap.String("tenant", sv.Tenant))
+	if o.now().UnixNano() >= sv.Expires {
+		log.Info("onboarding callback rejected", zap.String("why", "state expired"))
+		renderPage(w, pageBadState)
+		return
+	}
+	if _, has := q["error"]; has {
+		code := providerErrorCode(q.Get("error"))
+		log.Info("onboarding callback: provider answered an error", zap.String("error", code))
+		if code == "access_denied" {
+			renderPage(w, pageDeclined)
+			return
+		}
+		renderPage(w, pageProviderError(code))
+		return
+	}
+	code, ok := single(q, "code")
+	if !ok {
+		log.Info("onboarding callback rejected", zap.String("why", "missing code"))
+		renderPage(w, pageNoCode)
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+	defer cancel()
+	cur, err := o.Store.Get(ctx, sv.Tenant)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		log.Info("onboarding callback rejected", zap.String("why", "tenant deleted meanwhile"))
+		renderPage(w, pageTenantGone)
+		return
+	case err != nil:
+		log.Error("onboarding callback: store read failed", zap.Error(err))
+		renderPage(w, pageStoreDown)
+		return
+	case linkUsed(cur, sv.IAT):
+		log.Info("onboarding callback rejected", zap.String("why", "link already used"))
+		renderPage(w, pageLinkUsed)
+		return
+	}
+	params, pg := o.callbackParams(q, cur)
+	if pg != nil {
+		log.Info("onboarding callback rejected", zap.String("why", pg.Heading))
+		renderPage(w, *pg)
+		return
+	}
+
+	// Exchange at once: codes live about 30 s.
+	probe := cur.Clone()
+	probe.Extra = mergeExtra(cur.Extra, params)
+	g, err := o.Client.Exchange(ctx, probe, code, sv.Verifier, o.RedirectURL)
+	if err != nil {
+		pg := exchangeFailurePage(err)
+		log.Warn("onboarding callback: code exchange failed", zap.Error(err), zap.Int("status", pg.Status()))
+		renderPage(w, pg)
+		return
+	}
+	if g.RefreshToken == "" {
+		log.Warn("provider issued no refresh token: the tenant will need re-authorization when the access token expires")
+	}
+
+	written, replaced, fail := o.writeGrant(ctx, log, sv, cur, g, params)
+	if fail != nil {
+		renderPage(w, *fail)
+		return
+	}
+
+	recovered := replaced.Status != store.StatusActive
+	log.Info("tenant authorized",
+		zap.Bool("first", replaced.AuthorizedAt.IsZero()), zap.Bool("recovered", recovered),
+		zap.String("scope", written.Scope), zap.Time("access_expires_at", written.AccessExpiresAt),
+		zap.Int64("version", written.Version))
+	if recovered && o.OnActivated != nil {
+		o.OnActivated(sv.Tenant)
+	}
+	if o.SuccessURL != "" {
+		noStore(w.Header())
+		http.Redirect(w, r, o.SuccessURL, http.StatusFound)
+		return
+	}
+	renderPage(w, pageSuccess(sv.Tenant, o.Preset.Name))
+}
+
+// callbackParams validates the preset's callback parameters (x-series
+// domain_prefix names the token host). A value that differs from the one
+// already stored is refused: the merchant connected another account than
+// the tenant's.
+func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant) (map[string]string, *page) {
+	var params map[string]string
+	for _, name := range o.Preset.CallbackParams {
+		v, ok := single(q, name)
+		if !ok || !auth.ValidDomainPrefix(v) {
+			p := pageMissingParam(name)
+			return nil, &p
+		}
+		if old := cur.Extra[name]; old != "" && !strings.EqualFold(old, v) {
+			p := pageOtherAccount(name)
+			return nil, &p
+		}
+		if params == nil {
+			params = map[string]string{}
+		}
+		params[name] = v
+	}
+	return params, nil
+}

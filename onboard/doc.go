@@ -1,0 +1,20 @@
+// Package onboard connects a merchant's Lightspeed account to a tenant and
+// tells the operator about tenants' state changes. The token lifecycle
+// after onboarding is package auth's.
+//
+// Files:
+//   - onboard.go: the Onboarder (fields, defaults, validation of its
+//     configuration).
+//   - link.go: signed, reusable authorize links (AuthorizeLink) and their
+//     verification.
+//   - start.go: ServeStart (GET /oauth/start): the single-use state with
+//     the PKCE verifier in the shared store, the redirect to the provider.
+//   - callback.go: ServeCallback (GET /oauth/callback): state taken once,
+//     provider parameters checked, the code exchanged.
+//   - grant.go: the exchanged grant applied to the tenant record with
+//     compare-and-set; exchange failures mapped to pages.
+//   - pages.go: the merchant's HTML pages, whose statuses and codes come
+//     from the error table in internal/httperr.
+//   - webhook.go: Notifier, delivering signed tenant.flagged /
+//     tenant.recovered events.
+package onboard

@@ -1,0 +1,123 @@
+package onboard
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// writeGrant writes g onto the tenant with compare-and-set, re-reading the
+// record on a conflict (at most casAttempts tries). cur is the record read
+// before the exchange. It returns the record written and the one it
+// replaced, or the page to answer: pageTenantGone (deleted during the
+// exchange: the tokens are discarded), pageLinkUsed (another tab finished
+// this link's flow meanwhile), pageStoreDown (a store failure or too many
+// conflicts). Failures are logged here.
+func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string) (written, replaced *store.Tenant, fail *page) {
+	now := o.now()
+	var err error
+	for attempt := 0; attempt < casAttempts; attempt++ {
+		if attempt > 0 {
+			cur, err = o.Store.Get(ctx, sv.Tenant)
+			if errors.Is(err, store.ErrNotFound) {
+				log.Warn("onboarding callback: tenant deleted during the exchange; tokens discarded")
+				p := pageTenantGone
+				return nil, nil, &p
+			}
+			if err != nil {
+				break
+			}
+			if linkUsed(cur, sv.IAT) {
+				log.Info("onboarding callback rejected", zap.String("why", "link used concurrently"))
+				p := pageLinkUsed
+				return nil, nil, &p
+			}
+		}
+		next := o.authorized(cur, g, params, now)
+		v, perr := o.Store.Put(ctx, next, cur.Version)
+		if errors.Is(perr, store.ErrConflict) {
+			err = perr
+			continue
+		}
+		if perr != nil {
+			err = perr
+			break
+		}
+		next.Version = v
+		return next, cur, nil
+	}
+	log.Error("onboarding callback: tokens not stored", zap.Error(err))
+	p := pageStoreDown
+	return nil, nil, &p
+}
+
+// mergeExtra returns a copy of extra with params set.
+func mergeExtra(extra, params map[string]string) map[string]string {
+	if len(extra) == 0 && len(params) == 0 {
+		return extra
+	}
+	out := make(map[string]string, len(extra)+len(params))
+	for k, v := range extra {
+		out[k] = v
+	}
+	for k, v := range params {
+		out[k] = v
+	}
+	return out
+}
+
+// authorized returns cur with g applied: identity and history kept, tokens
+// replaced, flag and counters cleared.
+func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[string]string, now time.Time) *store.Tenant {
+	next := cur.Clone()
+	if o.Preset.Name != "" {
+		next.Provider = o.Preset.Name
+	}
+	next.AccessToken = g.AccessToken
+	next.AccessExpiresAt = g.Expiry
+	next.RefreshToken = g.RefreshToken
+	next.RefreshExpiresAt = g.RefreshExpiry
+	if next.RefreshExpiresAt.IsZero() && o.Preset.RefreshIdleTTL > 0 && g.RefreshToken != "" {
+		next.RefreshExpiresAt = now.Add(o.Preset.RefreshIdleTTL)
+	}
+	next.Scope = g.Scope
+	if next.Scope == "" {
+		next.Scope = strings.Join(o.Scopes, " ") // RFC 6749 §5.1: omitted = as requested
+	}
+	next.Extra = mergeExtra(cur.Extra, params)
+	next.Status = store.StatusActive
+	next.Reason = ""
+	next.FlaggedAt = time.Time{}
+	next.RefreshInFlight = false
+	next.RefreshCount = 0
+	next.FailureCount = 0
+	next.AuthorizedAt = now
+	next.UpdatedAt = now
+	if next.CreatedAt.IsZero() {
+		next.CreatedAt = now
+	}
+	return next
+}
+
+// exchangeFailurePage maps a code-exchange error to a page.
+func exchangeFailurePage(err error) page {
+	var ee *auth.EndpointError
+	if errors.As(err, &ee) {
+		switch {
+		case ee.Status >= 500 || ee.Status == http.StatusTooManyRequests:
+			return pageProviderDown
+		case ee.Code == "invalid_client" || ee.Code == "unauthorized_client" || ee.Status == http.StatusUnauthorized:
+			return pageClientRejected
+		default:
+			return pageCodeRejected
+		}
+	}
+	return pageProviderDown
+}

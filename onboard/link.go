@@ -1,0 +1,110 @@
+package onboard
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/store"
+)
+
+func (o *Onboarder) linkMAC(tenant string, iat, exp int64) []byte {
+	m := hmac.New(sha256.New, o.LinkKey)
+	fmt.Fprintf(m, "%s|%s|%d|%d", linkMACLabel, tenant, iat, exp)
+	return m.Sum(nil)
+}
+
+// AuthorizeLink returns a link for the merchant of tenant, valid for
+// LinkTTL and reusable until the merchant completes an authorization with
+// it. When the tenant does not exist, a placeholder record is created
+// (status reauthorization_required, reason AwaitingFirstAuthorization) so
+// that a later delete is detected by the callback. The link itself is not
+// stored.
+//
+// Errors: ErrMisconfigured (wrapped) when the Onboarder is misconfigured;
+// store errors (wrapped) when the tenant cannot be read or created.
+func (o *Onboarder) AuthorizeLink(ctx context.Context, tenant string) (string, error) {
+	if err := o.init(); err != nil {
+		return "", err
+	}
+	if !store.ValidTenantID(tenant) {
+		return "", fmt.Errorf("onboard: invalid tenant id %q", tenant)
+	}
+	now := o.now()
+	t, err := o.Store.Get(ctx, tenant)
+	if errors.Is(err, store.ErrNotFound) {
+		t = &store.Tenant{
+			ID: tenant, Provider: o.Preset.Name,
+			Status: store.StatusReauthorizationRequired, Reason: AwaitingFirstAuthorization,
+			CreatedAt: now, UpdatedAt: now,
+		}
+		_, err = o.Store.Put(ctx, t, 0)
+		if errors.Is(err, store.ErrConflict) {
+			// Created concurrently (another admin call, an import): use it.
+			t, err = o.Store.Get(ctx, tenant)
+		} else if err == nil {
+			o.log.Info("onboarding placeholder created", zap.String("tenant", tenant))
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("onboard: authorize link for %q: %w", tenant, err)
+	}
+	iat := now.Unix()
+	// A link must not count as used by an authorization that finished
+	// before it was issued, even within the same second.
+	if !t.AuthorizedAt.IsZero() && t.AuthorizedAt.Unix() >= iat {
+		iat = t.AuthorizedAt.Unix() + 1
+	}
+	exp := now.Add(o.linkTTL()).Unix()
+	q := url.Values{
+		"tenant": {tenant},
+		"iat":    {strconv.FormatInt(iat, 10)},
+		"exp":    {strconv.FormatInt(exp, 10)},
+		"sig":    {base64.RawURLEncoding.EncodeToString(o.linkMAC(tenant, iat, exp))},
+	}
+	o.log.Info("authorize link issued", zap.String("tenant", tenant), zap.Time("expires", time.Unix(exp, 0).UTC()))
+	return o.startURL + "?" + q.Encode(), nil
+}
+
+// single returns the one value of q[key]; ok is false when it is missing,
+// repeated or longer than maxCallbackValue.
+func single(q url.Values, key string) (string, bool) {
+	v := q[key]
+	if len(v) != 1 || v[0] == "" || len(v[0]) > maxCallbackValue {
+		return "", false
+	}
+	return v[0], true
+}
+
+// parseLink checks an authorize link's parameters and signature.
+func (o *Onboarder) parseLink(q url.Values) (tenant string, iat, exp int64, ok bool) {
+	tenant, ok1 := single(q, "tenant")
+	iatS, ok2 := single(q, "iat")
+	expS, ok3 := single(q, "exp")
+	sigS, ok4 := single(q, "sig")
+	if !ok1 || !ok2 || !ok3 || !ok4 || !store.ValidTenantID(tenant) {
+		return "", 0, 0, false
+	}
+	iat, err1 := strconv.ParseInt(iatS, 10, 64)
+	exp, err2 := strconv.ParseInt(expS, 10, 64)
+	sig, err3 := base64.RawURLEncoding.DecodeString(sigS)
+	if err1 != nil || err2 != nil || err3 != nil || iat <= 0 || exp <= 0 {
+		return "", 0, 0, false
+	}
+	if !hmac.Equal(sig, o.linkMAC(tenant, iat, exp)) {
+		return "", 0, 0, false
+	}
+	return tenant, iat, exp, true
+}
+
+func linkUsed(t *store.Tenant, iat int64) bool {
+	return !t.AuthorizedAt.IsZero() && t.AuthorizedAt.Unix() >= iat
+}
