@@ -194,9 +194,11 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 			return Token{}, e.reauth
 		}
 		if m.fresh(e.tok.Expiry, now) || (now.Before(e.retryAt) && m.usable(e.tok.Expiry)) {
+			m.opts.Metrics.cacheLookup(true)
 			return e.tok, nil
 		}
 	}
+	m.opts.Metrics.cacheLookup(false)
 	tok, err := m.shared(ctx, "get", tenant, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, tenant, want{})
 	})

@@ -50,6 +50,8 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/config"
+	"github.com/lsproxy/lsproxy/control"
+	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/proxy"
 )
 
@@ -1296,6 +1298,10 @@ func metricNames(t *testing.T) map[string]bool {
 	r := &recorder{Registry: prometheus.NewRegistry(), names: map[string]bool{}}
 	auth.NewMetrics(r)
 	proxy.NewMetrics(r)
+	onboard.RegisterWebhookMetrics(r, nil)
+	r.MustRegister(&control.TenantsGauge{})
+	// Registered by cmd/lsproxy (package main); test/e2e checks it on /metrics.
+	r.names["lsproxy_build_info"] = true
 	if len(r.names) == 0 {
 		t.Fatal("no lsproxy metrics registered")
 	}

@@ -189,7 +189,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 
 func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState, tenant string, d time.Duration) {
 	status := sw.StatusOr200()
-	h.Metrics.observe(status, st.errCode, d)
+	h.Metrics.observe(status, r.Method, st, d)
 	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
 			zap.String("tenant", tenant),

@@ -141,6 +141,8 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		notifier = &onboard.Notifier{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.Named("webhook")}
 		notifier.Start(ctx)
 	}
+	onboard.RegisterWebhookMetrics(reg, notifier)
+	reg.MustRegister(&control.TenantsGauge{Store: s})
 	m := auth.NewManager(s, oauthClient, auth.ManagerOptions{
 		RefreshBefore:   cfg.RefreshBefore,
 		LockTTL:         cfg.EffectiveLockTTL(),
