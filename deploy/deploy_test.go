@@ -1047,8 +1047,9 @@ func TestRenderFailures(t *testing.T) {
 		{"embedded with two replicas", []string{"redis.mode=none"}, "embedded store (redis.mode: none) is single-process, so it cannot serve replicaCount: 2", "", ""},
 		{"embedded with autoscaling", []string{"redis.mode=none", "replicaCount=1", "autoscaling.enabled=true"}, "with autoscaling.enabled", "", ""},
 		{"embedded without a volume", []string{"redis.mode=none", "replicaCount=1", "persistence.enabled=false"}, "needs persistence.enabled", "", ""},
-		{"unknown mode", []string{"mode=mesh"}, "mode must be gateway or sidecar", "", ""},
-		{"unknown redis mode", []string{"redis.mode=memcached"}, "redis.mode must be none, standalone, sentinel or cluster", "", ""},
+		// values.schema.json refuses these before the templates' own checks.
+		{"unknown mode", []string{"mode=mesh"}, "at '/mode': value must be one of 'gateway', 'sidecar'", "", ""},
+		{"unknown redis mode", []string{"redis.mode=memcached"}, "at '/redis/mode': value must be one of 'none', 'standalone', 'sentinel', 'cluster'", "", ""},
 		{"redis URL scheme", []string{"redis.standalone.url=http://redis:6379"}, "redis.standalone.url must be a redis:// or rediss:// URL", "", ""},
 		{"redis URL with password", []string{"redis.standalone.url=redis://:hunter2secret@redis:6379/0"}, "must not contain a password; use redis.auth", "hunter2secret", ""},
 		{"redis CA without TLS", []string{"redis.tls.caSecret=ca"}, "needs a rediss://", "", ""},
