@@ -199,7 +199,7 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 	if expect < 0 {
 		return 0, fmt.Errorf("store: negative expected version %d", expect)
 	}
-	blob, err := encodeTenant(b.keys, t)
+	blob, writeID, err := encodeTenant(b.keys, t)
 	if err != nil {
 		return 0, err
 	}
@@ -208,14 +208,18 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 	err = b.db.Update(func(tx *bbolt.Tx) error {
 		bk := tx.Bucket(bucketTenants)
 		cur = 0
+		var stored []byte
 		if v := bk.Get([]byte(id)); v != nil {
 			var err error
-			if cur, _, err = splitVersion(id, v); err != nil {
+			if cur, stored, err = splitVersion(id, v); err != nil {
 				return err
 			}
 		}
 		if cur != expect {
 			return fmt.Errorf("%w: tenant %q is at version %d, expected %d", ErrConflict, id, cur, expect)
+		}
+		if t.WriteID != "" && storedWriteID(stored) != t.WriteID {
+			return fmt.Errorf("%w: tenant %q at version %d was written by another write", ErrConflict, id, cur)
 		}
 		val := make([]byte, 8+len(blob))
 		binary.BigEndian.PutUint64(val, uint64(cur+1))
@@ -229,6 +233,7 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 		return 0, fmt.Errorf("store: bolt put tenant %q: %w", id, err)
 	}
 	b.notify(id)
+	t.Version, t.WriteID = cur+1, writeID
 	return cur + 1, nil
 }
 
@@ -287,6 +292,17 @@ func (b *Bolt) TryLock(ctx context.Context, name string, ttl time.Duration) (Loc
 	}
 	b.locks[name] = boltLockEntry{owner: owner, expires: now.Add(ttl)}
 	return &boltLock{b: b, name: name, owner: owner}, nil
+}
+
+// PeekLock reports whether the named in-memory lock is held.
+func (b *Bolt) PeekLock(ctx context.Context, name string) (bool, error) {
+	if err := errCtx(ctx); err != nil {
+		return false, err
+	}
+	b.lockMu.Lock()
+	defer b.lockMu.Unlock()
+	e, ok := b.locks[name]
+	return ok && b.now().Before(e.expires), nil
 }
 
 type boltLock struct {

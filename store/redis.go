@@ -46,8 +46,14 @@ type RedisOptions struct {
 	Keys *Keyring
 	// OnError is called for failures that do not fail the call they happen
 	// in: publishing a change notification and maintaining the tenant index
-	// after the record itself was written. op names the step. nil: ignored.
+	// after the record itself was written; op "replicas" reports a change
+	// in the number of connected replicas. op names the step. nil: ignored.
 	OnError func(op string, err error)
+	// WaitReplicas is how many replicas must acknowledge a PutAcked write
+	// while the master has replicas (SPEC §3 rule 14); 0: never wait.
+	WaitReplicas int
+	// WaitTimeout bounds that wait. 0: 1s.
+	WaitTimeout time.Duration
 }
 
 // Redis is a Store on Redis (standalone, Sentinel or Cluster). Every key of
@@ -72,6 +78,14 @@ type Redis struct {
 	closed bool
 	subs   map[*redisSub]struct{}
 	subsWG sync.WaitGroup
+
+	waitReplicas int
+	waitTimeout  time.Duration
+	// Replication state for PutAcked (replicas.go).
+	repMu         sync.Mutex
+	replicas      int
+	replicasAt    time.Time
+	replicasKnown bool
 }
 
 type redisSub struct{ cancel context.CancelFunc }
@@ -88,12 +102,17 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultRedisPrefix
 	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = time.Second
+	}
 	return &Redis{
-		client:  client,
-		keys:    opts.Keys,
-		prefix:  opts.Prefix,
-		onError: opts.OnError,
-		subs:    make(map[*redisSub]struct{}),
+		client:       client,
+		keys:         opts.Keys,
+		prefix:       opts.Prefix,
+		onError:      opts.OnError,
+		subs:         make(map[*redisSub]struct{}),
+		waitReplicas: max(opts.WaitReplicas, 0),
+		waitTimeout:  opts.WaitTimeout,
 	}
 }
 
@@ -112,7 +131,11 @@ func (r *Redis) report(op string, err error) {
 // Get returns the tenant, ErrNotFound, or an error wrapping ErrDecrypt when
 // no configured key opens its tokens.
 func (r *Redis) Get(ctx context.Context, id string) (*Tenant, error) {
-	ver, blob, err := r.getRaw(ctx, id)
+	vals, err := r.client.HMGet(ctx, r.tenantKey(id), "v", "d", "w").Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: redis get tenant %q: %w", id, err)
+	}
+	ver, blob, err := parseRaw(id, vals)
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +144,7 @@ func (r *Redis) Get(ctx context.Context, id string) (*Tenant, error) {
 		return nil, err
 	}
 	t.Version = ver
+	t.WriteID, _ = vals[2].(string) // what cas_put.lua compares ("" before write ids)
 	return t, nil
 }
 
@@ -134,7 +158,12 @@ func (r *Redis) getRaw(ctx context.Context, id string) (int64, []byte, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("store: redis get tenant %q: %w", id, err)
 	}
-	if len(vals) != 2 || vals[0] == nil || vals[1] == nil {
+	return parseRaw(id, vals)
+}
+
+// parseRaw checks HMGET's v and d of tenant id.
+func parseRaw(id string, vals []any) (int64, []byte, error) {
+	if len(vals) < 2 || vals[0] == nil || vals[1] == nil {
 		return 0, nil, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
 	}
 	vs, _ := vals[0].(string)
@@ -186,7 +215,7 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	if expect < 0 {
 		return 0, fmt.Errorf("store: negative expected version %d", expect)
 	}
-	blob, err := encodeTenant(r.keys, t)
+	blob, writeID, err := encodeTenant(r.keys, t)
 	if err != nil {
 		return 0, err
 	}
@@ -198,7 +227,7 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 			return 0, fmt.Errorf("store: redis put tenant %q: index: %w", id, err)
 		}
 	}
-	res, err := casPutScript.Run(ctx, r.client, []string{r.tenantKey(id)}, expect, blob).Int64Slice()
+	res, err := casPutScript.Run(ctx, r.client, []string{r.tenantKey(id)}, expect, blob, t.WriteID, writeID).Int64Slice()
 	if err != nil {
 		return 0, fmt.Errorf("store: redis put tenant %q: %w", id, err)
 	}
@@ -216,6 +245,7 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 		}
 	}
 	r.publish(ctx, id)
+	t.Version, t.WriteID = res[1], writeID
 	return res[1], nil
 }
 
@@ -273,6 +303,15 @@ func (r *Redis) TryLock(ctx context.Context, name string, ttl time.Duration) (Lo
 		return nil, fmt.Errorf("%w: %q", ErrLockHeld, name)
 	}
 	return &redisLock{r: r, name: name, key: key, owner: owner}, nil
+}
+
+// PeekLock reports whether the named lock is held.
+func (r *Redis) PeekLock(ctx context.Context, name string) (bool, error) {
+	n, err := r.client.Exists(ctx, r.lockKey(name)).Result()
+	if err != nil {
+		return false, fmt.Errorf("store: redis peek lock %q: %w", name, err)
+	}
+	return n == 1, nil
 }
 
 type redisLock struct {

@@ -179,7 +179,7 @@ func TestRedisLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h["v"] != "1" || !strings.HasPrefix(h["d"], "{") || len(h) != 2 {
+	if h["v"] != "1" || !strings.HasPrefix(h["d"], "{") || h["w"] != storedWriteID([]byte(h["d"])) || len(h) != 3 {
 		t.Fatalf("tenant hash = %v", h)
 	}
 	if ok, _ := c.SIsMember(ctx, "lsproxy:tenants", "shop").Result(); !ok {
@@ -238,7 +238,7 @@ func TestRedisCASResentScriptIsIdempotent(t *testing.T) {
 	key := []string{"x:tenant:{a}"}
 	run := func(expect int64, blob string) []int64 {
 		t.Helper()
-		res, err := casPutScript.Run(ctx, c, key, expect, blob).Int64Slice()
+		res, err := casPutScript.Run(ctx, c, key, expect, blob, "", "w-"+blob).Int64Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -165,11 +165,12 @@ func TestCLITenants(t *testing.T) {
 	if down.code != 5 || !strings.Contains(down.stderr, "cannot reach the admin API") {
 		t.Errorf("unreachable: exit %d %s", down.code, down.stderr)
 	}
+	// The grant is revoked: the retry is refused and the tenant stays flagged.
 	retry := runCLI(t, cli, "tenants", "retry", "gone")
-	t.Logf("tenants retry gone: exit %d\n%s%s", retry.code, retry.stdout, retry.stderr)
-	if retry.code == exitCodeNoEndpoint && !strings.Contains(retry.stderr, "this lsproxy has no POST /admin/tenants/gone/retry") {
-		t.Errorf("retry against a server without the endpoint: unclear message %q", retry.stderr)
+	if retry.code != 6 || !strings.Contains(retry.stderr, "reauthorization_required") {
+		t.Errorf("tenants retry gone: exit %d\n%s%s", retry.code, retry.stdout, retry.stderr)
 	}
+	run(3, `^$`, "tenants", "retry", "nobody")
 
 	run(0, `^deleted acme\n$`, "tenants", "delete", "acme", "--yes")
 	run(3, `^$`, "tenants", "get", "acme")
@@ -177,9 +178,6 @@ func TestCLITenants(t *testing.T) {
 		t.Errorf("after delete: %d", r.Status)
 	}
 }
-
-// exitCodeNoEndpoint is the CLI's exit for an admin endpoint the server lacks.
-const exitCodeNoEndpoint = 1
 
 // TestCheckConfigOperators: unknown LSPROXY_* variables are a problem with a
 // suggestion in check-config and a warning in serve; YAML type errors and
