@@ -11,6 +11,14 @@ import (
 	"github.com/lsproxy/lsproxy/store"
 )
 
+// Defaults for BackgroundRefresher fields left zero; package config's
+// defaults are these.
+const (
+	DefaultRefresherInterval    = 30 * time.Second
+	DefaultRefresherConcurrency = 4
+	DefaultRefreshIdleMargin    = 48 * time.Hour
+)
+
 // BackgroundRefresher keeps tenants alive without traffic: it refreshes
 // access tokens of tenants in use before they expire, and every tenant's
 // refresh token before its idle expiry. Every replica runs one; the store
@@ -47,7 +55,7 @@ func (b *BackgroundRefresher) Run(ctx context.Context) {
 	defer t.Stop()
 	lastFull := time.Time{}
 	for {
-		if now := time.Now(); now.Sub(lastFull) >= b.FullScanEvery {
+		if now := b.Manager.now(); now.Sub(lastFull) >= b.FullScanEvery {
 			lastFull = now
 			b.Scan(ctx)
 		} else {
@@ -63,13 +71,13 @@ func (b *BackgroundRefresher) Run(ctx context.Context) {
 
 func (b *BackgroundRefresher) defaults() {
 	if b.Interval <= 0 {
-		b.Interval = 30 * time.Second
+		b.Interval = DefaultRefresherInterval
 	}
 	if b.Concurrency <= 0 {
-		b.Concurrency = 4
+		b.Concurrency = DefaultRefresherConcurrency
 	}
 	if b.IdleMargin <= 0 {
-		b.IdleMargin = 48 * time.Hour
+		b.IdleMargin = DefaultRefreshIdleMargin
 	}
 	if b.Jitter <= 0 {
 		b.Jitter = b.Interval / 2

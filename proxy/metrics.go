@@ -59,7 +59,11 @@ func (m *Metrics) observe(status int, meth string, st *reqState, d time.Duration
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(strconv.Itoa(status), method(meth), st.errCode).Inc()
+	code := "other" // keeps the label bounded whatever status an upstream sends
+	if status >= 100 && status <= 599 {
+		code = strconv.Itoa(status)
+	}
+	m.requests.WithLabelValues(code, method(meth), st.errCode).Inc()
 	m.duration.Observe(d.Seconds())
 	if st.upstreamTime > 0 {
 		m.upstream.Observe(st.upstreamTime.Seconds())

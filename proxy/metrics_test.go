@@ -3,6 +3,7 @@ package proxy
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -56,6 +57,41 @@ func TestMetricsLabels(t *testing.T) {
 			if c := mf.Metric[0].Histogram.GetSampleCount(); c != 4 {
 				t.Errorf("request observations %d, want 4", c)
 			}
+		}
+	}
+}
+
+// TestMetricsCodeBounded: a status outside 100..599 counts as "other", so
+// the code label stays bounded; a nil *Metrics records nothing.
+func TestMetricsCodeBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	for _, status := range []int{101, 200, 599, 0, 99, 600, 999} {
+		m.observe(status, "GET", &reqState{}, time.Millisecond)
+	}
+	var nilMetrics *Metrics
+	nilMetrics.observe(200, "GET", &reqState{}, time.Millisecond)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "code" {
+					got[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	want := map[string]float64{"101": 1, "200": 1, "599": 1, "other": 4}
+	if len(got) != len(want) {
+		t.Fatalf("codes = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("code %q = %v, want %v", k, got[k], v)
 		}
 	}
 }
