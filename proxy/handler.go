@@ -132,6 +132,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 	}
 	h.finish(r, sw, st, tenant, h.Now().Sub(start))
+	annotateSpan(r, st, tenant)
 }
 
 func (h *Handler) tenantOf(r *http.Request) (string, error) {

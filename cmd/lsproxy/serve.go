@@ -136,7 +136,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		AuthStyle:    style,
 		Scopes:       scopes,
 		Timeout:      cfg.TokenTimeout,
-		HTTPClient:   &http.Client{Transport: auth.NewTokenTransport(cfg.TokenTimeout)},
+		HTTPClient:   &http.Client{Transport: traced(auth.NewTokenTransport(cfg.TokenTimeout), "token endpoint")},
 	}
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
@@ -180,7 +180,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		Tokens:        m,
 		TenantHeader:  cfg.TenantHeader,
 		MaxReplayBody: cfg.MaxReplayBodyBytes,
-		Transport:     proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
+		Transport:     traced(proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}), "upstream"),
 		Logger:        log.Named("proxy"),
 		Metrics:       proxy.NewMetrics(reg),
 	}
@@ -240,7 +240,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler()}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: cs.Handler()}, nil
 }
 
 func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {
@@ -264,6 +264,11 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}
 	defer log.Sync()
 	startupLog(log)
+	stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err
