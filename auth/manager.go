@@ -94,22 +94,17 @@ type Manager struct {
 	log       *zap.Logger
 	now       func() time.Time
 
-	mu      sync.Mutex
-	cache   map[string]*cacheEntry
-	closing bool // set by FinishRefreshes: no acquisition starts any more
+	mu    sync.RWMutex
+	cache map[string]*cacheEntry // see cache.go
+	// revalidated, when set (tests), is called after each background
+	// re-read has updated the cache; nil = nothing.
+	revalidated func(tenant string)
+	closing     bool // set by FinishRefreshes: no acquisition starts any more
 
 	// inflight counts running acquisitions, awaited by FinishRefreshes at
 	// shutdown. Add happens only under mu while !closing, so it never races
 	// with FinishRefreshes and no refresh starts after it decided it is done.
 	inflight sync.WaitGroup
-}
-
-type cacheEntry struct {
-	tok       Token
-	fetchedAt time.Time
-	usedAt    time.Time // last Token hit, for the background refresher
-	retryAt   time.Time // after a transient refresh failure: keep serving until then
-	reauth    *ReauthError
 }
 
 // NewManager returns a Manager. Call Run to follow other replicas' changes.
@@ -146,28 +141,6 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 	return m
 }
 
-// Run drops cached tokens when any process changes a tenant, until ctx is
-// done. It returns the store's Subscribe error, or nil at ctx end.
-func (m *Manager) Run(ctx context.Context) error {
-	ch, err := m.store.Subscribe(ctx)
-	if err != nil {
-		return err
-	}
-	for id := range ch {
-		m.Invalidate(id)
-	}
-	return nil
-}
-
-// Invalidate drops the cached token of a tenant.
-func (m *Manager) Invalidate(tenant string) {
-	m.mu.Lock()
-	if e := m.cache[tenant]; e != nil {
-		m.cache[tenant] = &cacheEntry{usedAt: e.usedAt} // keep only "in use"
-	}
-	m.mu.Unlock()
-}
-
 // FinishRefreshes blocks until running token acquisitions (refresh and
 // write) finish or ctx ends; call it at shutdown after the servers stopped,
 // with a budget of its own (ShutdownBudget). From the call on, a token that
@@ -197,23 +170,13 @@ func (m *Manager) BreakerOpen() bool { return m.breaker.State() == gobreaker.Sta
 // *UnavailableError (ErrTokenUnavailable), or ctx's error.
 func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 	now := m.now()
-	m.mu.Lock()
-	e := m.cache[tenant]
-	if e != nil {
-		e.usedAt = now
-	}
-	m.mu.Unlock()
-	if e != nil && now.Sub(e.fetchedAt) < m.opts.CacheTTL {
-		if e.reauth != nil {
-			return Token{}, e.reauth
-		}
-		if m.fresh(e.tok.Expiry, now) || (now.Before(e.retryAt) && m.usable(e.tok.Expiry)) {
-			m.opts.Metrics.cacheLookup(true)
-			return e.tok, nil
-		}
+	e, tok, hit, err := m.cached(tenant, now)
+	if hit {
+		m.opts.Metrics.cacheLookup(true)
+		return tok, err
 	}
 	m.opts.Metrics.cacheLookup(false)
-	tok, err := m.shared(ctx, "get:"+tenant, tenant, func(ctx context.Context) (Token, error) {
+	tok, err = m.shared(ctx, "get:"+tenant, tenant, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, tenant, want{})
 	})
 	if err != nil && e != nil && e.reauth == nil && m.usable(e.tok.Expiry) && errors.Is(err, ErrTokenUnavailable) {
@@ -221,11 +184,7 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 		return e.tok, nil
 	}
 	if err == nil {
-		m.mu.Lock()
-		if e := m.cache[tenant]; e != nil {
-			e.usedAt = now
-		}
-		m.mu.Unlock()
+		m.markUsed(tenant, now)
 	}
 	return tok, err
 }
@@ -294,43 +253,4 @@ func (m *Manager) usable(expiry time.Time) bool {
 
 func (m *Manager) fresh(expiry, now time.Time) bool {
 	return expiry.Sub(now) > m.opts.RefreshBefore
-}
-
-func (m *Manager) remember(rec *store.Tenant, re *ReauthError, retryAt time.Time) Token {
-	tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version}
-	now := m.now()
-	m.mu.Lock()
-	var usedAt time.Time
-	if old := m.cache[rec.ID]; old != nil {
-		usedAt = old.usedAt
-	}
-	m.cache[rec.ID] = &cacheEntry{tok: tok, fetchedAt: now, usedAt: usedAt, retryAt: retryAt, reauth: re}
-	m.mu.Unlock()
-	return tok
-}
-
-// inUseWindow: a tenant requested within this long counts as in use.
-const inUseWindow = time.Hour
-
-// inUse reports whether this process served tenant recently.
-func (m *Manager) inUse(tenant string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e := m.cache[tenant]
-	return e != nil && !e.usedAt.IsZero() && m.now().Sub(e.usedAt) < inUseWindow
-}
-
-// expiringInUse lists tenants served recently whose cached token (if any)
-// expires within d: the background refresher's candidates.
-func (m *Manager) expiringInUse(d time.Duration) []string {
-	now := m.now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var ids []string
-	for id, e := range m.cache {
-		if e.reauth == nil && !e.usedAt.IsZero() && now.Sub(e.usedAt) < inUseWindow && e.tok.Expiry.Sub(now) < d {
-			ids = append(ids, id)
-		}
-	}
-	return ids
 }

@@ -189,7 +189,7 @@ func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState
 	status := sw.StatusOr200()
 	h.Metrics.observe(status, r.Method, st, d)
 	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
-		ce.Write(
+		writeAccess(ce,
 			zap.String("tenant", tenant),
 			zap.String("method", r.Method),
 			zap.String("path", r.URL.Path), // never the query: it may carry secrets

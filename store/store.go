@@ -139,7 +139,9 @@ type Store interface {
 	// Subscribe delivers the id of every tenant that is written or deleted,
 	// by any process sharing the store, until ctx is done; the channel is
 	// then closed. Delivery is best effort (a slow reader may miss ids);
-	// callers keep a bounded cache lifetime as a fallback.
+	// callers keep a bounded cache lifetime as a fallback. An empty id
+	// means ids may have been lost since the last one (a slow reader, a
+	// reconnect): treat every tenant as changed.
 	Subscribe(ctx context.Context) (<-chan string, error)
 
 	// Ping reports whether the backend answers.

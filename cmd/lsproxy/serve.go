@@ -15,11 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/config"
 	"github.com/lsproxy/lsproxy/control"
+	"github.com/lsproxy/lsproxy/internal/logging"
 	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/store"
@@ -36,21 +36,10 @@ type app struct {
 	control http.Handler
 }
 
-func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(cfg.LogLevel)
-	if err != nil {
-		return nil, err
-	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.TimeKey = "ts"
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	var encoder zapcore.Encoder
-	if cfg.LogFormat == "console" {
-		encoder = zapcore.NewConsoleEncoder(enc)
-	} else {
-		encoder = zapcore.NewJSONEncoder(enc)
-	}
-	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level)), nil
+// newLogger builds the process logger (access lines buffered, see
+// internal/logging); call the returned func once at exit to flush.
+func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, func() error, error) {
+	return logging.New(w, logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
 }
 
 // redisLogger routes go-redis's own messages (reconnects, failovers; they
@@ -181,7 +170,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		TenantHeader:  cfg.TenantHeader,
 		MaxReplayBody: cfg.MaxReplayBodyBytes,
 		Transport:     traced(proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}), "upstream"),
-		Logger:        log.Named("proxy"),
+		Logger:        log.Named(logging.AccessLogName),
 		Metrics:       proxy.NewMetrics(reg),
 	}
 	if len(cfg.ClientKeys) > 0 {
@@ -258,11 +247,11 @@ func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {
 
 // serve runs lsproxy until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
-	log, err := newLogger(cfg, logOut)
+	log, closeLog, err := newLogger(cfg, logOut)
 	if err != nil {
 		return err
 	}
-	defer log.Sync()
+	defer closeLog() // flushes buffered access lines
 	startupLog(log)
 	stopTracing, err := startTracing(ctx, log)
 	if err != nil {
