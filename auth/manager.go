@@ -176,8 +176,10 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 	now := m.now()
 	e, tok, hit, err := m.cached(tenant, now)
 	if hit {
+		m.opts.Metrics.cacheLookup(true)
 		return tok, err
 	}
+	m.opts.Metrics.cacheLookup(false)
 	tok, err = m.shared(ctx, "get:"+tenant, tenant, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, tenant, want{})
 	})

@@ -105,7 +105,9 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, er
 			return m.staleOrUnavailable(rec, errGuardHeld)
 		}
 		lockStart := m.now()
+		_, endLock := span(waitCtx, "lsproxy.lock_wait", tenant)
 		lock, err := m.store.TryLock(waitCtx, lockName(tenant), m.opts.LockTTL)
+		endLock(err)
 		if errors.Is(err, store.ErrLockHeld) {
 			if rec, err = m.waitForHolder(waitCtx, rec); err != nil {
 				return Token{}, err
@@ -116,7 +118,10 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, er
 			return Token{}, m.storeErr(tenant, err)
 		}
 		m.opts.Metrics.lockWait(m.now().Sub(lockStart))
-		return m.refreshHolding(ctx, waitCtx, lock, tenant, w)
+		ctx, end := span(ctx, "lsproxy.refresh", tenant)
+		tok, err := m.refreshHolding(ctx, waitCtx, lock, tenant, w)
+		end(err)
+		return tok, err
 	}
 }
 
@@ -184,7 +189,10 @@ func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, 
 	grant, err := m.sendGrant(ctx, cur)
 	switch {
 	case err == nil:
-		return m.storeGrant(ctx, marked, grant)
+		wctx, end := span(ctx, "lsproxy.store_write", tenant)
+		tok, err := m.storeGrant(wctx, marked, grant)
+		end(err)
+		return tok, err
 	case errors.Is(err, ErrInvalidGrant):
 		return m.rejected(ctx, marked, interrupted, w)
 	case errors.Is(err, ErrOutcomeUnknown):
@@ -281,7 +289,9 @@ func (m *Manager) sendGrant(ctx context.Context, cur *store.Tenant) (*Grant, err
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.TokenTimeout)
 	defer cancel()
 	start := m.now()
+	tctx, end := span(tctx, "lsproxy.token_request", cur.ID)
 	g, err := m.breaker.Execute(func() (*Grant, error) { return m.refresher.Refresh(tctx, cur) })
+	end(err)
 	m.opts.Metrics.refreshLatency(m.now().Sub(start))
 	return g, err
 }

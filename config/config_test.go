@@ -335,7 +335,7 @@ func TestLoadErrors(t *testing.T) {
 			name: "wrong type names file and line",
 			file: "listen: a:1\nrefresh_before: soon\n",
 			is:   ErrFile,
-			want: []string{"PATH", "line 2", "time.Duration"},
+			want: []string{"PATH", "line 2", `refresh_before: "soon" is not a duration`},
 		},
 		{
 			name: "integer duration rejected",

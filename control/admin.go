@@ -124,27 +124,6 @@ func (s *Server) audited(next http.Handler) http.Handler {
 	})
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	ids, err := s.Store.List(r.Context())
-	if err != nil {
-		adminError(w, "", err)
-		return
-	}
-	views := make([]TenantView, 0, len(ids))
-	for _, id := range ids {
-		t, err := s.Store.Get(r.Context(), id)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			adminError(w, id, err)
-			return
-		}
-		views = append(views, View(t))
-	}
-	httperr.WriteJSON(w, http.StatusOK, map[string]any{"tenants": views})
-}
-
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	id := pathTenant(w, r)
 	if id == "" {

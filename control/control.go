@@ -123,7 +123,16 @@ func (s *Server) Handler() http.Handler {
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))
 	mux.HandleFunc("GET /oauth/callback", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeCallback }))
-	return mux
+	return withRequestID(mux)
+}
+
+// withRequestID sets X-Request-Id on every response (the caller's when
+// valid, else a new one, as on the proxy listener); error bodies quote it.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(httperr.RequestIDHeader, httperr.RequestID(r))
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) onboarding(pick func(Onboarding) http.HandlerFunc) http.HandlerFunc {

@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httputil"
@@ -59,9 +57,10 @@ type Handler struct {
 	// Transport sends upstream requests; nil means NewTransport(30s).
 	Transport http.RoundTripper
 	// Authenticate checks the caller before anything else; nil means no
-	// caller authentication. It returns ErrProxyAuthRequired or
+	// caller authentication. It returns the caller's key id (for the
+	// request log; "" when unknown), and ErrProxyAuthRequired or
 	// ErrTenantNotAllowed to refuse.
-	Authenticate func(r *http.Request, tenant string) error
+	Authenticate func(r *http.Request, tenant string) (caller string, err error)
 	// Logger gets one line per request; nil means no request log.
 	Logger *zap.Logger
 	// Metrics; nil means none recorded.
@@ -79,6 +78,8 @@ type Handler struct {
 // reqState travels in the request context from ServeHTTP to the transport.
 type reqState struct {
 	tenant       string
+	requestID    string // X-Request-Id: returned to the caller, sent upstream
+	caller       string // the caller's key id, "" without caller authentication
 	upstreamTime time.Duration
 	errCode      string
 	replayed     bool
@@ -129,6 +130,9 @@ func (h *Handler) Init() error {
 		Transport:    &tokenTransport{h: h, base: h.Transport},
 		BufferPool:   bufferPool{},
 		ErrorHandler: h.proxyError,
+		// The caller already has X-Request-Id (set in ServeHTTP); the
+		// upstream's copy, the same id or its own, would duplicate it.
+		ModifyResponse: func(resp *http.Response) error { resp.Header.Del(httperr.RequestIDHeader); return nil },
 		// FlushInterval stays 0: ReverseProxy itself flushes streaming
 		// responses (text/event-stream, unknown length) after every write.
 		// -1 for every response cost a timer, a goroutine and a separate
@@ -141,7 +145,8 @@ func (h *Handler) Init() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
 	sw := &httperr.StatusWriter{ResponseWriter: w}
-	st := &reqState{}
+	st := &reqState{requestID: httperr.RequestID(r)}
+	w.Header().Set(httperr.RequestIDHeader, st.requestID)
 	tenant, err := h.tenantOf(r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		// TRACE would have an upstream echo the request, injected token
@@ -149,7 +154,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = ErrMethodNotAllowed
 	}
 	if err == nil && h.Authenticate != nil {
-		err = h.Authenticate(r, tenant)
+		st.caller, err = h.Authenticate(r, tenant)
 	}
 	if err == nil {
 		err = h.pace(r, tenant)
@@ -164,6 +169,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 	}
 	h.finish(r, sw, st, tenant, h.Now().Sub(start))
+	annotateSpan(r, st, tenant)
 }
 
 func (h *Handler) tenantOf(r *http.Request) (string, error) {
@@ -207,6 +213,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	hd.Del("Authorization")
 	hd.Del("Proxy-Authorization")
 	hd.Del("Cookie") // never forward the caller's cookies to the merchant's API
+	if st, _ := pr.In.Context().Value(ctxKey{}).(*reqState); st != nil {
+		hd.Set(httperr.RequestIDHeader, st.requestID) // the caller's (when valid) or ours
+	}
 }
 
 // proxyError is ReverseProxy's ErrorHandler: every failure after tenant
@@ -233,7 +242,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 
 func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState, tenant string, d time.Duration) {
 	status := sw.StatusOr200()
-	h.Metrics.observe(status, st.errCode, d)
+	h.Metrics.observe(status, r.Method, st, d)
 	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
 		writeAccess(ce,
 			zap.String("tenant", tenant),
@@ -244,20 +253,10 @@ func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState
 			zap.Duration("upstream_latency", st.upstreamTime),
 			zap.String("error", st.errCode),
 			zap.Bool("replayed", st.replayed),
-			zap.String("request_id", requestID(r)),
+			zap.String("request_id", st.requestID),
+			zap.String("caller", st.caller),
 		)
 	}
-}
-
-// requestID returns the caller's X-Request-Id when it is short and
-// printable, or a new random one.
-func requestID(r *http.Request) string {
-	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && store.ValidTenantID(id) {
-		return id
-	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.

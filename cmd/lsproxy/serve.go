@@ -154,15 +154,17 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		AuthStyle:    style,
 		Scopes:       scopes,
 		Timeout:      cfg.TokenTimeout,
-		HTTPClient:   &http.Client{Transport: tokenTransport(cfg.TokenTimeout)},
+		HTTPClient:   &http.Client{Transport: traced(tokenTransport(cfg.TokenTimeout), "token endpoint")},
 	}
 
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 	var notifier *onboard.Notifier
 	if cfg.WebhookURL != "" {
 		notifier = &onboard.Notifier{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.Named("webhook")}
 		notifier.Start(ctx)
 	}
+	onboard.RegisterWebhookMetrics(reg, notifier)
+	reg.MustRegister(&control.TenantsGauge{Store: s})
 	m := auth.NewManager(s, oauthClient, auth.ManagerOptions{
 		RefreshBefore:   cfg.RefreshBefore,
 		LockTTL:         cfg.EffectiveLockTTL(),
@@ -208,7 +210,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		LocationHeader:   cfg.LocationHeader,
 		Locations:        locations.Resolve,
 		MaxReplayBody:    cfg.MaxReplayBodyBytes,
-		Transport:        newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
+		Transport:        traced(newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}), "upstream"),
 		Logger:           log.Named(logging.AccessLogName),
 		Metrics:          proxy.NewMetrics(reg),
 	}
@@ -295,7 +297,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler(), locations: locations, locRefresher: locRefresher}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: cs.Handler(), locations: locations, locRefresher: locRefresher}, nil
 }
 
 // consoleSessionKey derives the console's session-signing key from the
@@ -325,6 +327,12 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	defer closeLog() // flushes buffered access lines
+	startupLog(log)
+	stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err

@@ -54,7 +54,7 @@ func tenantsImport(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fs.Usage()
 		return 2
 	}
-	client, err := newAdminClient()
+	client, err := newImportClient()
 	if err != nil {
 		fmt.Fprintln(stderr, "lsproxy tenants import:", err)
 		return 2
@@ -180,13 +180,13 @@ func readImportFile(r io.Reader, size int) (batches []importBatch, local []contr
 	return batches, local, total, nil
 }
 
-// adminClient calls the admin API (LSPROXY_ADMIN_URL, LSPROXY_ADMIN_TOKEN).
-type adminClient struct {
+// importClient calls the admin API's bulk import (LSPROXY_ADMIN_URL, LSPROXY_ADMIN_TOKEN).
+type importClient struct {
 	base, token string
 	http        *http.Client
 }
 
-func newAdminClient() (*adminClient, error) {
+func newImportClient() (*importClient, error) {
 	base := strings.TrimSuffix(os.Getenv("LSPROXY_ADMIN_URL"), "/")
 	if base == "" {
 		base = "http://127.0.0.1:8081"
@@ -195,12 +195,12 @@ func newAdminClient() (*adminClient, error) {
 	if token == "" {
 		return nil, fmt.Errorf("LSPROXY_ADMIN_TOKEN is required (the admin API's bearer token)")
 	}
-	return &adminClient{base: base, token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
+	return &importClient{base: base, token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
 }
 
 // importBatch posts one batch and maps the server's per-request line
 // numbers back to file line numbers.
-func (c *adminClient) importBatch(ctx context.Context, b importBatch, dry, overwrite bool) ([]control.ImportResult, error) {
+func (c *importClient) importBatch(ctx context.Context, b importBatch, dry, overwrite bool) ([]control.ImportResult, error) {
 	body := bytes.Join(b.lines, []byte("\n"))
 	u := c.base + "/admin/import"
 	var q []string

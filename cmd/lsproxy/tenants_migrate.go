@@ -2,30 +2,42 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
+
+	"github.com/spf13/cobra"
 )
 
-// tenantsMigrate dispatches the migration commands of `lsproxy tenants`
-// (import, export). The rest of the tenants command tree calls the admin
-// API; export alone reads the store.
-func tenantsMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) (code int, ok bool) {
-	if len(args) == 0 {
-		return 0, false
-	}
-	switch args[0] {
-	case "import":
-		return tenantsImport(ctx, args[1:], stdout, stderr), true
-	case "export":
-		return tenantsExport(ctx, args[1:], stdout, stderr), true
-	}
-	return 0, false
+// `tenants import` and `tenants export` parse their own flags (see
+// tenants_import.go, tenants_export.go): import talks to the admin API's
+// bulk endpoint, export reads the store directly with the operator's key.
+func init() {
+	registerTenantsCommand(func(tc *tenantsCLI) *cobra.Command {
+		return migrateCommand(tc, "import [--dry-run] FILE", "Import tenants from NDJSON through the admin API (per-line results)", tenantsImport)
+	})
+	registerTenantsCommand(func(tc *tenantsCLI) *cobra.Command {
+		return migrateCommand(tc, "export [--config FILE] OUT", "Write every tenant, tokens included, to OUT (mode 0600) straight from the store", tenantsExport)
+	})
 }
 
-const tenantsMigrateUsage = `  lsproxy tenants import [--dry-run] FILE   import tenants from NDJSON through the admin API
-  lsproxy tenants export [--config FILE] OUT  write every tenant, tokens included, to OUT (0600)
-`
-
-func tenantsUsage(w io.Writer) {
-	fmt.Fprint(w, "Usage:\n"+tenantsMigrateUsage)
+func migrateCommand(tc *tenantsCLI, use, short string, run func(context.Context, []string, io.Writer, io.Writer) int) *cobra.Command {
+	return &cobra.Command{
+		Use:                use,
+		Short:              short,
+		DisableFlagParsing: true,
+		// Not the admin client of the other tenants commands: these set
+		// up what they need themselves.
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, a := range args {
+				if a == "-h" || a == "--help" || a == "-help" {
+					run(tc.ctx, []string{"-h"}, tc.stdout, tc.stdout)
+					return nil
+				}
+			}
+			if code := run(tc.ctx, args, tc.stdout, tc.stderr); code != 0 {
+				return fail(code, nil)
+			}
+			return nil
+		},
+	}
 }

@@ -64,6 +64,7 @@ var (
 	AdminDisabled           = &Kind{Code: "admin_disabled", Status: http.StatusNotFound, Message: "the admin API is disabled: set LSPROXY_ADMIN_TOKEN"}
 	AdminUnauthorized       = &Kind{Code: "unauthorized", Status: http.StatusUnauthorized, Message: "a valid admin token is required in Authorization: Bearer <token>"}
 	BadRequest              = &Kind{Code: "bad_request", Status: http.StatusBadRequest, Message: "the body must be a JSON object with refresh_token, optional access_token and expires_in"}
+	BadQuery                = &Kind{Code: "bad_request", Status: http.StatusBadRequest, Message: "a query parameter is invalid"}
 	AdminReauthorization    = &Kind{Code: "reauthorization_required", Status: http.StatusConflict, Message: "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link"}
 	AdminTokenUnavailable   = &Kind{Code: "token_unavailable", Status: http.StatusServiceUnavailable, Message: "the token endpoint or the store is unavailable; retry later", RetryAfter: true}
 	Conflict                = &Kind{Code: "conflict", Status: http.StatusConflict, Message: "the tenant changed concurrently; retry"}
@@ -116,6 +117,9 @@ type Body struct {
 	Message string `json:"message"`
 	Tenant  string `json:"tenant,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// RequestID is the response's X-Request-Id (Write fills it in), for a
+	// caller to quote.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Body returns e's JSON body.
@@ -140,7 +144,9 @@ func (e Error) SetHeaders(h http.Header) {
 // Write answers e as JSON and returns its code (for metrics and logs).
 func Write(w http.ResponseWriter, e Error) string {
 	e.SetHeaders(w.Header())
-	WriteJSON(w, e.Kind.Status, e.Body())
+	b := e.Body()
+	b.RequestID = w.Header().Get(RequestIDHeader)
+	WriteJSON(w, e.Kind.Status, b)
 	return e.Kind.Code
 }
 

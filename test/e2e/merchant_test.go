@@ -143,7 +143,7 @@ func TestLocationRoutingThroughBinary(t *testing.T) {
 
 // runCLI runs the lsproxy binary with args and env, returning its exit
 // code, stdout and stderr.
-func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+func runMigrateCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -205,12 +205,12 @@ func TestImportExportThroughBinary(t *testing.T) {
 	if err := os.WriteFile(in, file.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errs := runCLI(t, cli, "tenants", "import", "--dry-run", in)
+	code, out, errs := runMigrateCLI(t, cli, "tenants", "import", "--dry-run", in)
 	if code != 1 || !strings.Contains(errs, fmt.Sprintf("would_create %d", n-20)) {
 		t.Fatalf("dry run: exit %d\n%s\n%s", code, errs, tail(out, 2000))
 	}
 	start := time.Now()
-	code, out, errs = runCLI(t, cli, "tenants", "import", in)
+	code, out, errs = runMigrateCLI(t, cli, "tenants", "import", in)
 	took := time.Since(start)
 	t.Logf("imported %d tenants (%d bad lines) in %s: %s", n-20, len(bad), took.Round(time.Millisecond), strings.TrimSpace(errs))
 	if code != 1 || !strings.Contains(errs, fmt.Sprintf("created %d", n-20)) || !strings.Contains(errs, "error 20") {
@@ -231,7 +231,7 @@ func TestImportExportThroughBinary(t *testing.T) {
 		}
 	}
 	// Re-run: every good line unchanged.
-	code, _, errs = runCLI(t, cli, "tenants", "import", in)
+	code, _, errs = runMigrateCLI(t, cli, "tenants", "import", in)
 	if code != 1 || !strings.Contains(errs, fmt.Sprintf("unchanged %d", n-20)) {
 		t.Fatalf("re-run: exit %d %s", code, errs)
 	}
@@ -242,18 +242,18 @@ func TestImportExportThroughBinary(t *testing.T) {
 		t.Fatalf("serve exit %d", c)
 	}
 	exp1 := filepath.Join(dir, "export1.ndjson")
-	if code, _, errs := runCLI(t, env, "tenants", "export", exp1); code != 0 {
+	if code, _, errs := runMigrateCLI(t, env, "tenants", "export", exp1); code != 0 {
 		t.Fatalf("export: %d %s", code, errs)
 	}
 	if st, err := os.Stat(exp1); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("export file mode: %v %v", st.Mode(), err)
 	}
-	if code, _, errs := runCLI(t, env, "tenants", "export", exp1); code == 0 || !strings.Contains(errs, "exists") {
+	if code, _, errs := runMigrateCLI(t, env, "tenants", "export", exp1); code == 0 || !strings.Contains(errs, "exists") {
 		t.Errorf("export over an existing file: %d %s", code, errs)
 	}
 
 	p2 := startProxy(t, env2)
-	code, _, errs = runCLI(t, with(env2, "LSPROXY_ADMIN_URL", p2.ControlURL), "tenants", "import", exp1)
+	code, _, errs = runMigrateCLI(t, with(env2, "LSPROXY_ADMIN_URL", p2.ControlURL), "tenants", "import", exp1)
 	if code != 0 || !strings.Contains(errs, fmt.Sprintf("created %d", n-20)) {
 		t.Fatalf("import of the export: %d %s", code, errs)
 	}
@@ -262,7 +262,7 @@ func TestImportExportThroughBinary(t *testing.T) {
 		t.Fatalf("serve exit %d", c)
 	}
 	exp2 := filepath.Join(dir, "export2.ndjson")
-	if code, _, errs := runCLI(t, env2, "tenants", "export", exp2); code != 0 {
+	if code, _, errs := runMigrateCLI(t, env2, "tenants", "export", exp2); code != 0 {
 		t.Fatalf("export 2: %d %s", code, errs)
 	}
 	a, _ := os.ReadFile(exp1)

@@ -36,6 +36,21 @@ helm.sh/chart: {{ include "lsproxy.chart" . }}
 app.kubernetes.io/version: {{ include "lsproxy.imageTag" . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: {{ .Values.mode }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- /* The Secrets the pods read that the chart does not own, for Reloader. */}}
+{{- define "lsproxy.reloadSecrets" -}}
+{{- $names := list (include "lsproxy.secretName" .) }}
+{{- if and (ne .Values.redis.mode "none") .Values.redis.auth.enabled .Values.redis.auth.existingSecret }}
+{{- $names = append $names .Values.redis.auth.existingSecret }}
+{{- end }}
+{{- if and (ne .Values.redis.mode "none") .Values.redis.tls.caSecret }}
+{{- $names = append $names .Values.redis.tls.caSecret }}
+{{- end }}
+{{- join "," (uniq $names) }}
 {{- end }}
 
 {{- define "lsproxy.serviceAccountName" -}}
