@@ -35,6 +35,12 @@ type Preset struct {
 	// CallbackParams are extra callback query parameters kept on the tenant
 	// record (x-series: domain_prefix, which names the token host).
 	CallbackParams []string
+	// RateCosts prices requests for the rate-limit governor by method ("*"
+	// for the rest); nil means reads 1, writes 10 (R-Series' pricing).
+	RateCosts map[string]float64
+	// NoRateLimit turns the governor off for this preset by default
+	// (LSPROXY_RATE_LIMIT overrides it).
+	NoRateLimit bool
 	// Identity is how the merchant account behind a grant is learnt after
 	// every code exchange (and K-Series locations after every refresh);
 	// zero = not documented, not identified.
@@ -166,6 +172,9 @@ var Presets = map[string]Preset{
 		// ({"Account": {"accountID", "name"}}), needed for every call.
 		Identity: Identity{Path: "/API/V3/Account.json", Accounts: "Account", ID: "accountID", Name: "name",
 			Source: "developers.lightspeedhq.com/retail: Account, GET /API/V3/Account.json"},
+		// Leaky bucket: GET 1, PUT/POST/DELETE 10 (Lightspeed "Best
+		// Practices", community.lightspeedhq.com/en/discussion/28).
+		RateCosts: map[string]float64{"GET": 1, "HEAD": 1, "OPTIONS": 1, "*": 10},
 	},
 	// X-Series (Vend): x-series-api.lightspeedhq.com/docs/authorization.
 	// The token host is the retailer's domain_prefix, returned on the
@@ -187,6 +196,9 @@ var Presets = map[string]Preset{
 		// x-series-api.lightspeedhq.com/docs/authorization): no request.
 		Identity: Identity{FromExtra: "domain_prefix",
 			Source: "x-series-api.lightspeedhq.com/docs/authorization: domain_prefix"},
+		// x-series-api.lightspeedhq.com/docs/rate_limiting: the window
+		// counts requests, whatever the method.
+		RateCosts: map[string]float64{"*": 1},
 	},
 	"custom": {
 		Name:         "custom",

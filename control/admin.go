@@ -14,6 +14,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -44,6 +45,9 @@ type TenantView struct {
 	Account     *store.Account   `json:"account,omitempty"`
 	Locations   []store.Location `json:"locations,omitempty"`
 	LocationsAt *time.Time       `json:"locations_at,omitempty"`
+	// RateLimit is the tenant's last known upstream budget (GET only;
+	// absent when the upstream never reported one).
+	RateLimit *ratelimit.Budget `json:"rate_limit,omitempty"`
 }
 
 func ts(t time.Time) *time.Time {
@@ -149,7 +153,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		adminError(w, id, err)
 		return
 	}
-	httperr.WriteJSON(w, http.StatusOK, View(t))
+	v := View(t)
+	v.RateLimit = s.rateLimit(r.Context(), id)
+	httperr.WriteJSON(w, http.StatusOK, v)
 }
 
 // importBody is PUT /admin/tenants/{id}.
@@ -309,7 +315,9 @@ func (s *Server) refreshWith(w http.ResponseWriter, r *http.Request, do func(con
 		adminError(w, id, err)
 		return
 	}
-	httperr.WriteJSON(w, http.StatusOK, View(t))
+	v := View(t)
+	v.RateLimit = s.rateLimit(r.Context(), id)
+	httperr.WriteJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {

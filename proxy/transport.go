@@ -92,6 +92,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := t.h.Now()
 	resp, err := t.base.RoundTrip(req)
 	st.upstreamTime = t.h.Now().Sub(start)
+	t.h.observe(st.tenant, start, resp)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -137,6 +138,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start = t.h.Now()
 	resp, err = t.base.RoundTrip(retry)
 	st.upstreamTime += t.h.Now().Sub(start)
+	t.h.observe(st.tenant, start, resp)
 	return resp, err
 }
 

@@ -7,11 +7,15 @@
 //
 // Files:
 //   - store.go: the Store and Lock contracts, Tenant, the sentinel errors.
+//   - tenantstate.go: every state transition of a Tenant (mark, grant,
+//     flag, undo, authorize, import) as one method each.
 //   - codec.go: the stored record (tokens sealed), shared by both backends.
 //   - seal.go: the Keyring: AES-256-GCM sealing with key rotation.
 //   - rekey.go: Rekey, re-sealing every record with the primary key.
 //   - redis.go: the Redis backend; its Lua scripts are in lua/.
 //   - redisconn.go: connecting to Redis (URL, Sentinel, Cluster, TLS),
 //     password redaction, fail-fast retries.
+//   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
+//     (WAIT).
 //   - bolt.go: the bbolt backend.
 package store

@@ -22,6 +22,7 @@ import (
 	"github.com/lsproxy/lsproxy/internal/logging"
 	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -190,6 +191,15 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		},
 	})
 
+	governor, err := newGovernor(cfg, preset, s, log.Named("ratelimit"), reg)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if governor != nil {
+		oauthClient.HTTPClient.Transport = &ratelimit.TokenTransport{Governor: governor, Base: oauthClient.HTTPClient.Transport}
+	}
+
 	locations := &proxy.LocationResolver{Store: s, TTL: cfg.CacheTTL}
 	ph := &proxy.Handler{
 		UpstreamTemplate: upstream.String(),
@@ -208,10 +218,17 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 			s.Close()
 			return nil, err
 		}
-		ph.Authenticate = proxy.NewCallerAuth(keys).Authenticate
+		callers := proxy.NewCallerAuth(keys)
+		ph.Authenticate = callers.Authenticate
+		if governor != nil {
+			governor.CallerKey = callers.KeyID
+		}
 		log.Info("caller authentication on", zap.Int("client_keys", len(keys)))
 	} else if cfg.AllowUnauthenticated {
 		log.Warn("caller authentication off: anyone who reaches the proxy listener can use any tenant", zap.String("listen", cfg.Listen))
+	}
+	if governor != nil {
+		ph.Pacer = governor
 	}
 	if err := ph.Init(); err != nil {
 		s.Close()
@@ -235,6 +252,9 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		Provider:   preset.Name,
 		Locations:  locRefresher,
 		Logger:     log.Named("admin"),
+	}
+	if governor != nil {
+		cs.RateLimits = governor
 	}
 	if cfg.RedirectURL != "" {
 		linkKey := sha256.Sum256([]byte("lsproxy onboarding link key\x00" + cfg.EncryptionKey))

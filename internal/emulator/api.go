@@ -93,6 +93,9 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if e.meterAPI(w, r, tenant) {
+		return
+	}
 	if !e.storeHostOK(r, tenant) {
 		e.c.apiForbidden.Add(1)
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "wrong_store", "error_description": "this token belongs to another store's host"})

@@ -229,6 +229,8 @@ type Emulator struct {
 	users        map[string]user
 	brownout     Brownout
 	brownoutFrom time.Time
+
+	rl rateLimiter // ratelimit.go
 }
 
 var _ http.Handler = (*Emulator)(nil)

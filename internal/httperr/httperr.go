@@ -53,6 +53,9 @@ var (
 	// location an active grant covers.
 	NoUpstreamHost  = &Kind{Code: "upstream_unavailable", Status: http.StatusBadGateway, Message: "this tenant has no valid domain_prefix naming its upstream host; re-authorize it"}
 	UnknownLocation = &Kind{Code: "unknown_location", Status: http.StatusNotFound, Message: "no active tenant's grant covers this business location"}
+	// RateLimited (SPEC §8): the tenant's upstream budget had no room
+	// within LSPROXY_RATE_LIMIT_WAIT; package ratelimit decides.
+	RateLimited = &Kind{Code: "rate_limited", Status: http.StatusTooManyRequests, Message: "this tenant's Lightspeed rate limit is used up; retry after the Retry-After delay", RetryAfter: true}
 
 	// Control listener (LSPROXY_CONTROL_LISTEN): the admin API. An admin
 	// asking to refresh a flagged tenant gets 409 (the tenant's state
