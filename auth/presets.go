@@ -167,14 +167,14 @@ var Presets = map[string]Preset{
 		},
 		ClientAuth: "body",
 		Scopes:     []string{"employee:all"},
+		// Leaky bucket: GET 1, PUT/POST/DELETE 10 (Lightspeed "Best
+		// Practices", community.lightspeedhq.com/en/discussion/28).
+		RateCosts: map[string]float64{"GET": 1, "HEAD": 1, "OPTIONS": 1, "*": 10},
 		// developers.lightspeedhq.com/retail "Finding your Account ID":
 		// GET /API/V3/Account.json answers the token's account
 		// ({"Account": {"accountID", "name"}}), needed for every call.
 		Identity: Identity{Path: "/API/V3/Account.json", Accounts: "Account", ID: "accountID", Name: "name",
 			Source: "developers.lightspeedhq.com/retail: Account, GET /API/V3/Account.json"},
-		// Leaky bucket: GET 1, PUT/POST/DELETE 10 (Lightspeed "Best
-		// Practices", community.lightspeedhq.com/en/discussion/28).
-		RateCosts: map[string]float64{"GET": 1, "HEAD": 1, "OPTIONS": 1, "*": 10},
 	},
 	// X-Series (Vend): x-series-api.lightspeedhq.com/docs/authorization.
 	// The token host is the retailer's domain_prefix, returned on the
@@ -192,13 +192,13 @@ var Presets = map[string]Preset{
 		},
 		ClientAuth:     "body",
 		CallbackParams: []string{"domain_prefix"},
+		// x-series-api.lightspeedhq.com/docs/rate_limiting: the window
+		// counts requests, whatever the method.
+		RateCosts: map[string]float64{"*": 1},
 		// The retailer is its domain_prefix (callback and token response,
 		// x-series-api.lightspeedhq.com/docs/authorization): no request.
 		Identity: Identity{FromExtra: "domain_prefix",
 			Source: "x-series-api.lightspeedhq.com/docs/authorization: domain_prefix"},
-		// x-series-api.lightspeedhq.com/docs/rate_limiting: the window
-		// counts requests, whatever the method.
-		RateCosts: map[string]float64{"*": 1},
 	},
 	"custom": {
 		Name:         "custom",

@@ -150,6 +150,9 @@ type Config struct {
 	// AuthorizeLinkTTL is how long the admin's link stays valid.
 	StateTTL         time.Duration `yaml:"state_ttl" env:"STATE_TTL"`
 	AuthorizeLinkTTL time.Duration `yaml:"authorize_link_ttl" env:"AUTHORIZE_LINK_TTL"`
+	// ConsoleSessionIdle ends an operator console session after this long
+	// without an action.
+	ConsoleSessionIdle time.Duration `yaml:"console_session_idle" env:"CONSOLE_SESSION_IDLE"`
 	// SuccessURL is where a successful callback redirects; "" = built-in page.
 	SuccessURL string `yaml:"success_url" env:"SUCCESS_URL"`
 
@@ -223,6 +226,7 @@ func Default() Config {
 		CacheTTL:                   auth.DefaultCacheTTL,
 		StateTTL:                   onboard.DefaultStateTTL,
 		AuthorizeLinkTTL:           onboard.DefaultLinkTTL,
+		ConsoleSessionIdle:         15 * time.Minute, // control.DefaultConsoleIdle (config may not import control)
 		RefresherInterval:          auth.DefaultRefresherInterval,
 		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
 		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,

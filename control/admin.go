@@ -40,14 +40,15 @@ type TenantView struct {
 	UpdatedAt             *time.Time        `json:"updated_at,omitempty"`
 	Version               int64             `json:"version"`
 	Extra                 map[string]string `json:"extra,omitempty"`
+	// RateLimit is the tenant's last known upstream budget (GET only;
+	// absent when the upstream never reported one).
+	RateLimit *ratelimit.Budget `json:"rate_limit,omitempty"`
 	// Account is the merchant account behind the grant (SPEC §8);
 	// Locations the K-Series business locations it reaches.
 	Account     *store.Account   `json:"account,omitempty"`
 	Locations   []store.Location `json:"locations,omitempty"`
 	LocationsAt *time.Time       `json:"locations_at,omitempty"`
-	// RateLimit is the tenant's last known upstream budget (GET only;
-	// absent when the upstream never reported one).
-	RateLimit *ratelimit.Budget `json:"rate_limit,omitempty"`
+	History     []store.Event    `json:"history,omitempty"`
 }
 
 func ts(t time.Time) *time.Time {
@@ -67,6 +68,7 @@ func View(t *store.Tenant) TenantView {
 		FailureCount: t.FailureCount, RefreshInFlight: t.RefreshInFlight, HasRefreshToken: t.RefreshToken != "",
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt), Version: t.Version, Extra: t.Extra,
 		Account: t.Account, Locations: t.Locations, LocationsAt: ts(t.LocationsAt),
+		History: t.History,
 	}
 }
 

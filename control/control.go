@@ -55,6 +55,15 @@ type Server struct {
 	RateLimits RateLimits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// SessionKey signs operator console sessions (console_session.go); every
+	// replica needs the same key to accept the others' sessions. nil means a
+	// random key per process (a session then works on one replica only).
+	SessionKey []byte
+	// ConsoleIdle ends a console session after this long without an
+	// operator action; 0 means DefaultConsoleIdle.
+	ConsoleIdle time.Duration
+
+	adminMux *http.ServeMux // the admin routes, without bearer check and audit (the console calls them)
 }
 
 // Onboarding starts and finishes the OAuth authorization-code flow.
@@ -109,6 +118,8 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/import", s.bulkImport)
 	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
+	s.adminMux = admin
+	s.mountConsole(mux)
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))
 	mux.HandleFunc("GET /oauth/callback", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeCallback }))

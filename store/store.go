@@ -84,6 +84,10 @@ type Tenant struct {
 	RefreshCount  int64     `json:"refresh_count"`
 	FailureCount  int64     `json:"failure_count"`
 
+	// History is the tenant's last MaxHistory state changes, oldest first;
+	// see Record.
+	History []Event `json:"history,omitempty"`
+
 	// Version is assigned by the store: 1 on creation, +1 on every write.
 	// With WriteID it is the fencing value for compare-and-set.
 	Version int64 `json:"-"`
@@ -120,6 +124,9 @@ func (t *Tenant) Clone() *Tenant {
 		for k, v := range t.Extra {
 			c.Extra[k] = v
 		}
+	}
+	if t.History != nil {
+		c.History = append([]Event(nil), t.History...)
 	}
 	return &c
 }

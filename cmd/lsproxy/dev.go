@@ -118,8 +118,11 @@ Try it:
 Admin API (token %s):
   curl -H 'Authorization: Bearer %s' http://%s/admin/tenants/%s
 
+Operator console (sign in with the admin token):
+  http://%s/console/
+
 Press Ctrl-C to stop.
-`, dir, emuURL, demoTenant, demoTenant, proxyAddr, cfg.AdminToken, cfg.AdminToken, controlAddr, demoTenant)
+`, dir, emuURL, demoTenant, demoTenant, proxyAddr, cfg.AdminToken, cfg.AdminToken, controlAddr, demoTenant, controlAddr)
 	return <-done
 }
 

@@ -252,6 +252,10 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		Provider:   preset.Name,
 		Locations:  locRefresher,
 		Logger:     log.Named("admin"),
+		// Console sessions are signed with a key derived from the encryption
+		// key, so any replica accepts a session another one issued.
+		SessionKey:  consoleSessionKey(cfg.EncryptionKey),
+		ConsoleIdle: cfg.ConsoleSessionIdle,
 	}
 	if governor != nil {
 		cs.RateLimits = governor
@@ -292,6 +296,13 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		Logger:      log.Named("refresher"),
 	}
 	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler(), locations: locations, locRefresher: locRefresher}, nil
+}
+
+// consoleSessionKey derives the console's session-signing key from the
+// encryption key (a separate label: the key itself signs nothing).
+func consoleSessionKey(encryptionKey string) []byte {
+	k := sha256.Sum256([]byte("lsproxy console session key\x00" + encryptionKey))
+	return k[:]
 }
 
 func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {

@@ -48,14 +48,14 @@ var (
 	TokenUnavailable        = &Kind{Code: "token_unavailable", Status: http.StatusServiceUnavailable, Message: "the access token expired and cannot be refreshed right now; retry later", RetryAfter: true}
 	UpstreamUnavailable     = &Kind{Code: "upstream_unavailable", Status: http.StatusBadGateway, Message: "the upstream could not be reached"}
 	UpstreamTimeout         = &Kind{Code: "upstream_timeout", Status: http.StatusGatewayTimeout, Message: "the upstream did not answer in time"}
+	// RateLimited (SPEC §8): the tenant's upstream budget had no room
+	// within LSPROXY_RATE_LIMIT_WAIT; package ratelimit decides.
+	RateLimited = &Kind{Code: "rate_limited", Status: http.StatusTooManyRequests, Message: "this tenant's Lightspeed rate limit is used up; retry after the Retry-After delay", RetryAfter: true}
 	// SPEC §8: an x-series tenant without a valid domain_prefix has no
 	// upstream host (never another store's); a location header naming no
 	// location an active grant covers.
 	NoUpstreamHost  = &Kind{Code: "upstream_unavailable", Status: http.StatusBadGateway, Message: "this tenant has no valid domain_prefix naming its upstream host; re-authorize it"}
 	UnknownLocation = &Kind{Code: "unknown_location", Status: http.StatusNotFound, Message: "no active tenant's grant covers this business location"}
-	// RateLimited (SPEC §8): the tenant's upstream budget had no room
-	// within LSPROXY_RATE_LIMIT_WAIT; package ratelimit decides.
-	RateLimited = &Kind{Code: "rate_limited", Status: http.StatusTooManyRequests, Message: "this tenant's Lightspeed rate limit is used up; retry after the Retry-After delay", RetryAfter: true}
 
 	// Control listener (LSPROXY_CONTROL_LISTEN): the admin API. An admin
 	// asking to refresh a flagged tenant gets 409 (the tenant's state
@@ -71,6 +71,8 @@ var (
 	StoreUnavailable        = &Kind{Code: "store_unavailable", Status: http.StatusServiceUnavailable, Message: "the store did not answer; retry later"}
 	OnboardingDisabled      = &Kind{Code: "onboarding_disabled", Status: http.StatusServiceUnavailable, Message: "onboarding is not configured: set LSPROXY_REDIRECT_URL"}
 	OnboardingMisconfigured = &Kind{Code: "onboarding_misconfigured", Status: http.StatusServiceUnavailable, Message: "onboarding is misconfigured; see the server log"}
+	// The operator console's JSON feed (its pages are HTML for people).
+	ConsoleSignedOut = &Kind{Code: "console_signed_out", Status: http.StatusUnauthorized, Message: "sign in to the console at /console/signin"}
 
 	// Onboarding (/oauth/start, /oauth/callback): HTML pages for the
 	// merchant's browser; the page texts live in package onboard. A
