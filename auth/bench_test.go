@@ -27,7 +27,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,7 +48,7 @@ import (
 
 const benchTenants = 10000
 
-func benchID(i int) string { return fmt.Sprintf("t%05d", i) }
+func benchID(i int) string { return fmt.Sprintf("t%06d", i) }
 
 func benchRedisStore(b *testing.B, rs *testredis.Server) (*store.Redis, *redis.Client) {
 	b.Helper()
@@ -202,8 +204,18 @@ func BenchmarkRefreshStorm(b *testing.B) {
 	b.Run("request-path", func(b *testing.B) { refreshStorm(b, true) })
 }
 
+// stormTenants is BenchmarkRefreshStorm's tenant count: BENCH_STORM_TENANTS
+// or benchTenants (docs/benchmarks.md's scale table used 100,000).
+func stormTenants() int {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_STORM_TENANTS")); err == nil && n > 0 {
+		return n
+	}
+	return benchTenants
+}
+
 func refreshStorm(b *testing.B, requestPath bool) {
 	ctx := context.Background()
+	benchTenants := stormTenants()
 	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, AccessTTL: time.Hour})
 	gauge := &tokenGauge{path: emu.Paths().Token, next: emu}
 	srv := httptest.NewServer(gauge)
@@ -249,7 +261,7 @@ func refreshStorm(b *testing.B, requestPath bool) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			rec.AccessExpiresAt = stormStart.Add(time.Duration(i) * time.Minute / benchTenants)
+			rec.AccessExpiresAt = stormStart.Add(time.Duration(i) * time.Minute / time.Duration(benchTenants))
 			oldExpiry[i] = rec.AccessExpiresAt
 			if _, err := s.Put(ctx, rec, rec.Version); err != nil {
 				b.Fatal(err)
@@ -295,7 +307,7 @@ func refreshStorm(b *testing.B, requestPath bool) {
 		calls := redisCalls(b, client) - calls0
 		st := emu.Stats()
 		refreshes := st.RefreshGrants - st0.RefreshGrants
-		if refreshes != benchTenants || st.ReuseDetected != st0.ReuseDetected || st.RefreshRejected != st0.RefreshRejected {
+		if refreshes != int64(benchTenants) || st.ReuseDetected != st0.ReuseDetected || st.RefreshRejected != st0.RefreshRejected {
 			b.Fatalf("refreshes=%d (want %d) reuse=%d rejected=%d", refreshes, benchTenants,
 				st.ReuseDetected-st0.ReuseDetected, st.RefreshRejected-st0.RefreshRejected)
 		}

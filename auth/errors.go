@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 )
 
@@ -72,7 +73,15 @@ func (e *EndpointError) Error() string {
 	return fmt.Sprintf("auth: token endpoint answered %d", e.Status)
 }
 
-// Is makes errors.Is(err, ErrInvalidGrant) true for invalid_grant answers.
+// Is makes errors.Is(err, ErrInvalidGrant) true for invalid_grant answers,
+// and errors.Is(err, ErrOutcomeUnknown) true for 502 and 504: a gateway
+// answered, and the origin behind it may have rotated the refresh token.
 func (e *EndpointError) Is(target error) bool {
-	return target == ErrInvalidGrant && e.Code == "invalid_grant"
+	switch target {
+	case ErrInvalidGrant:
+		return e.Code == "invalid_grant"
+	case ErrOutcomeUnknown:
+		return e.Code == "" && (e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout)
+	}
+	return false
 }

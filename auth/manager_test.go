@@ -85,7 +85,11 @@ func newFixture(t *testing.T, opts ...func(*ManagerOptions)) *fixture {
 	ref := &fakeRefresher{now: clk.Now}
 	core, logs := observer.New(zap.DebugLevel)
 	f := &fixture{store: s, ref: ref, clk: clk, logs: logs, flags: make(chan string, 10)}
+	// TakeoverGrace is measured on the real clock (it is this process's own
+	// observation), the lease on the test clock; the guard is off here
+	// (guard_test.go tests it).
 	o := ManagerOptions{Now: clk.Now, Logger: zap.New(core), LockTTL: 2 * time.Second, WaitFor: 5 * time.Second,
+		TakeoverGrace: 200 * time.Millisecond, GuardThreshold: -1,
 		OnFlag: func(tenant, reason string) { f.flags <- tenant + ": " + reason }}
 	for _, fn := range opts {
 		fn(&o)
@@ -246,7 +250,7 @@ func TestTransientFailureNeverFlags(t *testing.T) {
 }
 
 func TestLostResponseThenRejectionFlagsAsInterrupted(t *testing.T) {
-	f := newFixture(t)
+	f := newFixture(t, func(o *ManagerOptions) { o.WaitFor = time.Second })
 	f.put(t, "acme", -time.Second)
 	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, fmt.Errorf("%w: timeout", ErrOutcomeUnknown) }
 	if _, err := f.m.Token(ctx, "acme"); !errors.Is(err, ErrTokenUnavailable) {
@@ -257,12 +261,12 @@ func TestLostResponseThenRejectionFlagsAsInterrupted(t *testing.T) {
 	}
 	// The next attempt tries the stored token once; the provider says it was used.
 	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
-	// Within the earlier holder's write window nothing is sent.
-	f.clk.Advance(2 * time.Second)
+	// Within the earlier holder's lease nothing is sent (rule 11).
+	f.clk.Advance(time.Second)
 	if _, err := f.m.Token(ctx, "acme"); !errors.Is(err, ErrTokenUnavailable) || f.ref.count() != 1 {
-		t.Fatalf("inside the window: %v, refreshes %d", err, f.ref.count())
+		t.Fatalf("inside the lease: %v, refreshes %d", err, f.ref.count())
 	}
-	f.clk.Advance(6 * time.Second) // past WaitFor (5s) + clockSkew
+	f.clk.Advance(2 * time.Second) // past the lease (LockTTL 2s); the grace passes in real time
 	_, err := f.m.Token(ctx, "acme")
 	var re *ReauthError
 	if !errors.As(err, &re) || re.Reason != "refresh token consumed by an interrupted refresh" {
@@ -279,7 +283,7 @@ func TestLostResponseThenSuccessClearsMark(t *testing.T) {
 	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, fmt.Errorf("%w: reset", ErrOutcomeUnknown) }
 	f.m.Token(ctx, "acme")
 	f.ref.next = nil
-	f.clk.Advance(8 * time.Second) // past the earlier holder's write window
+	f.clk.Advance(3 * time.Second) // past the earlier holder's lease
 	if _, err := f.m.Token(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +295,7 @@ func TestLostResponseThenSuccessClearsMark(t *testing.T) {
 func TestBreakerOpensAndRecovers(t *testing.T) {
 	f := newFixture(t, func(o *ManagerOptions) { o.BreakerFailures = 3; o.BreakerOpenFor = 100 * time.Millisecond })
 	f.put(t, "acme", -time.Second)
-	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 502} }
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 503} }
 	for i := 0; i < 3; i++ {
 		f.clk.Advance(2 * time.Second) // past the retry pause
 		f.m.Token(ctx, "acme")
@@ -430,7 +434,7 @@ func TestCallerCancelDoesNotAbandonRefresh(t *testing.T) {
 	close(f.ref.gate)
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer wcancel()
-	if err := f.m.Wait(wctx); err != nil {
+	if err := f.m.FinishRefreshes(wctx); err != nil {
 		t.Fatal(err)
 	}
 	if rec := f.get(t, "acme"); rec.RefreshToken != "rt-acme-1" || rec.RefreshInFlight {

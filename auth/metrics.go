@@ -15,6 +15,9 @@ type Metrics struct {
 	lockWaitSecs   prometheus.Histogram
 	breaker        prometheus.Gauge
 	flags          prometheus.Counter
+	guardTripped   prometheus.Gauge
+	guardHeld      prometheus.Counter
+	writeRetries   prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg.
@@ -22,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lsproxy_token_refreshes_total",
-			Help: "Refresh grants by outcome: ok, invalid_grant, transient, unknown (sent, no answer), lost_race, discarded, write_failed.",
+			Help: "Refresh grants by outcome: ok, invalid_grant, held (invalid_grant not acted on by the guard), transient, unknown (sent, no answer), not_acked (replicas did not acknowledge; nothing sent), lost_race, discarded.",
 		}, []string{"outcome"}),
 		refreshSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lsproxy_token_refresh_duration_seconds",
@@ -43,7 +46,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Tenants flagged reauthorization_required.",
 		}),
 	}
-	reg.MustRegister(m.refreshes, m.refreshSeconds, m.lockWaitSecs, m.breaker, m.flags)
+	m.guardTripped = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lsproxy_invalid_grant_guard_tripped",
+		Help: "1 while the mass-invalid_grant guard holds back flagging (many tenants rejected at once: check client id, secret, environment, token URL).",
+	})
+	m.guardHeld = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lsproxy_invalid_grant_held_total",
+		Help: "invalid_grant answers not acted on by the guard: the tenant was not flagged and keeps its refresh token.",
+	})
+	m.writeRetries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lsproxy_token_write_retries_total",
+		Help: "Retried writes of a received grant (store unreachable); the holder retries for as long as it lives.",
+	})
+	reg.MustRegister(m.refreshes, m.refreshSeconds, m.lockWaitSecs, m.breaker, m.flags, m.guardTripped, m.guardHeld, m.writeRetries)
 	for _, o := range []string{"ok", "invalid_grant", "transient", "unknown"} {
 		m.refreshes.WithLabelValues(o)
 	}
@@ -77,5 +92,27 @@ func (m *Metrics) breakerState(s gobreaker.State) {
 func (m *Metrics) flagged() {
 	if m != nil {
 		m.flags.Inc()
+	}
+}
+
+func (m *Metrics) guard(tripped bool) {
+	if m != nil {
+		v := 0.0
+		if tripped {
+			v = 1
+		}
+		m.guardTripped.Set(v)
+	}
+}
+
+func (m *Metrics) held() {
+	if m != nil {
+		m.guardHeld.Inc()
+	}
+}
+
+func (m *Metrics) writeRetry() {
+	if m != nil {
+		m.writeRetries.Inc()
 	}
 }

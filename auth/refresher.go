@@ -11,6 +11,14 @@ import (
 	"github.com/lsproxy/lsproxy/store"
 )
 
+// Defaults for BackgroundRefresher fields left zero; package config's
+// defaults are these.
+const (
+	DefaultRefresherInterval    = 30 * time.Second
+	DefaultRefresherConcurrency = 4
+	DefaultRefreshIdleMargin    = 48 * time.Hour
+)
+
 // BackgroundRefresher keeps tenants alive without traffic: it refreshes
 // access tokens of tenants in use before they expire, and every tenant's
 // refresh token before its idle expiry. Every replica runs one; the store
@@ -31,26 +39,41 @@ type BackgroundRefresher struct {
 	// tenants expiring together do not stampede the token endpoint; default
 	// Interval/2.
 	Jitter time.Duration
-	// FullScanEvery is how often every tenant is read from the store (for
-	// idle expiry, which is days away); default 10m, at least Interval.
+	// FullScanEvery is how often the tenants due for refresh-token idle
+	// expiry (days away) are looked for; default 10m, at least Interval.
+	// With a store.Lister store that reads only the due tenants (its due
+	// index); otherwise every tenant.
 	FullScanEvery time.Duration
+	// ReadAllEvery is how often, with a store.Lister store, every tenant
+	// is read anyway, in case a due-index update was lost (a crash
+	// between the record write and the index write); default 24h, at
+	// least FullScanEvery.
+	ReadAllEvery time.Duration
 	// Logger; nil = none.
 	Logger *zap.Logger
 }
 
 // Run refreshes until ctx ends. Every Interval it checks the tenants this
 // replica serves, from its cache (no store read unless one is due); every
-// FullScanEvery it reads every tenant for refresh-token idle expiry.
+// FullScanEvery it also looks for refresh-token idle expiry: in the due
+// index (ScanDue) when the store has one, else by reading every tenant
+// (Scan), which it also does every ReadAllEvery.
 func (b *BackgroundRefresher) Run(ctx context.Context) {
 	b.defaults()
 	t := time.NewTicker(b.Interval)
 	defer t.Stop()
-	lastFull := time.Time{}
+	var lastDue, lastAll time.Time
+	_, indexed := b.Store.(store.Lister)
 	for {
-		if now := time.Now(); now.Sub(lastFull) >= b.FullScanEvery {
-			lastFull = now
+		now := b.Manager.now()
+		switch {
+		case now.Sub(lastAll) >= b.ReadAllEvery || (!indexed && now.Sub(lastDue) >= b.FullScanEvery):
+			lastAll, lastDue = now, now
 			b.Scan(ctx)
-		} else {
+		case indexed && now.Sub(lastDue) >= b.FullScanEvery:
+			lastDue = now
+			b.ScanDue(ctx)
+		default:
 			b.ScanInUse(ctx)
 		}
 		select {
@@ -63,19 +86,22 @@ func (b *BackgroundRefresher) Run(ctx context.Context) {
 
 func (b *BackgroundRefresher) defaults() {
 	if b.Interval <= 0 {
-		b.Interval = 30 * time.Second
+		b.Interval = DefaultRefresherInterval
 	}
 	if b.Concurrency <= 0 {
-		b.Concurrency = 4
+		b.Concurrency = DefaultRefresherConcurrency
 	}
 	if b.IdleMargin <= 0 {
-		b.IdleMargin = 48 * time.Hour
+		b.IdleMargin = DefaultRefreshIdleMargin
 	}
 	if b.Jitter <= 0 {
 		b.Jitter = b.Interval / 2
 	}
 	if b.FullScanEvery < b.Interval {
 		b.FullScanEvery = max(10*time.Minute, b.Interval)
+	}
+	if b.ReadAllEvery < b.FullScanEvery {
+		b.ReadAllEvery = max(24*time.Hour, b.FullScanEvery)
 	}
 	if b.Logger == nil {
 		b.Logger = zap.NewNop()
@@ -91,6 +117,38 @@ func (b *BackgroundRefresher) Scan(ctx context.Context) int {
 	if err != nil {
 		b.Logger.Warn("refresher: listing tenants", zap.Error(err))
 		return 0
+	}
+	return b.refreshDue(ctx, ids)
+}
+
+// ScanDue is Scan for the tenants the store's due index names (refresh
+// token expiring or idle within IdleMargin) and the tenants ScanInUse
+// checks: its cost is proportional to what is due, not to the number of
+// tenants. Without a store.Lister store it is Scan.
+func (b *BackgroundRefresher) ScanDue(ctx context.Context) int {
+	b.defaults()
+	l, ok := b.Store.(store.Lister)
+	if !ok {
+		return b.Scan(ctx)
+	}
+	now := b.Manager.now()
+	var idleBy time.Time
+	if b.IdleTTL > 0 {
+		idleBy = now.Add(b.IdleMargin - b.IdleTTL)
+	}
+	ids, err := l.ListDue(ctx, now.Add(b.IdleMargin), idleBy)
+	if err != nil {
+		b.Logger.Warn("refresher: listing due tenants", zap.Error(err))
+		return b.ScanInUse(ctx)
+	}
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		seen[id] = true
+	}
+	for _, id := range b.Manager.expiringInUse(b.horizon()) {
+		if !seen[id] {
+			ids = append(ids, id)
+		}
 	}
 	return b.refreshDue(ctx, ids)
 }

@@ -48,7 +48,9 @@ func TestRefresherDue(t *testing.T) {
 			}
 			if c.inUse {
 				f.m.mu.Lock()
-				f.m.cache[rec.ID] = &cacheEntry{usedAt: now}
+				e := &cacheEntry{}
+				e.usedAt.Store(now.UnixNano())
+				f.m.cache[rec.ID] = e
 				f.m.mu.Unlock()
 			}
 			if got := b.due(&rec); got != c.want {
@@ -197,5 +199,60 @@ func TestScanInUseReadsOnlyDueTenants(t *testing.T) {
 	}
 	if f.ref.count() != 1 || f.get(t, "expiring").RefreshCount != 1 {
 		t.Fatalf("the expiring tenant was not refreshed")
+	}
+}
+
+// countingBolt is a Bolt (so a store.Lister) that counts List and Get.
+type countingBolt struct {
+	*store.Bolt
+	lists, gets atomic.Int32
+}
+
+func (c *countingBolt) List(ctx context.Context) ([]string, error) {
+	c.lists.Add(1)
+	return c.Bolt.List(ctx)
+}
+
+func (c *countingBolt) Get(ctx context.Context, id string) (*store.Tenant, error) {
+	c.gets.Add(1)
+	return c.Bolt.Get(ctx, id)
+}
+
+// TestScanDueReadsOnlyDueTenants: with a due index the idle-expiry scan
+// reads the due tenants and the in-use expiring one, not every tenant.
+func TestScanDueReadsOnlyDueTenants(t *testing.T) {
+	f := newFixture(t)
+	day := 24 * time.Hour
+	for i := 0; i < 30; i++ {
+		f.put(t, fmt.Sprintf("idle-%02d", i), time.Hour) // created now: idle expiry 14 days away
+	}
+	for _, id := range []string{"old-1", "old-2"} {
+		rec := &store.Tenant{ID: id, Status: store.StatusActive, AccessToken: "at-" + id + "-0", RefreshToken: "rt-" + id + "-0",
+			AccessExpiresAt: f.clk.Now().Add(time.Hour), CreatedAt: f.clk.Now().Add(-13 * day)}
+		if _, err := f.store.Put(ctx, rec, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.put(t, "expiring", 40*time.Second)
+	if _, err := f.m.Token(ctx, "expiring"); err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingBolt{Bolt: f.store}
+	b := &BackgroundRefresher{Manager: f.m, Store: cs, Interval: 30 * time.Second, IdleTTL: 14 * day, IdleMargin: 48 * time.Hour, Jitter: time.Millisecond}
+	if n := b.ScanDue(ctx); n != 3 {
+		t.Fatalf("refreshes started = %d, want 3", n)
+	}
+	if cs.lists.Load() != 0 || cs.gets.Load() != 3 {
+		t.Fatalf("lists=%d gets=%d, want 0 and 3", cs.lists.Load(), cs.gets.Load())
+	}
+	for _, id := range []string{"old-1", "old-2", "expiring"} {
+		if f.get(t, id).RefreshCount != 1 {
+			t.Errorf("%s not refreshed", id)
+		}
+	}
+	// Refreshed, they leave the due index.
+	cs.gets.Store(0)
+	if n := b.ScanDue(ctx); n != 0 || cs.gets.Load() != 0 {
+		t.Fatalf("second scan: %d refreshes, %d reads; want 0 and 0", n, cs.gets.Load())
 	}
 }

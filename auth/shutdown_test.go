@@ -21,7 +21,7 @@ func TestWaitRefusesNewAcquisitions(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := f.m.Wait(wctx); err != nil {
+	if err := f.m.FinishRefreshes(wctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -64,7 +64,7 @@ func TestWaitConcurrentWithAcquisitions(t *testing.T) {
 	close(start)
 	wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := f.m.Wait(wctx); err != nil {
+	if err := f.m.FinishRefreshes(wctx); err != nil {
 		t.Fatal(err)
 	}
 	done := f.ref.count() // every refresh counted here finished its write

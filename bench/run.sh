@@ -16,6 +16,7 @@
 #   BENCH_GOVERNED_TENANTS=1000  tenants of the rate-limit governor scenario (0 skips it)
 #   BENCH_GO=1               also run the Go benchmarks (proxy, auth)
 #   BENCH_NGINX=1            0 skips nginx even when installed
+#   BENCH_DEFAULT_CONFIG=1   0 skips the default-configuration scenario (issue 15)
 #   BENCH_OUT=bench/results  BENCH_DOC=docs/benchmarks.md (empty: no doc update)
 #
 # Only processes this script starts are stopped, by pid, at exit.
@@ -147,8 +148,11 @@ start_bare() {
 	URL[bare]=$(first_line "$WORK/bare.out")
 }
 
+# start_nginx [NAME [ACCESS_LOG(0|1)]]
 start_nginx() {
-	local dir=$WORK/nginx port master workers user=""
+	local name=${1:-nginx} alog=${2:-0}
+	local dir=$WORK/$name port master workers user="" access="access_log off;"
+	[ "$alog" = 1 ] && access="access_log $dir/access.log combined buffer=64k flush=1s;"
 	mkdir -p "$dir/tmp"
 	chmod 755 "$WORK" "$dir" "$dir/tmp"
 	port=$("$LOAD" freeport)
@@ -162,7 +166,7 @@ pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
 http {
-	access_log off;
+	$access
 	client_body_temp_path $dir/tmp/body;
 	proxy_temp_path $dir/tmp/proxy;
 	upstream api { server 127.0.0.1:$UP_PORT; keepalive 256; }
@@ -180,17 +184,17 @@ http {
 	}
 }
 EOF
-	"$NGINX_BIN" -p "$dir" -c "$dir/nginx.conf" >"$WORK/nginx.out" 2>"$WORK/nginx.err" &
+	"$NGINX_BIN" -p "$dir" -c "$dir/nginx.conf" >"$WORK/$name.out" 2>"$WORK/$name.err" &
 	master=$!
 	STARTED+=("$master")
-	if ! "$LOAD" wait -url "http://127.0.0.1:$port/" -timeout 10s 2>>"$WORK/nginx.err"; then
-		log "nginx did not start; skipping it: $(tail -2 "$WORK/nginx.err" "$dir/error.log" 2>/dev/null | tr '\n' ' ')"
+	if ! "$LOAD" wait -url "http://127.0.0.1:$port/" -timeout 10s 2>>"$WORK/$name.err"; then
+		log "nginx did not start; skipping it: $(tail -2 "$WORK/$name.err" "$dir/error.log" 2>/dev/null | tr '\n' ' ')"
 		kill "$master" 2>/dev/null || true
 		return 1
 	fi
 	workers=$(pgrep -P "$master" | tr '\n' ' ')
-	PIDS[nginx]="$master $workers"
-	URL[nginx]="http://127.0.0.1:$port"
+	PIDS[$name]="$master $workers"
+	URL[$name]="http://127.0.0.1:$port"
 }
 
 # start_lsproxy NAME redis|embedded [extra VAR=value ...]
@@ -268,6 +272,13 @@ scenario() {
 		case $t in
 		bare) start_bare ;;
 		nginx) [ -n "$NGINX_BIN" ] && start_nginx || continue ;;
+		# --- issue 15: the default configuration (info level, access log on) ---
+		nginx-log) [ -n "$NGINX_BIN" ] && start_nginx nginx-log 1 || continue ;;
+		lsproxy-redis-default)
+			start_lsproxy "$t" redis "LSPROXY_LOG_LEVEL=info"
+			"$LOAD" import -admin "${CONTROL[$t]}" -admin-token "$ADMIN_TOKEN" -tenants "$n" >&2
+			;;
+		# --- end issue 15 ---
 		lsproxy-redis | lsproxy-embedded)
 			local extra=()
 			[ "$expiring" = 1 ] && extra=("LSPROXY_REFRESH_BEFORE=1s")
@@ -322,6 +333,12 @@ grouped() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 TARGETS=(bare lsproxy-redis lsproxy-embedded nginx)
 scenario "$(grouped "$SMALL") tenants" "$SMALL" 0 "${TARGETS[@]}"
 scenario "$(grouped "$LARGE") tenants" "$LARGE" 0 "${TARGETS[@]}"
+# --- issue 15: default configuration beside quiet, same run, alternating slices ---
+if [ "${BENCH_DEFAULT_CONFIG:-1}" = 1 ]; then
+	scenario "$(grouped "$LARGE") tenants, default configuration (access log on)" "$LARGE" 0 \
+		bare lsproxy-redis lsproxy-redis-default nginx-log
+fi
+# --- end issue 15 ---
 scenario "$(grouped "$EXP_TENANTS") tenants, tokens expiring (${EXP_TTL} s)" "$EXP_TENANTS" 1 lsproxy-redis lsproxy-embedded
 
 # --- rate-limit governor (issue 13; its own block) --------------------------

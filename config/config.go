@@ -1,13 +1,3 @@
-// Package config holds lsproxy's configuration: defaults in code, then an
-// optional YAML file, then LSPROXY_* environment variables.
-//
-// Every option has exactly one environment variable (LSPROXY_ + upper-case
-// name) and one YAML key (the lower-case name without the prefix), e.g.
-// LSPROXY_CONTROL_LISTEN and control_listen. Secrets can also be read from a
-// file named by the matching *_FILE option.
-//
-// Config is a plain value: it has no internal state, and every function and
-// method in this package is safe for concurrent use.
 package config
 
 import (
@@ -23,6 +13,10 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/onboard"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // EnvPrefix is the prefix of every environment variable lsproxy reads.
@@ -84,6 +78,12 @@ type Config struct {
 	RedisPassword       string   `yaml:"redis_password" env:"REDIS_PASSWORD"`
 	RedisPasswordFile   string   `yaml:"redis_password_file" env:"REDIS_PASSWORD_FILE"`
 	RedisCAFile         string   `yaml:"redis_ca_file" env:"REDIS_CA_FILE"`
+	// RedisWaitReplicas is how many replicas must acknowledge the lock and
+	// in-flight mark (WAIT) before a refresh token is sent, when the master
+	// has replicas; 0 never waits. RedisWaitTimeout bounds that wait; no
+	// acknowledgement within it means nothing is sent (503).
+	RedisWaitReplicas int           `yaml:"redis_wait_replicas" env:"REDIS_WAIT_REPLICAS"`
+	RedisWaitTimeout  time.Duration `yaml:"redis_wait_timeout" env:"REDIS_WAIT_TIMEOUT"`
 	// RedisTLS uses TLS to Sentinel and Cluster addresses (implied by
 	// RedisCAFile); a RedisURL chooses TLS by its scheme (rediss://).
 	RedisTLS       bool   `yaml:"redis_tls" env:"REDIS_TLS"`
@@ -115,7 +115,9 @@ type Config struct {
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout" env:"UPSTREAM_TIMEOUT"`
 	// TokenTimeout is the hard timeout of one token-endpoint request.
 	TokenTimeout time.Duration `yaml:"token_timeout" env:"TOKEN_TIMEOUT"`
-	// LockTTL is the refresh lock's TTL; 0 means EffectiveLockTTL's derived value.
+	// LockTTL is the refresh holder's lease on the tenant lock, renewed
+	// every third of it while the holder works; 0 means DefaultLockTTL.
+	// A dead holder is taken over about LockTTL + 4s after it died.
 	LockTTL           time.Duration `yaml:"lock_ttl" env:"LOCK_TTL"`
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" env:"READ_HEADER_TIMEOUT"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout" env:"IDLE_TIMEOUT"`
@@ -129,6 +131,12 @@ type Config struct {
 	// for BreakerOpenFor.
 	BreakerFailures int           `yaml:"breaker_failures" env:"BREAKER_FAILURES"`
 	BreakerOpenFor  time.Duration `yaml:"breaker_open_for" env:"BREAKER_OPEN_FOR"`
+
+	// InvalidGrantGuardThreshold distinct tenants rejected with
+	// invalid_grant within InvalidGrantGuardWindow stop all flagging (a
+	// configuration mistake, not the merchants); -1 turns the guard off.
+	InvalidGrantGuardThreshold int           `yaml:"invalid_grant_guard_threshold" env:"INVALID_GRANT_GUARD_THRESHOLD"`
+	InvalidGrantGuardWindow    time.Duration `yaml:"invalid_grant_guard_window" env:"INVALID_GRANT_GUARD_WINDOW"`
 
 	// CacheTTL bounds how long a cached token is trusted without a store
 	// re-read (the fallback if change notifications are lost).
@@ -183,41 +191,49 @@ type Config struct {
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		Listen:               "127.0.0.1:8080",
-		ControlListen:        "127.0.0.1:8081",
-		Provider:             "k-series",
-		Environment:          "production",
-		RedisKeyPrefix:       "lsproxy:",
-		DataDir:              "./data",
-		TenantHeader:         "X-Tenant",
-		RefreshBefore:        30 * time.Second,
-		LogLevel:             "info",
-		LogFormat:            "json",
-		UpstreamTimeout:      30 * time.Second,
-		TokenTimeout:         10 * time.Second,
-		ReadHeaderTimeout:    10 * time.Second,
-		IdleTimeout:          120 * time.Second,
-		ShutdownTimeout:      25 * time.Second,
-		MaxReplayBodyBytes:   1 << 20,
-		MaxHeaderBytes:       64 << 10,
-		BreakerFailures:      5,
-		BreakerOpenFor:       5 * time.Second,
-		CacheTTL:             60 * time.Second,
-		StateTTL:             time.Hour,
-		AuthorizeLinkTTL:     168 * time.Hour,
-		RefresherInterval:    30 * time.Second,
-		RefresherConcurrency: 4,
-		RefreshIdleMargin:    48 * time.Hour,
-		RateLimitWait:        time.Second,
+		Listen:                     "127.0.0.1:8080",
+		ControlListen:              "127.0.0.1:8081",
+		Provider:                   "k-series",
+		Environment:                "production",
+		RedisKeyPrefix:             store.DefaultRedisPrefix,
+		DataDir:                    "./data",
+		TenantHeader:               "X-Tenant",
+		RefreshBefore:              auth.DefaultRefreshBefore,
+		LogLevel:                   "info",
+		LogFormat:                  "json",
+		UpstreamTimeout:            30 * time.Second,
+		TokenTimeout:               auth.DefaultTokenTimeout,
+		ReadHeaderTimeout:          10 * time.Second,
+		IdleTimeout:                120 * time.Second,
+		ShutdownTimeout:            25 * time.Second,
+		MaxReplayBodyBytes:         1 << 20,
+		MaxHeaderBytes:             64 << 10,
+		BreakerFailures:            auth.DefaultBreakerFailures,
+		BreakerOpenFor:             auth.DefaultBreakerOpenFor,
+		LockTTL:                    DefaultLockTTL,
+		RedisWaitReplicas:          1,
+		RedisWaitTimeout:           time.Second,
+		InvalidGrantGuardThreshold: auth.DefaultGuardThreshold,
+		InvalidGrantGuardWindow:    auth.DefaultGuardWindow,
+		CacheTTL:                   auth.DefaultCacheTTL,
+		StateTTL:                   onboard.DefaultStateTTL,
+		AuthorizeLinkTTL:           onboard.DefaultLinkTTL,
+		RefresherInterval:          auth.DefaultRefresherInterval,
+		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
+		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
+		RateLimitWait:              time.Second,
 	}
 }
 
-// EffectiveLockTTL returns LockTTL, or TokenTimeout*2 + 5s when LockTTL is 0.
+// DefaultLockTTL is lock_ttl's default: the manager's.
+const DefaultLockTTL = auth.DefaultLockTTL
+
+// EffectiveLockTTL returns LockTTL, or DefaultLockTTL when LockTTL is 0.
 func (c Config) EffectiveLockTTL() time.Duration {
 	if c.LockTTL > 0 {
 		return c.LockTTL
 	}
-	return 2*c.TokenTimeout + 5*time.Second
+	return DefaultLockTTL
 }
 
 // field describes one Config field's names.

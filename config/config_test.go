@@ -632,9 +632,17 @@ func TestValidate(t *testing.T) {
 		{"tenant header not a token", ModeServe, func(c *Config) { c.TenantHeader = "X Tenant" }, []string{"LSPROXY_TENANT_HEADER (tenant_header) must be a valid HTTP header name"}},
 		{"tenant header empty", ModeServe, func(c *Config) { c.TenantHeader = "" }, []string{"LSPROXY_TENANT_HEADER (tenant_header) must be a valid"}},
 		{"tenant header reserved", ModeServe, func(c *Config) { c.TenantHeader = "authorization" }, []string{"LSPROXY_TENANT_HEADER (tenant_header) must not be Authorization"}},
-		{"lock ttl not above token timeout", ModeServe, func(c *Config) { c.LockTTL = c.TokenTimeout }, []string{"LSPROXY_LOCK_TTL (lock_ttl) must exceed LSPROXY_TOKEN_TIMEOUT (token_timeout)"}},
+		{"lock ttl below token timeout (renewed)", ModeServe, func(c *Config) { c.LockTTL = c.TokenTimeout / 2 }, nil},
+		{"lock ttl too short", ModeServe, func(c *Config) { c.LockTTL = 100 * time.Millisecond }, []string{"LSPROXY_LOCK_TTL (lock_ttl) must be at least 300ms"}},
 		{"lock ttl negative", ModeServe, func(c *Config) { c.LockTTL = -time.Second }, []string{"LSPROXY_LOCK_TTL (lock_ttl) must not be negative"}},
-		{"lock ttl above token timeout", ModeServe, func(c *Config) { c.LockTTL = c.TokenTimeout + time.Second }, nil},
+		{"lock ttl zero (default)", ModeServe, func(c *Config) { c.LockTTL = 0 }, nil},
+		{"redis wait replicas negative", ModeServe, func(c *Config) { c.RedisWaitReplicas = -1 }, []string{"LSPROXY_REDIS_WAIT_REPLICAS (redis_wait_replicas) must not be negative"}},
+		{"redis wait replicas off", ModeServe, func(c *Config) { c.RedisWaitReplicas = 0 }, nil},
+		{"redis wait timeout zero", ModeServe, func(c *Config) { c.RedisWaitTimeout = 0 }, []string{"LSPROXY_REDIS_WAIT_TIMEOUT (redis_wait_timeout) must be greater than 0 and at most 10s"}},
+		{"redis wait timeout long", ModeServe, func(c *Config) { c.RedisWaitTimeout = time.Minute }, []string{"LSPROXY_REDIS_WAIT_TIMEOUT (redis_wait_timeout) must be greater than 0 and at most 10s"}},
+		{"guard threshold zero", ModeServe, func(c *Config) { c.InvalidGrantGuardThreshold = 0 }, []string{"LSPROXY_INVALID_GRANT_GUARD_THRESHOLD (invalid_grant_guard_threshold) must be at least 1, or -1"}},
+		{"guard off", ModeServe, func(c *Config) { c.InvalidGrantGuardThreshold = -1 }, nil},
+		{"guard window zero", ModeServe, func(c *Config) { c.InvalidGrantGuardWindow = 0 }, []string{"LSPROXY_INVALID_GRANT_GUARD_WINDOW (invalid_grant_guard_window) must be greater than 0"}},
 		{"replay bytes negative", ModeServe, func(c *Config) { c.MaxReplayBodyBytes = -1 }, []string{"LSPROXY_MAX_REPLAY_BODY_BYTES (max_replay_body_bytes) must not be negative"}},
 		{"replay bytes zero disables replay", ModeServe, func(c *Config) { c.MaxReplayBodyBytes = 0 }, nil},
 		{"max header bytes", ModeServe, func(c *Config) { c.MaxHeaderBytes = 0 }, []string{"LSPROXY_MAX_HEADER_BYTES (max_header_bytes) must be greater than 0"}},
@@ -715,6 +723,9 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 		"LSPROXY_REFRESHER_INTERVAL (refresher_interval)", "LSPROXY_REFRESH_IDLE_MARGIN (refresh_idle_margin)",
 		"LSPROXY_MAX_HEADER_BYTES (max_header_bytes)", "LSPROXY_BREAKER_FAILURES (breaker_failures)",
 		"LSPROXY_REFRESHER_CONCURRENCY (refresher_concurrency)",
+		"LSPROXY_REDIS_WAIT_TIMEOUT (redis_wait_timeout)",
+		"LSPROXY_INVALID_GRANT_GUARD_THRESHOLD (invalid_grant_guard_threshold)",
+		"LSPROXY_INVALID_GRANT_GUARD_WINDOW (invalid_grant_guard_window)",
 	}
 	if len(errs) != len(want) {
 		t.Errorf("got %d errors, want %d:\n%v", len(errs), len(want), errors.Join(errs...))
@@ -838,8 +849,9 @@ func TestEffectiveLockTTL(t *testing.T) {
 	tests := []struct {
 		lock, token, want time.Duration
 	}{
-		{0, 10 * time.Second, 25 * time.Second},
-		{0, time.Second, 7 * time.Second},
+		{0, 10 * time.Second, DefaultLockTTL},
+		{0, time.Second, DefaultLockTTL},
+		{time.Second, 10 * time.Second, time.Second},
 		{40 * time.Second, 10 * time.Second, 40 * time.Second},
 	}
 	for _, tt := range tests {

@@ -156,9 +156,21 @@ func (c Config) Validate(mode string) []error {
 	}
 	switch {
 	case c.LockTTL < 0:
-		v.add("LockTTL", "must not be negative (0 derives it from LSPROXY_TOKEN_TIMEOUT); got %s", c.LockTTL)
-	case c.LockTTL > 0 && c.LockTTL <= c.TokenTimeout:
-		v.add("LockTTL", "must exceed LSPROXY_TOKEN_TIMEOUT (token_timeout) %s; got %s", c.TokenTimeout, c.LockTTL)
+		v.add("LockTTL", "must not be negative (0 means the default %s); got %s", DefaultLockTTL, c.LockTTL)
+	case c.LockTTL > 0 && c.LockTTL < 300*time.Millisecond:
+		v.add("LockTTL", "must be at least 300ms (it is renewed every third of it); got %s", c.LockTTL)
+	}
+	if c.RedisWaitReplicas < 0 {
+		v.add("RedisWaitReplicas", "must not be negative (0 never waits); got %d", c.RedisWaitReplicas)
+	}
+	if c.RedisWaitTimeout <= 0 || c.RedisWaitTimeout > 10*time.Second {
+		v.add("RedisWaitTimeout", "must be greater than 0 and at most 10s; got %s", c.RedisWaitTimeout)
+	}
+	if c.InvalidGrantGuardThreshold == 0 || c.InvalidGrantGuardThreshold < -1 {
+		v.add("InvalidGrantGuardThreshold", "must be at least 1, or -1 to turn the guard off; got %d", c.InvalidGrantGuardThreshold)
+	}
+	if c.InvalidGrantGuardWindow <= 0 {
+		v.add("InvalidGrantGuardWindow", "must be greater than 0; got %s", c.InvalidGrantGuardWindow)
 	}
 
 	if c.MaxReplayBodyBytes < 0 {

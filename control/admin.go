@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
@@ -80,6 +82,7 @@ var adminActions = map[string]string{
 	"PUT /admin/tenants/{id}":            "import",
 	"DELETE /admin/tenants/{id}":         "delete",
 	"POST /admin/tenants/{id}/refresh":   "refresh",
+	"POST /admin/tenants/{id}/retry":     "retry",
 	"POST /admin/tenants/{id}/authorize": "authorize",
 }
 
@@ -211,18 +214,12 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		next.Provider = s.Provider
-		next.RefreshToken = body.RefreshToken
-		next.AccessToken = body.AccessToken
-		next.AccessExpiresAt = time.Time{}
+		tokens := store.Tokens{Access: body.AccessToken, Refresh: body.RefreshToken, Scope: body.Scope}
 		if body.AccessToken != "" {
-			next.AccessExpiresAt = now.Add(time.Duration(body.ExpiresIn) * time.Second)
+			tokens.AccessExpiry = now.Add(time.Duration(body.ExpiresIn) * time.Second)
 		}
-		next.RefreshExpiresAt = time.Time{}
 		if body.RefreshExpiresIn > 0 {
-			next.RefreshExpiresAt = now.Add(time.Duration(body.RefreshExpiresIn) * time.Second)
-		}
-		if body.Scope != "" {
-			next.Scope = body.Scope
+			tokens.RefreshExpiry = now.Add(time.Duration(body.RefreshExpiresIn) * time.Second)
 		}
 		if body.DomainPrefix != "" {
 			if next.Extra == nil {
@@ -230,10 +227,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 			}
 			next.Extra["domain_prefix"] = body.DomainPrefix
 		}
-		next.Status, next.Reason, next.FlaggedAt = store.StatusActive, "", time.Time{}
-		next.RefreshInFlight = false
-		next.FailureCount = 0
-		next.UpdatedAt = now
+		next.Import(tokens, now)
 		v, err := s.Store.Put(r.Context(), next, expect)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -288,11 +282,22 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
+	s.refreshWith(w, r, s.Tokens.ForceRefresh)
+}
+
+// retry sends a flagged tenant's stored refresh token once more (SPEC §3
+// rule 15): 200 with the recovered tenant, 409 reauthorization_required
+// when the provider still rejects it.
+func (s *Server) retry(w http.ResponseWriter, r *http.Request) {
+	s.refreshWith(w, r, s.Tokens.Retry)
+}
+
+func (s *Server) refreshWith(w http.ResponseWriter, r *http.Request, do func(context.Context, string) (auth.Token, error)) {
 	id := pathTenant(w, r)
 	if id == "" {
 		return
 	}
-	_, err := s.Tokens.ForceRefresh(r.Context(), id)
+	_, err := do(r.Context(), id)
 	if err != nil {
 		adminError(w, id, err)
 		return

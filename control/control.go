@@ -1,5 +1,3 @@
-// Package control serves lsproxy's control listener: health, readiness,
-// Prometheus metrics, the admin API and the OAuth callback.
 package control
 
 import (
@@ -24,6 +22,8 @@ import (
 // *auth.Manager implements it; implementations must be safe for concurrent use.
 type Tokens interface {
 	ForceRefresh(ctx context.Context, tenant string) (auth.Token, error)
+	// Retry sends a flagged tenant's stored refresh token once more.
+	Retry(ctx context.Context, tenant string) (auth.Token, error)
 	Invalidate(tenant string)
 }
 
@@ -90,6 +90,7 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("PUT /admin/tenants/{id}", s.put)
 	admin.HandleFunc("DELETE /admin/tenants/{id}", s.delete)
 	admin.HandleFunc("POST /admin/tenants/{id}/refresh", s.refresh)
+	admin.HandleFunc("POST /admin/tenants/{id}/retry", s.retry)
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 

@@ -25,6 +25,7 @@ const adminToken = "admin-secret-token"
 type fakeTokens struct {
 	mu          sync.Mutex
 	refreshed   []string
+	retried     []string
 	invalidated []string
 	err         error
 }
@@ -33,6 +34,13 @@ func (f *fakeTokens) ForceRefresh(_ context.Context, tenant string) (auth.Token,
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refreshed = append(f.refreshed, tenant)
+	return auth.Token{}, f.err
+}
+
+func (f *fakeTokens) Retry(_ context.Context, tenant string) (auth.Token, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.retried = append(f.retried, tenant)
 	return auth.Token{}, f.err
 }
 
@@ -248,6 +256,30 @@ func TestRefreshEndpoint(t *testing.T) {
 	f.tokens.err = fmt.Errorf("%w: nobody", auth.ErrUnknownTenant)
 	if code, _, _ := f.call(t, "POST", "/admin/tenants/nobody/refresh", adminToken, ""); code != 404 {
 		t.Fatalf("unknown refresh: %d", code)
+	}
+}
+
+func TestRetryEndpoint(t *testing.T) {
+	f := newFixture(t, adminToken)
+	f.call(t, "PUT", "/admin/tenants/acme", adminToken, `{"refresh_token":"RT-1"}`)
+	if code, body, _ := f.call(t, "POST", "/admin/tenants/acme/retry", adminToken, ""); code != 200 || !strings.Contains(body, `"id":"acme"`) || strings.Contains(body, "RT-1") {
+		t.Fatalf("retry: %d %s", code, body)
+	}
+	if len(f.tokens.retried) != 1 || len(f.tokens.refreshed) != 0 {
+		t.Fatalf("retried %v refreshed %v", f.tokens.retried, f.tokens.refreshed)
+	}
+	f.tokens.err = &auth.ReauthError{Tenant: "acme", Reason: "refresh token rejected by the provider (invalid_grant)"}
+	if code, _, hdr := f.call(t, "POST", "/admin/tenants/acme/retry", adminToken, ""); code != 409 || hdr.Get("X-Lsproxy-Error") != "reauthorization_required" {
+		t.Fatalf("still rejected: %d", code)
+	}
+	if code, _, _ := f.call(t, "POST", "/admin/tenants/acme/retry", "wrong", ""); code != 401 {
+		t.Fatalf("without the admin token: %d", code)
+	}
+	if code, _, _ := f.call(t, "POST", "/admin/tenants/bad%20id/retry", adminToken, ""); code != 400 {
+		t.Fatalf("bad id: %d", code)
+	}
+	if len(f.tokens.retried) != 2 {
+		t.Fatalf("bad requests reached the manager: %v", f.tokens.retried)
 	}
 }
 

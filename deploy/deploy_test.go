@@ -520,8 +520,18 @@ func checkPod(t *testing.T, m mode, r manifests, p pod) {
 		}
 		shutdown = d
 	}
-	if time.Duration(grace)*time.Second <= time.Duration(preStop)*time.Second+shutdown {
-		t.Errorf("terminationGracePeriodSeconds %d <= preStop %ds + shutdown_timeout %s", grace, preStop, shutdown)
+	// After the drain, refreshes get their own budget (SPEC §3 rule 16).
+	tokenTimeout := config.Default().TokenTimeout
+	if s := str(dig(r.find("ConfigMap", releaseName), "data", "LSPROXY_TOKEN_TIMEOUT")); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("LSPROXY_TOKEN_TIMEOUT %q: %v", s, err)
+		}
+		tokenTimeout = d
+	}
+	refreshes := auth.ShutdownBudget(tokenTimeout)
+	if time.Duration(grace)*time.Second <= time.Duration(preStop)*time.Second+shutdown+refreshes {
+		t.Errorf("terminationGracePeriodSeconds %d <= preStop %ds + shutdown_timeout %s + refresh budget %s", grace, preStop, shutdown, refreshes)
 	}
 	if preStop == 0 && m.gateway {
 		t.Error("no preStop sleep: endpoints may still route to a stopping pod")
@@ -1068,7 +1078,7 @@ func TestRenderFailures(t *testing.T) {
 		{"httpRoute without parents", []string{"httpRoute.enabled=true", "config.redirect_url=https://x.example.com/oauth/callback"}, "needs httpRoute.parentRefs", "", ""},
 		{"sidecar without apps", []string{"mode=sidecar"}, "mode: sidecar needs sidecar.containers", "", ""},
 		{"app Service in gateway mode", []string{"sidecar.service.enabled=true"}, "sidecar.service is for mode: sidecar", "", ""},
-		{"grace period below the drain", []string{"terminationGracePeriodSeconds=20"}, "terminationGracePeriodSeconds (20) must exceed lifecycle.preStopSleepSeconds (5) plus config.shutdown_timeout (25s)", "", ""},
+		{"grace period below the drain and refreshes", []string{"terminationGracePeriodSeconds=45"}, "terminationGracePeriodSeconds (45) must exceed lifecycle.preStopSleepSeconds (5) plus config.shutdown_timeout (25s) plus the refresh budget (config.token_timeout + 10s = 20s)", "", ""},
 		{"drain above the grace period", []string{"config.shutdown_timeout=1m30s"}, "plus config.shutdown_timeout (90s)", "", ""},
 	}
 	for _, tc := range cases {

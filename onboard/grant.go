@@ -80,29 +80,15 @@ func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[stri
 	if o.Preset.Name != "" {
 		next.Provider = o.Preset.Name
 	}
-	next.AccessToken = g.AccessToken
-	next.AccessExpiresAt = g.Expiry
-	next.RefreshToken = g.RefreshToken
-	next.RefreshExpiresAt = g.RefreshExpiry
-	if next.RefreshExpiresAt.IsZero() && o.Preset.RefreshIdleTTL > 0 && g.RefreshToken != "" {
-		next.RefreshExpiresAt = now.Add(o.Preset.RefreshIdleTTL)
+	tokens := store.Tokens{Access: g.AccessToken, AccessExpiry: g.Expiry, Refresh: g.RefreshToken, RefreshExpiry: g.RefreshExpiry, Scope: g.Scope}
+	if tokens.RefreshExpiry.IsZero() && o.Preset.RefreshIdleTTL > 0 && g.RefreshToken != "" {
+		tokens.RefreshExpiry = now.Add(o.Preset.RefreshIdleTTL)
 	}
-	next.Scope = g.Scope
-	if next.Scope == "" {
-		next.Scope = strings.Join(o.Scopes, " ") // RFC 6749 §5.1: omitted = as requested
+	if tokens.Scope == "" {
+		tokens.Scope = strings.Join(o.Scopes, " ") // RFC 6749 §5.1: omitted = as requested
 	}
 	next.Extra = mergeExtra(cur.Extra, params)
-	next.Status = store.StatusActive
-	next.Reason = ""
-	next.FlaggedAt = time.Time{}
-	next.RefreshInFlight = false
-	next.RefreshCount = 0
-	next.FailureCount = 0
-	next.AuthorizedAt = now
-	next.UpdatedAt = now
-	if next.CreatedAt.IsZero() {
-		next.CreatedAt = now
-	}
+	next.Authorize(tokens, now)
 	return next
 }
 

@@ -66,6 +66,7 @@ func (s *spyStore) Put(ctx context.Context, t *store.Tenant, expect int64) (int6
 type nopTokens struct{}
 
 func (nopTokens) ForceRefresh(context.Context, string) (auth.Token, error) { return auth.Token{}, nil }
+func (nopTokens) Retry(context.Context, string) (auth.Token, error)        { return auth.Token{}, nil }
 func (nopTokens) Invalidate(string)                                        {}
 
 type fixOpts struct {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -301,4 +302,19 @@ func Sign(secret, timestamp string, body []byte) string {
 	m.Write([]byte("."))
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Webhook events of the mass-invalid_grant guard (Event.Tenant is empty).
+const (
+	EventGuardTripped = "invalid_grant_guard.tripped"
+	EventGuardCleared = "invalid_grant_guard.cleared"
+)
+
+// GuardEvent is the webhook event for a guard that tripped or cleared.
+func GuardEvent(tripped bool, tenants int, window time.Duration, at time.Time) Event {
+	if !tripped {
+		return Event{Event: EventGuardCleared, Reason: "invalid_grant answers back to normal", At: at}
+	}
+	return Event{Event: EventGuardTripped, At: at, Reason: fmt.Sprintf(
+		"%d tenants rejected with invalid_grant within %s: flagging stopped, refresh tokens kept; check client id, secret, environment and token URL", tenants, window)}
 }

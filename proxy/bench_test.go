@@ -33,6 +33,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/logging"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/store"
 )
@@ -216,7 +217,11 @@ func bareProxy(flush time.Duration) func(*testing.B, *storeSet, *fakeUpstream) (
 }
 
 func handler(b *testing.B, up *fakeUpstream, tokens proxy.TokenSource, metrics bool) http.Handler {
-	h := &proxy.Handler{Upstream: upstreamURL, Tokens: tokens, Transport: up, Logger: productionLogger()}
+	return handlerLogged(b, up, tokens, metrics, productionLogger())
+}
+
+func handlerLogged(b *testing.B, up *fakeUpstream, tokens proxy.TokenSource, metrics bool, log *zap.Logger) http.Handler {
+	h := &proxy.Handler{Upstream: upstreamURL, Tokens: tokens, Transport: up, Logger: log}
 	if metrics {
 		h.Metrics = proxy.NewMetrics(prometheus.NewRegistry())
 	}
@@ -233,6 +238,21 @@ func withManager(n int) func(*testing.B, *storeSet, *fakeUpstream) (http.Handler
 	}
 }
 
+// withManagerAccessLog is withManager with the default configuration's
+// logger: info level, one access line per request, buffered (to a discarding
+// writer, so the encoding and buffering are measured, not the terminal).
+func withManagerAccessLog(n int) func(*testing.B, *storeSet, *fakeUpstream) (http.Handler, *countingStore) {
+	return func(b *testing.B, ss *storeSet, up *fakeUpstream) (http.Handler, *countingStore) {
+		m, s := newManager(b, ss, n)
+		log, stop, err := logging.New(io.Discard, logging.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = stop() })
+		return handlerLogged(b, up, m, true, log.Named(logging.AccessLogName)), s
+	}
+}
+
 var benchCases = []benchCase{
 	{"bare-ReverseProxy-10-tenants", 10, bareProxy(0)},
 	{"bare-ReverseProxy-10000-tenants", 10000, bareProxy(0)},
@@ -242,6 +262,7 @@ var benchCases = []benchCase{
 	}},
 	{"Handler-Manager-10-tenants", 10, withManager(10)},
 	{"Handler-Manager-10000-tenants", 10000, withManager(10000)},
+	{"Handler-Manager-10000-tenants-access-log", 10000, withManagerAccessLog(10000)},
 }
 
 func requests(n int) []*http.Request {

@@ -1,6 +1,3 @@
-// Package proxy is lsproxy's data plane: it resolves the tenant of a
-// request, injects the tenant's bearer token and forwards to the one
-// configured upstream with httputil.ReverseProxy.
 package proxy
 
 import (
@@ -192,7 +189,7 @@ func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState
 	status := sw.StatusOr200()
 	h.Metrics.observe(status, st.errCode, d)
 	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
-		ce.Write(
+		writeAccess(ce,
 			zap.String("tenant", tenant),
 			zap.String("method", r.Method),
 			zap.String("path", r.URL.Path), // never the query: it may carry secrets

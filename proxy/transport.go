@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -88,8 +89,14 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
 	st.upstreamTime = t.h.Now().Sub(start)
 	t.h.observe(st.tenant, start, resp)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
+	}
+	if !replayable {
+		// The body streamed and cannot be sent twice: the caller gets the
+		// 401, and the token is recovered meanwhile so that its retry works.
+		go func() { _, _ = t.h.Tokens.Recover(context.WithoutCancel(ctx), st.tenant, tok.AccessToken) }()
+		return resp, nil
 	}
 
 	// 401: the token may have been replaced by another replica's refresh

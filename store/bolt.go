@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -39,7 +40,8 @@ const maxIdleLocks = 1024
 // Layout: bucket "tenants" maps id to 8-byte big-endian version + record;
 // bucket "once" maps key to 8-byte big-endian expiry (Unix nanoseconds) +
 // value. Expired one-time values are treated as missing and swept by
-// PutOnce at most once a minute.
+// PutOnce at most once a minute. Buckets "due" and "due-of" index tenants
+// by due time (bolt_index.go).
 //
 // All methods are safe for concurrent use.
 type Bolt struct {
@@ -67,7 +69,10 @@ type boltLockEntry struct {
 	expires time.Time
 }
 
-type boltSub struct{ ch chan string }
+type boltSub struct {
+	ch   chan string
+	lost atomic.Bool // an id was dropped; "" not delivered yet
+}
 
 // OpenBolt opens (creating if needed) dir/lsproxy.db; dir is created with
 // mode 0700 and the file with 0600. If another process has the file open it
@@ -96,7 +101,15 @@ func OpenBolt(dir string, keys *Keyring) (*Bolt, error) {
 				return err
 			}
 		}
-		return nil
+		if tx.Bucket(bucketDueOf) != nil {
+			return nil
+		}
+		for _, name := range [][]byte{bucketDue, bucketDueOf} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return buildDueIndex(tx, keys) // a file of an earlier version
 	})
 	if err != nil {
 		_ = db.Close()
@@ -199,7 +212,7 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 	if expect < 0 {
 		return 0, fmt.Errorf("store: negative expected version %d", expect)
 	}
-	blob, err := encodeTenant(b.keys, t)
+	blob, writeID, err := encodeTenant(b.keys, t)
 	if err != nil {
 		return 0, err
 	}
@@ -208,19 +221,26 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 	err = b.db.Update(func(tx *bbolt.Tx) error {
 		bk := tx.Bucket(bucketTenants)
 		cur = 0
+		var stored []byte
 		if v := bk.Get([]byte(id)); v != nil {
 			var err error
-			if cur, _, err = splitVersion(id, v); err != nil {
+			if cur, stored, err = splitVersion(id, v); err != nil {
 				return err
 			}
 		}
 		if cur != expect {
 			return fmt.Errorf("%w: tenant %q is at version %d, expected %d", ErrConflict, id, cur, expect)
 		}
+		if t.WriteID != "" && storedWriteID(stored) != t.WriteID {
+			return fmt.Errorf("%w: tenant %q at version %d was written by another write", ErrConflict, id, cur)
+		}
 		val := make([]byte, 8+len(blob))
 		binary.BigEndian.PutUint64(val, uint64(cur+1))
 		copy(val[8:], blob)
-		return bk.Put([]byte(id), val)
+		if err := bk.Put([]byte(id), val); err != nil {
+			return err
+		}
+		return indexDue(tx, id, t)
 	})
 	if errors.Is(err, ErrConflict) {
 		return 0, err
@@ -229,6 +249,7 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 		return 0, fmt.Errorf("store: bolt put tenant %q: %w", id, err)
 	}
 	b.notify(id)
+	t.Version, t.WriteID = cur+1, writeID
 	return cur + 1, nil
 }
 
@@ -245,7 +266,10 @@ func (b *Bolt) Delete(ctx context.Context, id string) error {
 		if bk.Get([]byte(id)) == nil {
 			return fmt.Errorf("%w: tenant %q", ErrNotFound, id)
 		}
-		return bk.Delete([]byte(id))
+		if err := bk.Delete([]byte(id)); err != nil {
+			return err
+		}
+		return indexDue(tx, id, nil)
 	})
 	if errors.Is(err, ErrNotFound) {
 		return err
@@ -287,6 +311,17 @@ func (b *Bolt) TryLock(ctx context.Context, name string, ttl time.Duration) (Loc
 	}
 	b.locks[name] = boltLockEntry{owner: owner, expires: now.Add(ttl)}
 	return &boltLock{b: b, name: name, owner: owner}, nil
+}
+
+// PeekLock reports whether the named in-memory lock is held.
+func (b *Bolt) PeekLock(ctx context.Context, name string) (bool, error) {
+	if err := errCtx(ctx); err != nil {
+		return false, err
+	}
+	b.lockMu.Lock()
+	defer b.lockMu.Unlock()
+	e, ok := b.locks[name]
+	return ok && b.now().Before(e.expires), nil
 }
 
 type boltLock struct {
@@ -461,9 +496,18 @@ func (b *Bolt) notify(id string) {
 	b.subMu.RLock()
 	defer b.subMu.RUnlock()
 	for s := range b.subs {
+		if s.lost.Load() {
+			select {
+			case s.ch <- "": // ids were dropped: say so first
+				s.lost.Store(false)
+			default:
+				continue
+			}
+		}
 		select {
 		case s.ch <- id:
-		default: // slow reader: drop (best effort by contract)
+		default: // slow reader: drop (best effort by contract), and say so
+			s.lost.Store(true)
 		}
 	}
 }

@@ -351,3 +351,38 @@ func TestBoltSlowSubscriberDoesNotBlock(t *testing.T) {
 		t.Fatalf("%d ids buffered, want %d (the rest dropped)", n, subscribeBuffer)
 	}
 }
+
+// A data file of an earlier version (no due index) gets one when opened.
+func TestBoltBuildsDueIndexOnOpen(t *testing.T) {
+	dir := t.TempDir()
+	keys := mustKeyring(t, testKeys(t, 1)...)
+	ctx := testCtx(t)
+	b, err := OpenBolt(dir, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := fullTenant("legacy")
+	rec.Status = StatusActive
+	if _, err := b.Put(ctx, rec, 0); err != nil {
+		t.Fatal(err)
+	}
+	err = b.db.Update(func(tx *bbolt.Tx) error {
+		if err := tx.DeleteBucket(bucketDue); err != nil {
+			return err
+		}
+		return tx.DeleteBucket(bucketDueOf)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b, err = OpenBolt(dir, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	due, err := b.ListDue(ctx, rec.RefreshExpiresAt, time.Time{})
+	if err != nil || len(due) != 1 || due[0] != "legacy" {
+		t.Fatalf("ListDue = %v, %v", due, err)
+	}
+}

@@ -96,8 +96,12 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"EmptyTokens", confEmptyTokens},
 		{"Versions", confVersions},
 		{"Conflict", confConflict},
+		{"WriteIDFencesABA", confWriteIDFencesABA},
+		{"PeekLock", confPeekLock},
 		{"Delete", confDelete},
 		{"ListSorted", confListSorted},
+		{"ListPage", confListPage},
+		{"ListDue", confListDue},
 		{"InvalidArguments", confInvalidArguments},
 		{"LockExclusive", confLockExclusive},
 		{"LockExpiry", confLockExpiry},
@@ -105,6 +109,7 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"Once", confOnce},
 		{"OnceExpiry", confOnceExpiry},
 		{"Subscribe", confSubscribe},
+		{"SubscribeReportsLoss", confSubscribeReportsLoss},
 		{"ConcurrentCAS", confConcurrentCAS},
 		{"SealedAtRest", confSealedAtRest},
 		{"KeyRotation", confKeyRotation},
@@ -128,15 +133,20 @@ func confRoundTrip(t *testing.T, h harness) {
 	if err != nil || v != 1 {
 		t.Fatalf("Put = %d, %v; want 1, nil", v, err)
 	}
-	if !reflect.DeepEqual(in, before) {
-		t.Fatal("Put modified its argument")
+	if in.Version != 1 || in.WriteID == "" {
+		t.Fatalf("Put set version %d, write id %q; want 1 and an id", in.Version, in.WriteID)
+	}
+	fenced := in.Clone()
+	fenced.Version, fenced.WriteID = before.Version, before.WriteID
+	if !reflect.DeepEqual(fenced, before) {
+		t.Fatal("Put modified its argument beyond Version and WriteID")
 	}
 	got, err := s.Get(ctx, "shop-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := before.Clone()
-	want.Version = 1
+	want.Version, want.WriteID = 1, in.WriteID
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Get =\n%+v\nwant\n%+v", got, want)
 	}
@@ -166,8 +176,7 @@ func confEmptyTokens(t *testing.T, h harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := in.Clone()
-	want.Version = 1
+	want := in.Clone() // Put set Version and WriteID
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Get = %+v, want %+v", got, want)
 	}
@@ -226,6 +235,95 @@ func confConflict(t *testing.T, h harness) {
 	}
 	if _, err := s.Get(ctx, "missing"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("failed update created the tenant: %v", err)
+	}
+}
+
+// confWriteIDFencesABA: a version number that repeats (here: the tenant
+// deleted and created again; after a failover: writes lost) must not let a
+// write derived from the old record win (SPEC §3 rule 12).
+func confWriteIDFencesABA(t *testing.T, h harness) {
+	ctx := testCtx(t)
+	s := h.Open(t, mustKeyring(t, testKeys(t, 1)...))
+	if _, err := s.Put(ctx, fullTenant("aba"), 0); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := s.Get(ctx, "aba") // version 1, write id W1
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stale.WriteID == "" {
+		t.Fatal("Get returned no write id")
+	}
+	if err := s.Delete(ctx, "aba"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := fullTenant("aba")
+	fresh.AccessToken = "successor"
+	if v, err := s.Put(ctx, fresh, 0); err != nil || v != stale.Version {
+		t.Fatalf("re-create = %d, %v; want version %d again", v, err, stale.Version)
+	}
+	next := stale.Clone()
+	next.AccessToken = "stale-holder"
+	if v, err := s.Put(ctx, next, stale.Version); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale write over a repeated version = %d, %v; want ErrConflict", v, err)
+	}
+	if next.WriteID != stale.WriteID {
+		t.Fatal("failed Put changed its argument's write id")
+	}
+	got, err := s.Get(ctx, "aba")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AccessToken != "successor" || got.WriteID != fresh.WriteID {
+		t.Fatalf("stale write landed: %q", got.AccessToken)
+	}
+	// The current write id wins; an empty one compares the version only.
+	cur := got.Clone()
+	if _, err := s.Put(ctx, cur, got.Version); err != nil {
+		t.Fatalf("write with the current fencing value: %v", err)
+	}
+	blind := cur.Clone()
+	blind.WriteID = ""
+	if _, err := s.Put(ctx, blind, cur.Version); err != nil {
+		t.Fatalf("write fenced by version only: %v", err)
+	}
+}
+
+func confPeekLock(t *testing.T, h harness) {
+	ctx := testCtx(t)
+	s := h.Open(t, mustKeyring(t, testKeys(t, 1)...))
+	if held, err := s.PeekLock(ctx, "p"); err != nil || held {
+		t.Fatalf("PeekLock free = %v, %v", held, err)
+	}
+	l, err := s.TryLock(ctx, "p", longTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held, err := h.Peer(t, s).PeekLock(ctx, "p"); err != nil || !held {
+		t.Fatalf("PeekLock held (peer) = %v, %v", held, err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := s.PeekLock(ctx, "p"); err != nil || held {
+		t.Fatalf("PeekLock after release = %v, %v", held, err)
+	}
+	if _, err := s.TryLock(ctx, "short", shortTTL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitMax)
+	for {
+		held, err := s.PeekLock(ctx, "short")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("expired lock still reported held")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

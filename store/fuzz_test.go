@@ -15,7 +15,7 @@ func FuzzDecodeTenant(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	good, err := encodeTenant(keys, fullTenant("acme"))
+	good, _, err := encodeTenant(keys, fullTenant("acme"))
 	if err != nil {
 		f.Fatal(err)
 	}

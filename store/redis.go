@@ -7,9 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,8 +47,14 @@ type RedisOptions struct {
 	Keys *Keyring
 	// OnError is called for failures that do not fail the call they happen
 	// in: publishing a change notification and maintaining the tenant index
-	// after the record itself was written. op names the step. nil: ignored.
+	// after the record itself was written; op "replicas" reports a change
+	// in the number of connected replicas. op names the step. nil: ignored.
 	OnError func(op string, err error)
+	// WaitReplicas is how many replicas must acknowledge a PutAcked write
+	// while the master has replicas (SPEC §3 rule 14); 0: never wait.
+	WaitReplicas int
+	// WaitTimeout bounds that wait. 0: 1s.
+	WaitTimeout time.Duration
 }
 
 // Redis is a Store on Redis (standalone, Sentinel or Cluster). Every key of
@@ -55,9 +62,12 @@ type RedisOptions struct {
 //
 // Layout, with prefix P:
 //
-//	P tenant:{id}   hash: v = version, d = record (tokens sealed)
-//	P tenants       set of tenant ids (may list ids whose record is gone)
-//	P lock:{name}   string: owner token, with expiry
+//	P tenant:{id}       hash: v = version, d = record (tokens sealed)
+//	P tenants:{ixS}     set of tenant ids of index shard S, and the due
+//	                    index beside it (see redis_index.go; an index may
+//	                    list ids whose record is gone)
+//	P lock:tenant:{id}  the lock named "tenant:<id>": same slot as the record
+//	P lock:{name}       string: owner token, with expiry (other names)
 //	P once:{key}    string: one-time value, with expiry
 //	P changes       pub/sub channel: the id of every written or deleted tenant
 //
@@ -68,10 +78,20 @@ type Redis struct {
 	prefix  string
 	onError func(op string, err error)
 
+	dueIndexReady atomic.Bool // ensureDueIndex found or set the marker
+
 	mu     sync.Mutex
 	closed bool
 	subs   map[*redisSub]struct{}
 	subsWG sync.WaitGroup
+
+	waitReplicas int
+	waitTimeout  time.Duration
+	// Replication state for PutAcked (replicas.go).
+	repMu         sync.Mutex
+	replicas      int
+	replicasAt    time.Time
+	replicasKnown bool
 }
 
 type redisSub struct{ cancel context.CancelFunc }
@@ -88,20 +108,37 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultRedisPrefix
 	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = time.Second
+	}
 	return &Redis{
-		client:  client,
-		keys:    opts.Keys,
-		prefix:  opts.Prefix,
-		onError: opts.OnError,
-		subs:    make(map[*redisSub]struct{}),
+		client:       client,
+		keys:         opts.Keys,
+		prefix:       opts.Prefix,
+		onError:      opts.OnError,
+		subs:         make(map[*redisSub]struct{}),
+		waitReplicas: max(opts.WaitReplicas, 0),
+		waitTimeout:  opts.WaitTimeout,
 	}
 }
 
 func (r *Redis) tenantKey(id string) string { return r.prefix + "tenant:{" + id + "}" }
-func (r *Redis) lockKey(name string) string { return r.prefix + "lock:{" + name + "}" }
-func (r *Redis) onceKey(key string) string  { return r.prefix + "once:{" + key + "}" }
-func (r *Redis) indexKey() string           { return r.prefix + "tenants" }
-func (r *Redis) channel() string            { return r.prefix + "changes" }
+
+// lockKey puts the lock of a tenant ("tenant:<id>") in the tenant's slot,
+// so record, in-flight mark and lock live on one Cluster shard and fail
+// over together.
+func (r *Redis) lockKey(name string) string {
+	if id, ok := strings.CutPrefix(name, "tenant:"); ok && id != "" {
+		return r.prefix + "lock:tenant:{" + id + "}"
+	}
+	return r.prefix + "lock:{" + name + "}"
+}
+
+// legacyLockKey is where versions before the shared slot kept name's lock.
+func (r *Redis) legacyLockKey(name string) string { return r.prefix + "lock:{" + name + "}" }
+func (r *Redis) onceKey(key string) string        { return r.prefix + "once:{" + key + "}" }
+func (r *Redis) indexKey() string                 { return r.prefix + "tenants" }
+func (r *Redis) channel() string                  { return r.prefix + "changes" }
 
 func (r *Redis) report(op string, err error) {
 	if r.onError != nil {
@@ -112,7 +149,11 @@ func (r *Redis) report(op string, err error) {
 // Get returns the tenant, ErrNotFound, or an error wrapping ErrDecrypt when
 // no configured key opens its tokens.
 func (r *Redis) Get(ctx context.Context, id string) (*Tenant, error) {
-	ver, blob, err := r.getRaw(ctx, id)
+	vals, err := r.client.HMGet(ctx, r.tenantKey(id), "v", "d", "w").Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: redis get tenant %q: %w", id, err)
+	}
+	ver, blob, err := parseRaw(id, vals)
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +162,7 @@ func (r *Redis) Get(ctx context.Context, id string) (*Tenant, error) {
 		return nil, err
 	}
 	t.Version = ver
+	t.WriteID, _ = vals[2].(string) // what cas_put.lua compares ("" before write ids)
 	return t, nil
 }
 
@@ -134,7 +176,12 @@ func (r *Redis) getRaw(ctx context.Context, id string) (int64, []byte, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("store: redis get tenant %q: %w", id, err)
 	}
-	if len(vals) != 2 || vals[0] == nil || vals[1] == nil {
+	return parseRaw(id, vals)
+}
+
+// parseRaw checks HMGET's v and d of tenant id.
+func parseRaw(id string, vals []any) (int64, []byte, error) {
+	if len(vals) < 2 || vals[0] == nil || vals[1] == nil {
 		return 0, nil, fmt.Errorf("%w: tenant %q", ErrNotFound, id)
 	}
 	vs, _ := vals[0].(string)
@@ -148,32 +195,21 @@ func (r *Redis) getRaw(ctx context.Context, id string) (int64, []byte, error) {
 
 func (r *Redis) keyring() *Keyring { return r.keys }
 
-// List returns the ids of all tenants, sorted. Ids in the index whose
-// record is gone (a create that did not complete) are left out.
+// List returns the ids of all tenants, sorted: every index shard and the
+// earlier single set, one pipelined SMEMBERS each. Ids in the index whose
+// record is gone (a create that did not complete) are left out. It reads
+// every id; ListPage reads one page.
 func (r *Redis) List(ctx context.Context) ([]string, error) {
-	ids, err := r.client.SMembers(ctx, r.indexKey()).Result()
+	ids, err := r.allIndexed(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: redis list tenants: %w", err)
 	}
 	if len(ids) == 0 {
 		return []string{}, nil
 	}
-	sort.Strings(ids)
-	cmds := make([]*redis.IntCmd, len(ids))
-	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.Exists(ctx, r.tenantKey(id))
-		}
-		return nil
-	})
+	out, err := r.existing(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("store: redis list tenants: %w", err)
-	}
-	out := make([]string, 0, len(ids))
-	for i, id := range ids {
-		if cmds[i].Val() == 1 {
-			out = append(out, id)
-		}
 	}
 	return out, nil
 }
@@ -186,7 +222,7 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	if expect < 0 {
 		return 0, fmt.Errorf("store: negative expected version %d", expect)
 	}
-	blob, err := encodeTenant(r.keys, t)
+	blob, writeID, err := encodeTenant(r.keys, t)
 	if err != nil {
 		return 0, err
 	}
@@ -194,11 +230,11 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	if expect == 0 {
 		// Index first: a crash after this leaves a listed id without a
 		// record, which List filters out, never a record that is not listed.
-		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
+		if err := r.client.SAdd(ctx, r.shardKeys(indexShard(id))[0], id).Err(); err != nil {
 			return 0, fmt.Errorf("store: redis put tenant %q: index: %w", id, err)
 		}
 	}
-	res, err := casPutScript.Run(ctx, r.client, []string{r.tenantKey(id)}, expect, blob).Int64Slice()
+	res, err := casPutScript.Run(ctx, r.client, []string{r.tenantKey(id)}, expect, blob, t.WriteID, writeID).Int64Slice()
 	if err != nil {
 		return 0, fmt.Errorf("store: redis put tenant %q: %w", id, err)
 	}
@@ -208,14 +244,13 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	if res[0] != 1 {
 		return 0, fmt.Errorf("%w: tenant %q is at version %d, expected %d", ErrConflict, id, res[1], expect)
 	}
-	if expect == 0 {
-		// Again after the create: a Delete racing with this create may have
-		// removed the id between the first SADD and the script.
-		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
-			r.report("index", err)
-		}
+	// The id again (a Delete racing with a create may have removed it
+	// between the first SADD and the script) and the due index.
+	if err := r.index(ctx, t); err != nil {
+		r.report("index", err)
 	}
 	r.publish(ctx, id)
+	t.Version, t.WriteID = res[1], writeID
 	return res[1], nil
 }
 
@@ -233,11 +268,11 @@ func (r *Redis) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: tenant %q", ErrNotFound, id)
 	}
 	// Index after the record: a crash leaves a listed id without a record.
-	if err := r.client.SRem(ctx, r.indexKey(), id).Err(); err != nil {
+	if err := r.unindex(ctx, id); err != nil {
 		r.report("index", err)
-	} else if n, err := r.client.Exists(ctx, key).Result(); err == nil && n == 1 {
-		// Recreated meanwhile: put the id back.
-		if err := r.client.SAdd(ctx, r.indexKey(), id).Err(); err != nil {
+	} else if t, err := r.Get(ctx, id); err == nil {
+		// Recreated meanwhile: index it again.
+		if err := r.index(ctx, t); err != nil {
 			r.report("index", err)
 		}
 	}
@@ -252,7 +287,9 @@ func (r *Redis) publish(ctx context.Context, id string) {
 }
 
 // TryLock takes the named lock for ttl (SET NX PX with a random 128-bit
-// owner token) or returns ErrLockHeld.
+// owner token) or returns ErrLockHeld. A tenant's lock is also taken under
+// its key of earlier versions (legacyLockKey), so replicas of both versions
+// exclude each other during a rolling upgrade.
 func (r *Redis) TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error) {
 	if name == "" {
 		return nil, errors.New("store: lock name is empty")
@@ -264,36 +301,72 @@ func (r *Redis) TryLock(ctx context.Context, name string, ttl time.Duration) (Lo
 	if err != nil {
 		return nil, err
 	}
-	key := r.lockKey(name)
-	ok, err := r.client.SetNX(ctx, key, owner, ttl).Result()
-	if err != nil {
-		return nil, fmt.Errorf("store: redis lock %q: %w", name, err)
+	keys := []string{r.lockKey(name)}
+	if legacy := r.legacyLockKey(name); legacy != keys[0] {
+		keys = append(keys, legacy)
 	}
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrLockHeld, name)
+	l := &redisLock{r: r, name: name, keys: keys, owner: owner}
+	for i, key := range keys {
+		ok, err := r.client.SetNX(ctx, key, owner, ttl).Result()
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: %q", ErrLockHeld, name)
+		} else if err != nil {
+			err = fmt.Errorf("store: redis lock %q: %w", name, err)
+		}
+		if err != nil {
+			if i > 0 {
+				// Give back what was taken; on failure it expires with ttl.
+				held := &redisLock{r: r, name: name, keys: keys[:i], owner: owner}
+				_ = held.Release(context.WithoutCancel(ctx))
+			}
+			return nil, err
+		}
 	}
-	return &redisLock{r: r, name: name, key: key, owner: owner}, nil
+	return l, nil
+}
+
+// PeekLock reports whether the named lock is held, under its key or (a
+// replica of an earlier version during a rolling upgrade) its earlier key;
+// one EXISTS each, as they live in different slots.
+func (r *Redis) PeekLock(ctx context.Context, name string) (bool, error) {
+	keys := []string{r.lockKey(name)}
+	if legacy := r.legacyLockKey(name); legacy != keys[0] {
+		keys = append(keys, legacy)
+	}
+	for _, k := range keys {
+		n, err := r.client.Exists(ctx, k).Result()
+		if err != nil {
+			return false, fmt.Errorf("store: redis peek lock %q: %w", name, err)
+		}
+		if n == 1 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 type redisLock struct {
 	r     *Redis
 	name  string
-	key   string
+	keys  []string // the lock's key first, then its key of earlier versions
 	owner string
 }
 
-// Refresh extends the lock to ttl from now, or returns ErrLockLost.
+// Refresh extends the lock to ttl from now, or returns ErrLockLost (when
+// any of its keys is no longer held).
 func (l *redisLock) Refresh(ctx context.Context, ttl time.Duration) error {
 	if ttl <= 0 {
 		return fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
 	}
 	ms := max(ttl.Milliseconds(), 1)
-	n, err := lockRefreshScript.Run(ctx, l.r.client, []string{l.key}, l.owner, ms).Int64()
-	if err != nil {
-		return fmt.Errorf("store: redis refresh lock %q: %w", l.name, err)
-	}
-	if n != 1 {
-		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
+	for _, key := range l.keys {
+		n, err := lockRefreshScript.Run(ctx, l.r.client, []string{key}, l.owner, ms).Int64()
+		if err != nil {
+			return fmt.Errorf("store: redis refresh lock %q: %w", l.name, err)
+		}
+		if n != 1 {
+			return fmt.Errorf("%w: %q", ErrLockLost, l.name)
+		}
 	}
 	return nil
 }
@@ -301,11 +374,21 @@ func (l *redisLock) Refresh(ctx context.Context, ttl time.Duration) error {
 // Release frees the lock if this owner still holds it, or returns
 // ErrLockLost (and leaves a new owner's lock alone).
 func (l *redisLock) Release(ctx context.Context) error {
-	n, err := lockReleaseScript.Run(ctx, l.r.client, []string{l.key}, l.owner).Int64()
-	if err != nil {
-		return fmt.Errorf("store: redis release lock %q: %w", l.name, err)
+	var lost bool
+	var firstErr error
+	for _, key := range l.keys {
+		n, err := lockReleaseScript.Run(ctx, l.r.client, []string{key}, l.owner).Int64()
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("store: redis release lock %q: %w", l.name, err)
+		}
+		if err == nil && n != 1 {
+			lost = true
+		}
 	}
-	if n != 1 {
+	if firstErr != nil {
+		return firstErr
+	}
+	if lost {
 		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
 	}
 	return nil
@@ -350,8 +433,9 @@ func (r *Redis) TakeOnce(ctx context.Context, key string) ([]byte, error) {
 // process sharing the prefix. It returns once the subscription is
 // confirmed, so every write that completes afterwards is delivered (unless
 // the reader is slow or the connection drops: go-redis reconnects and
-// resubscribes, ids published meanwhile are lost). The channel is closed
-// when ctx is done or the Store is closed.
+// resubscribes, ids published meanwhile are lost; either is then reported
+// with an empty id). The channel is closed when ctx is done or the Store
+// is closed.
 func (r *Redis) Subscribe(ctx context.Context) (<-chan string, error) {
 	r.mu.Lock()
 	if r.closed {
@@ -378,23 +462,43 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan string, error) {
 		done()
 		return nil, fmt.Errorf("store: redis subscribe: %w", err)
 	}
-	msgs := ps.Channel(redis.WithChannelSize(subscribeBuffer))
+	msgs := ps.ChannelWithSubscriptions(redis.WithChannelSize(subscribeBuffer))
 	out := make(chan string, subscribeBuffer)
 	go func() {
 		defer done()
 		defer close(out)
 		defer ps.Close()
+		lost := false // ids may have been lost; "" not delivered yet
 		for {
+			var report chan<- string // nil (never ready) unless lost
+			if lost {
+				report = out
+			}
 			select {
 			case <-ctx.Done():
 				return
+			case report <- "":
+				lost = false
 			case m, ok := <-msgs:
 				if !ok {
 					return
 				}
-				select {
-				case out <- m.Payload:
-				default: // slow reader: drop (best effort by contract)
+				switch m := m.(type) {
+				case *redis.Subscription:
+					// After the first: go-redis reconnected and subscribed
+					// again; what was published meanwhile is lost.
+					if m.Kind == "subscribe" {
+						lost = true
+					}
+				case *redis.Message:
+					if lost {
+						continue // "" first; it covers this id too
+					}
+					select {
+					case out <- m.Payload:
+					default: // slow reader: drop, and say so
+						lost = true
+					}
 				}
 			}
 		}

@@ -179,11 +179,12 @@ func TestRedisLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h["v"] != "1" || !strings.HasPrefix(h["d"], "{") || len(h) != 2 {
+	if h["v"] != "1" || !strings.HasPrefix(h["d"], "{") || h["w"] != storedWriteID([]byte(h["d"])) || len(h) != 3 {
 		t.Fatalf("tenant hash = %v", h)
 	}
-	if ok, _ := c.SIsMember(ctx, "lsproxy:tenants", "shop").Result(); !ok {
-		t.Fatal("id not in lsproxy:tenants")
+	shardSet := fmt.Sprintf("lsproxy:tenants:{ix%d}", indexShard("shop"))
+	if ok, _ := c.SIsMember(ctx, shardSet, "shop").Result(); !ok {
+		t.Fatalf("id not in %s", shardSet)
 	}
 	if _, err := r.TryLock(ctx, "shop", time.Minute); err != nil {
 		t.Fatal(err)
@@ -202,15 +203,15 @@ func TestRedisLayout(t *testing.T) {
 	}
 	keys := c.Keys(ctx, "*").Val()
 	sort.Strings(keys)
-	want := []string{"lsproxy:lock:{shop}", "lsproxy:once:{state}", "lsproxy:tenant:{shop}", "lsproxy:tenants"}
+	want := []string{"lsproxy:lock:{shop}", "lsproxy:once:{state}", "lsproxy:tenant:{shop}", shardSet}
 	if strings.Join(keys, " ") != strings.Join(want, " ") {
 		t.Fatalf("keys = %v, want %v", keys, want)
 	}
 	if err := r.Delete(ctx, "shop"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := c.SIsMember(ctx, "lsproxy:tenants", "shop").Result(); ok {
-		t.Fatal("deleted id still in lsproxy:tenants")
+	if ok, _ := c.SIsMember(ctx, shardSet, "shop").Result(); ok {
+		t.Fatalf("deleted id still in %s", shardSet)
 	}
 }
 
@@ -238,7 +239,7 @@ func TestRedisCASResentScriptIsIdempotent(t *testing.T) {
 	key := []string{"x:tenant:{a}"}
 	run := func(expect int64, blob string) []int64 {
 		t.Helper()
-		res, err := casPutScript.Run(ctx, c, key, expect, blob).Int64Slice()
+		res, err := casPutScript.Run(ctx, c, key, expect, blob, "", "w-"+blob).Int64Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -328,6 +329,7 @@ func TestRedisSubscribeSurvivesRestart(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	tn := fullTenant("after-restart")
 	var version int64
+	sawLoss := false
 	for {
 		if v, err := writer.Put(ctx, tn, version); err == nil {
 			version = v
@@ -337,8 +339,15 @@ func TestRedisSubscribeSurvivesRestart(t *testing.T) {
 			if !ok {
 				t.Fatal("subscription closed by the restart")
 			}
+			if id == "" {
+				sawLoss = true // the reconnect is reported as a loss
+				continue
+			}
 			if id != "after-restart" {
 				t.Fatalf("got %q", id)
+			}
+			if !sawLoss {
+				t.Fatal("the reconnect was not reported with an empty id")
 			}
 			cancel()
 			waitClosed(t, ch)

@@ -142,6 +142,7 @@ func newRedisClient(cfg RedisConfig) (client redis.UniversalClient, where string
 		uo.Addrs = cfg.ClusterAddrs
 		uo.IsClusterMode = true
 		where = "cluster " + strings.Join(cfg.ClusterAddrs, ",")
+		return newClusterClient(uo.Cluster()), where, nil
 	}
 	return redis.NewUniversalClient(uo), where, nil
 }

@@ -103,6 +103,7 @@ func Rekey(ctx context.Context, s Store, id string, attempts int) (RekeyOutcome,
 		if rekeyHook != nil {
 			rekeyHook(id)
 		}
+		t.WriteID = "" // fenced by version: records from before write ids have none
 		_, err = s.Put(ctx, t, ver)
 		if errors.Is(err, ErrConflict) {
 			continue // written meanwhile (a refresh, an admin): read again

@@ -140,6 +140,7 @@ func rekeyRewrites(t *testing.T, h harness) {
 		}
 		w = w.Clone()
 		w.Version++
+		w.WriteID = g.WriteID // a new write
 		if !reflect.DeepEqual(g, w) {
 			t.Errorf("%s changed:\n got %+v\nwant %+v", id, g, w)
 		}

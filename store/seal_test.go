@@ -171,9 +171,12 @@ func TestSealOpen(t *testing.T) {
 func TestCodec(t *testing.T) {
 	kr := mustKeyring(t, testKeys(t, 1)...)
 	tn := fullTenant("shop")
-	blob, err := encodeTenant(kr, tn)
+	blob, wid, err := encodeTenant(kr, tn)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wid == "" || storedWriteID(blob) != wid {
+		t.Fatalf("write id %q not in the blob (%q)", wid, storedWriteID(blob))
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(blob, &m); err != nil {
@@ -198,13 +201,16 @@ func TestCodec(t *testing.T) {
 		t.Fatalf("decoded %+v", got)
 	}
 	// Two encodings of the same tenant differ (write id, nonces).
-	blob2, _ := encodeTenant(kr, tn)
+	blob2, wid2, _ := encodeTenant(kr, tn)
+	if wid2 == wid {
+		t.Fatal("two encodings share a write id")
+	}
 	if bytes.Equal(blob, blob2) {
 		t.Fatal("two encodings are identical")
 	}
 
 	// Empty tokens are not sealed.
-	bare, err := encodeTenant(kr, &Tenant{ID: "bare"})
+	bare, _, err := encodeTenant(kr, &Tenant{ID: "bare"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +223,7 @@ func TestCodec(t *testing.T) {
 		t.Fatal("blob of shop decoded as other")
 	}
 	// Sealed tokens swapped into another tenant's record do not open.
-	otherBlob, _ := encodeTenant(kr, fullTenant("other"))
+	otherBlob, _, _ := encodeTenant(kr, fullTenant("other"))
 	var om map[string]json.RawMessage
 	_ = json.Unmarshal(otherBlob, &om)
 	om["access_token"] = m["access_token"]
@@ -235,10 +241,10 @@ func TestCodec(t *testing.T) {
 	if _, err := decodeTenant(kr, "shop", []byte("{")); err == nil || errors.Is(err, ErrDecrypt) {
 		t.Fatalf("corrupt JSON: %v", err)
 	}
-	if _, err := encodeTenant(kr, nil); err == nil {
+	if _, _, err := encodeTenant(kr, nil); err == nil {
 		t.Fatal("nil tenant: no error")
 	}
-	if _, err := encodeTenant(nil, tn); err == nil {
+	if _, _, err := encodeTenant(nil, tn); err == nil {
 		t.Fatal("nil keyring: no error")
 	}
 }

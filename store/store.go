@@ -1,9 +1,3 @@
-// Package store keeps tenant records, per-tenant locks and one-time values.
-//
-// Two implementations share one contract (see conformance_test.go): Redis
-// (distributed, for any number of replicas) and an embedded bbolt file (one
-// process at a time). Access and refresh tokens are sealed with AES-256-GCM
-// before they reach either backend (see seal.go).
 package store
 
 import (
@@ -57,9 +51,18 @@ type Tenant struct {
 	// refresh may have consumed the stored refresh token without its answer
 	// being recorded (process killed, response lost).
 	RefreshInFlight bool `json:"refresh_in_flight,omitempty"`
-	// RefreshStartedAt is when the in-flight refresh was marked; its holder
-	// stops trying to write the result a bounded time after it.
+	// RefreshStartedAt is when the in-flight refresh was marked.
 	RefreshStartedAt time.Time `json:"refresh_started_at"`
+	// RefreshMark identifies the holder's in-flight mark: the holder keeps
+	// trying to write its result for as long as the record carries it.
+	RefreshMark string `json:"refresh_mark,omitempty"`
+	// RefreshLease is the holder's lock TTL and RefreshGrace the time a
+	// successor must see the store answer with the mark unchanged before it
+	// takes over (longer than the holder's write-retry interval). They are
+	// stored so that successors judge a mark by its holder's settings, not
+	// their own (a rolling configuration change cannot break takeover).
+	RefreshLease time.Duration `json:"refresh_lease,omitempty"`
+	RefreshGrace time.Duration `json:"refresh_grace,omitempty"`
 
 	// Extra holds provider quirks, e.g. x-series "domain_prefix".
 	Extra map[string]string `json:"extra,omitempty"`
@@ -73,8 +76,13 @@ type Tenant struct {
 	FailureCount  int64     `json:"failure_count"`
 
 	// Version is assigned by the store: 1 on creation, +1 on every write.
-	// It is the fencing number for compare-and-set.
+	// With WriteID it is the fencing value for compare-and-set.
 	Version int64 `json:"-"`
+	// WriteID is the random id of the write that produced this record,
+	// assigned by the store (Get and a successful Put set it). A version
+	// number can repeat after a failover lost writes; the write id does not
+	// (SPEC §3 rule 12).
+	WriteID string `json:"-"`
 }
 
 // Clone returns a deep copy.
@@ -100,9 +108,12 @@ type Store interface {
 	List(ctx context.Context) ([]string, error)
 
 	// Put writes t if the stored version equals expect (0 = must not exist)
-	// and returns the new version (expect+1). It returns ErrConflict when the
-	// stored version differs. t.Version is ignored. A successful Put notifies
-	// subscribers.
+	// and, when t.WriteID is not empty, the stored write id equals t.WriteID
+	// (the record t was derived from: a repeated version number cannot let
+	// a stale write win). It returns the new version (expect+1) and sets
+	// t.Version and t.WriteID to the new values; ErrConflict when the stored
+	// fencing value differs (t is then unchanged). t.Version is not read. A
+	// successful Put notifies subscribers.
 	Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 
 	// Delete removes the tenant; deleting a missing tenant returns
@@ -112,6 +123,10 @@ type Store interface {
 	// TryLock takes the named lock for ttl without waiting, or returns
 	// ErrLockHeld.
 	TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error)
+
+	// PeekLock reports whether the named lock is held by anyone, without
+	// taking it.
+	PeekLock(ctx context.Context, name string) (bool, error)
 
 	// PutOnce stores a one-time value that expires after ttl. It returns
 	// ErrConflict if the key already exists.
@@ -124,7 +139,9 @@ type Store interface {
 	// Subscribe delivers the id of every tenant that is written or deleted,
 	// by any process sharing the store, until ctx is done; the channel is
 	// then closed. Delivery is best effort (a slow reader may miss ids);
-	// callers keep a bounded cache lifetime as a fallback.
+	// callers keep a bounded cache lifetime as a fallback. An empty id
+	// means ids may have been lost since the last one (a slow reader, a
+	// reconnect): treat every tenant as changed.
 	Subscribe(ctx context.Context) (<-chan string, error)
 
 	// Ping reports whether the backend answers.

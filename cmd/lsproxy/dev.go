@@ -91,10 +91,11 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.Join(problems...)
 	}
 
-	log, err := newLogger(cfg, stderr)
+	log, closeLog, err := newLogger(cfg, stderr)
 	if err != nil {
 		return err
 	}
+	defer closeLog()
 	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err

@@ -15,11 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/config"
 	"github.com/lsproxy/lsproxy/control"
+	"github.com/lsproxy/lsproxy/internal/logging"
 	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/ratelimit"
@@ -37,21 +37,10 @@ type app struct {
 	control http.Handler
 }
 
-func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(cfg.LogLevel)
-	if err != nil {
-		return nil, err
-	}
-	enc := zap.NewProductionEncoderConfig()
-	enc.TimeKey = "ts"
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	var encoder zapcore.Encoder
-	if cfg.LogFormat == "console" {
-		encoder = zapcore.NewConsoleEncoder(enc)
-	} else {
-		encoder = zapcore.NewJSONEncoder(enc)
-	}
-	return zap.New(zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(w)), level)), nil
+// newLogger builds the process logger (access lines buffered, see
+// internal/logging); call the returned func once at exit to flush.
+func newLogger(cfg config.Config, w io.Writer) (*zap.Logger, func() error, error) {
+	return logging.New(w, logging.Options{Level: cfg.LogLevel, Format: cfg.LogFormat})
 }
 
 // redisLogger routes go-redis's own messages (reconnects, failovers; they
@@ -78,7 +67,8 @@ func openStore(ctx context.Context, cfg config.Config, keys *store.Keyring) (sto
 		if err != nil {
 			return nil, "", err
 		}
-		return store.NewRedis(client, store.RedisOptions{Prefix: cfg.RedisKeyPrefix, Keys: keys}), "redis", nil
+		return store.NewRedis(client, store.RedisOptions{Prefix: cfg.RedisKeyPrefix, Keys: keys,
+			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout}), "redis", nil
 	}
 	s, err := store.OpenBolt(cfg.DataDir, keys)
 	if err != nil {
@@ -125,6 +115,9 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		return nil, err
 	}
 	log.Info("store opened", zap.String("kind", kind))
+	if r, ok := s.(*store.Redis); ok {
+		logReplication(ctx, r, log)
+	}
 
 	oauthClient := &auth.OAuthClient{
 		ClientID:     cfg.ClientID,
@@ -133,7 +126,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		AuthStyle:    style,
 		Scopes:       scopes,
 		Timeout:      cfg.TokenTimeout,
-		HTTPClient:   &http.Client{Transport: proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.TokenTimeout, MaxIdleConnsPerHost: 16})},
+		HTTPClient:   &http.Client{Transport: auth.NewTokenTransport(cfg.TokenTimeout)},
 	}
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -148,11 +141,24 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		CacheTTL:        cfg.CacheTTL,
 		BreakerFailures: uint32(cfg.BreakerFailures),
 		BreakerOpenFor:  cfg.BreakerOpenFor,
+		TokenTimeout:    cfg.TokenTimeout,
+		GuardThreshold:  cfg.InvalidGrantGuardThreshold,
+		GuardWindow:     cfg.InvalidGrantGuardWindow,
 		Logger:          log.Named("token"),
 		Metrics:         auth.NewMetrics(reg),
 		OnFlag: func(tenant, reason string) {
 			if notifier != nil {
 				notifier.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: tenant, Reason: reason, At: time.Now()})
+			}
+		},
+		OnRecover: func(tenant string) {
+			if notifier != nil {
+				notifier.Notify(onboard.Event{Event: onboard.EventRecovered, Tenant: tenant, At: time.Now()})
+			}
+		},
+		OnGuard: func(tripped bool, tenants int) {
+			if notifier != nil {
+				notifier.Notify(onboard.GuardEvent(tripped, tenants, cfg.InvalidGrantGuardWindow, time.Now()))
 			}
 		},
 	})
@@ -172,7 +178,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		TenantHeader:  cfg.TenantHeader,
 		MaxReplayBody: cfg.MaxReplayBodyBytes,
 		Transport:     proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
-		Logger:        log.Named("proxy"),
+		Logger:        log.Named(logging.AccessLogName),
 		Metrics:       proxy.NewMetrics(reg),
 	}
 	if len(cfg.ClientKeys) > 0 {
@@ -259,11 +265,11 @@ func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {
 
 // serve runs lsproxy until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
-	log, err := newLogger(cfg, logOut)
+	log, closeLog, err := newLogger(cfg, logOut)
 	if err != nil {
 		return err
 	}
-	defer log.Sync()
+	defer closeLog() // flushes buffered access lines
 	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err
@@ -328,18 +334,41 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 	}
 	a.log.Info("shutting down")
 	cancel() // stop scanning and following changes; running refreshes finish below
+	// Stop accepting and drain in-flight requests within shutdown_timeout;
+	// then refreshes already started (some by a 401 at the very end of the
+	// drain) get a budget of their own, a full token request plus the
+	// write (SPEC §3 rule 16), so none is abandoned between the token
+	// response and its write.
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
 	defer scancel()
-	// Stop accepting, drain in-flight requests, then let running refreshes
-	// write their results: a refresh is never abandoned between the token
-	// response and its write.
 	_ = proxySrv.Shutdown(sctx)
 	_ = controlSrv.Shutdown(sctx)
-	if err := a.manager.Wait(sctx); err != nil {
-		a.log.Error("refreshes still running at shutdown deadline", zap.Error(err))
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), auth.ShutdownBudget(a.cfg.TokenTimeout))
+	defer rcancel()
+	if err := a.manager.FinishRefreshes(rctx); err != nil {
+		a.log.Error("refreshes still running at the end of their shutdown budget", zap.Error(err))
 	}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}
 	return nil
+}
+
+// logReplication says at startup whether refresh tokens wait for replica
+// acknowledgements (SPEC §3 rule 14).
+func logReplication(ctx context.Context, r *store.Redis, log *zap.Logger) {
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := r.DetectReplicas(dctx)
+	switch {
+	case err != nil:
+		log.Warn("redis replication unknown; refreshes wait for replicas until it is read", zap.Error(err))
+	case info.Connected == 0:
+		log.Info("redis master has no replicas: refreshes do not wait for acknowledgements", zap.Int("connected_replicas", 0))
+	case info.Wait == 0:
+		log.Warn("redis master has replicas but redis_wait_replicas is 0: a failover can lose a lock and mark", zap.Int("connected_replicas", info.Connected))
+	default:
+		log.Info("redis master has replicas: lock and mark must be acknowledged before a refresh token is sent",
+			zap.Int("connected_replicas", info.Connected), zap.Int("wait_replicas", info.Wait), zap.Duration("wait_timeout", info.Timeout))
+	}
 }

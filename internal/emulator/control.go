@@ -21,6 +21,8 @@ import (
 //	POST /token-hold?d=DURATION       SetTokenHold(d)
 //	POST /token-drop?n=N              SetTokenDropAfterGrant(N)
 //	POST /api-delay?d=DURATION        SetAPIDelay(d)
+//	POST /token-brownout?min=D&max=D&every=D&for=D
+//	                                  SetTokenBrownout (absent = 0; all 0 ends it)
 //	POST /rate-limit?bucket=N&drip=R&burst=N&window_limit=N&window=D   SetRateLimit
 //	POST /throttle?tenant=T&d=DURATION  Throttle(T, now+d)
 //
@@ -101,6 +103,26 @@ func (e *Emulator) ControlHandler() http.Handler {
 	mux.HandleFunc("POST /token-delay", durKnob(e.SetTokenDelay))
 	mux.HandleFunc("POST /token-hold", durKnob(e.SetTokenHold))
 	mux.HandleFunc("POST /api-delay", durKnob(e.SetAPIDelay))
+	mux.HandleFunc("POST /token-brownout", func(w http.ResponseWriter, r *http.Request) {
+		var b Brownout
+		for _, f := range []struct {
+			param string
+			dst   *time.Duration
+		}{{"min", &b.MinLatency}, {"max", &b.MaxLatency}, {"every", &b.BurstEvery}, {"for", &b.BurstFor}} {
+			v := r.URL.Query().Get(f.param)
+			if v == "" {
+				continue
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				http.Error(w, f.param+" must be a non-negative duration such as 250ms", http.StatusBadRequest)
+				return
+			}
+			*f.dst = d
+		}
+		e.SetTokenBrownout(b)
+		w.WriteHeader(http.StatusNoContent)
+	})
 	e.rateLimitControl(mux)
 	return mux
 }

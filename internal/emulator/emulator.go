@@ -1,21 +1,3 @@
-// Package emulator is a strict, observable stand-in for Lightspeed's OAuth2
-// authorization servers and APIs. lsproxy's end-to-end and fault tests run
-// against it.
-//
-// One Emulator plays one provider (a Mode): the authorize endpoint, the token
-// endpoint and the API, all served by the one http.Handler, at the real
-// service's paths, so a preset can be tested by swapping only scheme and host.
-// It is strict where the real services are or may be: authorization codes are
-// one-time and short-lived, bound to the client, the redirect URI and the
-// PKCE challenge; refresh tokens are single-use and rotate, and presenting a
-// used one revokes the whole grant (reuse detection); client authentication
-// is checked per mode. Faults (outages, slowness, lost responses) are switched
-// on and off at run time, and every decision is counted (Stats).
-//
-// Concurrency: all methods of an Emulator are safe for concurrent use, also
-// while it serves requests. The emulator never logs or returns token, code or
-// secret values except to the party that owns them (token responses,
-// authorization redirects, IssueGrant and the control handler's /grant).
 package emulator
 
 import (
@@ -96,6 +78,12 @@ type Config struct {
 	// (some providers do this). Default: old access tokens stay valid until
 	// they expire.
 	RevokeOldAccessOnRefresh bool
+	// OtherClients are further clients registered with the same provider
+	// (client id → secret), e.g. a vendor's second app. They authenticate
+	// at the token endpoint (authorize knows ClientID only), but a refresh token or code issued to one client is invalid_grant for
+	// another: what a provider answers when a deployment switched its
+	// client id. nil = none.
+	OtherClients map[string]string
 	// Scope is the scope granted when the authorize request names none and
 	// for IssueGrant; "" = the mode's default (see DefaultScope).
 	Scope string
@@ -178,9 +166,10 @@ type Stats struct {
 	CodesIssued       int64
 
 	TokenRequests      int64 // every request to the token path
-	TokenOutages       int64 // answered by SetTokenOutage
-	TokenAbandoned     int64 // the client went away during a token delay
+	TokenOutages       int64 // answered by SetTokenOutage or a brownout burst
+	TokenAbandoned     int64 // the client went away during a token delay, hold or brownout wait
 	TokenDropped       int64 // responses dropped by SetTokenDropAfterGrant
+	GrantsLost         int64 // grants made whose response never reached the client (dropped, or abandoned during a hold or brownout wait)
 	TokenBadRequests   int64 // malformed: method, content type, parameters, grant type
 	ClientAuthFailures int64 // 401 invalid_client
 	CodeExchanges      int64 // successful code exchanges
@@ -202,6 +191,7 @@ type Stats struct {
 type counters struct {
 	authorizeRequests, authorizeRejected, authorizeDenied, codesIssued          atomic.Int64
 	tokenRequests, tokenOutages, tokenAbandoned, tokenDropped, tokenBadRequests atomic.Int64
+	grantsLost                                                                  atomic.Int64
 	clientAuthFailures, codeExchanges, codeRejected, codeReuse                  atomic.Int64
 	refreshGrants, refreshRejected, reuseDetected, grantsIssued, grantsRevoked  atomic.Int64
 	apiRequests, apiUnauthorized, apiForbidden, apiBadRequests, apiAbandoned    atomic.Int64
@@ -231,6 +221,8 @@ type Emulator struct {
 	tokenHold    time.Duration
 	dropN        int
 	apiDelay     time.Duration
+	brownout     Brownout
+	brownoutFrom time.Time
 
 	rl rateLimiter // ratelimit.go
 }
@@ -440,6 +432,7 @@ func (e *Emulator) Stats() Stats {
 		TokenOutages:       c.tokenOutages.Load(),
 		TokenAbandoned:     c.tokenAbandoned.Load(),
 		TokenDropped:       c.tokenDropped.Load(),
+		GrantsLost:         c.grantsLost.Load(),
 		TokenBadRequests:   c.tokenBadRequests.Load(),
 		ClientAuthFailures: c.clientAuthFailures.Load(),
 		CodeExchanges:      c.codeExchanges.Load(),

@@ -179,6 +179,14 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 		e.c.tokenAbandoned.Add(1)
 		return
 	}
+	slow, burst := e.brownoutNow()
+	if outage == 0 && burst {
+		if slow > 0 && !sleepCtx(r.Context(), slow) {
+			e.c.tokenAbandoned.Add(1)
+			return
+		}
+		outage = http.StatusServiceUnavailable
+	}
 	if outage != 0 {
 		e.c.tokenOutages.Add(1)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -241,15 +249,17 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if drop {
 		e.c.tokenDropped.Add(1)
+		e.c.grantsLost.Add(1)
 		e.logf("token response dropped tenant=%q (refresh token already rotated)", tenant)
 		abortConnection(w)
 		return
 	}
 	e.mu.Lock()
-	hold := e.tokenHold
+	hold := max(e.tokenHold, slow)
 	e.mu.Unlock()
 	if hold > 0 && !sleepCtx(r.Context(), hold) {
 		e.c.tokenAbandoned.Add(1)
+		e.c.grantsLost.Add(1)
 		e.logf("token response lost: client went away during hold tenant=%q", tenant)
 		return
 	}
@@ -304,9 +314,16 @@ func (e *Emulator) authenticateClient(r *http.Request, form url.Values) (string,
 }
 
 func (e *Emulator) credentialsOK(id, secret string) bool {
-	idOK := subtle.ConstantTimeCompare([]byte(id), []byte(e.cfg.ClientID))
-	secOK := subtle.ConstantTimeCompare([]byte(secret), []byte(e.cfg.ClientSecret))
-	return idOK&secOK == 1
+	want, ok := e.cfg.ClientSecret, id == e.cfg.ClientID
+	if !ok {
+		want, ok = e.cfg.OtherClients[id]
+	}
+	// Compare the secret even for an unknown id, against the main one, so
+	// timing says nothing about which ids exist.
+	if !ok {
+		want = e.cfg.ClientSecret
+	}
+	return subtle.ConstantTimeCompare([]byte(secret), []byte(want)) == 1 && ok
 }
 
 // exchangeCode is grant_type=authorization_code. The code is spent by the

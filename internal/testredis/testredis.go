@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,6 +141,28 @@ func (s *Server) Kill() {
 	}
 	_ = p.cmd.Process.Kill()
 	<-p.exited
+}
+
+// Freeze stops the server with SIGSTOP (it keeps its connections but
+// answers nothing) until Thaw; a cleanup thaws it so it can be killed.
+func (s *Server) Freeze() {
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+		s.t.Cleanup(s.Thaw)
+	}
+}
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() {
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p != nil {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	}
 }
 
 // Restart kills the server if it runs and starts it again on the same port

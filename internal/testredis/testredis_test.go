@@ -3,7 +3,9 @@ package testredis
 import (
 	"context"
 	"fmt"
+	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +117,52 @@ func TestBadArgsFailClearly(t *testing.T) {
 	if !strings.Contains(f.msg, "did not start") || !strings.Contains(f.msg, "no-such-option") {
 		t.Fatalf("Fatal message %q, want the server's complaint", f.msg)
 	}
+}
+
+func TestClusterFormsAndFailsOver(t *testing.T) {
+	c := StartCluster(t, 3)
+	cc := c.Client(t)
+	cc.OnNewNode(func(n *redis.Client) { n.AddHook(reloadHook{cc}) })
+	ctx := context.Background()
+	for i := 0; i < 100; i++ {
+		if err := cc.Set(ctx, "k"+strconv.Itoa(i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.FailOver(t, 1)
+	// The client learns the new slot owner on its next errors; bounded.
+	deadline := time.Now().Add(40 * time.Second)
+	t0 := time.Now()
+	for i := 0; i < 100; i++ {
+		v, err := cc.Get(ctx, "k"+strconv.Itoa(i)).Int()
+		if err != nil && time.Now().Before(deadline) {
+			i--
+			time.Sleep(50 * time.Millisecond) // no signal for the client's slot reload
+			continue
+		}
+		if err != nil || v != i {
+			t.Fatalf("k%d after failover = %d, %v", i, v, err)
+		}
+		if i == 0 {
+			t.Logf("first read after %v", time.Since(t0))
+		}
+	}
+}
+
+// reloadHook reloads the slot map when dialling fails (as store's cluster
+// client does): go-redis alone waits up to a minute.
+type reloadHook struct{ c *redis.ClusterClient }
+
+func (h reloadHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := next(ctx, network, addr)
+		if err != nil {
+			h.c.ReloadState(ctx)
+		}
+		return conn, err
+	}
+}
+func (reloadHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (reloadHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

@@ -1,7 +1,9 @@
--- Compare-and-set a tenant record.
--- KEYS[1]  tenant hash (fields: v = version, d = sealed blob)
+-- Compare-and-set a tenant record, fenced by version and write id.
+-- KEYS[1]  tenant hash (fields: v = version, d = sealed blob, w = write id)
 -- ARGV[1]  expected version (0 = must not exist)
--- ARGV[2]  new blob (unique per Put: it holds a random write id)
+-- ARGV[2]  new blob
+-- ARGV[3]  expected write id ('' = compare the version only)
+-- ARGV[4]  new write id (unique per Put; also inside the blob)
 -- Returns {1, new_version} on success, {0, current_version} on conflict.
 local cur = redis.call('HGET', KEYS[1], 'v')
 if cur then
@@ -17,5 +19,10 @@ if cur ~= expect then
   end
   return {0, cur}
 end
-redis.call('HSET', KEYS[1], 'v', cur + 1, 'd', ARGV[2])
+local want = ARGV[3] or ''
+if want ~= '' and (redis.call('HGET', KEYS[1], 'w') or '') ~= want then
+  -- Same version number, another write: a failover lost writes (ABA).
+  return {0, cur}
+end
+redis.call('HSET', KEYS[1], 'v', cur + 1, 'd', ARGV[2], 'w', ARGV[4] or '')
 return {1, cur + 1}

@@ -12,6 +12,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -171,11 +172,17 @@ type policy struct {
 	// may401: this 401 for tenant is expected (r may be lsproxy's
 	// reauthorization_required or the upstream's own 401).
 	may401 func(tenant string, r result, at time.Time) bool
+	// retired: p was taken out of the route by the scenario (and stopped);
+	// a transport error from it raced the retirement and is not counted.
+	retired func(p *proc) bool
 }
 
 // tally counts classified requests; safe for concurrent use.
 type tally struct {
 	requests, ok, exp503, exp401, failed, cross atomic.Int64
+	// slowest200 and slowest503 are the longest a 200 and an expected 503
+	// took (nanoseconds), recorded by the load generator.
+	slowest200, slowest503 atomic.Int64
 
 	mu       sync.Mutex
 	failures []string             // the first few unexpected answers
@@ -200,6 +207,9 @@ func (tl *tally) fail(format string, args ...any) {
 // record classifies one finished exchange.
 func (tl *tally) record(pol policy, p *proc, tenant string, r result, err error) {
 	at := time.Now()
+	if err != nil && pol.retired != nil && pol.retired(p) {
+		return
+	}
 	tl.requests.Add(1)
 	switch {
 	case err != nil:
@@ -290,15 +300,62 @@ func startLoad(clients int, rt route, pol policy) *loadGen {
 					}
 					continue
 				}
-				r, err := p.get(ctx, tenant, faultPath)
+				began := time.Now()
+				r, err := faultGet(ctx, p, tenant)
 				if ctx.Err() != nil {
 					return // the run ended during this request
 				}
 				l.record(pol, p, tenant, r, err)
+				took := int64(time.Since(began))
+				switch {
+				case err != nil:
+				case r.Status == http.StatusOK:
+					atomicMax(&l.slowest200, took)
+				case r.Status == http.StatusServiceUnavailable:
+					atomicMax(&l.slowest503, took)
+				}
 			}
 		}()
 	}
 	return l
+}
+
+// faultClient is the load generator's client. Its timeout is longer than
+// the harness's (20 s) so that a slow answer is measured (slowest_200,
+// slowest_503 in the FAULT line) rather than cut; an answer slower than
+// this still counts as failed.
+var faultClient = &http.Client{
+	Timeout:       45 * time.Second,
+	Transport:     httpClient.Transport,
+	CheckRedirect: httpClient.CheckRedirect,
+}
+
+// faultGet is p.get(ctx, tenant, faultPath) through faultClient.
+func faultGet(ctx context.Context, p *proc, tenant string) (result, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.ProxyURL+faultPath, nil)
+	if err != nil {
+		return result{}, err
+	}
+	req.Header.Set("X-Tenant", tenant)
+	resp, err := faultClient.Do(req)
+	if err != nil {
+		return result{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return result{}, err
+	}
+	return result{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+func atomicMax(v *atomic.Int64, x int64) {
+	for {
+		cur := v.Load()
+		if x <= cur || v.CompareAndSwap(cur, x) {
+			return
+		}
+	}
 }
 
 // Stop ends the load and waits for the clients.
@@ -416,6 +473,10 @@ func (d *deployment) conclude(p *proc, ids []string, tl *tally, exp expectations
 		case d.emu.ActiveGrants(id) != 1:
 			t.Errorf("tenant %s: %d live grants at the emulator, want 1", id, d.emu.ActiveGrants(id))
 		}
+	}
+	if tl != nil {
+		f.note("slowest_200", time.Duration(tl.slowest200.Load()))
+		f.note("slowest_503", time.Duration(tl.slowest503.Load()))
 	}
 	t.Log(f.String())
 	if f.failed != 0 {

@@ -33,15 +33,18 @@ type killSetup struct {
 	victimResult chan error
 }
 
-const killLockTTL = 4 * time.Second
-
-// killTakeover: a successor acts on A's in-flight mark only after A's write
-// window (lock TTL + 5 s) plus the 2 s clock-skew allowance have passed.
-const killTakeover = killLockTTL + 7*time.Second
+// killTakeover is the promise of SPEC §3 rule 11 with default settings: a
+// tenant whose holder was SIGKILLed is served (or cleanly flagged) within
+// 15 s. killWait is how long the scenarios wait before they give up (longer,
+// so that a slow takeover is measured and reported, not just missed).
+const (
+	killTakeover = 15 * time.Second
+	killWait     = 40 * time.Second
+)
 
 // victimMay503 expects 503 token_unavailable for the victim once A is dead:
-// its token has expired and no replica may refresh it until A's write
-// window has passed.
+// its token has expired and no replica may refresh it until A's lease has
+// expired and the takeover grace has passed.
 func victimMay503(ks *killSetup) policy {
 	return policy{may503: func(tenant string, _ time.Time) bool {
 		ks.mu.Lock()
@@ -52,20 +55,28 @@ func victimMay503(ks *killSetup) policy {
 
 func newKillSetup(t *testing.T, name string, pol func(ks *killSetup) policy) *killSetup {
 	rdb := testredis.Start(t)
-	// Token timeout 3 s, lock 4 s: B or C may take the lock over at most
-	// 4 s after A's last renewal.
-	d := newDeployment(t, name, emulator.Config{AccessTTL: time.Minute}, 3,
-		"LSPROXY_REDIS_URL", rdb.URL(), "LSPROXY_REFRESH_BEFORE", "5s",
-		"LSPROXY_TOKEN_TIMEOUT", "3s", "LSPROXY_LOCK_TTL", killLockTTL.String())
+	// Default token timeout, lock TTL and takeover settings: the takeover
+	// time measured is the one production sees.
+	d := newDeployment(t, name, emulator.Config{AccessTTL: 10 * time.Minute}, 3,
+		"LSPROXY_REDIS_URL", rdb.URL(), "LSPROXY_REFRESH_BEFORE", "5s")
 	ks := &killSetup{d: d, rdb: rdb, victim: "victim", victimResult: make(chan error, 1)}
 	others := tenantIDs("bystander", 8)
 	ks.ids = append(append([]string{}, others...), ks.victim)
 	b := d.procs[1]
 	d.importTenants(b, 0, others...)
 	d.importTenants(b, 1, ks.victim) // expires at once: the next request refreshes
+	// Each survivor has refreshed a tenant once, as in a deployment that
+	// has been running: its configuration is confirmed, so the
+	// mass-invalid_grant guard (SPEC §3 rule 15) lets a lone invalid_grant
+	// flag at once instead of holding it for a guard window.
+	survivors := d.procs[1:]
+	for i, p := range survivors {
+		if r := p.admin(t, http.MethodPost, "/admin/tenants/"+others[i]+"/refresh", nil); r.Status != http.StatusOK {
+			t.Fatalf("confirming replica %d's configuration with a refresh: %d %s", i+1, r.Status, r.Body)
+		}
+	}
 	d.before = d.emu.Stats()
 
-	survivors := d.procs[1:]
 	ks.load = startLoad(8, func(c, _ int) (*proc, string, bool) {
 		ks.mu.Lock()
 		moved := ks.victimMoved
@@ -137,9 +148,11 @@ func (ks *killSetup) killA(t *testing.T, stalled func() bool, clear func()) {
 
 // TestFaultKillBeforeGrant: the lock holder is SIGKILLed while its refresh
 // request waits at the token endpoint, before Lightspeed processed it.
-// The lock expires, another replica takes over, sees the in-flight mark,
-// tries the stored refresh token once, and it works: the tenant stays
-// active and no token was reused.
+// A's lease expires, another replica takes over (after seeing the store
+// answer and the mark unchanged for the takeover grace), tries the stored
+// refresh token once, and it works: the tenant stays active, no token was
+// reused, and with default settings it is served again within 15 s of the
+// kill (SPEC §3 rule 11; the figure is takeover_after_kill).
 func TestFaultKillBeforeGrant(t *testing.T) {
 	ks := newKillSetup(t, "sigkill-before-grant", victimMay503)
 	d := ks.d
@@ -148,10 +161,13 @@ func TestFaultKillBeforeGrant(t *testing.T) {
 	ks.killA(t, func() bool { return d.emu.Stats().TokenRequests > d.before.TokenRequests },
 		func() { d.emu.SetTokenDelay(0) })
 
-	if !eventually(killTakeover+10*time.Second, func() bool { _, ok := ks.load.firstOK(ks.victim); return ok }) {
-		t.Fatalf("the victim was not served by B or C after A died")
+	if !eventually(killWait, func() bool { _, ok := ks.load.firstOK(ks.victim); return ok }) {
+		t.Fatalf("the victim was not served by B or C within %v after A died", killWait)
 	}
 	firstOK, _ := ks.load.firstOK(ks.victim)
+	if took := firstOK.Sub(ks.killAt); took > killTakeover {
+		t.Errorf("the survivors served the victim %v after A was killed, want within %v (default settings)", took.Round(10*time.Millisecond), killTakeover)
+	}
 	time.Sleep(2 * time.Second) // keep the load running on the recovered tenant
 	elapsed := ks.load.Stop()
 
@@ -173,7 +189,8 @@ func TestFaultKillBeforeGrant(t *testing.T) {
 // TestFaultKillAfterGrant: the lock holder is SIGKILLed after Lightspeed
 // rotated the refresh token but before the answer arrived: the documented
 // remaining failure mode. The replica that takes over tries the stored
-// (spent) token once; the emulator reports the reuse; the tenant alone is
+// (spent) token once (within 15 s of the kill with default settings: the
+// figure is flagged_after_kill); the emulator reports the reuse; the tenant alone is
 // flagged "refresh token consumed by an interrupted refresh", without a
 // retry loop, and every other tenant keeps working.
 func TestFaultKillAfterGrant(t *testing.T) {
@@ -202,7 +219,7 @@ func TestFaultKillAfterGrant(t *testing.T) {
 		func() { d.emu.SetTokenHold(0) })
 
 	var flaggedAt time.Time
-	if !eventually(killTakeover+10*time.Second, func() bool {
+	if !eventually(killWait, func() bool {
 		ks.load.mu.Lock()
 		_, ok := ks.load.last401[ks.victim]
 		ks.load.mu.Unlock()
@@ -211,7 +228,10 @@ func TestFaultKillAfterGrant(t *testing.T) {
 		}
 		return ok
 	}) {
-		t.Fatalf("the victim was never answered 401 reauthorization_required after A died")
+		t.Fatalf("the victim was never answered 401 reauthorization_required within %v after A died", killWait)
+	}
+	if took := flaggedAt.Sub(ks.killAt); took > killTakeover {
+		t.Errorf("the victim was flagged %v after A was killed, want within %v (default settings)", took.Round(10*time.Millisecond), killTakeover)
 	}
 	attemptsAtFlag := d.events.refreshAttempts(ks.victim)
 	time.Sleep(3 * time.Second) // the load keeps hitting the flagged tenant: no retry loop

@@ -86,6 +86,8 @@ lsproxy knows (config.Names), and nothing else.
   "read_header_timeout" "idle_timeout" "shutdown_timeout"
   "max_replay_body_bytes" "max_header_bytes"
   "breaker_failures" "breaker_open_for" "cache_ttl"
+  "redis_wait_replicas" "redis_wait_timeout"
+  "invalid_grant_guard_threshold" "invalid_grant_guard_window"
   "state_ttl" "authorize_link_ttl" "success_url" "webhook_url"
   "refresher_interval" "refresher_concurrency" "refresh_idle_margin"
   "rate_limit" "rate_limit_wait" "rate_limit_costs" "rate_limit_key_share"
@@ -249,8 +251,11 @@ Every template that renders a workload includes it. */}}
 {{- fail "lsproxy: sidecar.service is for mode: sidecar" }}
 {{- end }}
 {{- $shutdown := include "lsproxy.seconds" ($v.config.shutdown_timeout | default "25s") | int }}
-{{- if le (int $v.terminationGracePeriodSeconds) (add (int $v.lifecycle.preStopSleepSeconds) $shutdown) }}
-{{- fail (printf "lsproxy: terminationGracePeriodSeconds (%v) must exceed lifecycle.preStopSleepSeconds (%v) plus config.shutdown_timeout (%ds), or SIGKILL cuts the drain short" $v.terminationGracePeriodSeconds $v.lifecycle.preStopSleepSeconds $shutdown) }}
+{{- /* Refreshes started during the drain get their own budget after it:
+token_timeout + 10s for the write (SPEC §3 rule 16). */}}
+{{- $refreshes := add (include "lsproxy.seconds" ($v.config.token_timeout | default "10s") | int) 10 }}
+{{- if le (int $v.terminationGracePeriodSeconds) (add (int $v.lifecycle.preStopSleepSeconds) $shutdown $refreshes) }}
+{{- fail (printf "lsproxy: terminationGracePeriodSeconds (%v) must exceed lifecycle.preStopSleepSeconds (%v) plus config.shutdown_timeout (%ds) plus the refresh budget (config.token_timeout + 10s = %ds), or SIGKILL cuts the drain or a refresh short" $v.terminationGracePeriodSeconds $v.lifecycle.preStopSleepSeconds $shutdown $refreshes) }}
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,35 @@
+// Package auth hands out tenants' Lightspeed access tokens and keeps them
+// alive: it refreshes them so that a single-use refresh token is sent at
+// most once across all replicas (SPEC §3), and it talks to the OAuth token
+// endpoint.
+//
+// Which file does what:
+//
+//	manager.go    Manager, its options and the in-process token cache: Token
+//	              (the cache fast path, SPEC §3 step 1), Recover (upstream
+//	              401), ForceRefresh and Retry (admin), FinishRefreshes
+//	              (shutdown), Run/Invalidate (other replicas' changes)
+//	refresh.go    the acquisition path after a cache miss, top to bottom in
+//	              SPEC order: singleflight, lock, re-read, takeover of an
+//	              earlier mark, mark (acknowledged by replicas), grant with a
+//	              full token_timeout, fenced write retried while the process
+//	              lives, invalid_grant after a re-read, undo
+//	lease.go      the holder's lease: lock renewal, re-taking a lost lock,
+//	              the mark heartbeat while a successor holds it
+//	guard.go      the mass-invalid_grant guard (rule 15)
+//	backoff.go    the one retry delay
+//	defaults.go   every default of the manager (config uses the same values)
+//	               and ShutdownBudget (rule 16)
+//	refresher.go  the background refresher (expiring and idle tenants)
+//	oauth.go      OAuthClient: refresh and code grants, error classification
+//	errors.go     sentinel errors and the error types callers switch on
+//	metrics.go    Prometheus metrics
+//	presets.go    Lightspeed endpoint presets
+//	onboard.go, pages.go, webhook.go
+//	              onboarding (authorize link, callback) and the webhook
+//	              notifier
+//
+// The tenant state changes themselves (mark, apply grant, flag, undo,
+// import, authorize) are methods of store.Tenant (store/tenantstate.go),
+// shared by the manager, the admin API and onboarding.
+package auth

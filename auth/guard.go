@@ -1,0 +1,126 @@
+package auth
+
+import (
+	"sync"
+	"time"
+)
+
+// grantGuard is the mass-invalid_grant guard (SPEC §3 rule 15). Many
+// tenants rejected at once point at lsproxy's own configuration (client id,
+// secret, environment, token URL), not at the merchants. An invalid_grant
+// flags its tenant at once (a single revoked merchant is told on the first
+// request), but when threshold distinct tenants were rejected within
+// window the guard trips: no tenant is flagged while it is tripped, and the
+// tenants this process flagged within the window are unflagged again
+// (flagging keeps the refresh token, so nothing is lost). A held-back
+// tenant keeps its refresh token, answers token_unavailable and is not
+// sent again for holdFor, so that a rejected token is not sent in a loop.
+// All methods are safe for concurrent use.
+type grantGuard struct {
+	threshold int // < 0: off (every invalid_grant flags)
+	window    time.Duration
+
+	mu        sync.Mutex
+	rejected  map[string]time.Time // tenant → last invalid_grant
+	flagged   map[string]time.Time // tenant → when this process flagged it
+	isTripped bool
+}
+
+// holdFor: a tenant whose invalid_grant was held back is not sent again
+// for this long.
+const holdFor = 10 * time.Second
+
+// guardVerdict is what rejectedGrant decided.
+type guardVerdict struct {
+	flag    bool // flag the tenant now
+	changed bool // the guard tripped or cleared with this call
+	tripped bool
+	tenants int // distinct tenants rejected within the window
+	// unflag lists the tenants flagged within the window, when the guard
+	// tripped with this call: they were rejected for the same cause.
+	unflag map[string]time.Time
+}
+
+// rejectedGrant records an invalid_grant for tenant at now and decides.
+func (g *grantGuard) rejectedGrant(tenant string, now time.Time) guardVerdict {
+	if g.threshold < 0 {
+		return guardVerdict{flag: true}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.rejected == nil {
+		g.rejected, g.flagged = map[string]time.Time{}, map[string]time.Time{}
+	}
+	g.pruneLocked(now)
+	g.rejected[tenant] = now
+	v := guardVerdict{tenants: len(g.rejected)}
+	v.tripped = v.tenants >= g.threshold
+	v.changed = v.tripped != g.isTripped
+	g.isTripped = v.tripped
+	v.flag = !v.tripped
+	if v.tripped && v.changed && len(g.flagged) > 0 {
+		v.unflag, g.flagged = g.flagged, map[string]time.Time{}
+	}
+	return v
+}
+
+// flaggedAt records that tenant was flagged at at (see rejectedGrant).
+func (g *grantGuard) flaggedAt(tenant string, at time.Time) {
+	if g.threshold < 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.flagged[tenant] = at
+}
+
+// heldBack reports whether tenant's invalid_grant was held back less than
+// holdFor ago.
+func (g *grantGuard) heldBack(tenant string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	at, ok := g.rejected[tenant]
+	return ok && g.isTripped && now.Sub(at) < holdFor
+}
+
+// granted records a successful grant for tenant.
+func (g *grantGuard) granted(tenant string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.rejected, tenant)
+	delete(g.flagged, tenant)
+}
+
+// tripped reports whether the guard holds back flagging at now.
+func (g *grantGuard) tripped(now time.Time) bool {
+	t, _ := g.check(now)
+	return t
+}
+
+// check reports whether the guard is tripped at now, and whether that
+// changed since it was last looked at.
+func (g *grantGuard) check(now time.Time) (tripped, changed bool) {
+	if g.threshold < 0 {
+		return false, false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pruneLocked(now)
+	tripped = len(g.rejected) >= g.threshold
+	changed = tripped != g.isTripped
+	g.isTripped = tripped
+	return tripped, changed
+}
+
+func (g *grantGuard) pruneLocked(now time.Time) {
+	for id, at := range g.rejected {
+		if now.Sub(at) >= g.window {
+			delete(g.rejected, id)
+		}
+	}
+	for id, at := range g.flagged {
+		if now.Sub(at) >= g.window {
+			delete(g.flagged, id)
+		}
+	}
+}

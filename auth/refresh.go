@@ -1,0 +1,595 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// The acquisition path, in the order of SPEC §3. Step 1, the in-process
+// cache, is Token's fast path (manager.go); everything after a cache miss
+// is here, top to bottom:
+//
+//	2  shared          one acquisition per tenant and caller kind in this process
+//	2  acquire         the store lock: one holder across replicas
+//	5  waitForHolder   not the holder: wait for its write, then re-read
+//	3  refreshHolding  the holder: re-read under the lock
+//	11 awaitTakeover   an earlier holder's mark: wait out its grace
+//	14 mark            the in-flight mark, acknowledged by replicas
+//	13 sendGrant       the token request, with a full token_timeout
+//	4  storeGrant      the fenced write, retried for as long as we live
+//	6  rejected        invalid_grant: flag only after a re-read (and the guard)
+//	7  undoMark        a transient failure: the token was not consumed
+//
+// Helpers follow in call order.
+
+// Timing of the protocol (see also defaults.go).
+const (
+	// storeCallTimeout bounds one store call of a holder that must not
+	// wait long (renewal, heartbeat, one attempt of the grant write).
+	storeCallTimeout = time.Second
+	// writeRetryMax caps the delay between attempts to store a grant;
+	// with storeCallTimeout it is the holder's write-retry interval,
+	// which TakeoverGrace must exceed.
+	writeRetryMax = time.Second
+	// legacyMarkWindow: a mark written before rule 11 (no mark id) had
+	// a holder that tried to write until 30 s (+2 s clock skew) after it.
+	legacyMarkWindow = 32 * time.Second
+)
+
+// 2. shared runs fn once per key at a time in this process (key ""
+// shares nothing). fn runs on a context detached from the caller's and
+// without deadline, so that no caller giving up ever abandons a token
+// request or the write of its result (rules 11, 13); the caller itself
+// stops waiting when its ctx ends or after WaitFor + TokenTimeout + the
+// first write attempt. Once FinishRefreshes was called, fn does not run
+// and *UnavailableError is returned.
+func (m *Manager) shared(ctx context.Context, key, tenant string, fn func(context.Context) (Token, error)) (Token, error) {
+	run := func() (any, error) {
+		if !m.begin() {
+			return nil, &UnavailableError{Tenant: tenant, RetryAfter: time.Second, Err: errShuttingDown}
+		}
+		defer m.inflight.Done()
+		return fn(context.WithoutCancel(ctx))
+	}
+	var ch <-chan singleflight.Result
+	if key == "" {
+		c := make(chan singleflight.Result, 1)
+		go func() { v, err := run(); c <- singleflight.Result{Val: v, Err: err} }()
+		ch = c
+	} else {
+		ch = m.group.DoChan(key, run)
+	}
+	t := time.NewTimer(m.opts.WaitFor + m.opts.TokenTimeout + storeCallTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, r.Err
+		}
+		return r.Val.(Token), nil
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
+	case <-t.C:
+		return Token{}, &UnavailableError{Tenant: tenant, RetryAfter: time.Second, Err: errors.New("token acquisition still running (store or token endpoint slow)")}
+	}
+}
+
+// want says what a caller needs from acquire.
+type want struct {
+	force  bool          // refresh even a fresh token, unless the stored one differs from used
+	used   string        // the access token the caller already has
+	minAge time.Duration // with force: no refresh if the last one is younger than this
+	retry  bool          // send a flagged tenant's refresh token once more (Retry)
+}
+
+// 2. acquire reads the record and, when it must be refreshed, takes the
+// tenant's store lock or waits for its holder. Waiting is bounded by
+// WaitFor; the token request and the write are not (ctx has no deadline).
+func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, error) {
+	waitCtx, cancel := context.WithTimeout(ctx, m.opts.WaitFor)
+	defer cancel()
+	rec, err := m.store.Get(waitCtx, tenant)
+	if err != nil {
+		return Token{}, m.storeErr(tenant, err)
+	}
+	for { // bounded by waitCtx: waitForHolder fails when it ends
+		if tok, done, err := m.useStored(rec, w); done {
+			return tok, err
+		}
+		if !w.retry && m.guard.heldBack(tenant, m.now()) {
+			return m.staleOrUnavailable(rec, errGuardHeld)
+		}
+		lockStart := m.now()
+		lock, err := m.store.TryLock(waitCtx, lockName(tenant), m.opts.LockTTL)
+		if errors.Is(err, store.ErrLockHeld) {
+			if rec, err = m.waitForHolder(waitCtx, rec); err != nil {
+				return Token{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return Token{}, m.storeErr(tenant, err)
+		}
+		m.opts.Metrics.lockWait(m.now().Sub(lockStart))
+		return m.refreshHolding(ctx, waitCtx, lock, tenant, w)
+	}
+}
+
+// 5. waitForHolder polls the record until its fencing value changes (the
+// holder wrote) or the lock is free (the holder finished without a write,
+// or its lease ran out), and returns the record read last. It answers
+// *UnavailableError when ctx ends first.
+func (m *Manager) waitForHolder(ctx context.Context, seen *store.Tenant) (*store.Tenant, error) {
+	b := newBackoff(10*time.Millisecond, 200*time.Millisecond)
+	for {
+		if b.wait(ctx) != nil {
+			return nil, &UnavailableError{Tenant: seen.ID, RetryAfter: time.Second, Err: errors.New("timed out waiting for another replica's refresh")}
+		}
+		rec, err := m.store.Get(ctx, seen.ID)
+		if err != nil {
+			return nil, m.storeErr(seen.ID, err)
+		}
+		if rec.Version != seen.Version || rec.WriteID != seen.WriteID {
+			return rec, nil
+		}
+		if held, err := m.store.PeekLock(ctx, lockName(seen.ID)); err == nil && !held {
+			return rec, nil
+		}
+	}
+}
+
+// 3. refreshHolding runs with the tenant lock held: re-read, take over an
+// earlier mark if it must, mark, send, and act on the answer. The lease is
+// renewed until the result is stored.
+func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, tenant string, w want) (Token, error) {
+	l := m.holdLease(ctx, tenant, lock)
+	defer l.end(ctx)
+
+	cur, err := m.store.Get(waitCtx, tenant) // re-read under the lock
+	if err != nil {
+		return Token{}, m.storeErr(tenant, err)
+	}
+	if tok, done, err := m.useStored(cur, w); done {
+		return tok, err
+	}
+	interrupted := cur.RefreshInFlight
+	if interrupted {
+		next, err := m.awaitTakeover(waitCtx, cur, l)
+		if err != nil {
+			return m.staleOrUnavailable(cur, err)
+		}
+		if next != cur { // the earlier holder (or someone) wrote meanwhile
+			if tok, done, err := m.useStored(next, w); done {
+				return tok, err
+			}
+			if next.RefreshInFlight {
+				return m.staleOrUnavailable(next, errors.New("another refresh is in flight"))
+			}
+			cur, interrupted = next, false
+		}
+	}
+	if m.BreakerOpen() {
+		return m.staleOrUnavailable(cur, ErrBreakerOpen)
+	}
+
+	marked, err := m.mark(waitCtx, cur, l)
+	if err != nil {
+		return m.staleOrUnavailable(cur, err)
+	}
+	grant, err := m.sendGrant(ctx, cur)
+	switch {
+	case err == nil:
+		return m.storeGrant(ctx, marked, grant)
+	case errors.Is(err, ErrInvalidGrant):
+		return m.rejected(ctx, marked, interrupted, w)
+	case errors.Is(err, ErrOutcomeUnknown):
+		// Leave the mark: the refresh token may be spent. A successor
+		// sends it once after the grace (and flags on invalid_grant).
+		m.opts.Metrics.refresh("unknown")
+		m.log.Warn("refresh outcome unknown", zap.String("tenant", tenant), zap.Error(err))
+		return m.staleOrUnavailable(marked, err)
+	default:
+		m.opts.Metrics.refresh("transient")
+		m.log.Warn("refresh failed", zap.String("tenant", tenant), zap.Error(err))
+		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, true), err)
+	}
+}
+
+// 11. awaitTakeover decides about an earlier holder's in-flight mark. This
+// process holds the lock, so that holder's lease ran out (or it let go); it
+// may still live and be retrying the write of a grant. The mark is taken
+// over only once this process has seen the store answer with the mark
+// unchanged for the mark's grace (time the store did not answer does not
+// count) and the mark is older than its holder's lease. It returns cur
+// when the mark may be taken over, the newer record when it changed, or an
+// error (lease lost, ctx ended).
+func (m *Manager) awaitTakeover(ctx context.Context, cur *store.Tenant, l *lease) (*store.Tenant, error) {
+	mk := cur.Mark()
+	if mk.ID == "" && mk.StartedAt.IsZero() {
+		return cur, nil // an undone mark: no holder is left to write
+	}
+	grace := max(m.opts.TakeoverGrace, mk.Grace)
+	notBefore := mk.StartedAt.Add(mk.Lease)
+	if mk.ID == "" {
+		notBefore = mk.StartedAt.Add(legacyMarkWindow)
+	}
+	// The grace is this process's own observation: measured on the
+	// monotonic clock. The lease is compared with the holder's clock.
+	since := time.Now() // cur was just read: the store answers
+	b := newBackoff(50*time.Millisecond, 250*time.Millisecond)
+	for {
+		if !since.IsZero() && time.Since(since) >= grace && !m.now().Before(notBefore) {
+			m.log.Warn("taking over an interrupted refresh", zap.String("tenant", cur.ID),
+				zap.Time("marked_at", mk.StartedAt), zap.Duration("grace", grace))
+			return cur, nil
+		}
+		if !l.held() {
+			return nil, errors.New("lost the lock while waiting to take over a refresh")
+		}
+		if b.wait(ctx) != nil {
+			return nil, errors.New("an earlier refresh may still complete")
+		}
+		rec, err := m.store.Get(ctx, cur.ID)
+		switch {
+		case err != nil:
+			since = time.Time{} // unreachable: start over once it answers
+		case rec.Version != cur.Version || rec.WriteID != cur.WriteID:
+			return rec, nil
+		case since.IsZero():
+			since = time.Now()
+		}
+	}
+}
+
+// 14. mark records that a refresh is in flight before the refresh token
+// leaves, so that a successor knows the stored token may be spent. When
+// the store has replicas the mark (and the lock before it) must be
+// acknowledged by them; otherwise nothing is sent.
+func (m *Manager) mark(ctx context.Context, cur *store.Tenant, l *lease) (*store.Tenant, error) {
+	marked := cur.Clone()
+	marked.MarkRefresh(store.Mark{ID: newMarkID(), StartedAt: m.now(), Lease: m.opts.LockTTL, Grace: m.opts.TakeoverGrace})
+	var err error
+	if ap, ok := m.store.(store.AckedPutter); ok {
+		_, err = ap.PutAcked(ctx, marked, cur.Version)
+	} else {
+		_, err = m.store.Put(ctx, marked, cur.Version)
+	}
+	if errors.Is(err, store.ErrNotAcked) {
+		m.opts.Metrics.refresh("not_acked")
+		m.log.Warn("refresh not sent: replicas did not acknowledge the lock and mark", zap.String("tenant", cur.ID), zap.Error(err))
+		m.undoMark(ctx, marked, cur.RefreshInFlight, false)
+		return nil, &UnavailableError{Tenant: cur.ID, RetryAfter: time.Second, Err: err}
+	}
+	if err != nil {
+		// A mark whose write reply was lost may be stored: that is safe,
+		// nothing was sent, and a successor takes it over after the grace.
+		return nil, m.storeErr(cur.ID, err)
+	}
+	l.setMark(marked.RefreshMark)
+	return marked, nil
+}
+
+// 13. sendGrant sends the refresh token with a full TokenTimeout of its
+// own: waiting before never shortens it, and neither callers nor shutdown
+// cancel it.
+func (m *Manager) sendGrant(ctx context.Context, cur *store.Tenant) (*Grant, error) {
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.TokenTimeout)
+	defer cancel()
+	start := m.now()
+	g, err := m.breaker.Execute(func() (*Grant, error) { return m.refresher.Refresh(tctx, cur) })
+	m.opts.Metrics.refreshLatency(m.now().Sub(start))
+	return g, err
+}
+
+// 4. storeGrant writes the grant fenced on the mark. The new refresh token
+// is the only valid one now, so the write is retried, without deadline,
+// for as long as this process lives and the record carries its mark (rule
+// 11). A record whose mark is no longer ours (a successor took over, an
+// admin imported or deleted the tenant) is never overwritten.
+func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant) (Token, error) {
+	tokens := store.Tokens{Access: g.AccessToken, AccessExpiry: g.Expiry, Refresh: g.RefreshToken, RefreshExpiry: g.RefreshExpiry, Scope: g.Scope}
+	next := marked.Clone()
+	recovered := next.ApplyGrant(tokens, m.now())
+	b := newBackoff(50*time.Millisecond, writeRetryMax)
+	for attempt := 1; ; attempt++ { // unbounded on purpose: see above
+		pctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+		_, err := m.store.Put(pctx, next, marked.Version)
+		if errors.Is(err, store.ErrConflict) {
+			var cur *store.Tenant
+			cur, err = m.store.Get(pctx, marked.ID)
+			switch {
+			case err == nil && cur.HasMark(marked.RefreshMark):
+				// Written meanwhile with our mark kept (a rekey, our own
+				// heartbeat): apply the grant to what is stored now.
+				marked, next = cur, cur.Clone()
+				recovered = next.ApplyGrant(tokens, m.now())
+				cancel()
+				continue // write again at once, fenced on what we just read
+			case err == nil || errors.Is(err, store.ErrNotFound):
+				cancel()
+				m.opts.Metrics.refresh("discarded")
+				m.log.Error("refresh result discarded: the record no longer carries this refresh's mark", zap.String("tenant", marked.ID))
+				if err != nil {
+					return Token{}, m.storeErr(marked.ID, err)
+				}
+				if tok, done, err := m.useStored(cur, want{}); done {
+					return tok, err
+				}
+				return m.staleOrUnavailable(cur, errors.New("refresh raced with another writer"))
+			}
+		}
+		cancel()
+		if err == nil {
+			m.opts.Metrics.refresh("ok")
+			m.log.Info("token refreshed", zap.String("tenant", next.ID), zap.Int64("version", next.Version),
+				zap.Time("expires_at", next.AccessExpiresAt), zap.Int("write_attempts", attempt))
+			m.guard.granted(next.ID)
+			m.noteGuard()
+			if recovered {
+				m.log.Info("tenant recovered", zap.String("tenant", next.ID))
+				if m.opts.OnRecover != nil {
+					go m.opts.OnRecover(next.ID)
+				}
+			}
+			return m.remember(next, nil, time.Time{}), nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			m.opts.Metrics.writeRetry()
+			if attempt == 1 || attempt%30 == 0 {
+				m.log.Error("refresh result not stored yet; retrying", zap.String("tenant", marked.ID), zap.Int("attempt", attempt), zap.Error(err))
+			}
+		}
+		_ = b.wait(ctx) // ctx has no deadline: only the process's end stops this
+	}
+}
+
+// 6. rejected handles invalid_grant: it flags the tenant only if a re-read
+// shows the rejected refresh token is still the stored one (otherwise
+// another process won the race) and the guard allows it (rule 15).
+func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupted bool, w want) (Token, error) {
+	gctx, cancel := context.WithTimeout(ctx, m.opts.WaitFor)
+	defer cancel()
+	cur, err := m.store.Get(gctx, marked.ID)
+	if err != nil {
+		return Token{}, m.storeErr(marked.ID, err)
+	}
+	if cur.RefreshToken != marked.RefreshToken {
+		m.opts.Metrics.refresh("lost_race")
+		if tok, done, err := m.useStored(cur, want{}); done {
+			return tok, err
+		}
+		return m.staleOrUnavailable(cur, errors.New("refresh raced with another writer"))
+	}
+	reason := "refresh token rejected by the provider (invalid_grant)"
+	if interrupted {
+		reason = ReasonInterrupted
+	}
+	now := m.now()
+	if !w.retry {
+		v := m.guard.rejectedGrant(cur.ID, now)
+		if v.changed {
+			m.guardChanged(v.tripped, v.tenants)
+		}
+		for id, at := range v.unflag {
+			m.unflag(ctx, id, at)
+		}
+		if !v.flag {
+			m.opts.Metrics.refresh("held")
+			m.opts.Metrics.held()
+			m.log.Warn("invalid_grant not acted on: the refresh token is kept and the tenant not flagged",
+				zap.String("tenant", cur.ID), zap.Bool("guard_tripped", v.tripped), zap.Int("rejected_tenants", v.tenants))
+			return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, true), errGuardHeld)
+		}
+	}
+	flagged, err := store.Update(gctx, m.store, cur.ID, func(t *store.Tenant) error {
+		if t.RefreshToken != marked.RefreshToken {
+			return errRaced
+		}
+		t.Flag(reason, now)
+		return nil
+	})
+	if errors.Is(err, errRaced) {
+		return m.acquireAgain(gctx, marked.ID)
+	}
+	if err != nil {
+		return Token{}, m.storeErr(marked.ID, err)
+	}
+	m.guard.flaggedAt(cur.ID, now)
+	m.opts.Metrics.refresh("invalid_grant")
+	m.opts.Metrics.flagged()
+	m.log.Warn("tenant flagged for reauthorization", zap.String("tenant", cur.ID), zap.String("reason", reason))
+	if m.opts.OnFlag != nil {
+		go m.opts.OnFlag(cur.ID, reason)
+	}
+	re := &ReauthError{Tenant: cur.ID, Reason: reason, Since: now}
+	m.remember(flagged, re, time.Time{})
+	return Token{}, re
+}
+
+// ReasonInterrupted is the flag reason when a takeover's refresh token was
+// rejected: the interrupted holder's request had consumed it.
+const ReasonInterrupted = "refresh token consumed by an interrupted refresh"
+
+// 7. undoMark removes this refresh's mark after it failed without
+// consuming the refresh token (failure counts it), or before anything was
+// sent. It never touches a mark that is not ours, and returns the record
+// as it is known after the attempt.
+func (m *Manager) undoMark(ctx context.Context, marked *store.Tenant, interrupted, failure bool) *store.Tenant {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
+	defer cancel()
+	next, err := store.Update(pctx, m.store, marked.ID, func(t *store.Tenant) error {
+		if !t.HasMark(marked.RefreshMark) {
+			return store.ErrSkip
+		}
+		failures := t.FailureCount
+		t.UndoMark(interrupted, m.now())
+		if !failure {
+			t.FailureCount = failures
+		}
+		return nil
+	})
+	if err != nil {
+		return marked
+	}
+	return next
+}
+
+// acquireAgain re-reads after a race lost at the last moment.
+func (m *Manager) acquireAgain(ctx context.Context, tenant string) (Token, error) {
+	cur, err := m.store.Get(ctx, tenant)
+	if err != nil {
+		return Token{}, m.storeErr(tenant, err)
+	}
+	m.opts.Metrics.refresh("lost_race")
+	if tok, done, err := m.useStored(cur, want{}); done {
+		return tok, err
+	}
+	return m.staleOrUnavailable(cur, errors.New("refresh raced with another writer"))
+}
+
+// errRaced: the record changed under a decision made on an older read.
+var errRaced = errors.New("auth: tenant record changed meanwhile")
+
+// errGuardHeld: an invalid_grant was not acted on (see grantGuard).
+var errGuardHeld = errors.New("the token endpoint rejects the refresh tokens of many tenants: not acted on, tokens kept (check client id, secret, environment, token URL)")
+
+// guardChanged reports a trip or clear of the mass-invalid_grant guard.
+func (m *Manager) guardChanged(tripped bool, tenants int) {
+	m.opts.Metrics.guard(tripped)
+	if tripped {
+		m.log.Error("mass invalid_grant: flagging stopped, refresh tokens kept; check LSPROXY_CLIENT_ID, LSPROXY_CLIENT_SECRET, LSPROXY_ENVIRONMENT and the token URL",
+			zap.Int("rejected_tenants", tenants), zap.Duration("window", m.opts.GuardWindow))
+	} else {
+		m.log.Warn("mass invalid_grant guard cleared")
+	}
+	if m.opts.OnGuard != nil {
+		go m.opts.OnGuard(tripped, tenants)
+	}
+}
+
+// unflag reverts a flag this process set at at, when the guard decided
+// that the rejection was the configuration's fault. A tenant flagged or
+// re-authorized since is left alone.
+func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time) {
+	pctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+	defer cancel()
+	_, err := store.Update(pctx, m.store, tenant, func(t *store.Tenant) error {
+		if t.Status != store.StatusReauthorizationRequired || !t.FlaggedAt.Equal(at) {
+			return store.ErrSkip
+		}
+		t.Unflag(m.now())
+		return nil
+	})
+	switch {
+	case err == nil:
+		m.Invalidate(tenant)
+		m.log.Warn("flag reverted: the invalid_grant was one of many (configuration)", zap.String("tenant", tenant))
+		if m.opts.OnRecover != nil {
+			go m.opts.OnRecover(tenant)
+		}
+	case !errors.Is(err, store.ErrSkip):
+		m.log.Error("could not revert a flag", zap.String("tenant", tenant), zap.Error(err))
+	}
+}
+
+// noteGuard reports a guard that cleared since it was last looked at.
+func (m *Manager) noteGuard() {
+	if tripped, changed := m.guard.check(m.now()); changed {
+		m.guardChanged(tripped, 0)
+	}
+}
+
+// useStored decides from a record alone when it can: a flagged tenant, a
+// token another process already refreshed, or a fresh one. It returns
+// done=false when the record must be refreshed.
+func (m *Manager) useStored(rec *store.Tenant, w want) (Token, bool, error) {
+	if rec.Status == store.StatusReauthorizationRequired {
+		if w.retry && rec.RefreshToken != "" {
+			return Token{}, false, nil
+		}
+		re := &ReauthError{Tenant: rec.ID, Reason: rec.Reason, Since: rec.FlaggedAt}
+		m.remember(rec, re, time.Time{})
+		return Token{}, true, re
+	}
+	now := m.now()
+	if w.force && rec.AccessToken == w.used && !rec.LastRefreshAt.IsZero() && now.Sub(rec.LastRefreshAt) < w.minAge {
+		return m.remember(rec, nil, time.Time{}), true, nil
+	}
+	if w.force && rec.AccessToken == w.used {
+		return Token{}, false, nil
+	}
+	if w.force && now.Before(rec.AccessExpiresAt) {
+		return m.remember(rec, nil, time.Time{}), true, nil // someone already replaced the used token
+	}
+	if m.fresh(rec.AccessExpiresAt, now) {
+		return m.remember(rec, nil, time.Time{}), true, nil
+	}
+	return Token{}, false, nil
+}
+
+// staleOrUnavailable answers after a failure: a still-valid access token
+// keeps being served (and is not retried for a second), else
+// *UnavailableError (503 token_unavailable).
+func (m *Manager) staleOrUnavailable(rec *store.Tenant, cause error) (Token, error) {
+	if ue := (*UnavailableError)(nil); errors.As(cause, &ue) {
+		cause = ue.Err
+	}
+	if m.usable(rec.AccessExpiresAt) && rec.AccessToken != "" {
+		return m.remember(rec, nil, m.now().Add(time.Second)), nil
+	}
+	return Token{}, &UnavailableError{Tenant: rec.ID, RetryAfter: min(m.opts.BreakerOpenFor, 5*time.Second), Err: cause}
+}
+
+func (m *Manager) storeErr(tenant string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrUnknownTenant, tenant)
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		return err
+	}
+	return &UnavailableError{Tenant: tenant, RetryAfter: time.Second, Err: fmt.Errorf("store: %w", err)}
+}
+
+// refreshIfUnchanged refreshes rec's tenant unless another process already
+// replaced the access token seen in rec (background refresher).
+func (m *Manager) refreshIfUnchanged(ctx context.Context, rec *store.Tenant) (Token, error) {
+	return m.shared(ctx, "background:"+rec.ID, rec.ID, func(ctx context.Context) (Token, error) {
+		return m.acquire(ctx, rec.ID, want{force: true, used: rec.AccessToken})
+	})
+}
+
+// errShuttingDown: FinishRefreshes was called; no acquisition starts.
+var errShuttingDown = errors.New("auth: shutting down")
+
+// begin counts a new acquisition, or reports false once FinishRefreshes
+// was called.
+func (m *Manager) begin() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return false
+	}
+	m.inflight.Add(1)
+	return true
+}
+
+func lockName(tenant string) string { return "tenant:" + tenant }
+
+func newMarkID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,140 @@
+package logging
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the flush goroutine and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestAccessLinesWaitOthersFlushInOrder(t *testing.T) {
+	var out lockedBuffer
+	log, stop, err := New(&out, Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	access := log.Named(AccessLogName)
+	access.Info("request", zap.String("tenant", "a"))
+	if s := out.String(); s != "" {
+		t.Fatalf("access line written before a flush: %q", s)
+	}
+	log.Info("started")
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"msg":"request"`) || !strings.Contains(lines[1], `"msg":"started"`) {
+		t.Fatalf("want the access line then the other, got %q", lines)
+	}
+	access.Info("request", zap.String("tenant", "b"))
+	access.Warn("request", zap.String("tenant", "c")) // warn flushes
+	if n := strings.Count(out.String(), "\n"); n != 4 {
+		t.Fatalf("%d lines after an access warning, want 4", n)
+	}
+	access.Info("request", zap.String("tenant", "d"))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "\n"); n != 5 {
+		t.Fatalf("%d lines after close, want 5", n)
+	}
+}
+
+func TestFlushInterval(t *testing.T) {
+	var out lockedBuffer
+	log, stop, err := New(&out, Options{FlushInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	log.Named(AccessLogName).Info("request")
+	deadline := time.Now().Add(10 * time.Second)
+	for out.String() == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("access line not flushed within the interval")
+		}
+		time.Sleep(5 * time.Millisecond) // the flush goroutine gives no signal
+	}
+}
+
+func TestFullBufferLosesNoLine(t *testing.T) {
+	var out lockedBuffer
+	log, stop, err := New(&out, Options{FlushInterval: time.Hour, BufferSize: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	access := log.Named(AccessLogName)
+	const writers, each = 8, 500
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				access.Info("request", zap.Int("i", i), zap.String("path", "/api/items"))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), `"msg":"request"`); n != writers*each {
+		t.Fatalf("%d lines, want %d", n, writers*each)
+	}
+}
+
+func TestLevelAndFormat(t *testing.T) {
+	if _, _, err := New(&lockedBuffer{}, Options{Level: "loud"}); err == nil {
+		t.Fatal("unknown level accepted")
+	}
+	var out lockedBuffer
+	log, stop, err := New(&out, Options{Level: "warn", Format: "console"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hidden")
+	log.Warn("shown")
+	_ = stop()
+	if s := out.String(); strings.Contains(s, "hidden") || !strings.Contains(s, "shown") || strings.HasPrefix(s, "{") {
+		t.Fatalf("got %q", s)
+	}
+}
+
+func BenchmarkAccessLine(b *testing.B) {
+	log, stop, err := New(discard{}, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stop()
+	access := log.Named(AccessLogName)
+	b.ReportAllocs()
+	for b.Loop() {
+		if ce := access.Check(zap.InfoLevel, "request"); ce != nil {
+			ce.Write(zap.String("tenant", "t00042"), zap.String("method", "GET"), zap.String("path", "/api/items"),
+				zap.Int("status", 200), zap.Duration("latency", time.Millisecond))
+		}
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,19 @@
+-- Index a tenant: its shard's id set and due sorted sets (one hash tag).
+-- KEYS[1]  id set of the shard
+-- KEYS[2]  due by refresh expiry (score: Unix ms)
+-- KEYS[3]  due by last activity (score: Unix ms)
+-- ARGV[1]  tenant id
+-- ARGV[2]  'e', 'i' or '' (not due: flagged or no refresh token)
+-- ARGV[3]  score
+redis.call('SADD', KEYS[1], ARGV[1])
+if ARGV[2] == 'e' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+elseif ARGV[2] == 'i' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+return 1

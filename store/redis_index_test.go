@@ -1,0 +1,101 @@
+package store
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/lsproxy/lsproxy/internal/testredis"
+)
+
+// A tenant's record, its lock and (inside the record) its in-flight mark
+// share one Cluster slot, so they fail over together.
+func TestRedisTenantLockSharesRecordSlot(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	r := newTestRedis(t, srv, "")
+	c := srv.Client()
+	for _, id := range []string{"acme", "shop-1", "x:y"} {
+		rec := c.ClusterKeySlot(ctx, r.tenantKey(id)).Val()
+		lock := c.ClusterKeySlot(ctx, r.lockKey("tenant:"+id)).Val()
+		if rec != lock {
+			t.Errorf("tenant %q: record in slot %d, lock in slot %d", id, rec, lock)
+		}
+	}
+	if got := r.lockKey("tenant:acme"); got != "lsproxy:lock:tenant:{acme}" {
+		t.Errorf("lock key %q", got)
+	}
+}
+
+// During a rolling upgrade a replica of the earlier version locks a tenant
+// under the earlier key; this version must respect it, and take it too.
+func TestRedisLockExcludesEarlierVersionKey(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	r := newTestRedis(t, srv, "")
+	c := srv.Client()
+	if err := c.Set(ctx, "lsproxy:lock:{tenant:acme}", "old-replica", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.TryLock(ctx, "tenant:acme", time.Minute); err == nil {
+		t.Fatal("lock taken while an earlier version holds it")
+	}
+	if n := c.Exists(ctx, "lsproxy:lock:tenant:{acme}").Val(); n != 0 {
+		t.Fatal("new key left held after the failed attempt")
+	}
+	c.Del(ctx, "lsproxy:lock:{tenant:acme}")
+	l, err := r.TryLock(ctx, "tenant:acme", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.SetNX(ctx, "lsproxy:lock:{tenant:acme}", "old-replica", time.Minute).Result(); ok {
+		t.Fatal("an earlier-version replica could take the lock")
+	}
+	if err := l.Refresh(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, "lsproxy:lock:{tenant:acme}", "lsproxy:lock:tenant:{acme}").Val(); n != 0 {
+		t.Fatalf("%d lock keys left after release", n)
+	}
+}
+
+// Tenants written by an earlier version (single id set, no due index) are
+// listed and found due.
+func TestRedisIndexFromEarlierVersion(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	r := newTestRedis(t, srv, "old:")
+	c := srv.Client()
+	rec := fullTenant("legacy")
+	rec.Status = StatusActive
+	if _, err := r.Put(ctx, rec, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Make it look as an earlier version left it.
+	for s := 0; s < IndexShards; s++ {
+		c.Del(ctx, r.shardKeys(s)...)
+	}
+	c.SAdd(ctx, "old:tenants", "legacy")
+
+	ids, err := r.List(ctx)
+	if err != nil || len(ids) != 1 || ids[0] != "legacy" {
+		t.Fatalf("List = %v, %v", ids, err)
+	}
+	page, next, err := r.ListPage(ctx, "", 10)
+	if err != nil || len(page) != 1 || next != "" {
+		t.Fatalf("ListPage = %v %q %v", page, next, err)
+	}
+	r2 := NewRedis(redis.NewClient(&redis.Options{Addr: srv.Addr}), RedisOptions{Prefix: "old:", Keys: r.keys})
+	defer r2.Close()
+	due, err := r2.ListDue(ctx, rec.RefreshExpiresAt, time.Time{})
+	if err != nil || len(due) != 1 || due[0] != "legacy" {
+		t.Fatalf("ListDue = %v, %v", due, err)
+	}
+	if c.Exists(ctx, "old:index:v2").Val() != 1 {
+		t.Fatal("no marker after building the due index")
+	}
+}

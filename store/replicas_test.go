@@ -1,0 +1,97 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lsproxy/lsproxy/internal/testredis"
+)
+
+// startReplica runs a replica of master and waits until the master counts
+// it as connected.
+// The master must run with --repl-diskless-sync-delay 0 (masterArgs).
+func startReplica(t *testing.T, master *testredis.Server) *testredis.Server {
+	t.Helper()
+	rep := testredis.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(master.Port()))
+	deadline := time.Now().Add(waitMax)
+	for {
+		s, err := master.Client().Info(testCtx(t), "replication").Result()
+		if err == nil && strings.Contains(s, "connected_slaves:1") && strings.Contains(s, "state=online") {
+			return rep
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica did not connect: %v %s", err, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// masterArgs let a replica sync at once (the default waits 5 s for more).
+var masterArgs = []string{"--repl-diskless-sync-delay", "0"}
+
+func TestRedisPutAckedWithoutReplicasIsPut(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	r := NewRedis(srv.Client(), RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...), WaitReplicas: 1})
+	info, err := r.DetectReplicas(ctx)
+	if err != nil || info.Connected != 0 || info.Wait != 0 {
+		t.Fatalf("DetectReplicas = %+v, %v; want none", info, err)
+	}
+	tn := fullTenant("a")
+	if _, err := r.Put(ctx, tn, 0); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.PutAcked(ctx, tn, 1); err != nil || v != 2 {
+		t.Fatalf("PutAcked = %d, %v", v, err)
+	}
+}
+
+func TestRedisPutAckedWaitsForReplica(t *testing.T) {
+	master := testredis.Start(t, masterArgs...)
+	rep := startReplica(t, master)
+	ctx := testCtx(t)
+	r := NewRedis(master.Client(), RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...), WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
+	info, err := r.DetectReplicas(ctx)
+	if err != nil || info.Connected != 1 || info.Wait != 1 || info.Timeout != 300*time.Millisecond {
+		t.Fatalf("DetectReplicas = %+v, %v", info, err)
+	}
+	tn := fullTenant("a")
+	if _, err := r.Put(ctx, tn, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A lock taken before the acked write is on the replica too.
+	if _, err := r.TryLock(ctx, "tenant:a", longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutAcked(ctx, tn, 1); err != nil {
+		t.Fatalf("PutAcked with a live replica: %v", err)
+	}
+	rc := rep.Client()
+	if n, err := rc.Exists(ctx, r.lockKey("tenant:a")).Result(); err != nil || n != 1 {
+		t.Fatalf("lock on the replica after PutAcked: %d, %v", n, err)
+	}
+	if v, err := rc.HGet(ctx, r.tenantKey("a"), "w").Result(); err != nil || v != tn.WriteID {
+		t.Fatalf("write id on the replica = %q, %v; want %q", v, err, tn.WriteID)
+	}
+
+	// A frozen replica does not acknowledge: the write is applied on the
+	// master but reported as not acknowledged.
+	rep.Freeze()
+	start := time.Now()
+	v, err := r.PutAcked(ctx, tn, 2)
+	rep.Thaw()
+	if !errors.Is(err, ErrNotAcked) || v != 3 || tn.Version != 3 {
+		t.Fatalf("PutAcked with a frozen replica = %d, %v; want 3, ErrNotAcked", v, err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("PutAcked waited %v, bound 300ms", el)
+	}
+	// Negative control: with waiting off the same write is a plain Put.
+	off := NewRedis(master.Client(), RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...)})
+	if info, _ := off.DetectReplicas(ctx); info.Wait != 0 || info.Connected != 1 {
+		t.Fatalf("waiting off: %+v", info)
+	}
+}
