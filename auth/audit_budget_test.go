@@ -21,6 +21,7 @@ import (
 // abandoned after the provider rotated, and the successor's once-send was
 // a reuse. Now every request gets a full token_timeout whatever the wait.
 func TestAuditTokenRequestBudget(t *testing.T) {
+	t.Parallel() // seconds of real waiting: overlap with the others
 	for _, lockedFor := range []time.Duration{0, 5500 * time.Millisecond} {
 		t.Run(lockedFor.String(), func(t *testing.T) {
 			emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, AccessTTL: time.Hour})

@@ -24,11 +24,13 @@ import (
 // write then won over B's mark because the version number repeated (ABA).
 //
 // With WAIT (rule 14) A sends nothing until a replica acknowledged its
-// lock and mark: with the replica frozen it answers token_unavailable, and
+// lock and mark: with the replica frozen it answers token_unavailable
+// after the 2 s bound, and
 // after the failover B's refresh is the only one. The negative control
 // turns WAIT off and must see the reuse (the test can fail); in it A's
 // write must also not land over B's mark (rule 12).
 func TestAuditFailoverLosesLockAndMark(t *testing.T) {
+	t.Parallel() // seconds of real waiting: overlap with the others
 	for _, tc := range []struct {
 		name      string
 		wait      int
@@ -54,7 +56,7 @@ func TestAuditFailoverLosesLockAndMark(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s := store.NewRedis(c, store.RedisOptions{Keys: keys, WaitReplicas: tc.wait, WaitTimeout: 500 * time.Millisecond})
+				s := store.NewRedis(c, store.RedisOptions{Keys: keys, WaitReplicas: tc.wait, WaitTimeout: 2 * time.Second})
 				if info, err := s.DetectReplicas(ctx); err != nil || info.Connected != 1 || info.Wait != tc.wait {
 					t.Fatalf("DetectReplicas = %+v, %v", info, err)
 				}
@@ -72,7 +74,7 @@ func TestAuditFailoverLosesLockAndMark(t *testing.T) {
 			if n, err := raw.Wait(ctx, 1, 5*time.Second).Result(); err != nil || n != 1 {
 				t.Fatalf("WAIT for the import: %d, %v", n, err)
 			}
-			key, lockKey := "lsproxy:tenant:{acme}", "lsproxy:lock:{tenant:acme}"
+			key, lockKey := "lsproxy:tenant:{acme}", "lsproxy:lock:tenant:{acme}"
 			var snap map[string]string // what the replica has: the pre-mark record
 			waitFor(t, 5*time.Second, "the record on the replica", func() bool {
 				var err error
@@ -102,7 +104,7 @@ func TestAuditFailoverLosesLockAndMark(t *testing.T) {
 			// on the master (the address the managers use): the pre-mark
 			// record, no lock.
 			raw.HSet(ctx, key, "v", snap["v"], "d", snap["d"], "w", snap["w"])
-			raw.Del(ctx, lockKey)
+			raw.Del(ctx, lockKey, "lsproxy:lock:{tenant:acme}") // and where older versions kept it
 			replica.Thaw()
 
 			bDone := make(chan error, 1)

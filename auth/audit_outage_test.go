@@ -24,6 +24,7 @@ import (
 // Before the fix the holder gave up at the window and the successor's
 // once-send was a reuse that flagged the tenant.
 func TestAuditOutageLongerThanWindow(t *testing.T) {
+	t.Parallel() // seconds of real waiting: overlap with the others
 	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, AccessTTL: time.Hour})
 	emu.SetTokenHold(700 * time.Millisecond)
 	srv := httptest.NewServer(emu)

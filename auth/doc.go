@@ -25,11 +25,11 @@
 //	errors.go     sentinel errors and the error types callers switch on
 //	metrics.go    Prometheus metrics
 //	presets.go    Lightspeed endpoint presets
-//	onboard.go, pages.go, webhook.go
-//	              onboarding (authorize link, callback) and the webhook
-//	              notifier
+//
+// Onboarding (authorize link, callback) and the webhook notifier live in
+// package onboard.
 //
 // The tenant state changes themselves (mark, apply grant, flag, undo,
 // import, authorize) are methods of store.Tenant (store/tenantstate.go),
-// shared by the manager, the admin API and onboarding.
+// shared by the manager, the admin API and package onboard.
 package auth

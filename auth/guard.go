@@ -1,8 +1,14 @@
 package auth
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // grantGuard is the mass-invalid_grant guard (SPEC §3 rule 15). Many
@@ -122,5 +128,51 @@ func (g *grantGuard) pruneLocked(now time.Time) {
 		if now.Sub(at) >= g.window {
 			delete(g.flagged, id)
 		}
+	}
+}
+
+// guardChanged reports a trip or clear of the mass-invalid_grant guard.
+func (m *Manager) guardChanged(tripped bool, tenants int) {
+	m.opts.Metrics.guard(tripped)
+	if tripped {
+		m.log.Error("mass invalid_grant: flagging stopped, refresh tokens kept; check LSPROXY_CLIENT_ID, LSPROXY_CLIENT_SECRET, LSPROXY_ENVIRONMENT and the token URL",
+			zap.Int("rejected_tenants", tenants), zap.Duration("window", m.opts.GuardWindow))
+	} else {
+		m.log.Warn("mass invalid_grant guard cleared")
+	}
+	if m.opts.OnGuard != nil {
+		go m.opts.OnGuard(tripped, tenants)
+	}
+}
+
+// unflag reverts a flag this process set at at, when the guard decided
+// that the rejection was the configuration's fault. A tenant flagged or
+// re-authorized since is left alone.
+func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time) {
+	pctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+	defer cancel()
+	_, err := store.Update(pctx, m.store, tenant, func(t *store.Tenant) error {
+		if t.Status != store.StatusReauthorizationRequired || !t.FlaggedAt.Equal(at) {
+			return store.ErrSkip
+		}
+		t.Unflag(m.now())
+		return nil
+	})
+	switch {
+	case err == nil:
+		m.Invalidate(tenant)
+		m.log.Warn("flag reverted: the invalid_grant was one of many (configuration)", zap.String("tenant", tenant))
+		if m.opts.OnRecover != nil {
+			go m.opts.OnRecover(tenant)
+		}
+	case !errors.Is(err, store.ErrSkip):
+		m.log.Error("could not revert a flag", zap.String("tenant", tenant), zap.Error(err))
+	}
+}
+
+// noteGuard reports a guard that cleared since it was last looked at.
+func (m *Manager) noteGuard() {
+	if tripped, changed := m.guard.check(m.now()); changed {
+		m.guardChanged(tripped, 0)
 	}
 }

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"sync"
 	"time"
@@ -119,4 +121,12 @@ func (l *lease) end(ctx context.Context) {
 	if err := l.lock.Release(rctx); err != nil && !errors.Is(err, store.ErrLockLost) {
 		l.m.log.Warn("lock release", zap.String("tenant", l.tenant), zap.Error(err))
 	}
+}
+
+func lockName(tenant string) string { return "tenant:" + tenant }
+
+func newMarkID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
 }

@@ -40,7 +40,7 @@ func TestLeaseHeartbeatWhenLockLost(t *testing.T) {
 		t.Fatalf("no mark: %+v %v", marked, err)
 	}
 	// The lock is lost and a successor holds it.
-	rs.Client().Del(context.Background(), "lsproxy:lock:tenant:{acme}", "lsproxy:lock:{tenant:acme}")
+	rs.Client().Del(context.Background(), "lsproxy:lock:tenant:{acme}", "lsproxy:lock:{tenant:acme}") // and the key of earlier versions
 	succ, err := s.TryLock(ctx, "tenant:acme", time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -251,4 +252,32 @@ func (m *Manager) usable(expiry time.Time) bool {
 
 func (m *Manager) fresh(expiry, now time.Time) bool {
 	return expiry.Sub(now) > m.opts.RefreshBefore
+}
+func (m *Manager) storeErr(tenant string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrUnknownTenant, tenant)
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		return err
+	}
+	return &UnavailableError{Tenant: tenant, RetryAfter: time.Second, Err: fmt.Errorf("store: %w", err)}
+}
+
+// errShuttingDown: FinishRefreshes was called; no acquisition starts.
+var errShuttingDown = errors.New("auth: shutting down")
+
+// begin counts a new acquisition, or reports false once FinishRefreshes
+// was called.
+func (m *Manager) begin() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return false
+	}
+	m.inflight.Add(1)
+	return true
 }

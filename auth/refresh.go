@@ -2,10 +2,7 @@ package auth
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,8 +25,7 @@ import (
 //	4  storeGrant      the fenced write, retried for as long as we live
 //	6  rejected        invalid_grant: flag only after a re-read (and the guard)
 //	7  undoMark        a transient failure: the token was not consumed
-//
-// Helpers follow in call order.
+// Helpers follow in call order; guard.go, lease.go and manager.go hold the rest.
 
 // Timing of the protocol (see also defaults.go).
 const (
@@ -313,7 +309,7 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 				marked, next = cur, cur.Clone()
 				recovered = next.ApplyGrant(tokens, m.now())
 				cancel()
-				continue // write again at once, fenced on what we just read
+				continue
 			case err == nil || errors.Is(err, store.ErrNotFound):
 				cancel()
 				m.opts.Metrics.refresh("discarded")
@@ -462,52 +458,6 @@ var errRaced = errors.New("auth: tenant record changed meanwhile")
 // errGuardHeld: an invalid_grant was not acted on (see grantGuard).
 var errGuardHeld = errors.New("the token endpoint rejects the refresh tokens of many tenants: not acted on, tokens kept (check client id, secret, environment, token URL)")
 
-// guardChanged reports a trip or clear of the mass-invalid_grant guard.
-func (m *Manager) guardChanged(tripped bool, tenants int) {
-	m.opts.Metrics.guard(tripped)
-	if tripped {
-		m.log.Error("mass invalid_grant: flagging stopped, refresh tokens kept; check LSPROXY_CLIENT_ID, LSPROXY_CLIENT_SECRET, LSPROXY_ENVIRONMENT and the token URL",
-			zap.Int("rejected_tenants", tenants), zap.Duration("window", m.opts.GuardWindow))
-	} else {
-		m.log.Warn("mass invalid_grant guard cleared")
-	}
-	if m.opts.OnGuard != nil {
-		go m.opts.OnGuard(tripped, tenants)
-	}
-}
-
-// unflag reverts a flag this process set at at, when the guard decided
-// that the rejection was the configuration's fault. A tenant flagged or
-// re-authorized since is left alone.
-func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time) {
-	pctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
-	defer cancel()
-	_, err := store.Update(pctx, m.store, tenant, func(t *store.Tenant) error {
-		if t.Status != store.StatusReauthorizationRequired || !t.FlaggedAt.Equal(at) {
-			return store.ErrSkip
-		}
-		t.Unflag(m.now())
-		return nil
-	})
-	switch {
-	case err == nil:
-		m.Invalidate(tenant)
-		m.log.Warn("flag reverted: the invalid_grant was one of many (configuration)", zap.String("tenant", tenant))
-		if m.opts.OnRecover != nil {
-			go m.opts.OnRecover(tenant)
-		}
-	case !errors.Is(err, store.ErrSkip):
-		m.log.Error("could not revert a flag", zap.String("tenant", tenant), zap.Error(err))
-	}
-}
-
-// noteGuard reports a guard that cleared since it was last looked at.
-func (m *Manager) noteGuard() {
-	if tripped, changed := m.guard.check(m.now()); changed {
-		m.guardChanged(tripped, 0)
-	}
-}
-
 // useStored decides from a record alone when it can: a flagged tenant, a
 // token another process already refreshed, or a fresh one. It returns
 // done=false when the record must be refreshed.
@@ -547,49 +497,4 @@ func (m *Manager) staleOrUnavailable(rec *store.Tenant, cause error) (Token, err
 		return m.remember(rec, nil, m.now().Add(time.Second)), nil
 	}
 	return Token{}, &UnavailableError{Tenant: rec.ID, RetryAfter: min(m.opts.BreakerOpenFor, 5*time.Second), Err: cause}
-}
-
-func (m *Manager) storeErr(tenant string, err error) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%w: %s", ErrUnknownTenant, tenant)
-	}
-	if errors.Is(err, context.Canceled) {
-		return err
-	}
-	var ue *UnavailableError
-	if errors.As(err, &ue) {
-		return err
-	}
-	return &UnavailableError{Tenant: tenant, RetryAfter: time.Second, Err: fmt.Errorf("store: %w", err)}
-}
-
-// refreshIfUnchanged refreshes rec's tenant unless another process already
-// replaced the access token seen in rec (background refresher).
-func (m *Manager) refreshIfUnchanged(ctx context.Context, rec *store.Tenant) (Token, error) {
-	return m.shared(ctx, "background:"+rec.ID, rec.ID, func(ctx context.Context) (Token, error) {
-		return m.acquire(ctx, rec.ID, want{force: true, used: rec.AccessToken})
-	})
-}
-
-// errShuttingDown: FinishRefreshes was called; no acquisition starts.
-var errShuttingDown = errors.New("auth: shutting down")
-
-// begin counts a new acquisition, or reports false once FinishRefreshes
-// was called.
-func (m *Manager) begin() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closing {
-		return false
-	}
-	m.inflight.Add(1)
-	return true
-}
-
-func lockName(tenant string) string { return "tenant:" + tenant }
-
-func newMarkID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	return hex.EncodeToString(b[:])
 }

@@ -246,3 +246,11 @@ func latest(ts ...time.Time) time.Time {
 	}
 	return l
 }
+
+// refreshIfUnchanged refreshes rec's tenant unless another process already
+// replaced the access token seen in rec (background refresher).
+func (m *Manager) refreshIfUnchanged(ctx context.Context, rec *store.Tenant) (Token, error) {
+	return m.shared(ctx, "background:"+rec.ID, rec.ID, func(ctx context.Context) (Token, error) {
+		return m.acquire(ctx, rec.ID, want{force: true, used: rec.AccessToken})
+	})
+}

@@ -22,6 +22,7 @@ import (
 // survivor serves the tenant (the provider never saw the request) or flags
 // it "interrupted" (the provider had rotated) within 15 s of the mark.
 func TestTakeoverAfterHolderDied(t *testing.T) {
+	t.Parallel() // seconds of real waiting: overlap with the others
 	rs := testredis.Start(t)
 	for _, committed := range []bool{false, true} {
 		name := "not_committed"

@@ -53,9 +53,12 @@ func TestRedisPutAckedWaitsForReplica(t *testing.T) {
 	master := testredis.Start(t, masterArgs...)
 	rep := startReplica(t, master)
 	ctx := testCtx(t)
-	r := NewRedis(master.Client(), RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...), WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
+	keys := mustKeyring(t, testKeys(t, 1)...)
+	// A generous bound for the live replica (the machine may be loaded), a
+	// short one for the frozen replica below.
+	r := NewRedis(master.Client(), RedisOptions{Keys: keys, WaitReplicas: 1, WaitTimeout: 5 * time.Second})
 	info, err := r.DetectReplicas(ctx)
-	if err != nil || info.Connected != 1 || info.Wait != 1 || info.Timeout != 300*time.Millisecond {
+	if err != nil || info.Connected != 1 || info.Wait != 1 || info.Timeout != 5*time.Second {
 		t.Fatalf("DetectReplicas = %+v, %v", info, err)
 	}
 	tn := fullTenant("a")
@@ -79,9 +82,10 @@ func TestRedisPutAckedWaitsForReplica(t *testing.T) {
 
 	// A frozen replica does not acknowledge: the write is applied on the
 	// master but reported as not acknowledged.
+	short := NewRedis(master.Client(), RedisOptions{Keys: keys, WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
 	rep.Freeze()
 	start := time.Now()
-	v, err := r.PutAcked(ctx, tn, 2)
+	v, err := short.PutAcked(ctx, tn, 2)
 	rep.Thaw()
 	if !errors.Is(err, ErrNotAcked) || v != 3 || tn.Version != 3 {
 		t.Fatalf("PutAcked with a frozen replica = %d, %v; want 3, ErrNotAcked", v, err)
@@ -93,5 +97,28 @@ func TestRedisPutAckedWaitsForReplica(t *testing.T) {
 	off := NewRedis(master.Client(), RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...)})
 	if info, _ := off.DetectReplicas(ctx); info.Wait != 0 || info.Connected != 1 {
 		t.Fatalf("waiting off: %+v", info)
+	}
+}
+
+// TestRedisRecordWithoutWriteID: a record written before write ids (no
+// hash field w) reads with an empty WriteID and is updated fenced by its
+// version, then carries a write id.
+func TestRedisRecordWithoutWriteID(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	keys := mustKeyring(t, testKeys(t, 1)...)
+	r := NewRedis(srv.Client(), RedisOptions{Keys: keys})
+	if _, err := r.Put(ctx, fullTenant("old"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Client().HDel(ctx, r.tenantKey("old"), "w").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Get(ctx, "old")
+	if err != nil || got.WriteID != "" {
+		t.Fatalf("Get = write id %q, %v; want empty", got.WriteID, err)
+	}
+	if _, err := r.Put(ctx, got, got.Version); err != nil || got.WriteID == "" {
+		t.Fatalf("update of an old record: %v (write id %q)", err, got.WriteID)
 	}
 }

@@ -9,7 +9,7 @@
 // one-time and short-lived, bound to the client, the redirect URI and the
 // PKCE challenge; refresh tokens are single-use and rotate, and presenting a
 // used one revokes the whole grant (reuse detection); client authentication
-// is checked per mode. Faults (outages, slowness, lost responses) are switched
+// is checked per mode. Faults (outages, slowness, lost responses, brownouts) are switched
 // on and off at run time, and every decision is counted (Stats).
 //
 // Concurrency: all methods of an Emulator are safe for concurrent use, also
@@ -24,5 +24,7 @@
 //   - brownout.go: a degraded token endpoint (slow answers, 503 bursts,
 //     grants committed before a late answer).
 //   - api.go: the API endpoints behind bearer tokens.
+//   - brownout.go: SetTokenBrownout, a degraded token endpoint (slow answers
+//     whose grants are committed first, 503 bursts).
 //   - control.go: ControlHandler, the knobs over HTTP for cmd/lsemulator.
 package emulator

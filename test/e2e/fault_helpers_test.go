@@ -423,7 +423,6 @@ type expectations struct {
 func (d *deployment) conclude(p *proc, ids []string, tl *tally, exp expectations, f *figures) *figures {
 	t := d.t
 	t.Helper()
-	st := d.emu.Stats()
 	f.scenario = d.name
 	if tl != nil {
 		f.requests, f.ok, f.exp503, f.exp401 = tl.requests.Load(), tl.ok.Load(), tl.exp503.Load(), tl.exp401.Load()
@@ -434,11 +433,8 @@ func (d *deployment) conclude(p *proc, ids []string, tl *tally, exp expectations
 		}
 		tl.mu.Unlock()
 	}
-	f.refreshes = st.RefreshGrants - d.before.RefreshGrants
-	f.reuse = st.ReuseDetected - d.before.ReuseDetected
-	f.rejected = st.RefreshRejected - d.before.RefreshRejected
-
-	// Refreshes the load started may still be running: let them write.
+	// Refreshes the load started may still be running (a takeover among
+	// them): let them finish before the emulator's counters are read.
 	eventually(15*time.Second, func() bool {
 		for _, id := range ids {
 			if p.getTenant(t, id).RefreshInFlight {
@@ -447,6 +443,10 @@ func (d *deployment) conclude(p *proc, ids []string, tl *tally, exp expectations
 		}
 		return true
 	})
+	st := d.emu.Stats()
+	f.refreshes = st.RefreshGrants - d.before.RefreshGrants
+	f.reuse = st.ReuseDetected - d.before.ReuseDetected
+	f.rejected = st.RefreshRejected - d.before.RefreshRejected
 	for _, id := range ids {
 		// Replicas keep running (and the background refresher may start a
 		// new refresh at any moment): read each tenant at a moment when no

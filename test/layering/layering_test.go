@@ -54,6 +54,7 @@ var allowed = map[string][]string{
 	"bench/cmd/benchbaseline": {"bench/internal/benchsrv"},
 	"bench/cmd/benchload":     {"bench/internal/benchsrv"},
 	"bench/cmd/benchupstream": {"bench/internal/benchsrv"},
+	"bench/cmd/benchscale":    {"store"},
 	"deploy":                  {}, // holds no Go code
 }
 
