@@ -19,6 +19,9 @@ type Token struct {
 	AccessToken string
 	Expiry      time.Time
 	Version     int64 // record version it was read from
+	// DomainPrefix is the tenant's stored, validated x-series domain_prefix
+	// ("" when it has none): it names the tenant's own upstream host.
+	DomainPrefix string
 }
 
 // ManagerOptions configure a Manager. Zero values take the defaults in

@@ -104,6 +104,10 @@ type Config struct {
 
 	// TenantHeader names the tenant on proxied requests.
 	TenantHeader string `yaml:"tenant_header" env:"TENANT_HEADER"`
+	// LocationHeader names a K-Series business location id: a request
+	// without the tenant header but with this one goes to the active
+	// tenant whose grant covers the location.
+	LocationHeader string `yaml:"location_header" env:"LOCATION_HEADER"`
 	// RefreshBefore: refresh an access token this long before it expires.
 	RefreshBefore time.Duration `yaml:"refresh_before" env:"REFRESH_BEFORE"`
 
@@ -198,6 +202,7 @@ func Default() Config {
 		RedisKeyPrefix:             store.DefaultRedisPrefix,
 		DataDir:                    "./data",
 		TenantHeader:               "X-Tenant",
+		LocationHeader:             "X-Location",
 		RefreshBefore:              auth.DefaultRefreshBefore,
 		LogLevel:                   "info",
 		LogFormat:                  "json",

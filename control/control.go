@@ -41,6 +41,11 @@ type Server struct {
 	// Onboarding serves the authorize and callback endpoints; nil means
 	// onboarding is not configured (the endpoints answer 503).
 	Onboarding Onboarding
+	// Locations re-reads a tenant's merchant account and K-Series
+	// locations on demand (POST /admin/tenants/{id}/locations); nil = 503.
+	Locations interface {
+		RefreshLocations(ctx context.Context, tenant string) (*store.Tenant, error)
+	}
 	// Provider is recorded on imported tenants.
 	Provider string
 	// Logger receives the audit log of admin actions; nil means none.
@@ -63,6 +68,15 @@ type Onboarding interface {
 }
 
 var _ Onboarding = (*onboard.Onboarder)(nil)
+
+// Rebinder is implemented by an Onboarding that can issue a link allowing
+// the merchant to connect another account than the tenant's
+// (POST /admin/tenants/{id}/authorize {"rebind": true}).
+type Rebinder interface {
+	RebindLink(ctx context.Context, tenant string) (string, error)
+}
+
+var _ Rebinder = (*onboard.Onboarder)(nil)
 
 // Handler returns the control listener's mux.
 func (s *Server) Handler() http.Handler {
@@ -92,6 +106,8 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/tenants/{id}/refresh", s.refresh)
 	admin.HandleFunc("POST /admin/tenants/{id}/retry", s.retry)
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
+	admin.HandleFunc("POST /admin/import", s.bulkImport)
+	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))

@@ -36,10 +36,23 @@ type Handler struct {
 	// Upstream is the only host requests (and tokens) go to. Its path is a
 	// prefix of every forwarded path.
 	Upstream *url.URL
+	// UpstreamTemplate, when set, is used instead of Upstream: a URL with
+	// {domain_prefix} in the host or path, filled per request from the
+	// tenant's own token (auth.Token.DomainPrefix), so each x-series store
+	// is reached on its own host. A tenant without a valid value gets
+	// ErrNoUpstreamHost, never another host.
+	UpstreamTemplate string
 	// Tokens supplies access tokens.
 	Tokens TokenSource
 	// TenantHeader names the tenant; "" means X-Tenant.
 	TenantHeader string
+	// LocationHeader names a K-Series business location id; a request
+	// without the tenant header but with this one goes to the tenant that
+	// Locations picks. "" means X-Location. It is never forwarded.
+	LocationHeader string
+	// Locations resolves a location id to a tenant; it returns
+	// ErrUnknownLocation for none. nil = the location header is not used.
+	Locations func(ctx context.Context, location string) (string, error)
 	// MaxReplayBody is the largest request body kept for one replay after
 	// an upstream 401; larger bodies stream without replay. 0 means 1 MiB.
 	MaxReplayBody int64
@@ -59,6 +72,7 @@ type Handler struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
+	up *Upstream
 	rp *httputil.ReverseProxy
 }
 
@@ -68,14 +82,24 @@ type reqState struct {
 	upstreamTime time.Duration
 	errCode      string
 	replayed     bool
+	in           *url.URL // the inbound URL, for a templated upstream
 }
 
 type ctxKey struct{}
 
 // Init prepares the handler. It returns an error if Upstream or Tokens is missing.
 func (h *Handler) Init() error {
-	if h.Upstream == nil || h.Upstream.Scheme == "" || h.Upstream.Host == "" {
-		return errors.New("proxy: Upstream must be an absolute URL")
+	if h.UpstreamTemplate != "" {
+		up, err := ParseUpstream(h.UpstreamTemplate)
+		if err != nil {
+			return err
+		}
+		h.up = up
+	} else {
+		if h.Upstream == nil || h.Upstream.Scheme == "" || h.Upstream.Host == "" {
+			return errors.New("proxy: Upstream must be an absolute URL")
+		}
+		h.up = &Upstream{raw: h.Upstream.String(), fixed: h.Upstream}
 	}
 	if h.Tokens == nil {
 		return errors.New("proxy: Tokens is required")
@@ -84,6 +108,10 @@ func (h *Handler) Init() error {
 		h.TenantHeader = "X-Tenant"
 	}
 	h.TenantHeader = http.CanonicalHeaderKey(h.TenantHeader)
+	if h.LocationHeader == "" {
+		h.LocationHeader = "X-Location"
+	}
+	h.LocationHeader = http.CanonicalHeaderKey(h.LocationHeader)
 	if h.MaxReplayBody <= 0 {
 		h.MaxReplayBody = 1 << 20
 	}
@@ -140,6 +168,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) tenantOf(r *http.Request) (string, error) {
 	vals := r.Header[h.TenantHeader]
+	if len(vals) == 0 && h.Locations != nil {
+		if locs := r.Header[h.LocationHeader]; len(locs) > 0 {
+			if len(locs) > 1 {
+				return "", ErrUnknownLocation
+			}
+			return h.Locations(r.Context(), locs[0])
+		}
+	}
 	if len(vals) == 0 || vals[0] == "" {
 		return "", ErrMissingTenant
 	}
@@ -154,10 +190,20 @@ func (h *Handler) tenantOf(r *http.Request) (string, error) {
 // by the client's Connection header) and X-Forwarded-*; the bearer token is
 // set later, in the transport, so no client header can remove it.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(h.Upstream)
+	if h.up.Templated() {
+		// The host depends on the tenant's token, known only in the
+		// transport: park the request on a host that never resolves.
+		if st, _ := pr.In.Context().Value(ctxKey{}).(*reqState); st != nil {
+			st.in = pr.In.URL
+		}
+		pr.SetURL(h.up.parked)
+	} else {
+		pr.SetURL(h.up.fixed)
+	}
 	pr.Out.Host = ""
 	hd := pr.Out.Header
 	hd.Del(h.TenantHeader)
+	hd.Del(h.LocationHeader)
 	hd.Del("Authorization")
 	hd.Del("Proxy-Authorization")
 	hd.Del("Cookie") // never forward the caller's cookies to the merchant's API

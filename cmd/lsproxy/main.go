@@ -32,6 +32,7 @@ Usage:
   lsproxy hash-key                     make a caller key and the hash to configure
   lsproxy healthcheck [--config FILE]  exit 0 when the control listener's /healthz answers 200
   lsproxy rekey [--config FILE]        re-encrypt every tenant record with the primary encryption key
+  lsproxy tenants import|export ...    move tenants in (NDJSON, admin API) and out (store, 0600 file)
   lsproxy version                      print the version
 
 Configuration: defaults, then the YAML file, then LSPROXY_* environment variables.
@@ -76,6 +77,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return healthcheck(args, stderr)
 	case "rekey":
 		return rekeyCommand(ctx, args, stdout, stderr)
+	case "tenants":
+		if code, ok := tenantsMigrate(ctx, args, stdout, stderr); ok {
+			return code
+		}
+		tenantsUsage(stderr)
+		return 2
 	case "version":
 		fmt.Fprintln(stdout, "lsproxy", version)
 		return 0

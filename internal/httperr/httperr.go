@@ -51,6 +51,11 @@ var (
 	// RateLimited (SPEC §8): the tenant's upstream budget had no room
 	// within LSPROXY_RATE_LIMIT_WAIT; package ratelimit decides.
 	RateLimited = &Kind{Code: "rate_limited", Status: http.StatusTooManyRequests, Message: "this tenant's Lightspeed rate limit is used up; retry after the Retry-After delay", RetryAfter: true}
+	// SPEC §8: an x-series tenant without a valid domain_prefix has no
+	// upstream host (never another store's); a location header naming no
+	// location an active grant covers.
+	NoUpstreamHost  = &Kind{Code: "upstream_unavailable", Status: http.StatusBadGateway, Message: "this tenant has no valid domain_prefix naming its upstream host; re-authorize it"}
+	UnknownLocation = &Kind{Code: "unknown_location", Status: http.StatusNotFound, Message: "no active tenant's grant covers this business location"}
 
 	// Control listener (LSPROXY_CONTROL_LISTEN): the admin API. An admin
 	// asking to refresh a flagged tenant gets 409 (the tenant's state
@@ -79,7 +84,8 @@ var (
 	CallbackIncomplete = &Kind{Code: "callback_incomplete", Status: http.StatusBadRequest, Message: "the callback lacks a code or a required parameter"}
 	AccessDenied       = &Kind{Code: "access_denied", Status: http.StatusForbidden, Message: "the merchant declined the authorization"}
 	ProviderError      = &Kind{Code: "provider_error", Status: http.StatusBadRequest, Message: "the provider answered an error instead of an authorization"}
-	OtherAccount       = &Kind{Code: "other_account", Status: http.StatusBadRequest, Message: "the merchant connected another account than the tenant's"}
+	OtherAccount       = &Kind{Code: "other_account", Status: http.StatusConflict, Message: "the merchant connected another account than the tenant's"}
+	IdentifyFailed     = &Kind{Code: "identify_failed", Status: http.StatusBadGateway, Message: "the provider did not say which merchant account the grant belongs to"}
 	CodeRejected       = &Kind{Code: "code_rejected", Status: http.StatusBadRequest, Message: "the token endpoint rejected the authorization code"}
 	ClientRejected     = &Kind{Code: "client_rejected", Status: http.StatusBadRequest, Message: "the token endpoint rejected the client credentials"}
 	ProviderDown       = &Kind{Code: "provider_unavailable", Status: http.StatusBadGateway, Message: "the token endpoint did not answer"}

@@ -81,7 +81,7 @@ lsproxy knows (config.Names), and nothing else.
 {{- list
   "provider" "environment" "redirect_url" "scopes"
   "upstream_url" "authorize_url" "token_url" "client_auth" "pkce"
-  "tenant_header" "refresh_before" "log_level" "log_format"
+  "tenant_header" "location_header" "refresh_before" "log_level" "log_format"
   "upstream_timeout" "token_timeout" "lock_ttl"
   "read_header_timeout" "idle_timeout" "shutdown_timeout"
   "max_replay_body_bytes" "max_header_bytes"
