@@ -48,9 +48,11 @@ type OAuthClient struct {
 	// refresh token.
 	AuthStyle oauth2.AuthStyle
 	Scopes    []string
-	// HTTPClient sends token requests; nil uses a client with Timeout.
+	// HTTPClient sends token requests; nil uses a client with Timeout over
+	// a shared NewTokenTransport.
 	HTTPClient *http.Client
-	// Timeout bounds one token request (hard timeout). 0 means 10s.
+	// Timeout bounds one token request (hard timeout). 0 means
+	// DefaultTokenTimeout (10s).
 	Timeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -119,7 +121,7 @@ func (c *OAuthClient) timeout() time.Duration {
 	if c.Timeout > 0 {
 		return c.Timeout
 	}
-	return 10 * time.Second
+	return DefaultTokenTimeout
 }
 
 // Refresh sends one refresh_token grant. See Refresher for errors.
@@ -160,7 +162,7 @@ func (c *OAuthClient) do(ctx context.Context, fn func(context.Context) (*oauth2.
 	defer cancel()
 	client := c.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: c.timeout()}
+		client = &http.Client{Timeout: c.timeout(), Transport: defaultTokenTransport()}
 	}
 	// Never follow a redirect from the token endpoint: it would carry the
 	// client secret and the refresh token elsewhere.
@@ -199,17 +201,37 @@ func (c *OAuthClient) do(ctx context.Context, fn func(context.Context) (*oauth2.
 	return g, nil
 }
 
+// maxLifetime bounds a lifetime a provider states; anything longer is
+// treated as unstated rather than overflowing time.Duration.
+const maxLifetime = 100 * 365 * 24 * time.Hour
+
+// extraSeconds reads a lifetime in whole seconds from x/oauth2's
+// Token.Extra: a JSON body gives float64 (or a string), a form-encoded body
+// gives int64 (float64 with a dot, the raw string otherwise). Anything
+// else, not positive or beyond maxLifetime, is 0 (unstated).
 func extraSeconds(v any) time.Duration {
-	switch n := v.(type) {
+	var n int64
+	switch x := v.(type) {
 	case float64:
-		return time.Duration(n) * time.Second
-	case string:
-		i, err := strconv.ParseInt(n, 10, 64)
-		if err == nil {
-			return time.Duration(i) * time.Second
+		if !(x > 0) || x > maxLifetime.Seconds() {
+			return 0
 		}
+		n = int64(x)
+	case int64:
+		n = x
+	case string:
+		i, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+		if err != nil {
+			return 0
+		}
+		n = i
+	default:
+		return 0
 	}
-	return 0
+	if n <= 0 || n > int64(maxLifetime/time.Second) {
+		return 0
+	}
+	return time.Duration(n) * time.Second
 }
 
 // classify turns an oauth2 error into one of ours without keeping the

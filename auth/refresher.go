@@ -11,6 +11,14 @@ import (
 	"github.com/lsproxy/lsproxy/store"
 )
 
+// Defaults for BackgroundRefresher fields left zero; package config's
+// defaults are these.
+const (
+	DefaultRefresherInterval    = 30 * time.Second
+	DefaultRefresherConcurrency = 4
+	DefaultRefreshIdleMargin    = 48 * time.Hour
+)
+
 // BackgroundRefresher keeps tenants alive without traffic: it refreshes
 // access tokens of tenants in use before they expire, and every tenant's
 // refresh token before its idle expiry. Every replica runs one; the store
@@ -57,7 +65,7 @@ func (b *BackgroundRefresher) Run(ctx context.Context) {
 	var lastDue, lastAll time.Time
 	_, indexed := b.Store.(store.Lister)
 	for {
-		now := time.Now()
+		now := b.Manager.now()
 		switch {
 		case now.Sub(lastAll) >= b.ReadAllEvery || (!indexed && now.Sub(lastDue) >= b.FullScanEvery):
 			lastAll, lastDue = now, now
@@ -78,13 +86,13 @@ func (b *BackgroundRefresher) Run(ctx context.Context) {
 
 func (b *BackgroundRefresher) defaults() {
 	if b.Interval <= 0 {
-		b.Interval = 30 * time.Second
+		b.Interval = DefaultRefresherInterval
 	}
 	if b.Concurrency <= 0 {
-		b.Concurrency = 4
+		b.Concurrency = DefaultRefresherConcurrency
 	}
 	if b.IdleMargin <= 0 {
-		b.IdleMargin = 48 * time.Hour
+		b.IdleMargin = DefaultRefreshIdleMargin
 	}
 	if b.Jitter <= 0 {
 		b.Jitter = b.Interval / 2

@@ -1,13 +1,3 @@
-// Package config holds lsproxy's configuration: defaults in code, then an
-// optional YAML file, then LSPROXY_* environment variables.
-//
-// Every option has exactly one environment variable (LSPROXY_ + upper-case
-// name) and one YAML key (the lower-case name without the prefix), e.g.
-// LSPROXY_CONTROL_LISTEN and control_listen. Secrets can also be read from a
-// file named by the matching *_FILE option.
-//
-// Config is a plain value: it has no internal state, and every function and
-// method in this package is safe for concurrent use.
 package config
 
 import (
@@ -23,6 +13,10 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/onboard"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // EnvPrefix is the prefix of every environment variable lsproxy reads.
@@ -188,38 +182,38 @@ func Default() Config {
 		ControlListen:              "127.0.0.1:8081",
 		Provider:                   "k-series",
 		Environment:                "production",
-		RedisKeyPrefix:             "lsproxy:",
+		RedisKeyPrefix:             store.DefaultRedisPrefix,
 		DataDir:                    "./data",
 		TenantHeader:               "X-Tenant",
-		RefreshBefore:              30 * time.Second,
+		RefreshBefore:              auth.DefaultRefreshBefore,
 		LogLevel:                   "info",
 		LogFormat:                  "json",
 		UpstreamTimeout:            30 * time.Second,
-		TokenTimeout:               10 * time.Second,
+		TokenTimeout:               auth.DefaultTokenTimeout,
 		ReadHeaderTimeout:          10 * time.Second,
 		IdleTimeout:                120 * time.Second,
 		ShutdownTimeout:            25 * time.Second,
 		MaxReplayBodyBytes:         1 << 20,
 		MaxHeaderBytes:             64 << 10,
-		BreakerFailures:            5,
-		BreakerOpenFor:             5 * time.Second,
+		BreakerFailures:            auth.DefaultBreakerFailures,
+		BreakerOpenFor:             auth.DefaultBreakerOpenFor,
 		LockTTL:                    DefaultLockTTL,
 		RedisWaitReplicas:          1,
 		RedisWaitTimeout:           time.Second,
-		InvalidGrantGuardThreshold: 3,
-		InvalidGrantGuardWindow:    5 * time.Minute,
-		CacheTTL:                   60 * time.Second,
-		StateTTL:                   time.Hour,
-		AuthorizeLinkTTL:           168 * time.Hour,
-		RefresherInterval:          30 * time.Second,
-		RefresherConcurrency:       4,
-		RefreshIdleMargin:          48 * time.Hour,
+		InvalidGrantGuardThreshold: auth.DefaultGuardThreshold,
+		InvalidGrantGuardWindow:    auth.DefaultGuardWindow,
+		CacheTTL:                   auth.DefaultCacheTTL,
+		StateTTL:                   onboard.DefaultStateTTL,
+		AuthorizeLinkTTL:           onboard.DefaultLinkTTL,
+		RefresherInterval:          auth.DefaultRefresherInterval,
+		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
+		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
 	}
 }
 
 // DefaultLockTTL is lock_ttl's default (auth.DefaultLockTTL, checked by a
 // test there).
-const DefaultLockTTL = 6 * time.Second
+const DefaultLockTTL = auth.DefaultLockTTL
 
 // EffectiveLockTTL returns LockTTL, or DefaultLockTTL when LockTTL is 0.
 func (c Config) EffectiveLockTTL() time.Duration {

@@ -1,5 +1,3 @@
-// Package control serves lsproxy's control listener: health, readiness,
-// Prometheus metrics, the admin API and the OAuth callback.
 package control
 
 import (

@@ -20,7 +20,8 @@ import (
 // bytes). Returned (wrapped) by AuthorizeLink; the HTTP handlers answer 503.
 var ErrMisconfigured = errors.New("onboard: onboarding is misconfigured")
 
-// Defaults for Onboarder fields left zero.
+// Defaults for Onboarder fields left zero; package config's defaults are
+// these.
 const (
 	DefaultLinkTTL  = 7 * 24 * time.Hour
 	DefaultStateTTL = time.Hour

@@ -1,6 +1,3 @@
-// Package proxy is lsproxy's data plane: it resolves the tenant of a
-// request, injects the tenant's bearer token and forwards to the one
-// configured upstream with httputil.ReverseProxy.
 package proxy
 
 import (

@@ -1,9 +1,3 @@
-// Package store keeps tenant records, per-tenant locks and one-time values.
-//
-// Two implementations share one contract (see conformance_test.go): Redis
-// (distributed, for any number of replicas) and an embedded bbolt file (one
-// process at a time). Access and refresh tokens are sealed with AES-256-GCM
-// before they reach either backend (see seal.go).
 package store
 
 import (

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/config"
+	"github.com/lsproxy/lsproxy/internal/testcert"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/store"
@@ -215,9 +216,9 @@ func TestServeRefusesPublicListenWithoutClientKeys(t *testing.T) {
 // TLS redis-server; without the CA the server's certificate is rejected
 // (verification is never turned off).
 func TestRedisTLSWiring(t *testing.T) {
-	cert := newTestCert(t, 7)
+	cert := testcert.New(t)
 	dir := t.TempDir()
-	certFile, keyFile := cert.write(t, dir)
+	certFile, keyFile := cert.Write(t, dir)
 	tlsPort := freePort(t)
 	testredis.Start(t, "--tls-port", strconv.Itoa(tlsPort), "--tls-cert-file", certFile,
 		"--tls-key-file", keyFile, "--tls-auth-clients", "no")

@@ -125,7 +125,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		AuthStyle:    style,
 		Scopes:       scopes,
 		Timeout:      cfg.TokenTimeout,
-		HTTPClient:   &http.Client{Transport: proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.TokenTimeout, MaxIdleConnsPerHost: 16})},
+		HTTPClient:   &http.Client{Transport: auth.NewTokenTransport(cfg.TokenTimeout)},
 	}
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"github.com/lsproxy/lsproxy/internal/testclock"
 	"io"
 	"net"
 	"net/http"
@@ -19,15 +18,17 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/lsproxy/lsproxy/config"
+	"github.com/lsproxy/lsproxy/internal/testcert"
+	"github.com/lsproxy/lsproxy/internal/testclock"
 )
 
 // handshake opens a new TLS connection (no session resumption: a fresh
 // config each time) and returns the serial of the certificate served.
-func handshake(t *testing.T, addr string, roots ...*testCert) int64 {
+func handshake(t *testing.T, addr string, roots ...*testcert.Cert) int64 {
 	t.Helper()
-	cfg := &tls.Config{ServerName: "localhost", RootCAs: roots[0].pool()}
+	cfg := &tls.Config{ServerName: "localhost", RootCAs: roots[0].Pool()}
 	for _, r := range roots[1:] {
-		cfg.RootCAs.AddCert(r.cert)
+		cfg.RootCAs.AddCert(r.Cert)
 	}
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
 	if err != nil {
@@ -48,8 +49,8 @@ func touch(t *testing.T, path string, at time.Time) {
 
 func TestTLSListenerReloadsRotatedCertificate(t *testing.T) {
 	dir := t.TempDir()
-	one, two, three := newTestCert(t, 1), newTestCert(t, 2), newTestCert(t, 3)
-	certFile, keyFile := one.write(t, dir)
+	one, two, three := testcert.New(t), testcert.New(t), testcert.New(t)
+	certFile, keyFile := one.Write(t, dir)
 
 	core, logs := observer.New(zap.InfoLevel)
 	srv := newProxyServer(config.Default(), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -74,7 +75,7 @@ func TestTLSListenerReloadsRotatedCertificate(t *testing.T) {
 
 	// Plain HTTP requests over TLS work with the first certificate.
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: one.pool(), ServerName: "localhost"}}}
+		TLSClientConfig: &tls.Config{RootCAs: one.Pool(), ServerName: "localhost"}}}
 	resp, err := client.Get("https://" + addr + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -84,22 +85,22 @@ func TestTLSListenerReloadsRotatedCertificate(t *testing.T) {
 	if string(b) != "ok" || resp.TLS == nil {
 		t.Fatalf("got %q tls=%v", b, resp.TLS != nil)
 	}
-	if got := handshake(t, addr, one); got != 1 {
-		t.Fatalf("serial %d, want 1", got)
+	if got := handshake(t, addr, one); got != one.Cert.SerialNumber.Int64() {
+		t.Fatalf("serial %d, want the first certificate's", got)
 	}
 
 	// Rotate both files. Until the check interval passes, the old
 	// certificate is still served; the next handshake after it sees the new one.
 	mtime := time.Now().Add(time.Minute)
-	two.write(t, dir)
+	two.Write(t, dir)
 	touch(t, certFile, mtime)
 	touch(t, keyFile, mtime)
-	if got := handshake(t, addr, one, two); got != 1 {
+	if got := handshake(t, addr, one, two); got != one.Cert.SerialNumber.Int64() {
 		t.Fatalf("reloaded before the check interval: serial %d", got)
 	}
 	clock.Advance(certCheckInterval)
-	if got := handshake(t, addr, one, two); got != 2 {
-		t.Fatalf("after rotation: serial %d, want 2", got)
+	if got := handshake(t, addr, one, two); got != two.Cert.SerialNumber.Int64() {
+		t.Fatalf("after rotation: serial %d, want the second certificate's", got)
 	}
 	if logs.FilterMessage("TLS certificate reloaded").Len() != 1 {
 		t.Errorf("reload not logged: %v", logs.All())
@@ -108,25 +109,25 @@ func TestTLSListenerReloadsRotatedCertificate(t *testing.T) {
 	// Half a rotation (new certificate, old key) does not load: the current
 	// certificate is kept and a warning logged; once the key follows, the
 	// next check picks the pair up.
-	writeBytes(t, certFile, three.certPEM)
+	writeBytes(t, certFile, three.CertPEM)
 	touch(t, certFile, mtime.Add(time.Minute))
 	clock.Advance(certCheckInterval)
-	if got := handshake(t, addr, two, three); got != 2 {
+	if got := handshake(t, addr, two, three); got != two.Cert.SerialNumber.Int64() {
 		t.Fatalf("mismatched pair served: serial %d", got)
 	}
 	if logs.FilterMessage("TLS certificate files changed but do not load; keeping the current certificate").Len() != 1 {
 		t.Errorf("bad pair not logged: %v", logs.All())
 	}
-	writeBytes(t, keyFile, three.keyPEM)
+	writeBytes(t, keyFile, three.KeyPEM)
 	touch(t, keyFile, mtime.Add(2*time.Minute))
 	clock.Advance(certCheckInterval)
-	if got := handshake(t, addr, two, three); got != 3 {
-		t.Fatalf("after completing the rotation: serial %d, want 3", got)
+	if got := handshake(t, addr, two, three); got != three.Cert.SerialNumber.Int64() {
+		t.Fatalf("after completing the rotation: serial %d, want the third certificate's", got)
 	}
 	// Removed files: keep serving the loaded certificate.
 	os.Remove(certFile)
 	clock.Advance(certCheckInterval)
-	if got := handshake(t, addr, three); got != 3 {
+	if got := handshake(t, addr, three); got != three.Cert.SerialNumber.Int64() {
 		t.Fatalf("after removal: serial %d", got)
 	}
 	for _, e := range logs.All() {
@@ -143,11 +144,11 @@ func fmtFields(m map[string]any) string {
 
 func TestListenTLSErrors(t *testing.T) {
 	dir := t.TempDir()
-	c := newTestCert(t, 1)
-	certFile, keyFile := c.write(t, dir)
-	other := newTestCert(t, 2)
+	c := testcert.New(t)
+	certFile, keyFile := c.Write(t, dir)
+	other := testcert.New(t)
 	otherDir := t.TempDir()
-	_, otherKey := other.write(t, otherDir)
+	_, otherKey := other.Write(t, otherDir)
 	for name, files := range map[string][2]string{
 		"cert only":  {certFile, ""},
 		"key only":   {"", keyFile},
@@ -181,9 +182,9 @@ func TestListenTLSErrors(t *testing.T) {
 // TestServeTLSBothListeners runs the wired binary (build + run, as serve
 // does) with TLS on the proxy and the control listener.
 func TestServeTLSBothListeners(t *testing.T) {
-	proxyCert, controlCert := newTestCert(t, 10), newTestCert(t, 20)
-	pc, pk := proxyCert.write(t, t.TempDir())
-	cc, ck := controlCert.write(t, t.TempDir())
+	proxyCert, controlCert := testcert.New(t), testcert.New(t)
+	pc, pk := proxyCert.Write(t, t.TempDir())
+	cc, ck := controlCert.Write(t, t.TempDir())
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		t.Error("upstream called for an unknown tenant")
 	}))
@@ -214,10 +215,10 @@ func TestServeTLSBothListeners(t *testing.T) {
 	}
 	addrs := [2]string{proxyAddr, controlAddr}
 
-	get := func(cert *testCert, url string, hdr map[string]string) (*http.Response, string) {
+	get := func(cert *testcert.Cert, url string, hdr map[string]string) (*http.Response, string) {
 		t.Helper()
 		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: cert.pool(), ServerName: "localhost"}}}
+			TLSClientConfig: &tls.Config{RootCAs: cert.Pool(), ServerName: "localhost"}}}
 		req, _ := http.NewRequest("GET", url, nil)
 		for k, v := range hdr {
 			req.Header.Set(k, v)
@@ -237,10 +238,10 @@ func TestServeTLSBothListeners(t *testing.T) {
 	if resp.StatusCode != 404 || resp.Header.Get("X-Lsproxy-Error") != "unknown_tenant" {
 		t.Fatalf("proxy over TLS: %d %s", resp.StatusCode, body)
 	}
-	if got := handshake(t, addrs[0], proxyCert); got != 10 {
+	if got := handshake(t, addrs[0], proxyCert); got != proxyCert.Cert.SerialNumber.Int64() {
 		t.Errorf("proxy serves certificate %d", got)
 	}
-	if got := handshake(t, addrs[1], controlCert); got != 20 {
+	if got := handshake(t, addrs[1], controlCert); got != controlCert.Cert.SerialNumber.Int64() {
 		t.Errorf("control serves certificate %d", got)
 	}
 	// Plain HTTP to a TLS listener gets no service.
