@@ -312,6 +312,8 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 				// heartbeat): apply the grant to what is stored now.
 				marked, next = cur, cur.Clone()
 				recovered = next.ApplyGrant(tokens, m.now())
+				cancel()
+				continue // write again at once, fenced on what we just read
 			case err == nil || errors.Is(err, store.ErrNotFound):
 				cancel()
 				m.opts.Metrics.refresh("discarded")

@@ -211,8 +211,7 @@ func Default() Config {
 	}
 }
 
-// DefaultLockTTL is lock_ttl's default (auth.DefaultLockTTL, checked by a
-// test there).
+// DefaultLockTTL is lock_ttl's default: the manager's.
 const DefaultLockTTL = auth.DefaultLockTTL
 
 // EffectiveLockTTL returns LockTTL, or DefaultLockTTL when LockTTL is 0.

@@ -7,6 +7,8 @@
 //
 // Files:
 //   - store.go: the Store and Lock contracts, Tenant, the sentinel errors.
+//   - tenantstate.go: every state transition of a Tenant (mark, grant,
+//     flag, undo, authorize, import) as one method each.
 //   - codec.go: the stored record (tokens sealed), shared by both backends.
 //   - seal.go: the Keyring: AES-256-GCM sealing with key rotation.
 //   - rekey.go: Rekey, re-sealing every record with the primary key.
@@ -18,5 +20,7 @@
 //   - redis_cluster.go: the cluster client that reloads its slot map on
 //     a failed dial (after a master's failover).
 //   - index.go: the Lister contract (paging, due tenants) of both backends.
+//   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
+//     (WAIT).
 //   - bolt.go: the bbolt backend; bolt_index.go its due index and paging.
 package store

@@ -21,6 +21,8 @@
 //   - emulator.go: Emulator, its Config, modes, Stats and fault switches.
 //   - oauth.go: the authorize and token endpoints (codes, PKCE, client
 //     authentication, rotating single-use refresh tokens).
+//   - brownout.go: a degraded token endpoint (slow answers, 503 bursts,
+//     grants committed before a late answer).
 //   - api.go: the API endpoints behind bearer tokens.
 //   - control.go: ControlHandler, the knobs over HTTP for cmd/lsemulator.
 package emulator
