@@ -35,6 +35,12 @@ type Preset struct {
 	// CallbackParams are extra callback query parameters kept on the tenant
 	// record (x-series: domain_prefix, which names the token host).
 	CallbackParams []string
+	// RateCosts prices requests for the rate-limit governor by method ("*"
+	// for the rest); nil means reads 1, writes 10 (R-Series' pricing).
+	RateCosts map[string]float64
+	// NoRateLimit turns the governor off for this preset by default
+	// (LSPROXY_RATE_LIMIT overrides it).
+	NoRateLimit bool
 }
 
 // Presets by name. "custom" has no URLs: configuration supplies them all.
@@ -137,6 +143,9 @@ var Presets = map[string]Preset{
 		},
 		ClientAuth: "body",
 		Scopes:     []string{"employee:all"},
+		// Leaky bucket: GET 1, PUT/POST/DELETE 10 (Lightspeed "Best
+		// Practices", community.lightspeedhq.com/en/discussion/28).
+		RateCosts: map[string]float64{"GET": 1, "HEAD": 1, "OPTIONS": 1, "*": 10},
 	},
 	// X-Series (Vend): x-series-api.lightspeedhq.com/docs/authorization.
 	// The token host is the retailer's domain_prefix, returned on the
@@ -154,6 +163,9 @@ var Presets = map[string]Preset{
 		},
 		ClientAuth:     "body",
 		CallbackParams: []string{"domain_prefix"},
+		// x-series-api.lightspeedhq.com/docs/rate_limiting: the window
+		// counts requests, whatever the method.
+		RateCosts: map[string]float64{"*": 1},
 	},
 	"custom": {
 		Name:         "custom",

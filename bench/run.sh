@@ -13,6 +13,7 @@
 #   BENCH_RATE_INFLIGHT=256  most requests in flight at the fixed rate
 #   BENCH_TENANTS_SMALL=10  BENCH_TENANTS_LARGE=10000
 #   BENCH_EXPIRING_TENANTS=100  BENCH_EXPIRING_TTL=5 (seconds an access token lives)
+#   BENCH_GOVERNED_TENANTS=1000  tenants of the rate-limit governor scenario (0 skips it)
 #   BENCH_GO=1               also run the Go benchmarks (proxy, auth)
 #   BENCH_NGINX=1            0 skips nginx even when installed
 #   BENCH_DEFAULT_CONFIG=1   0 skips the default-configuration scenario (issue 15)
@@ -339,6 +340,52 @@ if [ "${BENCH_DEFAULT_CONFIG:-1}" = 1 ]; then
 fi
 # --- end issue 15 ---
 scenario "$(grouped "$EXP_TENANTS") tenants, tokens expiring (${EXP_TTL} s)" "$EXP_TENANTS" 1 lsproxy-redis lsproxy-embedded
+
+# --- rate-limit governor (issue 13; its own block) --------------------------
+# Tenants whose upstream reports an R-Series bucket that never fills: every
+# request is governed (one store step) and none is held, so this measures
+# the governor's cost, against the bare proxy and against lsproxy with the
+# governor off, all on the same upstream. BENCH_GOVERNED_TENANTS=0 skips it.
+GOV_TENANTS=${BENCH_GOVERNED_TENANTS:-1000}
+governed_scenario() {
+	# UP and UP_PID are local: start_bare, start_lsproxy and measure see
+	# this scenario's upstream (bash scoping is dynamic).
+	local UP UP_PID label t r mode rate first
+	local targets=(bare lsproxy-redis-ungoverned lsproxy-redis-governed lsproxy-embedded-governed)
+	label="$(grouped "$GOV_TENANTS") tenants, rate-limit headers"
+	GOMAXPROCS=1 "$BIN/benchupstream" -rate-limit-headers >"$WORK/gov-upstream.out" 2>"$WORK/gov-upstream.err" &
+	UP_PID=$!
+	STARTED+=("$UP_PID")
+	UP=$(first_line "$WORK/gov-upstream.out")
+	log "scenario: $label"
+	start_bare
+	pause bare
+	for t in "${targets[@]:1}"; do
+		case $t in
+		lsproxy-redis-ungoverned) start_lsproxy "$t" redis LSPROXY_RATE_LIMIT=false ;;
+		lsproxy-redis-governed) start_lsproxy "$t" redis ;;
+		lsproxy-embedded-governed) start_lsproxy "$t" embedded ;;
+		esac
+		"$LOAD" import -admin "${CONTROL[$t]}" -admin-token "$ADMIN_TOKEN" -tenants "$GOV_TENANTS" >&2
+		pause "$t"
+	done
+	for mode in closed rate; do
+		rate=0
+		if [ "$mode" = rate ]; then
+			rate=$("$LOAD" halfrate -in "$OUT/raw.jsonl" -scenario "$label")
+			log "fixed rate: $rate req/s"
+		fi
+		for r in $(seq 1 "$ROUNDS"); do
+			for t in "${targets[@]}"; do
+				first=0
+				[ "$mode" = closed ] && [ "$r" = 1 ] && first=1
+				measure "$label" "$t" "$GOV_TENANTS" "$mode" "$rate" "$first" "$ROUNDS"
+			done
+		done
+	done
+	stop_scenario_targets
+}
+[ "$GOV_TENANTS" -gt 0 ] && governed_scenario
 
 stop_all
 

@@ -160,6 +160,19 @@ type Config struct {
 	// token's idle expiry.
 	RefreshIdleMargin time.Duration `yaml:"refresh_idle_margin" env:"REFRESH_IDLE_MARGIN"`
 
+	// RateLimit turns the per-tenant rate-limit governor on or off; nil
+	// means the preset's (on for every preset).
+	RateLimit *bool `yaml:"rate_limit" env:"RATE_LIMIT"`
+	// RateLimitWait is the longest a request waits for its tenant's budget
+	// before lsproxy answers 429 rate_limited; 0 means never wait.
+	RateLimitWait time.Duration `yaml:"rate_limit_wait" env:"RATE_LIMIT_WAIT"`
+	// RateLimitCosts prices requests by method, "GET=1,HEAD=1,*=10"; ""
+	// means the preset's.
+	RateLimitCosts string `yaml:"rate_limit_costs" env:"RATE_LIMIT_COSTS"`
+	// RateLimitKeyShare (0 < s < 1) holds each caller key to that fraction
+	// of a tenant's budget; 0 means no per-key limit.
+	RateLimitKeyShare float64 `yaml:"rate_limit_key_share" env:"RATE_LIMIT_KEY_SHARE"`
+
 	// ClientKeys are caller keys, "id:hash:tenant1,prefix*", carried raw.
 	// In the environment they are whitespace-separated only (they contain commas).
 	ClientKeys []string `yaml:"client_keys" env:"CLIENT_KEYS"`
@@ -208,6 +221,7 @@ func Default() Config {
 		RefresherInterval:          auth.DefaultRefresherInterval,
 		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
 		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
+		RateLimitWait:              time.Second,
 	}
 }
 

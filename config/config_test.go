@@ -648,6 +648,11 @@ func TestValidate(t *testing.T) {
 		{"max header bytes", ModeServe, func(c *Config) { c.MaxHeaderBytes = 0 }, []string{"LSPROXY_MAX_HEADER_BYTES (max_header_bytes) must be greater than 0"}},
 		{"breaker failures", ModeServe, func(c *Config) { c.BreakerFailures = -1 }, []string{"LSPROXY_BREAKER_FAILURES (breaker_failures) must be greater than 0"}},
 		{"refresher concurrency", ModeServe, func(c *Config) { c.RefresherConcurrency = 0 }, []string{"LSPROXY_REFRESHER_CONCURRENCY (refresher_concurrency) must be greater than 0"}},
+		{"rate limit wait negative", ModeServe, func(c *Config) { c.RateLimitWait = -time.Second }, []string{"LSPROXY_RATE_LIMIT_WAIT (rate_limit_wait) must not be negative"}},
+		{"rate limit wait zero never waits", ModeServe, func(c *Config) { c.RateLimitWait = 0 }, nil},
+		{"rate limit key share 1", ModeServe, func(c *Config) { c.RateLimitKeyShare = 1 }, []string{"LSPROXY_RATE_LIMIT_KEY_SHARE (rate_limit_key_share) must be at least 0 and below 1"}},
+		{"rate limit costs malformed", ModeServe, func(c *Config) { c.RateLimitCosts = "get=1" }, []string{"LSPROXY_RATE_LIMIT_COSTS (rate_limit_costs) must look like GET=1,HEAD=1,*=10"}},
+		{"rate limit costs", ModeServe, func(c *Config) { c.RateLimitCosts = "GET=1,*=5" }, nil},
 	}
 	// Every duration that must be positive.
 	for _, n := range []string{

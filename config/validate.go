@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/lsproxy/lsproxy/ratelimit"
 )
 
 // Modes accepted by Validate.
@@ -184,6 +187,16 @@ func (c Config) Validate(mode string) []error {
 		if n.val <= 0 {
 			v.add(n.name, "must be greater than 0; got %d", n.val)
 		}
+	}
+
+	if c.RateLimitWait < 0 {
+		v.add("RateLimitWait", "must not be negative (0 = never wait); got %s", c.RateLimitWait)
+	}
+	if c.RateLimitKeyShare < 0 || c.RateLimitKeyShare >= 1 || math.IsNaN(c.RateLimitKeyShare) {
+		v.add("RateLimitKeyShare", "must be at least 0 and below 1 (0 = no per-key limit); got %v", c.RateLimitKeyShare)
+	}
+	if _, err := ratelimit.ParseCosts(c.RateLimitCosts); err != nil {
+		v.add("RateLimitCosts", "must look like GET=1,HEAD=1,*=10 (non-negative units per method); got %q", c.RateLimitCosts)
 	}
 
 	v.httpURL("SuccessURL", c.SuccessURL)

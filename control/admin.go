@@ -14,6 +14,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -39,6 +40,9 @@ type TenantView struct {
 	UpdatedAt             *time.Time        `json:"updated_at,omitempty"`
 	Version               int64             `json:"version"`
 	Extra                 map[string]string `json:"extra,omitempty"`
+	// RateLimit is the tenant's last known upstream budget (GET only;
+	// absent when the upstream never reported one).
+	RateLimit *ratelimit.Budget `json:"rate_limit,omitempty"`
 }
 
 func ts(t time.Time) *time.Time {
@@ -141,7 +145,9 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		adminError(w, id, err)
 		return
 	}
-	httperr.WriteJSON(w, http.StatusOK, View(t))
+	v := View(t)
+	v.RateLimit = s.rateLimit(r.Context(), id)
+	httperr.WriteJSON(w, http.StatusOK, v)
 }
 
 // importBody is PUT /admin/tenants/{id}.
@@ -301,7 +307,9 @@ func (s *Server) refreshWith(w http.ResponseWriter, r *http.Request, do func(con
 		adminError(w, id, err)
 		return
 	}
-	httperr.WriteJSON(w, http.StatusOK, View(t))
+	v := View(t)
+	v.RateLimit = s.rateLimit(r.Context(), id)
+	httperr.WriteJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {

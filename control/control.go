@@ -45,6 +45,9 @@ type Server struct {
 	Provider string
 	// Logger receives the audit log of admin actions; nil means none.
 	Logger *zap.Logger
+	// RateLimits reports tenants' upstream budgets for GET
+	// /admin/tenants/{id}; nil means none shown.
+	RateLimits RateLimits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

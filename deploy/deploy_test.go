@@ -51,6 +51,7 @@ import (
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/config"
 	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/ratelimit"
 )
 
 const (
@@ -1306,6 +1307,7 @@ func metricNames(t *testing.T) map[string]bool {
 	r := &recorder{Registry: prometheus.NewRegistry(), names: map[string]bool{}}
 	auth.NewMetrics(r)
 	proxy.NewMetrics(r)
+	ratelimit.NewMetrics(r)
 	if len(r.names) == 0 {
 		t.Fatal("no lsproxy metrics registered")
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/ratelimit"
 )
 
 // Sentinel errors of the request path, mapped to answers by errorFor.
@@ -26,6 +27,7 @@ func errorFor(tenant string, err error) httperr.Error {
 	e := httperr.Error{Kind: httperr.UpstreamUnavailable, Tenant: tenant}
 	var reauth *auth.ReauthError
 	var unavail *auth.UnavailableError
+	var refused *ratelimit.RefusedError
 	switch {
 	case errors.Is(err, ErrMissingTenant):
 		e.Kind = httperr.MissingTenant
@@ -41,6 +43,8 @@ func errorFor(tenant string, err error) httperr.Error {
 		e.Kind = httperr.UnknownTenant
 	case errors.As(err, &reauth):
 		e.Kind, e.Reason = httperr.ReauthorizationRequired, reauth.Reason
+	case errors.As(err, &refused):
+		e.Kind, e.RetryAfter = httperr.RateLimited, refused.RetryAfter
 	case errors.As(err, &unavail):
 		e.Kind, e.RetryAfter = httperr.TokenUnavailable, unavail.RetryAfter
 	case httperr.IsTimeout(err):

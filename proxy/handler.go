@@ -53,6 +53,9 @@ type Handler struct {
 	Logger *zap.Logger
 	// Metrics; nil means none recorded.
 	Metrics *Metrics
+	// Pacer holds requests to each tenant's upstream budget (pacing.go);
+	// nil means every request is sent at once.
+	Pacer Pacer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
@@ -120,7 +123,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil && h.Authenticate != nil {
 		err = h.Authenticate(r, tenant)
 	}
-	if err != nil {
+	if err == nil {
+		err = h.pace(r, tenant)
+	}
+	if errors.Is(err, context.Canceled) {
+		st.errCode = "client_canceled"
+		sw.WriteHeader(499)
+	} else if err != nil {
 		st.errCode = writeError(sw, tenant, err)
 	} else {
 		st.tenant = tenant

@@ -88,6 +88,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := t.h.Now()
 	resp, err := t.base.RoundTrip(req)
 	st.upstreamTime = t.h.Now().Sub(start)
+	t.h.observe(st.tenant, start, resp)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -126,6 +127,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start = t.h.Now()
 	resp, err = t.base.RoundTrip(retry)
 	st.upstreamTime += t.h.Now().Sub(start)
+	t.h.observe(st.tenant, start, resp)
 	return resp, err
 }
 

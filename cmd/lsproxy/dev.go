@@ -63,6 +63,9 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, RedirectURL: cfg.RedirectURL})
 	emu.Approve(demoTenant)
+	// An R-Series-style bucket (60 units, 1/s, GET 1, writes 10), so the
+	// sandbox shows the rate-limit headers and lsproxy's pacing.
+	emu.SetRateLimit(emulator.RateLimit{BucketSize: 60, DripRate: 1})
 	el, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err

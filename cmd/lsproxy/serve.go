@@ -22,6 +22,7 @@ import (
 	"github.com/lsproxy/lsproxy/internal/logging"
 	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -162,6 +163,15 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		},
 	})
 
+	governor, err := newGovernor(cfg, preset, s, log.Named("ratelimit"), reg)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if governor != nil {
+		oauthClient.HTTPClient.Transport = &ratelimit.TokenTransport{Governor: governor, Base: oauthClient.HTTPClient.Transport}
+	}
+
 	ph := &proxy.Handler{
 		Upstream:      upstream,
 		Tokens:        m,
@@ -177,10 +187,17 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 			s.Close()
 			return nil, err
 		}
-		ph.Authenticate = proxy.NewCallerAuth(keys).Authenticate
+		callers := proxy.NewCallerAuth(keys)
+		ph.Authenticate = callers.Authenticate
+		if governor != nil {
+			governor.CallerKey = callers.KeyID
+		}
 		log.Info("caller authentication on", zap.Int("client_keys", len(keys)))
 	} else if cfg.AllowUnauthenticated {
 		log.Warn("caller authentication off: anyone who reaches the proxy listener can use any tenant", zap.String("listen", cfg.Listen))
+	}
+	if governor != nil {
+		ph.Pacer = governor
 	}
 	if err := ph.Init(); err != nil {
 		s.Close()
@@ -194,6 +211,9 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		Gatherer:   reg,
 		Provider:   preset.Name,
 		Logger:     log.Named("admin"),
+	}
+	if governor != nil {
+		cs.RateLimits = governor
 	}
 	if cfg.RedirectURL != "" {
 		linkKey := sha256.Sum256([]byte("lsproxy onboarding link key\x00" + cfg.EncryptionKey))

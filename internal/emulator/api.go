@@ -93,6 +93,9 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if e.meterAPI(w, r, tenant) {
+		return
+	}
 	resp := apiResponse{
 		Tenant:  tenant,
 		Path:    r.URL.Path,

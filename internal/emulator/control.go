@@ -23,6 +23,8 @@ import (
 //	POST /api-delay?d=DURATION        SetAPIDelay(d)
 //	POST /token-brownout?min=D&max=D&every=D&for=D
 //	                                  SetTokenBrownout (absent = 0; all 0 ends it)
+//	POST /rate-limit?bucket=N&drip=R&burst=N&window_limit=N&window=D   SetRateLimit
+//	POST /throttle?tenant=T&d=DURATION  Throttle(T, now+d)
 //
 // Bad input answers 400; a wrong method 405.
 func (e *Emulator) ControlHandler() http.Handler {
@@ -121,5 +123,6 @@ func (e *Emulator) ControlHandler() http.Handler {
 		e.SetTokenBrownout(b)
 		w.WriteHeader(http.StatusNoContent)
 	})
+	e.rateLimitControl(mux)
 	return mux
 }

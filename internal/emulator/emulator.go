@@ -223,6 +223,8 @@ type Emulator struct {
 	apiDelay     time.Duration
 	brownout     Brownout
 	brownoutFrom time.Time
+
+	rl rateLimiter // ratelimit.go
 }
 
 var _ http.Handler = (*Emulator)(nil)

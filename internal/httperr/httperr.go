@@ -48,6 +48,9 @@ var (
 	TokenUnavailable        = &Kind{Code: "token_unavailable", Status: http.StatusServiceUnavailable, Message: "the access token expired and cannot be refreshed right now; retry later", RetryAfter: true}
 	UpstreamUnavailable     = &Kind{Code: "upstream_unavailable", Status: http.StatusBadGateway, Message: "the upstream could not be reached"}
 	UpstreamTimeout         = &Kind{Code: "upstream_timeout", Status: http.StatusGatewayTimeout, Message: "the upstream did not answer in time"}
+	// RateLimited (SPEC §8): the tenant's upstream budget had no room
+	// within LSPROXY_RATE_LIMIT_WAIT; package ratelimit decides.
+	RateLimited = &Kind{Code: "rate_limited", Status: http.StatusTooManyRequests, Message: "this tenant's Lightspeed rate limit is used up; retry after the Retry-After delay", RetryAfter: true}
 
 	// Control listener (LSPROXY_CONTROL_LISTEN): the admin API. An admin
 	// asking to refresh a flagged tenant gets 409 (the tenant's state

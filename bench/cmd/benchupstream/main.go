@@ -26,6 +26,7 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to serve on (port 0: any free port)")
+	rateHeaders := flag.Bool("rate-limit-headers", false, "send R-Series rate-limit headers (a bucket that never fills) on every answer, so lsproxy governs every tenant")
 	flag.Parse()
 
 	body := responseBody()
@@ -43,12 +44,23 @@ func main() {
 		hd := w.Header()
 		hd["Content-Type"] = []string{"application/json"}
 		hd["Content-Length"] = []string{contentLength}
+		if *rateHeaders {
+			hd["X-Ls-Api-Bucket-Level"] = bucketLevel
+			hd["X-Ls-Api-Drip-Rate"] = dripRate
+		}
 		_, _ = w.Write(body)
 	})
 
 	benchsrv.Serve("benchupstream", *listen, h, 10*time.Minute)
 	fmt.Fprintf(os.Stderr, "benchupstream: served=%d unauthorized=%d body_bytes=%d\n", served.Load(), unauthorized.Load(), len(body))
 }
+
+// A bucket that never fills: every request is governed (one store step)
+// and none is held, so the benchmark measures the governor's cost.
+var (
+	bucketLevel = []string{"1/1000000000"}
+	dripRate    = []string{"1000000000"}
+)
 
 // responseBody builds a K-Series-like list response of about 2 KiB.
 func responseBody() []byte {
