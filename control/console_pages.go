@@ -1,7 +1,9 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -114,7 +116,7 @@ type listBody struct {
 }
 
 // tenants lists tenants in id order: an id substring search, a status
-// filter and paging by the last id shown ("after").
+// filter and paging with listPage ("after" is its opaque cursor).
 func (c *console) tenants(w http.ResponseWriter, r *http.Request, sess session) {
 	q := r.URL.Query()
 	body := listBody{Query: strings.TrimSpace(q.Get("q")), Status: q.Get("status")}
@@ -122,36 +124,35 @@ func (c *console) tenants(w http.ResponseWriter, r *http.Request, sess session) 
 	if body.Status != "" && body.Status != string(store.StatusActive) && body.Status != string(store.StatusReauthorizationRequired) {
 		body.Status = ""
 	}
-	ids, err := c.s.Store.List(r.Context())
+	pos, err := decodeCursor(after)
+	lq := listQuery{limit: consolePageSize, cursor: pos, maxReads: consoleScanLimit}
+	if needle := strings.ToLower(body.Query); needle != "" {
+		lq.match = func(id string) bool { return strings.Contains(strings.ToLower(id), needle) }
+	}
+	var rows []row
+	if err == nil {
+		rows, pos, body.Scanned, err = listPage(r.Context(), c.s.Store, lq, func(_ context.Context, id string) (row, bool, error) {
+			rw, res := c.getRow(r, id)
+			switch {
+			case res.Status == http.StatusNotFound:
+				return row{}, false, nil // deleted meanwhile
+			case res.Status != http.StatusOK:
+				return row{V: TenantView{ID: id}, Raw: map[string]any{"error": res.message()}}, true, nil
+			}
+			return rw, body.Status == "" || string(rw.V.Status) == body.Status, nil
+		})
+	}
+	if errors.Is(err, errBadCursor) {
+		c.pages.fail(w, http.StatusBadRequest, "Invalid page link", "This page link is not one the console made. Start again from the first page.")
+		return
+	}
 	if err != nil {
 		c.pages.fail(w, http.StatusServiceUnavailable, "Store unavailable", "The tenant store did not answer. Try again in a moment.")
 		return
 	}
-	needle := strings.ToLower(body.Query)
-	reads, lastRead := 0, ""
-	for _, id := range ids {
-		if id <= after || (needle != "" && !strings.Contains(strings.ToLower(id), needle)) {
-			continue
-		}
-		if len(body.Rows) == consolePageSize {
-			body.Next = body.Rows[len(body.Rows)-1].V.ID
-			break
-		}
-		if reads == consoleScanLimit {
-			body.Scanned, body.Next = true, lastRead
-			break
-		}
-		reads, lastRead = reads+1, id
-		rw, res := c.getRow(r, id)
-		if res.Status == http.StatusNotFound {
-			continue // deleted meanwhile
-		}
-		if res.Status != http.StatusOK {
-			rw = row{V: TenantView{ID: id}, Raw: map[string]any{"error": res.message()}}
-		} else if body.Status != "" && string(rw.V.Status) != body.Status {
-			continue
-		}
-		body.Rows = append(body.Rows, rw)
+	body.Rows = rows
+	if pos != "" {
+		body.Next = encodeCursor(pos)
 	}
 	body.Counts = c.counts.get(r.Context())
 	c.pages.render(w, http.StatusOK, "tenants", c.data(r, sess, "Tenants", body))

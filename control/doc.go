@@ -8,6 +8,8 @@
 //     Onboarding interface that package onboard implements.
 //   - admin.go: the admin API's tenant endpoints and TenantView, the
 //     token-free view of a tenant.
+//   - list.go: GET /admin/tenants and listPage, the one paging loop (over
+//     store.Lister's cursor, else Store.List) the console lists with too.
 //   - console.go: the operator console under /console/ (routes, security
 //     headers, session and CSRF checks, audit); it acts through the admin
 //     handlers. console_session.go: signed session cookies and CSRF tokens.

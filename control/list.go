@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
@@ -16,14 +19,33 @@ import (
 const (
 	defaultListLimit = 100
 	maxListLimit     = 1000
+	// listReadLimit bounds the records one filtered page reads; a page
+	// that reaches it ends early with a next_cursor to continue from.
+	listReadLimit = 2000
+	// listPageLimit bounds the store pages one request lists, for a
+	// match that rejects ids before any record is read.
+	listPageLimit = 100
 )
 
 // listQuery is GET /admin/tenants?status=&limit=&cursor=.
 type listQuery struct {
 	status store.Status // "" = any
 	limit  int
-	after  string // the last id of the previous page; "" = from the start
+	cursor string // the decoded cursor of the previous page; "" = from the start
+	// match, when not nil, is checked on each id before its record is
+	// read (the console's id search); nil takes every id.
+	match func(id string) bool
+	// maxReads bounds the records one page reads; 0 = listReadLimit.
+	maxReads int
 }
+
+// filtered says whether some ids read may not make the page.
+func (q listQuery) filtered() bool { return q.status != "" || q.match != nil }
+
+// errBadCursor: a list cursor this server did not hand out.
+var errBadCursor = errors.New("control: invalid list cursor")
+
+const badCursorDetail = "cursor is not one this server handed out (use next_cursor unchanged)"
 
 // parseListQuery validates the query; it answers 400 and returns false
 // when invalid.
@@ -42,52 +64,179 @@ func parseListQuery(w http.ResponseWriter, r *http.Request) (listQuery, bool) {
 		}
 		lq.limit = n
 	}
-	if v := q.Get("cursor"); v != "" {
-		b, err := base64.RawURLEncoding.DecodeString(v)
-		if err != nil || !store.ValidTenantID(string(b)) {
-			httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "cursor is not one this server handed out (use next_cursor unchanged)"})
-			return lq, false
-		}
-		lq.after = string(b)
+	c, err := decodeCursor(q.Get("cursor"))
+	if err != nil {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: badCursorDetail})
+		return lq, false
 	}
+	lq.cursor = c
 	return lq, true
 }
 
-// encodeCursor makes the opaque next_cursor from the last id of a page.
-func encodeCursor(lastID string) string { return base64.RawURLEncoding.EncodeToString([]byte(lastID)) }
+// encodeCursor makes an opaque cursor for clients from the position a
+// page ended at.
+func encodeCursor(pos string) string { return base64.RawURLEncoding.EncodeToString([]byte(pos)) }
 
-// listPage returns up to q.limit tenants with q.status, in id order, after
-// q.after, and the id to continue after ("" when no tenant follows). It is
-// the one place the list handler reads the store: over Store.List today
-// (every id, then one Get per candidate), to be replaced by store-side
-// cursor paging.
-func (s *Server) listPage(ctx context.Context, q listQuery) (views []TenantView, last string, err error) {
-	ids, err := s.Store.List(ctx)
+// decodeCursor undoes encodeCursor; it returns errBadCursor for text it
+// did not make. What the position means is checked where it is used.
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || !utf8.Valid(b) {
+		return "", errBadCursor
+	}
+	return string(b), nil
+}
+
+// listPage returns up to q.limit rows and the position to continue from
+// ("" at the end). read turns a candidate id (one q.match takes) into a
+// row; it returns false to leave the id out (gone meanwhile, or not in
+// q.status). A page that reads q.maxReads records ends early with
+// cut=true. It is the one loop both the admin list and the console page
+// with: over store.Lister cursor paging when the store has it, else over
+// Store.List. A position this server did not hand out returns an error
+// wrapping errBadCursor.
+func listPage[R any](ctx context.Context, st store.Store, q listQuery, read func(ctx context.Context, id string) (R, bool, error)) (rows []R, pos string, cut bool, err error) {
+	if q.maxReads == 0 {
+		q.maxReads = listReadLimit
+	}
+	if l, ok := st.(store.Lister); ok {
+		return listLister(ctx, l, q, read)
+	}
+	return listAll(ctx, st, q, read)
+}
+
+// listLister pages with store.Lister. A position is "size.skip.cursor":
+// the store page at cursor read with size, of which the first skip ids
+// were taken. Resuming re-reads that page, so an id deleted from its
+// taken part meanwhile shifts the rest by one (the Lister contract allows
+// missing an id changed meanwhile).
+func listLister[R any](ctx context.Context, l store.Lister, q listQuery, read func(context.Context, string) (R, bool, error)) ([]R, string, bool, error) {
+	size, skip, cur, err := parseListerPos(q.cursor)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
-	start, _ := slices.BinarySearch(ids, q.after)
-	if start < len(ids) && ids[start] == q.after {
-		start++
-	}
-	views = make([]TenantView, 0, min(q.limit, len(ids)-start))
-	for i := start; i < len(ids); i++ {
-		if len(views) == q.limit {
-			return views, ids[i-1], nil
+	rows := make([]R, 0, min(q.limit, 64))
+	reads := 0
+	for pages := 0; ; pages++ {
+		if skip == 0 {
+			// A fresh page: exactly what is missing when every id
+			// makes the page, else a bigger read to save round trips.
+			size = q.limit - len(rows)
+			if q.filtered() {
+				size = min(store.MaxPageLimit, max(4*size, 100))
+			}
 		}
-		t, err := s.Store.Get(ctx, ids[i])
-		if errors.Is(err, store.ErrNotFound) {
-			continue // deleted meanwhile
+		if pages == listPageLimit {
+			return rows, listerPos(size, skip, cur), true, nil
+		}
+		ids, next, err := l.ListPage(ctx, cur, size)
+		if errors.Is(err, store.ErrInvalidCursor) {
+			return nil, "", false, fmt.Errorf("%w: %w", errBadCursor, err)
 		}
 		if err != nil {
-			return nil, "", err
+			return nil, "", false, err
 		}
-		if q.status != "" && t.Status != q.status {
+		for i := skip; i < len(ids); i++ {
+			if len(rows) == q.limit || reads == q.maxReads {
+				return rows, listerPos(size, i, cur), reads == q.maxReads && len(rows) < q.limit, nil
+			}
+			if q.match != nil && !q.match(ids[i]) {
+				continue
+			}
+			reads++
+			r, keep, err := read(ctx, ids[i])
+			if err != nil {
+				return nil, "", false, err
+			}
+			if keep {
+				rows = append(rows, r)
+			}
+		}
+		if next == "" {
+			return rows, "", false, nil
+		}
+		cur, skip = next, 0
+		if len(rows) == q.limit {
+			return rows, listerPos(size, 0, cur), false, nil
+		}
+		if reads == q.maxReads {
+			return rows, listerPos(size, 0, cur), true, nil
+		}
+	}
+}
+
+func listerPos(size, skip int, cursor string) string {
+	return strconv.Itoa(size) + "." + strconv.Itoa(skip) + "." + cursor
+}
+
+// parseListerPos reads a listerPos; "" is the start.
+func parseListerPos(pos string) (size, skip int, cursor string, err error) {
+	if pos == "" {
+		return 0, 0, "", nil
+	}
+	parts := strings.SplitN(pos, ".", 3)
+	if len(parts) != 3 {
+		return 0, 0, "", errBadCursor
+	}
+	size, err1 := strconv.Atoi(parts[0])
+	skip, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil || size < 1 || size > store.MaxPageLimit || skip < 0 || skip >= size {
+		return 0, 0, "", errBadCursor
+	}
+	return size, skip, parts[2], nil
+}
+
+// listAll is listPage over Store.List (every id, sorted), for a store
+// without store.Lister. A position is the last id taken.
+func listAll[R any](ctx context.Context, st store.Store, q listQuery, read func(context.Context, string) (R, bool, error)) ([]R, string, bool, error) {
+	if q.cursor != "" && !store.ValidTenantID(q.cursor) {
+		return nil, "", false, errBadCursor
+	}
+	ids, err := st.List(ctx)
+	if err != nil {
+		return nil, "", false, err
+	}
+	start, _ := slices.BinarySearch(ids, q.cursor)
+	if start < len(ids) && ids[start] == q.cursor {
+		start++
+	}
+	rows := make([]R, 0, min(q.limit, len(ids)-start))
+	reads := 0
+	for i := start; i < len(ids); i++ {
+		if len(rows) == q.limit || reads == q.maxReads {
+			return rows, ids[i-1], reads == q.maxReads && len(rows) < q.limit, nil
+		}
+		if q.match != nil && !q.match(ids[i]) {
 			continue
 		}
-		views = append(views, View(t))
+		reads++
+		r, keep, err := read(ctx, ids[i])
+		if err != nil {
+			return nil, "", false, err
+		}
+		if keep {
+			rows = append(rows, r)
+		}
 	}
-	return views, "", nil
+	return rows, "", false, nil
+}
+
+// readView is the admin list's read: the tenant's view when it has
+// q.status.
+func (s *Server) readView(status store.Status) func(context.Context, string) (TenantView, bool, error) {
+	return func(ctx context.Context, id string) (TenantView, bool, error) {
+		t, err := s.Store.Get(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return TenantView{}, false, nil // deleted meanwhile
+		}
+		if err != nil {
+			return TenantView{}, false, err
+		}
+		if status != "" && t.Status != status {
+			return TenantView{}, false, nil
+		}
+		return View(t), true, nil
+	}
 }
 
 // listResponse is the body of GET /admin/tenants.
@@ -102,14 +251,18 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	views, last, err := s.listPage(r.Context(), q)
+	views, pos, _, err := listPage(r.Context(), s.Store, q, s.readView(q.status))
+	if errors.Is(err, errBadCursor) {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: badCursorDetail})
+		return
+	}
 	if err != nil {
 		adminError(w, "", err)
 		return
 	}
 	resp := listResponse{Tenants: views}
-	if last != "" {
-		resp.NextCursor = encodeCursor(last)
+	if pos != "" {
+		resp.NextCursor = encodeCursor(pos)
 	}
 	httperr.WriteJSON(w, http.StatusOK, resp)
 }

@@ -4,11 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -129,5 +135,84 @@ func TestControlRequestID(t *testing.T) {
 	}
 	if _, _, hdr := f.call(t, "GET", "/healthz", "", ""); hdr.Get("X-Request-Id") == "" {
 		t.Fatal("healthz without X-Request-Id")
+	}
+}
+
+// TestListPagingRedis: on Redis the list pages through the store's own
+// cursor (shard order, not id order): every tenant exactly once, with and
+// without a status filter; a page that reaches its read bound ends early
+// with a cursor that continues; a store cursor this server did not hand
+// out is a 400.
+func TestListPagingRedis(t *testing.T) {
+	ctx := context.Background()
+	keys, _ := store.NewKeyring([]byte(strings.Repeat("c", 32)))
+	rs := store.NewRedis(testredis.Start(t).Client(), store.RedisOptions{Keys: keys})
+	var all, flagged []string
+	for i := range 60 {
+		id := fmt.Sprintf("shop-%02d", i)
+		tn := &store.Tenant{ID: id, RefreshToken: "rt-" + id, Status: store.StatusActive, CreatedAt: time.Now()}
+		if i%7 == 0 {
+			tn.Status, tn.Reason = store.StatusReauthorizationRequired, "invalid_grant"
+			flagged = append(flagged, id)
+		}
+		if _, err := rs.Put(ctx, tn, 0); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, id)
+	}
+	cs := &Server{Store: rs, Tokens: &fakeTokens{}, AdminToken: adminToken, Gatherer: prometheus.NewRegistry(), Logger: zap.NewNop()}
+	srv := httptest.NewServer(cs.Handler())
+	t.Cleanup(srv.Close)
+	f := &fixture{srv: srv}
+	same := func(name string, got, want []string) {
+		t.Helper()
+		got = slices.Clone(got)
+		slices.Sort(got)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s: %v, want %v", name, got, want)
+		}
+	}
+	ids, pages := f.listAll(t, url.Values{"limit": {"10"}})
+	same("unfiltered", ids, all)
+	if pages < 6 {
+		t.Errorf("unfiltered: %d pages of 10 for 60 tenants", pages)
+	}
+	ids, _ = f.listAll(t, url.Values{"limit": {"2"}, "status": {"reauthorization_required"}})
+	same("flagged", ids, flagged)
+	ids, _ = f.listAll(t, url.Values{"limit": {"7"}, "status": {"active"}})
+	if len(ids) != len(all)-len(flagged) {
+		t.Errorf("active: %d tenants, want %d", len(ids), len(all)-len(flagged))
+	}
+
+	// A read bound of 5 records: pages end early, yet every flagged tenant
+	// comes out once over the continued pages.
+	var got []string
+	q := listQuery{status: store.StatusReauthorizationRequired, limit: 100, maxReads: 5}
+	for n := 0; ; n++ {
+		if n == 100 {
+			t.Fatal("bounded listing did not end")
+		}
+		views, pos, cut, err := listPage(ctx, rs, q, cs.readView(q.status))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pos != "" && !cut {
+			t.Fatalf("page %d ended before the limit without being cut", n)
+		}
+		for _, v := range views {
+			got = append(got, v.ID)
+		}
+		if pos == "" {
+			break
+		}
+		q.cursor = pos
+	}
+	same("bounded flagged", got, flagged)
+
+	for _, c := range []string{encodeCursor("5.0.x.y"), encodeCursor("5.5.0.0.0"), encodeCursor("0.0.0.0.0"), encodeCursor("5.0.-1.0.0")} {
+		code, body, hdr := f.call(t, "GET", "/admin/tenants?cursor="+c, adminToken, "")
+		if code != 400 || hdr.Get("X-Lsproxy-Error") != "bad_request" || !strings.Contains(body, "cursor") {
+			t.Errorf("cursor %s: %d %s", c, code, body)
+		}
 	}
 }
