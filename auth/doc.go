@@ -16,6 +16,8 @@
 //	              earlier mark, mark (acknowledged by replicas), grant with a
 //	              full token_timeout, fenced write retried while the process
 //	              lives, invalid_grant after a re-read, undo
+//	refresh_answer.go  answers from a record without a refresh: useStored
+//	              (flagged, refreshed elsewhere, fresh), staleOrUnavailable
 //	lease.go      the holder's lease: lock renewal, re-taking a lost lock,
 //	              the mark heartbeat while a successor holds it
 //	guard.go      the mass-invalid_grant guard (rule 15)

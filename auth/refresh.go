@@ -25,7 +25,8 @@ import (
 //	4  storeGrant      the fenced write, retried for as long as we live
 //	6  rejected        invalid_grant: flag only after a re-read (and the guard)
 //	7  undoMark        a transient failure: the token was not consumed
-// Helpers follow in call order; guard.go, lease.go and manager.go hold the rest.
+// Helpers follow in call order; refresh_answer.go (useStored,
+// staleOrUnavailable), guard.go, lease.go and manager.go hold the rest.
 
 // Timing of the protocol (see also defaults.go).
 const (
@@ -469,44 +470,3 @@ var errRaced = errors.New("auth: tenant record changed meanwhile")
 
 // errGuardHeld: an invalid_grant was not acted on (see grantGuard).
 var errGuardHeld = errors.New("the token endpoint rejects the refresh tokens of many tenants: not acted on, tokens kept (check client id, secret, environment, token URL)")
-
-// useStored decides from a record alone when it can: a flagged tenant, a
-// token another process already refreshed, or a fresh one. It returns
-// done=false when the record must be refreshed.
-func (m *Manager) useStored(rec *store.Tenant, w want) (Token, bool, error) {
-	if rec.Status == store.StatusReauthorizationRequired {
-		if w.retry && rec.RefreshToken != "" {
-			return Token{}, false, nil
-		}
-		re := &ReauthError{Tenant: rec.ID, Reason: rec.Reason, Since: rec.FlaggedAt}
-		m.remember(rec, re, time.Time{})
-		return Token{}, true, re
-	}
-	now := m.now()
-	if w.force && rec.AccessToken == w.used && !rec.LastRefreshAt.IsZero() && now.Sub(rec.LastRefreshAt) < w.minAge {
-		return m.remember(rec, nil, time.Time{}), true, nil
-	}
-	if w.force && rec.AccessToken == w.used {
-		return Token{}, false, nil
-	}
-	if w.force && now.Before(rec.AccessExpiresAt) {
-		return m.remember(rec, nil, time.Time{}), true, nil // someone already replaced the used token
-	}
-	if m.fresh(rec.AccessExpiresAt, now) {
-		return m.remember(rec, nil, time.Time{}), true, nil
-	}
-	return Token{}, false, nil
-}
-
-// staleOrUnavailable answers after a failure: a still-valid access token
-// keeps being served (and is not retried for a second), else
-// *UnavailableError (503 token_unavailable).
-func (m *Manager) staleOrUnavailable(rec *store.Tenant, cause error) (Token, error) {
-	if ue := (*UnavailableError)(nil); errors.As(cause, &ue) {
-		cause = ue.Err
-	}
-	if m.usable(rec.AccessExpiresAt) && rec.AccessToken != "" {
-		return m.remember(rec, nil, m.now().Add(time.Second)), nil
-	}
-	return Token{}, &UnavailableError{Tenant: rec.ID, RetryAfter: min(m.opts.BreakerOpenFor, 5*time.Second), Err: cause}
-}
