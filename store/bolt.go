@@ -16,7 +16,6 @@ import (
 )
 
 var _ Store = (*Bolt)(nil)
-var _ Lock = (*boltLock)(nil)
 
 // BoltFile is the name of the data file in the directory given to OpenBolt.
 const BoltFile = "lsproxy.db"
@@ -28,10 +27,6 @@ var (
 
 // oncePurgeInterval is how often PutOnce sweeps expired one-time values.
 const oncePurgeInterval = time.Minute
-
-// maxIdleLocks is how many lock entries may accumulate before TryLock
-// sweeps expired ones.
-const maxIdleLocks = 1024
 
 // Bolt is a Store in one bbolt file, for a single process: the file is
 // locked while open, locks are held in memory and Subscribe sees only this
@@ -62,11 +57,6 @@ type Bolt struct {
 	subs    map[*boltSub]struct{}
 	closed  bool
 	closing chan struct{}
-}
-
-type boltLockEntry struct {
-	owner   string
-	expires time.Time
 }
 
 type boltSub struct {
@@ -278,93 +268,6 @@ func (b *Bolt) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("store: bolt delete tenant %q: %w", id, err)
 	}
 	b.notify(id)
-	return nil
-}
-
-// TryLock takes the named in-memory lock for ttl or returns ErrLockHeld.
-func (b *Bolt) TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error) {
-	if err := errCtx(ctx); err != nil {
-		return nil, err
-	}
-	if name == "" {
-		return nil, errors.New("store: lock name is empty")
-	}
-	if ttl <= 0 {
-		return nil, fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
-	}
-	owner, err := newOwnerToken()
-	if err != nil {
-		return nil, err
-	}
-	b.lockMu.Lock()
-	defer b.lockMu.Unlock()
-	now := b.now()
-	if e, ok := b.locks[name]; ok && now.Before(e.expires) {
-		return nil, fmt.Errorf("%w: %q", ErrLockHeld, name)
-	}
-	if len(b.locks) >= maxIdleLocks {
-		for n, e := range b.locks {
-			if !now.Before(e.expires) {
-				delete(b.locks, n)
-			}
-		}
-	}
-	b.locks[name] = boltLockEntry{owner: owner, expires: now.Add(ttl)}
-	return &boltLock{b: b, name: name, owner: owner}, nil
-}
-
-// PeekLock reports whether the named in-memory lock is held.
-func (b *Bolt) PeekLock(ctx context.Context, name string) (bool, error) {
-	if err := errCtx(ctx); err != nil {
-		return false, err
-	}
-	b.lockMu.Lock()
-	defer b.lockMu.Unlock()
-	e, ok := b.locks[name]
-	return ok && b.now().Before(e.expires), nil
-}
-
-type boltLock struct {
-	b     *Bolt
-	name  string
-	owner string
-}
-
-// Refresh extends the lock to ttl from now, or returns ErrLockLost.
-func (l *boltLock) Refresh(ctx context.Context, ttl time.Duration) error {
-	if err := errCtx(ctx); err != nil {
-		return err
-	}
-	if ttl <= 0 {
-		return fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
-	}
-	b := l.b
-	b.lockMu.Lock()
-	defer b.lockMu.Unlock()
-	now := b.now()
-	e, ok := b.locks[l.name]
-	if !ok || e.owner != l.owner || !now.Before(e.expires) {
-		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
-	}
-	e.expires = now.Add(ttl)
-	b.locks[l.name] = e
-	return nil
-}
-
-// Release frees the lock if this owner still holds it, or returns
-// ErrLockLost (and leaves a new owner's lock alone).
-func (l *boltLock) Release(ctx context.Context) error {
-	b := l.b
-	b.lockMu.Lock()
-	defer b.lockMu.Unlock()
-	e, ok := b.locks[l.name]
-	if !ok || e.owner != l.owner {
-		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
-	}
-	delete(b.locks, l.name)
-	if !b.now().Before(e.expires) {
-		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
-	}
 	return nil
 }
 

@@ -13,6 +13,7 @@
 //   - seal.go: the Keyring: AES-256-GCM sealing with key rotation.
 //   - rekey.go: Rekey, re-sealing every record with the primary key.
 //   - redis.go: the Redis backend; its Lua scripts are in lua/.
+//     redis_lock.go: its named locks (TryLock, PeekLock, renewal, release).
 //   - redisconn.go: connecting to Redis (URL, Sentinel, Cluster, TLS),
 //     password redaction, fail-fast retries.
 //   - redis_index.go: the Redis tenant index over 256 hash-tagged shards,
@@ -22,5 +23,6 @@
 //   - index.go: the Lister contract (paging, due tenants) of both backends.
 //   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
 //     (WAIT).
-//   - bolt.go: the bbolt backend; bolt_index.go its due index and paging.
+//   - bolt.go: the bbolt backend; bolt_index.go its due index and paging;
+//     bolt_lock.go its in-memory named locks.
 package store
