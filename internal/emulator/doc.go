@@ -18,13 +18,16 @@
 // authorization redirects, IssueGrant and the control handler's /grant).
 //
 // Files:
-//   - emulator.go: Emulator, its Config, modes, Stats and fault switches.
-//   - oauth.go: the authorize and token endpoints (codes, PKCE, client
-//     authentication, rotating single-use refresh tokens).
-//   - brownout.go: a degraded token endpoint (slow answers, 503 bursts,
-//     grants committed before a late answer).
-//   - api.go: the API endpoints behind bearer tokens.
+//   - emulator.go: Emulator, its Config, modes and fault switches.
+//   - stats.go: Stats and the per-tenant counts.
+//   - oauth.go: the authorize and token endpoints (codes, PKCE, rotating
+//     single-use refresh tokens). oauth_checks.go: client authentication
+//     per mode and the checks of redirect URI, PKCE and scope.
 //   - brownout.go: SetTokenBrownout, a degraded token endpoint (slow answers
 //     whose grants are committed first, 503 bursts).
+//   - api.go: the API endpoints behind bearer tokens.
+//   - accounts.go: merchant accounts, users and locations; the identity
+//     endpoints.
+//   - ratelimit.go: RateLimit, the per-tenant API rate-limit buckets.
 //   - control.go: ControlHandler, the knobs over HTTP for cmd/lsemulator.
 package emulator

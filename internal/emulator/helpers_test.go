@@ -2,7 +2,6 @@ package emulator_test
 
 import (
 	"encoding/json"
-	"github.com/lsproxy/lsproxy/internal/testclock"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lsproxy/lsproxy/internal/testclock"
 
 	"github.com/lsproxy/lsproxy/internal/emulator"
 )
