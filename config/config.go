@@ -12,12 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/lsproxy/lsproxy/auth"
-	"github.com/lsproxy/lsproxy/onboard"
-	"github.com/lsproxy/lsproxy/store"
 )
 
 // EnvPrefix is the prefix of every environment variable lsproxy reads.
@@ -198,56 +193,6 @@ type Config struct {
 	// ControlTLSCertFile and ControlTLSKeyFile do the same for the control listener.
 	ControlTLSCertFile string `yaml:"control_tls_cert_file" env:"CONTROL_TLS_CERT_FILE"`
 	ControlTLSKeyFile  string `yaml:"control_tls_key_file" env:"CONTROL_TLS_KEY_FILE"`
-}
-
-// Default returns the built-in defaults.
-func Default() Config {
-	return Config{
-		Listen:                     "127.0.0.1:8080",
-		ControlListen:              "127.0.0.1:8081",
-		Provider:                   "k-series",
-		Environment:                "production",
-		RedisKeyPrefix:             store.DefaultRedisPrefix,
-		DataDir:                    "./data",
-		TenantHeader:               "X-Tenant",
-		LocationHeader:             "X-Location",
-		RefreshBefore:              auth.DefaultRefreshBefore,
-		LogLevel:                   "info",
-		LogFormat:                  "json",
-		UpstreamTimeout:            30 * time.Second,
-		TokenTimeout:               auth.DefaultTokenTimeout,
-		ReadHeaderTimeout:          10 * time.Second,
-		IdleTimeout:                120 * time.Second,
-		ShutdownTimeout:            25 * time.Second,
-		MaxReplayBodyBytes:         1 << 20,
-		MaxHeaderBytes:             64 << 10,
-		BreakerFailures:            auth.DefaultBreakerFailures,
-		BreakerOpenFor:             auth.DefaultBreakerOpenFor,
-		LockTTL:                    DefaultLockTTL,
-		RedisWaitReplicas:          1,
-		RedisWaitTimeout:           time.Second,
-		InvalidGrantGuardThreshold: auth.DefaultGuardThreshold,
-		InvalidGrantGuardWindow:    auth.DefaultGuardWindow,
-		CacheTTL:                   auth.DefaultCacheTTL,
-		StateTTL:                   onboard.DefaultStateTTL,
-		AuthorizeLinkTTL:           onboard.DefaultLinkTTL,
-		ConsoleSessionIdle:         15 * time.Minute, // control.DefaultConsoleIdle (config may not import control)
-		RefresherInterval:          auth.DefaultRefresherInterval,
-		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
-		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
-		RateLimitWait:              time.Second,
-	}
-}
-
-// DefaultLockTTL is lock_ttl's default: the manager's.
-const DefaultLockTTL = auth.DefaultLockTTL
-
-// EffectiveLockTTL returns LockTTL, or DefaultLockTTL when LockTTL is 0.
-func (c Config) EffectiveLockTTL() time.Duration {
-	if c.LockTTL > 0 {
-		return c.LockTTL
-	}
-	return DefaultLockTTL
 }
 
 // field describes one Config field's names.
@@ -471,87 +416,6 @@ func yamlKeys() []string {
 		out[i] = f.key
 	}
 	return out
-}
-
-// environMap turns "KEY=value" lines into a map; the first occurrence of a
-// key wins, as with os.Getenv. It never returns nil (env.Options treats a nil
-// Environment as "read the process environment").
-func environMap(environ []string) map[string]string {
-	m := make(map[string]string)
-	for _, kv := range environ {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(k, EnvPrefix) {
-			continue
-		}
-		if _, dup := m[k]; !dup {
-			m[k] = v
-		}
-	}
-	return m
-}
-
-// splitList splits on whitespace and commas, dropping empty items.
-func splitList(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool {
-		return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
-	})
-}
-
-func (c *Config) loadEnv(envMap map[string]string) []error {
-	var errs []error
-	// Secrets: both forms in the environment is an error; one form in the
-	// environment replaces either form from the file.
-	for _, s := range secrets {
-		v, f := envMap[byName[s.value].env], envMap[byName[s.file].env]
-		switch {
-		case v != "" && f != "":
-			errs = append(errs, fmt.Errorf("%w: %s and %s are both set; use one",
-				ErrSecretConflict, byName[s.value].env, byName[s.file].env))
-		case v != "":
-			*c.str(s.file) = ""
-		case f != "":
-			*c.str(s.value) = ""
-		}
-	}
-
-	// ClientKeys contain commas, so they are split on whitespace only and
-	// kept away from the generic []string parser.
-	clientKeysEnv := byName["ClientKeys"].env
-	rest := make(map[string]string, len(envMap))
-	for k, v := range envMap {
-		if k != clientKeysEnv {
-			rest[k] = v
-		}
-	}
-	if v := envMap[clientKeysEnv]; strings.TrimSpace(v) != "" {
-		c.ClientKeys = strings.Fields(v)
-	}
-
-	err := env.ParseWithOptions(c, env.Options{
-		Prefix:      EnvPrefix,
-		Environment: rest,
-		FuncMap: map[reflect.Type]env.ParserFunc{
-			reflect.TypeFor[[]string](): func(v string) (any, error) { return splitList(v), nil },
-		},
-	})
-	if err == nil {
-		return errs
-	}
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return append(errs, fmt.Errorf("%w: %w", ErrEnv, err))
-	}
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if errors.As(e, &pe) {
-			if _, ok := byName[pe.Name]; ok {
-				errs = append(errs, fmt.Errorf("%w: %s: %w", ErrEnv, names(pe.Name), pe.Err))
-				continue
-			}
-		}
-		errs = append(errs, fmt.Errorf("%w: %w", ErrEnv, e))
-	}
-	return errs
 }
 
 func (c *Config) readSecretFiles() []error {

@@ -12,7 +12,10 @@
 // method in this package is safe for concurrent use.
 //
 // Files:
-//   - config.go: Config, Default, Load (YAML, environment, *_FILE secrets).
+//   - config.go: Config, its field names, Load (YAML file, *_FILE secrets).
+//   - defaults.go: Default and DefaultLockTTL.
+//   - env.go: reading LSPROXY_* environment variables.
+//   - unknown.go: UnknownEnv, LSPROXY_* variables that name no option.
 //   - validate.go: Validate, reporting every problem at once.
 //   - redact.go: Redacted, a copy safe to print.
 package config

@@ -1,0 +1,59 @@
+package config
+
+import (
+	"time"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/onboard"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		Listen:                     "127.0.0.1:8080",
+		ControlListen:              "127.0.0.1:8081",
+		Provider:                   "k-series",
+		Environment:                "production",
+		RedisKeyPrefix:             store.DefaultRedisPrefix,
+		DataDir:                    "./data",
+		TenantHeader:               "X-Tenant",
+		LocationHeader:             "X-Location",
+		RefreshBefore:              auth.DefaultRefreshBefore,
+		LogLevel:                   "info",
+		LogFormat:                  "json",
+		UpstreamTimeout:            30 * time.Second,
+		TokenTimeout:               auth.DefaultTokenTimeout,
+		ReadHeaderTimeout:          10 * time.Second,
+		IdleTimeout:                120 * time.Second,
+		ShutdownTimeout:            25 * time.Second,
+		MaxReplayBodyBytes:         1 << 20,
+		MaxHeaderBytes:             64 << 10,
+		BreakerFailures:            auth.DefaultBreakerFailures,
+		BreakerOpenFor:             auth.DefaultBreakerOpenFor,
+		LockTTL:                    DefaultLockTTL,
+		RedisWaitReplicas:          1,
+		RedisWaitTimeout:           time.Second,
+		InvalidGrantGuardThreshold: auth.DefaultGuardThreshold,
+		InvalidGrantGuardWindow:    auth.DefaultGuardWindow,
+		CacheTTL:                   auth.DefaultCacheTTL,
+		StateTTL:                   onboard.DefaultStateTTL,
+		AuthorizeLinkTTL:           onboard.DefaultLinkTTL,
+		ConsoleSessionIdle:         15 * time.Minute, // control.DefaultConsoleIdle (config may not import control)
+		RefresherInterval:          auth.DefaultRefresherInterval,
+		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
+		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
+		RateLimitWait:              time.Second,
+	}
+}
+
+// DefaultLockTTL is lock_ttl's default: the manager's.
+const DefaultLockTTL = auth.DefaultLockTTL
+
+// EffectiveLockTTL returns LockTTL, or DefaultLockTTL when LockTTL is 0.
+func (c Config) EffectiveLockTTL() time.Duration {
+	if c.LockTTL > 0 {
+		return c.LockTTL
+	}
+	return DefaultLockTTL
+}
