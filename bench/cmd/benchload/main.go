@@ -15,6 +15,12 @@
 // records a latency histogram and, for the processes given by -pids, CPU
 // seconds (utime+stime from /proc/PID/stat) and peak RSS (VmHWM); with
 // -redis it counts Redis commands (INFO commandstats) during the run.
+//
+// Files: main.go (subcommands), run.go (the load and its measurement),
+// sample.go (CPU, RSS, Redis and emulator counters), hist.go (latency
+// histogram), report.go (merging results, the Markdown report),
+// report_input.go (reading results, metadata and go test -bench output),
+// chart.go (the SVG chart), util.go (freeport, wait, import).
 package main
 
 import (
