@@ -115,19 +115,18 @@ func listLister[R any](ctx context.Context, l store.Lister, q listQuery, read fu
 	if err != nil {
 		return nil, "", false, err
 	}
-	rows := make([]R, 0, min(q.limit, 64))
-	reads := 0
+	f := filler[R]{q: q, read: read, rows: make([]R, 0, min(q.limit, 64))}
 	for pages := 0; ; pages++ {
 		if skip == 0 {
 			// A fresh page: exactly what is missing when every id
 			// makes the page, else a bigger read to save round trips.
-			size = q.limit - len(rows)
+			size = q.limit - len(f.rows)
 			if q.filtered() {
 				size = min(store.MaxPageLimit, max(4*size, 100))
 			}
 		}
 		if pages == listPageLimit {
-			return rows, listerPos(size, skip, cur), true, nil
+			return f.rows, listerPos(size, skip, cur), true, nil
 		}
 		ids, next, err := l.ListPage(ctx, cur, size)
 		if errors.Is(err, store.ErrInvalidCursor) {
@@ -137,30 +136,19 @@ func listLister[R any](ctx context.Context, l store.Lister, q listQuery, read fu
 			return nil, "", false, err
 		}
 		for i := skip; i < len(ids); i++ {
-			if len(rows) == q.limit || reads == q.maxReads {
-				return rows, listerPos(size, i, cur), reads == q.maxReads && len(rows) < q.limit, nil
+			if f.full() {
+				return f.rows, listerPos(size, i, cur), f.cut(), nil
 			}
-			if q.match != nil && !q.match(ids[i]) {
-				continue
-			}
-			reads++
-			r, keep, err := read(ctx, ids[i])
-			if err != nil {
+			if err := f.add(ctx, ids[i]); err != nil {
 				return nil, "", false, err
-			}
-			if keep {
-				rows = append(rows, r)
 			}
 		}
 		if next == "" {
-			return rows, "", false, nil
+			return f.rows, "", false, nil
 		}
 		cur, skip = next, 0
-		if len(rows) == q.limit {
-			return rows, listerPos(size, 0, cur), false, nil
-		}
-		if reads == q.maxReads {
-			return rows, listerPos(size, 0, cur), true, nil
+		if f.full() {
+			return f.rows, listerPos(size, 0, cur), f.cut(), nil
 		}
 	}
 }
@@ -200,25 +188,45 @@ func listAll[R any](ctx context.Context, st store.Store, q listQuery, read func(
 	if start < len(ids) && ids[start] == q.cursor {
 		start++
 	}
-	rows := make([]R, 0, min(q.limit, len(ids)-start))
-	reads := 0
+	f := filler[R]{q: q, read: read, rows: make([]R, 0, min(q.limit, len(ids)-start))}
 	for i := start; i < len(ids); i++ {
-		if len(rows) == q.limit || reads == q.maxReads {
-			return rows, ids[i-1], reads == q.maxReads && len(rows) < q.limit, nil
+		if f.full() {
+			return f.rows, ids[i-1], f.cut(), nil
 		}
-		if q.match != nil && !q.match(ids[i]) {
-			continue
-		}
-		reads++
-		r, keep, err := read(ctx, ids[i])
-		if err != nil {
+		if err := f.add(ctx, ids[i]); err != nil {
 			return nil, "", false, err
 		}
-		if keep {
-			rows = append(rows, r)
-		}
 	}
-	return rows, "", false, nil
+	return f.rows, "", false, nil
+}
+
+// filler fills one page: it reads the ids q.match takes until q.limit
+// rows were kept or q.maxReads records were read.
+type filler[R any] struct {
+	q     listQuery
+	read  func(context.Context, string) (R, bool, error)
+	rows  []R
+	reads int
+}
+
+// full says whether the page is done.
+func (f *filler[R]) full() bool { return len(f.rows) == f.q.limit || f.reads == f.q.maxReads }
+
+// cut says whether the read bound ended the page before q.limit rows.
+func (f *filler[R]) cut() bool { return f.reads == f.q.maxReads && len(f.rows) < f.q.limit }
+
+// add reads id when q.match takes it and keeps its row when read does;
+// it returns read's error.
+func (f *filler[R]) add(ctx context.Context, id string) error {
+	if f.q.match != nil && !f.q.match(id) {
+		return nil
+	}
+	f.reads++
+	r, keep, err := f.read(ctx, id)
+	if err == nil && keep {
+		f.rows = append(f.rows, r)
+	}
+	return err
 }
 
 // readView is the admin list's read: the tenant's view when it has

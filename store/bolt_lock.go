@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -26,13 +25,7 @@ func (b *Bolt) TryLock(ctx context.Context, name string, ttl time.Duration) (Loc
 	if err := errCtx(ctx); err != nil {
 		return nil, err
 	}
-	if name == "" {
-		return nil, errors.New("store: lock name is empty")
-	}
-	if ttl <= 0 {
-		return nil, fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
-	}
-	owner, err := newOwnerToken()
+	owner, err := newLockOwner(name, ttl)
 	if err != nil {
 		return nil, err
 	}

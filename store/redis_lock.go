@@ -32,13 +32,7 @@ var (
 // its key of earlier versions (legacyLockKey), so replicas of both versions
 // exclude each other during a rolling upgrade.
 func (r *Redis) TryLock(ctx context.Context, name string, ttl time.Duration) (Lock, error) {
-	if name == "" {
-		return nil, errors.New("store: lock name is empty")
-	}
-	if ttl <= 0 {
-		return nil, fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
-	}
-	owner, err := newOwnerToken()
+	owner, err := newLockOwner(name, ttl)
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +127,18 @@ func (l *redisLock) Release(ctx context.Context) error {
 		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
 	}
 	return nil
+}
+
+// newLockOwner checks TryLock's arguments (both backends) and returns a
+// random 128-bit owner token.
+func newLockOwner(name string, ttl time.Duration) (string, error) {
+	if name == "" {
+		return "", errors.New("store: lock name is empty")
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
+	}
+	return newOwnerToken()
 }
 
 func newOwnerToken() (string, error) {
