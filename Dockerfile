@@ -4,7 +4,8 @@
 # non-root user, with CA certificates (for the Lightspeed API, the token
 # endpoint and rediss://) and a HEALTHCHECK that needs no shell tools.
 #
-#   docker build --build-arg VERSION=$(git describe --tags --always) -t lsproxy .
+#   docker build --build-arg VERSION=$(git describe --tags --always) \
+#     --build-arg REVISION=$(git rev-parse HEAD) -t lsproxy .
 #   docker run --rm lsproxy version
 #
 # The image binds both listeners on 0.0.0.0 (LSPROXY_LISTEN,
@@ -26,12 +27,15 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev
+# The commit: .git is not in the build context (.dockerignore), so the Go
+# toolchain cannot stamp it (GOFLAGS=-buildvcs=false); ldflags do.
+ARG REVISION=unknown
 # Set by BuildKit for the target platform (docker buildx --platform ...).
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64
 ENV CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} GOFLAGS=-buildvcs=false
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/lsproxy ./cmd/lsproxy
+    go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /out/lsproxy ./cmd/lsproxy
 # The embedded store's directory, owned by the runtime user (distroless has no mkdir).
 RUN mkdir -p /out/data
 
@@ -40,10 +44,12 @@ RUN mkdir -p /out/data
 # gcr.io/distroless/static-debian12:nonroot@sha256:...
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
+ARG REVISION=unknown
 LABEL org.opencontainers.image.title="lsproxy" \
       org.opencontainers.image.description="Reverse proxy that injects Lightspeed OAuth2 bearer tokens per tenant" \
       org.opencontainers.image.source="https://github.com/lsproxy/lsproxy" \
-      org.opencontainers.image.version="${VERSION}"
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=build /out/lsproxy /usr/local/bin/lsproxy
 COPY --from=build --chown=65532:65532 /out/data /data
 ENV LSPROXY_LISTEN=0.0.0.0:8080 \

@@ -125,7 +125,7 @@ func (m *Manager) revalidate(tenant string, e *cacheEntry) {
 			re := &ReauthError{Tenant: rec.ID, Reason: rec.Reason, Since: rec.FlaggedAt}
 			m.cache[tenant] = newEntry(e, Token{}, now, time.Time{}, re)
 		case m.fresh(rec.AccessExpiresAt, now):
-			tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version}
+			tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version, DomainPrefix: rec.Extra["domain_prefix"]}
 			m.cache[tenant] = newEntry(e, tok, now, time.Time{}, nil)
 		default:
 			// Due for a refresh: the next request takes the slow path.
@@ -138,7 +138,7 @@ func (m *Manager) revalidate(tenant string, e *cacheEntry) {
 // serving a valid token until then after a transient failure) and returns
 // rec's token.
 func (m *Manager) remember(rec *store.Tenant, re *ReauthError, retryAt time.Time) Token {
-	tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version}
+	tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version, DomainPrefix: rec.Extra["domain_prefix"]}
 	now := m.now()
 	m.mu.Lock()
 	m.cache[rec.ID] = newEntry(m.cache[rec.ID], tok, now, retryAt, re)

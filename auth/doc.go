@@ -5,10 +5,12 @@
 //
 // Which file does what:
 //
-//	manager.go    Manager, its options and the in-process token cache: Token
-//	              (the cache fast path, SPEC §3 step 1), Recover (upstream
-//	              401), ForceRefresh and Retry (admin), FinishRefreshes
-//	              (shutdown), Run/Invalidate (other replicas' changes)
+//	manager.go    Manager and its options: Token (cache, then the slow
+//	              path), Recover (upstream 401), ForceRefresh and Retry
+//	              (admin), FinishRefreshes (shutdown)
+//	cache.go      the in-process token cache: the fast path (SPEC §3 step
+//	              1) with stale-while-revalidate, Invalidate, Run (other
+//	              replicas' changes, re-subscription, loss reports)
 //	refresh.go    the acquisition path after a cache miss, top to bottom in
 //	              SPEC order: singleflight, lock, re-read, takeover of an
 //	              earlier mark, mark (acknowledged by replicas), grant with a

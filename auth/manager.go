@@ -19,6 +19,9 @@ type Token struct {
 	AccessToken string
 	Expiry      time.Time
 	Version     int64 // record version it was read from
+	// DomainPrefix is the tenant's stored, validated x-series domain_prefix
+	// ("" when it has none): it names the tenant's own upstream host.
+	DomainPrefix string
 }
 
 // ManagerOptions configure a Manager. Zero values take the defaults in
@@ -173,8 +176,10 @@ func (m *Manager) Token(ctx context.Context, tenant string) (Token, error) {
 	now := m.now()
 	e, tok, hit, err := m.cached(tenant, now)
 	if hit {
+		m.opts.Metrics.cacheLookup(true)
 		return tok, err
 	}
+	m.opts.Metrics.cacheLookup(false)
 	tok, err = m.shared(ctx, "get:"+tenant, tenant, func(ctx context.Context) (Token, error) {
 		return m.acquire(ctx, tenant, want{})
 	})

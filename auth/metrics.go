@@ -13,12 +13,17 @@ type Metrics struct {
 	refreshes      *prometheus.CounterVec
 	refreshSeconds prometheus.Histogram
 	lockWaitSecs   prometheus.Histogram
-	breaker        prometheus.Gauge
+	breaker        *prometheus.GaugeVec
 	flags          prometheus.Counter
+	cache          *prometheus.CounterVec
 	guardTripped   prometheus.Gauge
 	guardHeld      prometheus.Counter
 	writeRetries   prometheus.Counter
 }
+
+// breakerStates are the label values of lsproxy_token_endpoint_breaker_state,
+// indexed by gobreaker.State (closed 0, half-open 1, open 2).
+var breakerStates = [...]string{"closed", "half_open", "open"}
 
 // NewMetrics registers the metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -37,14 +42,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to take the per-tenant store lock.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
-		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
+		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "lsproxy_token_endpoint_breaker_state",
-			Help: "Token endpoint circuit breaker: 0 closed, 1 half-open, 2 open.",
-		}),
+			Help: "Token endpoint circuit breaker: 1 for the current state (closed, half_open, open), 0 for the others.",
+		}, []string{"state"}),
 		flags: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lsproxy_tenants_flagged_total",
 			Help: "Tenants flagged reauthorization_required.",
 		}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lsproxy_token_cache_requests_total",
+			Help: "Token lookups by result: hit (served from the in-process cache) or miss (read from the store, refreshed if due).",
+		}, []string{"result"}),
 	}
 	m.guardTripped = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "lsproxy_invalid_grant_guard_tripped",
@@ -58,7 +67,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "lsproxy_token_write_retries_total",
 		Help: "Retried writes of a received grant (store unreachable); the holder retries for as long as it lives.",
 	})
-	reg.MustRegister(m.refreshes, m.refreshSeconds, m.lockWaitSecs, m.breaker, m.flags, m.guardTripped, m.guardHeld, m.writeRetries)
+	reg.MustRegister(m.refreshes, m.refreshSeconds, m.lockWaitSecs, m.breaker, m.flags, m.guardTripped, m.guardHeld, m.writeRetries, m.cache)
+	m.breakerState(gobreaker.StateClosed)
+	m.cache.WithLabelValues("hit")
+	m.cache.WithLabelValues("miss")
 	for _, o := range []string{"ok", "invalid_grant", "transient", "unknown"} {
 		m.refreshes.WithLabelValues(o)
 	}
@@ -84,8 +96,27 @@ func (m *Metrics) lockWait(d time.Duration) {
 }
 
 func (m *Metrics) breakerState(s gobreaker.State) {
-	if m != nil {
-		m.breaker.Set(float64(s))
+	if m == nil {
+		return
+	}
+	for i, name := range breakerStates {
+		v := 0.0
+		if gobreaker.State(i) == s {
+			v = 1
+		}
+		m.breaker.WithLabelValues(name).Set(v)
+	}
+}
+
+// cacheLookup counts one Token lookup as a cache hit or miss.
+func (m *Metrics) cacheLookup(hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.cache.WithLabelValues("hit").Inc()
+	} else {
+		m.cache.WithLabelValues("miss").Inc()
 	}
 }
 

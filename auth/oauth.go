@@ -107,7 +107,7 @@ func ValidDomainPrefix(s string) bool {
 			return false
 		}
 	}
-	return s[0] != '-'
+	return s[0] != '-' && s[len(s)-1] != '-' // a DNS label neither starts nor ends with a hyphen
 }
 
 func (c *OAuthClient) now() time.Time {

@@ -41,6 +41,21 @@ type Preset struct {
 	// NoRateLimit turns the governor off for this preset by default
 	// (LSPROXY_RATE_LIMIT overrides it).
 	NoRateLimit bool
+	// Identity is how the merchant account behind a grant is learnt after
+	// every code exchange (and K-Series locations after every refresh);
+	// zero = not documented, not identified.
+	Identity Identity
+}
+
+// kSeriesIdentity: Financial API "Get Businesses", GET /f/data/businesses
+// (api-docs.lsk.lightspeed.app/operation/operation-financial-apigetbusinesses):
+// every business the token has access to, with its business locations
+// (_embedded.businessList[].businessId/businessName/businessLocations[].blID/blName).
+// The same API serves V1 and V2 clients.
+var kSeriesIdentity = Identity{
+	Path: "/f/data/businesses", Accounts: "_embedded.businessList", ID: "businessId", Name: "businessName",
+	Locations: "businessLocations", LocationID: "blID", LocationName: "blName",
+	Source: "api-docs.lsk.lightspeed.app: Financial API, Get Businesses",
 }
 
 // Presets by name. "custom" has no URLs: configuration supplies them all.
@@ -70,6 +85,7 @@ var Presets = map[string]Preset{
 		ClientAuth: "basic",
 		PKCE:       true,
 		Scopes:     []string{"offline_access"},
+		Identity:   kSeriesIdentity,
 	},
 	// K-Series "V1" clients (devp-… ids): api-portal.lsk.lightspeed.app,
 	// "Authorization FAQ": access tokens 60 min, refresh tokens single-use
@@ -91,6 +107,7 @@ var Presets = map[string]Preset{
 		},
 		ClientAuth:     "basic",
 		RefreshIdleTTL: 14 * 24 * time.Hour,
+		Identity:       kSeriesIdentity,
 	},
 	// L-Series (resto API): lightspeedapis.com/resto/oauth2/v1, staging
 	// test.lightspeedapis.com; PKCE S256 required, Basic client auth,
@@ -112,6 +129,9 @@ var Presets = map[string]Preset{
 		ClientAuth:     "basic",
 		PKCE:           true,
 		RefreshIdleTTL: 30 * 24 * time.Hour,
+		// Identity: none. The resto API documents no "who am I" endpoint
+		// for a token (developers.lightspeedhq.com/resto-api); the tenant
+		// is not identified and a re-authorization is not account-checked.
 	},
 	// O-Series (Kounta): apidoc.kounta.com/authentication. The documented
 	// token URL is api.kounta.com/v1/token; Kounta picks the response
@@ -128,6 +148,10 @@ var Presets = map[string]Preset{
 			},
 		},
 		ClientAuth: "body",
+		// apidoc.kounta.com "Companies": GET /v1/companies/me(.json) is
+		// the company of the authenticated user ({"id", "name", ...}).
+		Identity: Identity{Path: "/v1/companies/me.json", ID: "id", Name: "name",
+			Source: "apidoc.kounta.com: Companies, GET /v1/companies/me"},
 	},
 	// R-Series (Retail POS): developers.lightspeedhq.com/retail
 	// "Authentication Overview": cloud.lightspeedapp.com/auth/oauth/…,
@@ -146,6 +170,11 @@ var Presets = map[string]Preset{
 		// Leaky bucket: GET 1, PUT/POST/DELETE 10 (Lightspeed "Best
 		// Practices", community.lightspeedhq.com/en/discussion/28).
 		RateCosts: map[string]float64{"GET": 1, "HEAD": 1, "OPTIONS": 1, "*": 10},
+		// developers.lightspeedhq.com/retail "Finding your Account ID":
+		// GET /API/V3/Account.json answers the token's account
+		// ({"Account": {"accountID", "name"}}), needed for every call.
+		Identity: Identity{Path: "/API/V3/Account.json", Accounts: "Account", ID: "accountID", Name: "name",
+			Source: "developers.lightspeedhq.com/retail: Account, GET /API/V3/Account.json"},
 	},
 	// X-Series (Vend): x-series-api.lightspeedhq.com/docs/authorization.
 	// The token host is the retailer's domain_prefix, returned on the
@@ -166,6 +195,10 @@ var Presets = map[string]Preset{
 		// x-series-api.lightspeedhq.com/docs/rate_limiting: the window
 		// counts requests, whatever the method.
 		RateCosts: map[string]float64{"*": 1},
+		// The retailer is its domain_prefix (callback and token response,
+		// x-series-api.lightspeedhq.com/docs/authorization): no request.
+		Identity: Identity{FromExtra: "domain_prefix",
+			Source: "x-series-api.lightspeedhq.com/docs/authorization: domain_prefix"},
 	},
 	"custom": {
 		Name:         "custom",

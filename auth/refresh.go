@@ -105,7 +105,9 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, er
 			return m.staleOrUnavailable(rec, errGuardHeld)
 		}
 		lockStart := m.now()
+		_, endLock := span(waitCtx, "lsproxy.lock_wait", tenant)
 		lock, err := m.store.TryLock(waitCtx, lockName(tenant), m.opts.LockTTL)
+		endLock(err)
 		if errors.Is(err, store.ErrLockHeld) {
 			if rec, err = m.waitForHolder(waitCtx, rec); err != nil {
 				return Token{}, err
@@ -116,7 +118,10 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, er
 			return Token{}, m.storeErr(tenant, err)
 		}
 		m.opts.Metrics.lockWait(m.now().Sub(lockStart))
-		return m.refreshHolding(ctx, waitCtx, lock, tenant, w)
+		ctx, end := span(ctx, "lsproxy.refresh", tenant)
+		tok, err := m.refreshHolding(ctx, waitCtx, lock, tenant, w)
+		end(err)
+		return tok, err
 	}
 }
 
@@ -184,7 +189,10 @@ func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, 
 	grant, err := m.sendGrant(ctx, cur)
 	switch {
 	case err == nil:
-		return m.storeGrant(ctx, marked, grant)
+		wctx, end := span(ctx, "lsproxy.store_write", tenant)
+		tok, err := m.storeGrant(wctx, marked, grant)
+		end(err)
+		return tok, err
 	case errors.Is(err, ErrInvalidGrant):
 		return m.rejected(ctx, marked, interrupted, w)
 	case errors.Is(err, ErrOutcomeUnknown):
@@ -196,7 +204,7 @@ func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, 
 	default:
 		m.opts.Metrics.refresh("transient")
 		m.log.Warn("refresh failed", zap.String("tenant", tenant), zap.Error(err))
-		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, true), err)
+		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, err), err)
 	}
 }
 
@@ -262,7 +270,7 @@ func (m *Manager) mark(ctx context.Context, cur *store.Tenant, l *lease) (*store
 	if errors.Is(err, store.ErrNotAcked) {
 		m.opts.Metrics.refresh("not_acked")
 		m.log.Warn("refresh not sent: replicas did not acknowledge the lock and mark", zap.String("tenant", cur.ID), zap.Error(err))
-		m.undoMark(ctx, marked, cur.RefreshInFlight, false)
+		m.undoMark(ctx, marked, cur.RefreshInFlight, nil)
 		return nil, &UnavailableError{Tenant: cur.ID, RetryAfter: time.Second, Err: err}
 	}
 	if err != nil {
@@ -281,7 +289,9 @@ func (m *Manager) sendGrant(ctx context.Context, cur *store.Tenant) (*Grant, err
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.TokenTimeout)
 	defer cancel()
 	start := m.now()
+	tctx, end := span(tctx, "lsproxy.token_request", cur.ID)
 	g, err := m.breaker.Execute(func() (*Grant, error) { return m.refresher.Refresh(tctx, cur) })
+	end(err)
 	m.opts.Metrics.refreshLatency(m.now().Sub(start))
 	return g, err
 }
@@ -372,7 +382,7 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	now := m.now()
 	flag, trips := m.consultGuard(ctx, cur.ID, w.retry, now)
 	if !flag {
-		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, true), errGuardHeld)
+		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, errGuardHeld), errGuardHeld)
 	}
 	flagged, err := store.Update(gctx, m.store, cur.ID, func(t *store.Tenant) error {
 		if t.RefreshToken != marked.RefreshToken {
@@ -411,10 +421,10 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 const ReasonInterrupted = "refresh token consumed by an interrupted refresh"
 
 // 7. undoMark removes this refresh's mark after it failed without
-// consuming the refresh token (failure counts it), or before anything was
-// sent. It never touches a mark that is not ours, and returns the record
+// consuming the refresh token (a non-nil failure is counted and recorded
+// in the history in fixed words), or before anything was sent. It never touches a mark that is not ours, and returns the record
 // as it is known after the attempt.
-func (m *Manager) undoMark(ctx context.Context, marked *store.Tenant, interrupted, failure bool) *store.Tenant {
+func (m *Manager) undoMark(ctx context.Context, marked *store.Tenant, interrupted bool, failure error) *store.Tenant {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
 	defer cancel()
 	next, err := store.Update(pctx, m.store, marked.ID, func(t *store.Tenant) error {
@@ -423,8 +433,10 @@ func (m *Manager) undoMark(ctx context.Context, marked *store.Tenant, interrupte
 		}
 		failures := t.FailureCount
 		t.UndoMark(interrupted, m.now())
-		if !failure {
+		if failure == nil {
 			t.FailureCount = failures
+		} else {
+			t.Record(m.now(), store.EventRefreshFailed, failureReason(failure))
 		}
 		return nil
 	})

@@ -113,12 +113,34 @@ func (b *BackgroundRefresher) defaults() {
 // refreshes attempted.
 func (b *BackgroundRefresher) Scan(ctx context.Context) int {
 	b.defaults()
-	ids, err := b.Store.List(ctx)
+	ids, err := b.allIDs(ctx)
 	if err != nil {
 		b.Logger.Warn("refresher: listing tenants", zap.Error(err))
 		return 0
 	}
 	return b.refreshDue(ctx, ids)
+}
+
+// allIDs lists every tenant: page by page from a store.Lister (one
+// pipeline of a million EXISTS would outlast Redis read timeouts), else
+// with List.
+func (b *BackgroundRefresher) allIDs(ctx context.Context) ([]string, error) {
+	l, ok := b.Store.(store.Lister)
+	if !ok {
+		return b.Store.List(ctx)
+	}
+	var ids []string
+	for cursor := ""; ; {
+		page, next, err := l.ListPage(ctx, cursor, store.MaxPageLimit)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, page...)
+		if next == "" {
+			return ids, nil
+		}
+		cursor = next
+	}
 }
 
 // ScanDue is Scan for the tenants the store's due index names (refresh

@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,8 +28,12 @@ const redactedValue = "[redacted]"
 
 // Sentinel errors returned (wrapped) by Load.
 var (
-	// ErrFile: the YAML file cannot be read or parsed, or has an unknown key.
+	// ErrFile: the YAML file cannot be read or parsed, or has an unknown
+	// key or a value of the wrong type.
 	ErrFile = errors.New("config: bad config file")
+	// ErrFileUnusable (with ErrFile): the file cannot be read or is not
+	// YAML at all, so nothing of it was loaded.
+	ErrFileUnusable = errors.New("config: config file unusable")
 	// ErrEnv: an LSPROXY_* variable cannot be parsed into its option's type.
 	ErrEnv = errors.New("config: bad environment variable")
 	// ErrSecretConflict: a secret and its *_FILE form are both set in one layer.
@@ -104,6 +109,10 @@ type Config struct {
 
 	// TenantHeader names the tenant on proxied requests.
 	TenantHeader string `yaml:"tenant_header" env:"TENANT_HEADER"`
+	// LocationHeader names a K-Series business location id: a request
+	// without the tenant header but with this one goes to the active
+	// tenant whose grant covers the location.
+	LocationHeader string `yaml:"location_header" env:"LOCATION_HEADER"`
 	// RefreshBefore: refresh an access token this long before it expires.
 	RefreshBefore time.Duration `yaml:"refresh_before" env:"REFRESH_BEFORE"`
 
@@ -146,6 +155,9 @@ type Config struct {
 	// AuthorizeLinkTTL is how long the admin's link stays valid.
 	StateTTL         time.Duration `yaml:"state_ttl" env:"STATE_TTL"`
 	AuthorizeLinkTTL time.Duration `yaml:"authorize_link_ttl" env:"AUTHORIZE_LINK_TTL"`
+	// ConsoleSessionIdle ends an operator console session after this long
+	// without an action.
+	ConsoleSessionIdle time.Duration `yaml:"console_session_idle" env:"CONSOLE_SESSION_IDLE"`
 	// SuccessURL is where a successful callback redirects; "" = built-in page.
 	SuccessURL string `yaml:"success_url" env:"SUCCESS_URL"`
 
@@ -198,6 +210,7 @@ func Default() Config {
 		RedisKeyPrefix:             store.DefaultRedisPrefix,
 		DataDir:                    "./data",
 		TenantHeader:               "X-Tenant",
+		LocationHeader:             "X-Location",
 		RefreshBefore:              auth.DefaultRefreshBefore,
 		LogLevel:                   "info",
 		LogFormat:                  "json",
@@ -218,6 +231,7 @@ func Default() Config {
 		CacheTTL:                   auth.DefaultCacheTTL,
 		StateTTL:                   onboard.DefaultStateTTL,
 		AuthorizeLinkTTL:           onboard.DefaultLinkTTL,
+		ConsoleSessionIdle:         15 * time.Minute, // control.DefaultConsoleIdle (config may not import control)
 		RefresherInterval:          auth.DefaultRefresherInterval,
 		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
 		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
@@ -298,73 +312,165 @@ func (c *Config) str(goName string) *string {
 // secrets. Load does not validate; call Validate.
 //
 // Errors (all prefixed "config:", never containing a secret value):
-// ErrFile (unreadable file, YAML syntax, unknown key or wrong type, with the
-// file name and line), ErrEnv (unparsable variable, naming it),
+// ErrFile (with the file name and line: unknown key, wrong type, duplicate
+// key; and, also wrapping ErrFileUnusable, an unreadable file or a YAML
+// syntax error), ErrEnv (unparsable variable, naming it),
 // ErrSecretConflict (a secret and its _FILE form set in the same layer),
 // ErrSecretFile (unreadable or empty secret file, naming its path).
-// Several problems are joined with errors.Join. On ErrFile the Config is
-// the zero value; on the other errors it holds everything that did load.
+// Every problem is reported (errors.Join): one bad key does not hide the
+// others or the environment's. On ErrFileUnusable the Config is the zero
+// value; otherwise it holds everything that did load.
 func Load(path string, environ []string) (Config, error) {
 	c := Default()
+	var errs []error
 	if path != "" {
-		if err := c.loadFile(path); err != nil {
-			return Config{}, err
-		}
+		errs = c.loadFile(path)
 	}
 	envMap := environMap(environ)
-	errs := c.loadEnv(envMap)
+	errs = append(errs, c.loadEnv(envMap)...)
 	errs = append(errs, c.readSecretFiles()...)
-	if len(errs) > 0 {
-		// The rest of c is loaded, so that a caller can still validate it
-		// and report every problem at once.
-		return c, errors.Join(errs...)
+	if len(errs) == 0 {
+		return c, nil
 	}
-	return c, nil
+	err := errors.Join(errs...)
+	if errors.Is(err, ErrFileUnusable) {
+		return Config{}, err
+	}
+	// The rest of c is loaded, so that a caller can still validate it and
+	// report every problem at once.
+	return c, err
 }
 
-var (
-	unknownFieldRE = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
-	yamlPrefixRE   = regexp.MustCompile(`^yaml: `)
-)
+var yamlPrefixRE = regexp.MustCompile(`^yaml: `)
 
-func (c *Config) loadFile(path string) error {
+// loadFile overlays the file's keys one by one, so that every unknown key
+// and every wrong value is reported with its line and key, and the other
+// keys still load.
+func (c *Config) loadFile(path string) []error {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrFile, err)
+		return []error{fmt.Errorf("%w: %w: %w", ErrFile, ErrFileUnusable, err)}
+	}
+	unusable := func(msg string) []error {
+		return []error{fmt.Errorf("%w: %w: %s: %s", ErrFile, ErrFileUnusable, path, msg)}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err = dec.Decode(c)
-	if err == nil {
-		var extra yaml.Node
-		if dec.Decode(&extra) != io.EOF {
-			err = errors.New("more than one YAML document")
-		}
-	} else if errors.Is(err, io.EOF) {
-		err = nil // empty file: defaults
+	var doc yaml.Node
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil // empty file: defaults
+	} else if err != nil {
+		return unusable(yamlPrefixRE.ReplaceAllString(err.Error(), ""))
 	}
-	if err != nil {
-		var te *yaml.TypeError
-		var msgs []string
-		if errors.As(err, &te) {
-			for _, m := range te.Errors {
-				if sm := unknownFieldRE.FindStringSubmatch(m); sm != nil {
-					m = fmt.Sprintf("line %s: unknown key %q", sm[1], sm[2])
-				}
-				msgs = append(msgs, m)
-			}
-		} else {
-			msgs = []string{yamlPrefixRE.ReplaceAllString(err.Error(), "")}
+	var extra yaml.Node
+	if dec.Decode(&extra) != io.EOF {
+		return unusable("more than one YAML document")
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil // only comments
+	}
+	if root.Kind != yaml.MappingNode {
+		return unusable(fmt.Sprintf("line %d: the file must be a mapping of keys (key: value lines)", root.Line))
+	}
+	var errs []error
+	problem := func(line int, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s: line %d: %s", ErrFile, path, line, fmt.Sprintf(format, args...)))
+	}
+	seen := map[string]int{}
+	rv := reflect.ValueOf(c).Elem()
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		key := k.Value
+		if first, dup := seen[key]; dup {
+			problem(k.Line, "key %q repeats line %d", key, first)
+			continue
 		}
-		return fmt.Errorf("%w: %s: %s", ErrFile, path, strings.Join(msgs, "; "))
+		seen[key] = k.Line
+		f, ok := byKey[key]
+		if !ok {
+			if s := suggest(key, yamlKeys()); s != "" {
+				problem(k.Line, "unknown key %q (did you mean %q?)", key, s)
+			} else {
+				problem(k.Line, "unknown key %q", key)
+			}
+			continue
+		}
+		fv := rv.FieldByName(f.name)
+		tmp := reflect.New(fv.Type())
+		if err := v.Decode(tmp.Interface()); err != nil {
+			problem(v.Line, "%s: %s", key, wrongType(v, fv.Type(), isSecret(f.name)))
+			continue
+		}
+		fv.Set(tmp.Elem())
 	}
 	for _, s := range secrets {
 		if *c.str(s.value) != "" && *c.str(s.file) != "" {
-			return fmt.Errorf("%w: %s: %s and %s are both set; use one",
-				ErrSecretConflict, path, byName[s.value].key, byName[s.file].key)
+			errs = append(errs, fmt.Errorf("%w: %s: %s and %s are both set; use one",
+				ErrSecretConflict, path, byName[s.value].key, byName[s.file].key))
 		}
 	}
-	return nil
+	return errs
+}
+
+// wrongType says what a key wants, in the file's terms: "soon" is not a
+// duration. A secret's value is never quoted.
+func wrongType(v *yaml.Node, t reflect.Type, secret bool) string {
+	var want string
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		want = "a duration such as 30s, 5m or 1h"
+	case t.Kind() == reflect.Bool || (t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Bool):
+		want = "true or false"
+	case t.Kind() == reflect.Int || t.Kind() == reflect.Int64:
+		want = "a whole number"
+	case t.Kind() == reflect.Slice:
+		want = "a list of strings"
+	default:
+		want = "a string"
+	}
+	got := "this value"
+	switch {
+	case v.Kind == yaml.MappingNode:
+		got = "a mapping"
+	case v.Kind == yaml.SequenceNode:
+		got = "a list"
+	case v.Kind == yaml.ScalarNode && !secret:
+		val := v.Value
+		if len(val) > 40 {
+			val = val[:40] + "..."
+		}
+		got = strconv.Quote(val)
+	}
+	return got + " is not " + want
+}
+
+func isSecret(goName string) bool {
+	for _, s := range secrets {
+		if s.value == goName {
+			return true
+		}
+	}
+	return goName == "EncryptionKeys" || goName == "ClientKeys"
+}
+
+// byKey indexes fields by YAML key.
+var byKey = func() map[string]field {
+	m := make(map[string]field, len(fields))
+	for _, f := range fields {
+		m[f.key] = f
+	}
+	return m
+}()
+
+func yamlKeys() []string {
+	out := make([]string, len(fields))
+	for i, f := range fields {
+		out[i] = f.key
+	}
+	return out
 }
 
 // environMap turns "KEY=value" lines into a map; the first occurrence of a

@@ -335,7 +335,7 @@ func TestLoadErrors(t *testing.T) {
 			name: "wrong type names file and line",
 			file: "listen: a:1\nrefresh_before: soon\n",
 			is:   ErrFile,
-			want: []string{"PATH", "line 2", "time.Duration"},
+			want: []string{"PATH", "line 2", `refresh_before: "soon" is not a duration`},
 		},
 		{
 			name: "integer duration rejected",
@@ -658,7 +658,7 @@ func TestValidate(t *testing.T) {
 	for _, n := range []string{
 		"RefreshBefore", "UpstreamTimeout", "TokenTimeout", "ReadHeaderTimeout", "IdleTimeout",
 		"ShutdownTimeout", "BreakerOpenFor", "CacheTTL", "StateTTL", "AuthorizeLinkTTL",
-		"RefresherInterval", "RefreshIdleMargin",
+		"ConsoleSessionIdle", "RefresherInterval", "RefreshIdleMargin",
 	} {
 		tests = append(tests, struct {
 			name   string
@@ -714,12 +714,13 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 		"LSPROXY_PROVIDER (provider)", "LSPROXY_ENVIRONMENT (environment)",
 		"LSPROXY_CLIENT_ID (client_id)", "LSPROXY_REDIS_URL (redis_url)",
 		"LSPROXY_ENCRYPTION_KEY (encryption_key)", "LSPROXY_TENANT_HEADER (tenant_header)",
-		"LSPROXY_LOG_LEVEL (log_level)", "LSPROXY_LOG_FORMAT (log_format)",
+		"LSPROXY_LOCATION_HEADER (location_header)", "LSPROXY_LOG_LEVEL (log_level)", "LSPROXY_LOG_FORMAT (log_format)",
 		"LSPROXY_REFRESH_BEFORE (refresh_before)", "LSPROXY_UPSTREAM_TIMEOUT (upstream_timeout)",
 		"LSPROXY_TOKEN_TIMEOUT (token_timeout)", "LSPROXY_READ_HEADER_TIMEOUT (read_header_timeout)",
 		"LSPROXY_IDLE_TIMEOUT (idle_timeout)", "LSPROXY_SHUTDOWN_TIMEOUT (shutdown_timeout)",
 		"LSPROXY_BREAKER_OPEN_FOR (breaker_open_for)", "LSPROXY_CACHE_TTL (cache_ttl)",
 		"LSPROXY_STATE_TTL (state_ttl)", "LSPROXY_AUTHORIZE_LINK_TTL (authorize_link_ttl)",
+		"LSPROXY_CONSOLE_SESSION_IDLE (console_session_idle)",
 		"LSPROXY_REFRESHER_INTERVAL (refresher_interval)", "LSPROXY_REFRESH_IDLE_MARGIN (refresh_idle_margin)",
 		"LSPROXY_MAX_HEADER_BYTES (max_header_bytes)", "LSPROXY_BREAKER_FAILURES (breaker_failures)",
 		"LSPROXY_REFRESHER_CONCURRENCY (refresher_concurrency)",
@@ -860,5 +861,41 @@ func TestEffectiveLockTTL(t *testing.T) {
 		if got := c.EffectiveLockTTL(); got != tt.want {
 			t.Errorf("LockTTL %s TokenTimeout %s: got %s, want %s", tt.lock, tt.token, got, tt.want)
 		}
+	}
+}
+
+func TestValidateUpstreamTemplateAndLocationHeader(t *testing.T) {
+	base := Default()
+	base.ClientID, base.ClientSecret = "id", "secret"
+	base.EncryptionKey = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	for _, tc := range []struct {
+		name  string
+		edit  func(c *Config)
+		field string // "" = valid
+	}{
+		{"x-series template", func(c *Config) {
+			c.Provider, c.UpstreamURL = "x-series", "https://{domain_prefix}.retail.lightspeed.app"
+		}, ""},
+		{"template path", func(c *Config) {
+			c.Provider, c.UpstreamURL = "custom", "https://api.example/{domain_prefix}"
+			c.AuthorizeURL, c.TokenURL = "https://auth.example/a", "https://auth.example/t"
+		}, ""},
+		{"template for k-series", func(c *Config) { c.UpstreamURL = "https://{domain_prefix}.example" }, "LSPROXY_UPSTREAM_URL"},
+		{"other placeholder", func(c *Config) { c.Provider, c.UpstreamURL = "x-series", "https://{store}.example" }, "LSPROXY_UPSTREAM_URL"},
+		{"location header bad", func(c *Config) { c.LocationHeader = "X Location" }, "LSPROXY_LOCATION_HEADER"},
+		{"location header = tenant header", func(c *Config) { c.LocationHeader = "x-tenant" }, "LSPROXY_LOCATION_HEADER"},
+		{"location header reserved", func(c *Config) { c.LocationHeader = "Authorization" }, "LSPROXY_LOCATION_HEADER"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.edit(&c)
+			all := errors.Join(c.Validate(ModeServe)...)
+			if tc.field == "" && all != nil {
+				t.Fatalf("unexpected problems: %v", all)
+			}
+			if tc.field != "" && (all == nil || !strings.Contains(all.Error(), tc.field)) {
+				t.Fatalf("want a problem with %s, got %v", tc.field, all)
+			}
+		})
 	}
 }

@@ -90,8 +90,16 @@ func (c Config) Validate(mode string) []error {
 	}
 	v.httpURL("RedirectURL", c.RedirectURL)
 
-	v.httpURL("UpstreamURL", c.UpstreamURL)
-	if u, err := url.Parse(c.UpstreamURL); c.UpstreamURL != "" && err == nil &&
+	// {domain_prefix} (host or path) names each x-series store's own host.
+	upstream := strings.ReplaceAll(c.UpstreamURL, "{domain_prefix}", "domain-prefix")
+	v.httpURL("UpstreamURL", upstream)
+	if strings.ContainsAny(upstream, "{}") {
+		v.add("UpstreamURL", "the only placeholder allowed is {domain_prefix}")
+	}
+	if upstream != c.UpstreamURL && c.Provider != "x-series" && c.Provider != "custom" {
+		v.add("UpstreamURL", "{domain_prefix} is filled only for x-series (or custom) tenants; provider is %q", c.Provider)
+	}
+	if u, err := url.Parse(upstream); c.UpstreamURL != "" && err == nil &&
 		(u.User != nil || u.RawQuery != "" || u.Fragment != "") {
 		v.add("UpstreamURL", "must not contain user info, a query or a fragment")
 	}
@@ -126,6 +134,14 @@ func (c Config) Validate(mode string) []error {
 		v.add("TenantHeader", "must not be %s", http.CanonicalHeaderKey(c.TenantHeader))
 	}
 
+	if !validHeaderName(c.LocationHeader) {
+		v.add("LocationHeader", "must be a valid HTTP header name")
+	} else if reservedHeaders[http.CanonicalHeaderKey(c.LocationHeader)] {
+		v.add("LocationHeader", "must not be %s", http.CanonicalHeaderKey(c.LocationHeader))
+	} else if strings.EqualFold(c.LocationHeader, c.TenantHeader) {
+		v.add("LocationHeader", "must differ from the tenant header")
+	}
+
 	if c.LogLevel == "" {
 		v.add("LogLevel", "is required (debug, info, warn, error)")
 	} else if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
@@ -147,6 +163,7 @@ func (c Config) Validate(mode string) []error {
 		{"CacheTTL", c.CacheTTL},
 		{"StateTTL", c.StateTTL},
 		{"AuthorizeLinkTTL", c.AuthorizeLinkTTL},
+		{"ConsoleSessionIdle", c.ConsoleSessionIdle},
 		{"RefresherInterval", c.RefresherInterval},
 		{"RefreshIdleMargin", c.RefreshIdleMargin},
 	} {

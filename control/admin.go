@@ -43,6 +43,12 @@ type TenantView struct {
 	// RateLimit is the tenant's last known upstream budget (GET only;
 	// absent when the upstream never reported one).
 	RateLimit *ratelimit.Budget `json:"rate_limit,omitempty"`
+	// Account is the merchant account behind the grant (SPEC §8);
+	// Locations the K-Series business locations it reaches.
+	Account     *store.Account   `json:"account,omitempty"`
+	Locations   []store.Location `json:"locations,omitempty"`
+	LocationsAt *time.Time       `json:"locations_at,omitempty"`
+	History     []store.Event    `json:"history,omitempty"`
 }
 
 func ts(t time.Time) *time.Time {
@@ -61,6 +67,8 @@ func View(t *store.Tenant) TenantView {
 		Scope: t.Scope, LastRefreshAt: ts(t.LastRefreshAt), RefreshCount: t.RefreshCount,
 		FailureCount: t.FailureCount, RefreshInFlight: t.RefreshInFlight, HasRefreshToken: t.RefreshToken != "",
 		CreatedAt: ts(t.CreatedAt), UpdatedAt: ts(t.UpdatedAt), Version: t.Version, Extra: t.Extra,
+		Account: t.Account, Locations: t.Locations, LocationsAt: ts(t.LocationsAt),
+		History: t.History,
 	}
 }
 
@@ -80,6 +88,8 @@ var adminActions = map[string]string{
 	"GET /admin/tenants":                 "list",
 	"GET /admin/tenants/{id}":            "get",
 	"PUT /admin/tenants/{id}":            "import",
+	"POST /admin/import":                 "bulk_import",
+	"POST /admin/tenants/{id}/locations": "locations",
 	"DELETE /admin/tenants/{id}":         "delete",
 	"POST /admin/tenants/{id}/refresh":   "refresh",
 	"POST /admin/tenants/{id}/retry":     "retry",
@@ -112,27 +122,6 @@ func (s *Server) audited(next http.Handler) http.Handler {
 				zap.String("method", r.Method), zap.Int("status", status), zap.String("remote", r.RemoteAddr))
 		}
 	})
-}
-
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	ids, err := s.Store.List(r.Context())
-	if err != nil {
-		adminError(w, "", err)
-		return
-	}
-	views := make([]TenantView, 0, len(ids))
-	for _, id := range ids {
-		t, err := s.Store.Get(r.Context(), id)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			adminError(w, id, err)
-			return
-		}
-		views = append(views, View(t))
-	}
-	httperr.WriteJSON(w, http.StatusOK, map[string]any{"tenants": views})
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -321,10 +310,35 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, httperr.Error{Kind: httperr.OnboardingDisabled, Tenant: id})
 		return
 	}
-	link, err := s.Onboarding.AuthorizeLink(r.Context(), id)
+	// Optional body {"rebind": true}: the link may connect another
+	// merchant account than the tenant's (an empty body is a plain link).
+	var body struct {
+		Rebind bool `json:"rebind"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Tenant: id, Detail: "the optional body is {\"rebind\": true|false}: " + jsonProblem(err)})
+		return
+	}
+	link, err := "", error(nil)
+	if body.Rebind {
+		rb, ok := s.Onboarding.(Rebinder)
+		if !ok {
+			httperr.Write(w, httperr.Error{Kind: httperr.OnboardingDisabled, Tenant: id, Detail: "rebind links are not supported"})
+			return
+		}
+		link, err = rb.RebindLink(r.Context(), id)
+	} else {
+		link, err = s.Onboarding.AuthorizeLink(r.Context(), id)
+	}
 	if err != nil {
 		adminError(w, id, err)
 		return
 	}
-	httperr.WriteJSON(w, http.StatusOK, map[string]string{"authorize_url": link, "tenant": id})
+	out := map[string]any{"authorize_url": link, "tenant": id}
+	if body.Rebind {
+		out["rebind"] = true
+	}
+	httperr.WriteJSON(w, http.StatusOK, out)
 }

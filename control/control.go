@@ -41,6 +41,11 @@ type Server struct {
 	// Onboarding serves the authorize and callback endpoints; nil means
 	// onboarding is not configured (the endpoints answer 503).
 	Onboarding Onboarding
+	// Locations re-reads a tenant's merchant account and K-Series
+	// locations on demand (POST /admin/tenants/{id}/locations); nil = 503.
+	Locations interface {
+		RefreshLocations(ctx context.Context, tenant string) (*store.Tenant, error)
+	}
 	// Provider is recorded on imported tenants.
 	Provider string
 	// Logger receives the audit log of admin actions; nil means none.
@@ -50,6 +55,15 @@ type Server struct {
 	RateLimits RateLimits
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// SessionKey signs operator console sessions (console_session.go); every
+	// replica needs the same key to accept the others' sessions. nil means a
+	// random key per process (a session then works on one replica only).
+	SessionKey []byte
+	// ConsoleIdle ends a console session after this long without an
+	// operator action; 0 means DefaultConsoleIdle.
+	ConsoleIdle time.Duration
+
+	adminMux *http.ServeMux // the admin routes, without bearer check and audit (the console calls them)
 }
 
 // Onboarding starts and finishes the OAuth authorization-code flow.
@@ -63,6 +77,15 @@ type Onboarding interface {
 }
 
 var _ Onboarding = (*onboard.Onboarder)(nil)
+
+// Rebinder is implemented by an Onboarding that can issue a link allowing
+// the merchant to connect another account than the tenant's
+// (POST /admin/tenants/{id}/authorize {"rebind": true}).
+type Rebinder interface {
+	RebindLink(ctx context.Context, tenant string) (string, error)
+}
+
+var _ Rebinder = (*onboard.Onboarder)(nil)
 
 // Handler returns the control listener's mux.
 func (s *Server) Handler() http.Handler {
@@ -92,11 +115,24 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/tenants/{id}/refresh", s.refresh)
 	admin.HandleFunc("POST /admin/tenants/{id}/retry", s.retry)
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
+	admin.HandleFunc("POST /admin/import", s.bulkImport)
+	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
+	s.adminMux = admin
+	s.mountConsole(mux)
 
 	mux.HandleFunc("GET /oauth/start", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeStart }))
 	mux.HandleFunc("GET /oauth/callback", s.onboarding(func(o Onboarding) http.HandlerFunc { return o.ServeCallback }))
-	return mux
+	return withRequestID(mux)
+}
+
+// withRequestID sets X-Request-Id on every response (the caller's when
+// valid, else a new one, as on the proxy listener); error bodies quote it.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(httperr.RequestIDHeader, httperr.RequestID(r))
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) onboarding(pick func(Onboarding) http.HandlerFunc) http.HandlerFunc {

@@ -1,5 +1,6 @@
 // Package control serves lsproxy's control listener: health, readiness,
-// Prometheus metrics, the admin API and the OAuth callback.
+// Prometheus metrics, the admin API, the operator console and the OAuth
+// callback.
 //
 // Files:
 //   - control.go: Server, its routes, admin authentication, adminError
@@ -7,4 +8,10 @@
 //     Onboarding interface that package onboard implements.
 //   - admin.go: the admin API's tenant endpoints and TenantView, the
 //     token-free view of a tenant.
+//   - console.go: the operator console under /console/ (routes, security
+//     headers, session and CSRF checks, audit); it acts through the admin
+//     handlers. console_session.go: signed session cookies and CSRF tokens.
+//     console_pages.go: page and action handlers. console_view.go:
+//     templates, reasons in words, live counts. console/: the embedded
+//     templates, script and stylesheet.
 package control

@@ -50,6 +50,8 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/config"
+	"github.com/lsproxy/lsproxy/control"
+	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/proxy"
 	"github.com/lsproxy/lsproxy/ratelimit"
 )
@@ -1056,8 +1058,9 @@ func TestRenderFailures(t *testing.T) {
 		{"embedded with two replicas", []string{"redis.mode=none"}, "embedded store (redis.mode: none) is single-process, so it cannot serve replicaCount: 2", "", ""},
 		{"embedded with autoscaling", []string{"redis.mode=none", "replicaCount=1", "autoscaling.enabled=true"}, "with autoscaling.enabled", "", ""},
 		{"embedded without a volume", []string{"redis.mode=none", "replicaCount=1", "persistence.enabled=false"}, "needs persistence.enabled", "", ""},
-		{"unknown mode", []string{"mode=mesh"}, "mode must be gateway or sidecar", "", ""},
-		{"unknown redis mode", []string{"redis.mode=memcached"}, "redis.mode must be none, standalone, sentinel or cluster", "", ""},
+		// values.schema.json refuses these before the templates' own checks.
+		{"unknown mode", []string{"mode=mesh"}, "at '/mode': value must be one of 'gateway', 'sidecar'", "", ""},
+		{"unknown redis mode", []string{"redis.mode=memcached"}, "at '/redis/mode': value must be one of 'none', 'standalone', 'sentinel', 'cluster'", "", ""},
 		{"redis URL scheme", []string{"redis.standalone.url=http://redis:6379"}, "redis.standalone.url must be a redis:// or rediss:// URL", "", ""},
 		{"redis URL with password", []string{"redis.standalone.url=redis://:hunter2secret@redis:6379/0"}, "must not contain a password; use redis.auth", "hunter2secret", ""},
 		{"redis CA without TLS", []string{"redis.tls.caSecret=ca"}, "needs a rediss://", "", ""},
@@ -1308,6 +1311,10 @@ func metricNames(t *testing.T) map[string]bool {
 	auth.NewMetrics(r)
 	proxy.NewMetrics(r)
 	ratelimit.NewMetrics(r)
+	onboard.RegisterWebhookMetrics(r, nil)
+	r.MustRegister(&control.TenantsGauge{})
+	// Registered by cmd/lsproxy (package main); test/e2e checks it on /metrics.
+	r.names["lsproxy_build_info"] = true
 	if len(r.names) == 0 {
 		t.Fatal("no lsproxy metrics registered")
 	}
@@ -1775,7 +1782,7 @@ func buildImage(t *testing.T, version string) image {
 			buildStage = s
 			var err error
 			vars, _, err = stageVars(s, i, map[string]string{
-				"VERSION": version, "TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH,
+				"VERSION": version, "REVISION": stampedRevision, "TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -1871,7 +1878,10 @@ func imageEnv(img image, overrides ...string) []string {
 	return out
 }
 
-const stampedVersion = "v0.0.0-deploytest+abc123"
+const (
+	stampedVersion  = "v0.0.0-deploytest+abc123"
+	stampedRevision = "0123456789abcdef0123456789abcdef01234567"
+)
 
 // TestDockerfileBuild builds the binary exactly as the image does, then
 // runs it as the image would: the stamped version, static linking, the
@@ -1882,8 +1892,9 @@ func TestDockerfileBuild(t *testing.T) {
 
 	t.Run("version", func(t *testing.T) {
 		out, stderr, err := run(t, ".", imageEnv(img), img.binary, "version")
-		if err != nil || strings.TrimSpace(out) != "lsproxy "+stampedVersion {
-			t.Fatalf("lsproxy version = %q (%v %s), want %q", out, err, stderr, "lsproxy "+stampedVersion)
+		want := "lsproxy " + stampedVersion + " (revision " + stampedRevision[:12] + ", " + runtime.Version() + ", "
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(out), want) {
+			t.Fatalf("lsproxy version = %q (%v %s), want %q...", out, err, stderr, want)
 		}
 		if len(img.entrypoint) == 0 || img.entrypoint[0] != img.path {
 			t.Errorf("ENTRYPOINT %q does not run the built binary %s", img.entrypoint, img.path)

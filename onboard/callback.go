@@ -114,7 +114,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, pageLinkUsed)
 		return
 	}
-	params, pg := o.callbackParams(q, cur)
+	params, pg := o.callbackParams(q, cur, sv.Rebind)
 	if pg != nil {
 		log.Info("onboarding callback rejected", zap.String("why", pg.Heading))
 		renderPage(w, *pg)
@@ -134,12 +134,18 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	if g.RefreshToken == "" {
 		log.Warn("provider issued no refresh token: the tenant will need re-authorization when the access token expires")
 	}
-
-	written, replaced, fail := o.writeGrant(ctx, log, sv, cur, g, params)
+	ident, fail := o.identify(ctx, log, cur, g, probe.Extra, sv.Rebind)
 	if fail != nil {
 		renderPage(w, *fail)
 		return
 	}
+
+	written, replaced, fail := o.writeGrant(ctx, log, sv, cur, g, params, ident)
+	if fail != nil {
+		renderPage(w, *fail)
+		return
+	}
+	o.indexLocations(ctx, log, replaced, written)
 
 	recovered := replaced.Status != store.StatusActive
 	log.Info("tenant authorized",
@@ -161,7 +167,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 // domain_prefix names the token host). A value that differs from the one
 // already stored is refused: the merchant connected another account than
 // the tenant's.
-func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant) (map[string]string, *page) {
+func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant, rebind bool) (map[string]string, *page) {
 	var params map[string]string
 	for _, name := range o.Preset.CallbackParams {
 		v, ok := single(q, name)
@@ -169,8 +175,8 @@ func (o *Onboarder) callbackParams(q url.Values, cur *store.Tenant) (map[string]
 			p := pageMissingParam(name)
 			return nil, &p
 		}
-		if old := cur.Extra[name]; old != "" && !strings.EqualFold(old, v) {
-			p := pageOtherAccount(name)
+		if old := cur.Extra[name]; old != "" && !strings.EqualFold(old, v) && !rebind {
+			p := pageOtherAccount(store.Account{ID: old, Name: old}, store.Account{ID: v, Name: v})
 			return nil, &p
 		}
 		if params == nil {

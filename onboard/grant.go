@@ -20,7 +20,7 @@ import (
 // exchange: the tokens are discarded), pageLinkUsed (another tab finished
 // this link's flow meanwhile), pageStoreDown (a store failure or too many
 // conflicts). Failures are logged here.
-func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string) (written, replaced *store.Tenant, fail *page) {
+func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, ident *auth.Identified) (written, replaced *store.Tenant, fail *page) {
 	now := o.now()
 	var err error
 	for attempt := 0; attempt < casAttempts; attempt++ {
@@ -40,7 +40,14 @@ func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateVal
 				return nil, nil, &p
 			}
 		}
-		next := o.authorized(cur, g, params, now)
+		if ident != nil && cur.Account != nil && cur.Account.ID != ident.Account.ID && !sv.Rebind {
+			// Identified as another account by a write during the exchange.
+			log.Warn("onboarding callback refused: another merchant account",
+				zap.String("expected", cur.Account.ID), zap.String("signed_in", ident.Account.ID))
+			p := pageOtherAccount(*cur.Account, ident.Account)
+			return nil, nil, &p
+		}
+		next := o.authorized(cur, g, params, ident, now)
 		v, perr := o.Store.Put(ctx, next, cur.Version)
 		if errors.Is(perr, store.ErrConflict) {
 			err = perr
@@ -75,7 +82,7 @@ func mergeExtra(extra, params map[string]string) map[string]string {
 
 // authorized returns cur with g applied: identity and history kept, tokens
 // replaced, flag and counters cleared.
-func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[string]string, now time.Time) *store.Tenant {
+func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[string]string, ident *auth.Identified, now time.Time) *store.Tenant {
 	next := cur.Clone()
 	if o.Preset.Name != "" {
 		next.Provider = o.Preset.Name
@@ -88,6 +95,12 @@ func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[stri
 		tokens.Scope = strings.Join(o.Scopes, " ") // RFC 6749 §5.1: omitted = as requested
 	}
 	next.Extra = mergeExtra(cur.Extra, params)
+	if ident != nil {
+		a := ident.Account
+		next.Account = &a
+		next.Locations = append([]store.Location(nil), ident.Locations...)
+		next.LocationsAt = now
+	}
 	next.Authorize(tokens, now)
 	return next
 }

@@ -16,9 +16,14 @@ import (
 	"github.com/lsproxy/lsproxy/store"
 )
 
-func (o *Onboarder) linkMAC(tenant string, iat, exp int64) []byte {
+func (o *Onboarder) linkMAC(tenant string, iat, exp int64, rebind bool) []byte {
 	m := hmac.New(sha256.New, o.LinkKey)
 	fmt.Fprintf(m, "%s|%s|%d|%d", linkMACLabel, tenant, iat, exp)
+	if rebind {
+		// Only a signed link can allow another account; exp is an
+		// integer, so this suffix cannot be forged from a plain link.
+		m.Write([]byte("|rebind"))
+	}
 	return m.Sum(nil)
 }
 
@@ -32,6 +37,17 @@ func (o *Onboarder) linkMAC(tenant string, iat, exp int64) []byte {
 // Errors: ErrMisconfigured (wrapped) when the Onboarder is misconfigured;
 // store errors (wrapped) when the tenant cannot be read or created.
 func (o *Onboarder) AuthorizeLink(ctx context.Context, tenant string) (string, error) {
+	return o.link(ctx, tenant, false)
+}
+
+// RebindLink is AuthorizeLink for a link that may connect another merchant
+// account than the tenant's (admin {"rebind": true}). Errors as for
+// AuthorizeLink.
+func (o *Onboarder) RebindLink(ctx context.Context, tenant string) (string, error) {
+	return o.link(ctx, tenant, true)
+}
+
+func (o *Onboarder) link(ctx context.Context, tenant string, rebind bool) (string, error) {
 	if err := o.init(); err != nil {
 		return "", err
 	}
@@ -68,9 +84,12 @@ func (o *Onboarder) AuthorizeLink(ctx context.Context, tenant string) (string, e
 		"tenant": {tenant},
 		"iat":    {strconv.FormatInt(iat, 10)},
 		"exp":    {strconv.FormatInt(exp, 10)},
-		"sig":    {base64.RawURLEncoding.EncodeToString(o.linkMAC(tenant, iat, exp))},
+		"sig":    {base64.RawURLEncoding.EncodeToString(o.linkMAC(tenant, iat, exp, rebind))},
 	}
-	o.log.Info("authorize link issued", zap.String("tenant", tenant), zap.Time("expires", time.Unix(exp, 0).UTC()))
+	if rebind {
+		q.Set("rebind", "1")
+	}
+	o.log.Info("authorize link issued", zap.String("tenant", tenant), zap.Time("expires", time.Unix(exp, 0).UTC()), zap.Bool("rebind", rebind))
 	return o.startURL + "?" + q.Encode(), nil
 }
 
@@ -85,24 +104,25 @@ func single(q url.Values, key string) (string, bool) {
 }
 
 // parseLink checks an authorize link's parameters and signature.
-func (o *Onboarder) parseLink(q url.Values) (tenant string, iat, exp int64, ok bool) {
+func (o *Onboarder) parseLink(q url.Values) (tenant string, iat, exp int64, rebind, ok bool) {
 	tenant, ok1 := single(q, "tenant")
 	iatS, ok2 := single(q, "iat")
 	expS, ok3 := single(q, "exp")
 	sigS, ok4 := single(q, "sig")
-	if !ok1 || !ok2 || !ok3 || !ok4 || !store.ValidTenantID(tenant) {
-		return "", 0, 0, false
+	if !ok1 || !ok2 || !ok3 || !ok4 || !store.ValidTenantID(tenant) || len(q["rebind"]) > 1 {
+		return "", 0, 0, false, false
 	}
+	rebind = q.Get("rebind") == "1"
 	iat, err1 := strconv.ParseInt(iatS, 10, 64)
 	exp, err2 := strconv.ParseInt(expS, 10, 64)
 	sig, err3 := base64.RawURLEncoding.DecodeString(sigS)
 	if err1 != nil || err2 != nil || err3 != nil || iat <= 0 || exp <= 0 {
-		return "", 0, 0, false
+		return "", 0, 0, false, false
 	}
-	if !hmac.Equal(sig, o.linkMAC(tenant, iat, exp)) {
-		return "", 0, 0, false
+	if !hmac.Equal(sig, o.linkMAC(tenant, iat, exp, rebind)) {
+		return "", 0, 0, false, false
 	}
-	return tenant, iat, exp, true
+	return tenant, iat, exp, rebind, true
 }
 
 func linkUsed(t *store.Tenant, iat int64) bool {

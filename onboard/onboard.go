@@ -101,6 +101,17 @@ type Onboarder struct {
 	// Logger receives onboarding events (never a code, state or token);
 	// nil = no logging.
 	Logger *zap.Logger
+	// Identifier, when set, asks the provider after every code exchange
+	// which merchant account the grant belongs to (auth.Preset.Identity):
+	// the account and K-Series locations are stored on the tenant, and a
+	// re-authorization that identifies another account is refused (409)
+	// unless the link was made with RebindLink. nil = no identity check
+	// beyond the x-series domain_prefix.
+	Identifier *auth.Identifier
+	// Locations is the store's location index, updated when a grant's
+	// K-Series locations change; nil = Store's, when it implements
+	// store.LocationIndex.
+	Locations store.LocationIndex
 	// OnActivated is called, synchronously and after the write, when a tenant
 	// that was not active (flagged reauthorization_required, or a
 	// placeholder awaiting its first authorization) becomes active. It must

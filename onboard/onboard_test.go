@@ -811,7 +811,7 @@ func TestOnboardXSeriesDomainPrefix(t *testing.T) {
 	f.clock.Advance(2 * time.Second)
 	f.em.Approve("othershop")
 	r := f.open(f.link("coolshop"))
-	mustFail(t, r, http.StatusBadRequest, "different Lightspeed account")
+	mustFail(t, r, http.StatusConflict, "different Lightspeed account")
 	if again := f.tenant("coolshop"); again.Version != rec.Version {
 		t.Fatal("tenant changed")
 	}

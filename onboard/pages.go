@@ -7,11 +7,13 @@ import (
 	"strconv"
 
 	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // page is one onboarding page shown to the merchant's browser. Pages carry
-// fixed texts and at most the tenant id and a sanitized provider error code:
-// never a code, state, verifier or token.
+// fixed texts and at most the tenant id, merchant account ids and names (not
+// secret) and a sanitized provider error code: never a code, state,
+// verifier or token.
 type page struct {
 	// Kind gives the status and X-Lsproxy-Error of a failure page; nil
 	// (success) answers 200 without the header.
@@ -160,12 +162,28 @@ func pageMissingParam(name string) page {
 		Action:  "Open the link you were sent again to start over."}
 }
 
-func pageOtherAccount(name string) page {
+// pageOtherAccount: the merchant signed in to another account than the
+// tenant's; the tenant keeps its grant.
+func pageOtherAccount(expected, got store.Account) page {
 	return page{Kind: httperr.OtherAccount, Title: "Different account",
 		Heading: "A different Lightspeed account was connected",
-		Message: "This link is for another Lightspeed account (" + name + " differs from the one connected before). Nothing was changed.",
-		Action:  "Sign in to the Lightspeed account this link was sent for, then open the link again."}
+		Message: "This link is for the Lightspeed account " + accountLabel(expected) + ", but you signed in to " +
+			accountLabel(got) + ". Nothing was changed: the connection to " + accountLabel(expected) + " keeps working.",
+		Action: "Sign out of Lightspeed, sign in to " + accountLabel(expected) + " and open the link again. " +
+			"If the tenant really should move to " + accountLabel(got) + ", ask the person who sent the link for a rebind link."}
 }
+
+func accountLabel(a store.Account) string {
+	if a.Name != "" && a.Name != a.ID {
+		return "\u201c" + a.Name + "\u201d (" + a.ID + ")"
+	}
+	return a.ID
+}
+
+var pageIdentifyFailed = page{Kind: httperr.IdentifyFailed, Title: "Not connected",
+	Heading: "The Lightspeed account could not be checked",
+	Message: "Lightspeed did not say which account you signed in to, so nothing was changed.",
+	Action:  "Open the link again in a few minutes. " + askNewLink}
 
 func pageSuccess(tenant, provider string) page {
 	msg := "Your Lightspeed account is connected. You can close this window."

@@ -23,6 +23,8 @@ type stateValue struct {
 	// Expires (Unix nanoseconds, by Onboarder.Now) lets the clock seam
 	// expire states independently of the store's own TTL.
 	Expires int64 `json:"exp"`
+	// Rebind: the link allows another merchant account than the tenant's.
+	Rebind bool `json:"rebind,omitempty"`
 }
 
 // ServeStart handles GET /oauth/start: the merchant opening an authorize
@@ -42,7 +44,7 @@ func (o *Onboarder) ServeStart(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, pageMethod)
 		return
 	}
-	tenant, iat, exp, ok := o.parseLink(r.URL.Query())
+	tenant, iat, exp, rebind, ok := o.parseLink(r.URL.Query())
 	if !ok {
 		o.log.Warn("onboarding link rejected", zap.String("why", "malformed or bad signature"), zap.String("remote", r.RemoteAddr))
 		renderPage(w, pageBadLink)
@@ -78,7 +80,7 @@ func (o *Onboarder) ServeStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := base64.RawURLEncoding.EncodeToString(raw[:])
-	sv := stateValue{Tenant: tenant, IAT: iat, Expires: now.Add(o.stateTTL()).UnixNano()}
+	sv := stateValue{Tenant: tenant, IAT: iat, Expires: now.Add(o.stateTTL()).UnixNano(), Rebind: rebind}
 	var opts []oauth2.AuthCodeOption
 	if o.PKCE {
 		sv.Verifier = oauth2.GenerateVerifier()

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	crand "crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,8 +40,12 @@ const (
 )
 
 // Event is one webhook notification. Its JSON form is
-// {"event": ..., "tenant": ..., "reason": ..., "at": RFC 3339 UTC}.
+// {"id": ..., "event": ..., "tenant": ..., "reason": ..., "at": RFC 3339 UTC}.
 type Event struct {
+	// ID identifies the event across retries (also the webhook-id
+	// header), so a receiver can drop duplicates; Notify sets a random
+	// "evt_..." id when it is "".
+	ID     string
 	Event  string    // EventFlagged or EventRecovered
 	Tenant string    // tenant id
 	Reason string    // why the tenant was flagged; "" for recoveries
@@ -47,24 +55,31 @@ type Event struct {
 // MarshalJSON renders the event with "at" in RFC 3339 (seconds, UTC).
 func (e Event) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
+		ID     string `json:"id"`
 		Event  string `json:"event"`
 		Tenant string `json:"tenant"`
 		Reason string `json:"reason"`
 		At     string `json:"at"`
-	}{e.Event, e.Tenant, e.Reason, e.At.UTC().Format(time.RFC3339)})
+	}{e.ID, e.Event, e.Tenant, e.Reason, e.At.UTC().Format(time.RFC3339)})
 }
 
 // Notifier delivers tenant events to a webhook URL, in order, from one
-// background goroutine. Each POST carries the JSON event and the headers
+// background goroutine. Each POST carries the JSON event and the Standard
+// Webhooks headers (https://www.standardwebhooks.com)
 //
-//	X-Lsproxy-Event:     the event name
-//	X-Lsproxy-Timestamp: Unix seconds when the attempt was sent
-//	X-Lsproxy-Signature: sha256=<hex HMAC-SHA256(Secret, timestamp + "." + body)>
+//	webhook-id:        the event id, the same on every retry
+//	webhook-timestamp: Unix seconds when the attempt was sent
+//	webhook-signature: v1,<base64 HMAC-SHA256(key, id + "." + timestamp + "." + body)>
 //
-// (the signature only when Secret is set). A receiver verifies the
-// signature over the raw body and rejects stale timestamps. A 2xx answer is
-// delivered; 5xx, 429 and network errors are retried with Backoff up to
-// MaxAttempts; any other status is final. An event that cannot be delivered
+// where key is the base64-decoded part after "whsec_" of a Secret in the
+// Standard Webhooks form, else Secret's bytes; and, for receivers of
+// earlier versions (deprecated), X-Lsproxy-Event, X-Lsproxy-Timestamp and
+// X-Lsproxy-Signature: sha256=<hex HMAC-SHA256(Secret, timestamp + "." +
+// body)>. Signatures only when Secret is set. A receiver verifies the
+// signature over the raw body, rejects stale timestamps and drops ids it
+// has seen. A 2xx answer is delivered; 5xx, 429 and network errors are
+// retried with Backoff (jittered) up to MaxAttempts; any other status is
+// final. An event that cannot be delivered
 // is logged and dropped: webhooks are a notification, not a queue of record.
 //
 // Set the fields, then call Start once. Notify is safe for concurrent use,
@@ -87,8 +102,9 @@ type Notifier struct {
 	// event (and logs it). 0 = DefaultWebhookQueueSize (1024).
 	QueueSize int
 	// Backoff is the wait after failed attempt n (1-based); nil =
-	// exponential from 1 s, doubling, capped at 30 s. A 429's Retry-After
-	// (up to 60 s) is honoured when longer.
+	// exponential from 1 s, doubling, capped at 30 s, each wait drawn at
+	// random from its upper half (so that many replicas' retries spread
+	// out). A 429's Retry-After (up to 60 s) is honoured when longer.
 	Backoff func(attempt int) time.Duration
 	// Now stamps X-Lsproxy-Timestamp; nil = time.Now.
 	Now func() time.Time
@@ -152,6 +168,9 @@ func (n *Notifier) Done() <-chan struct{} {
 // dropped and logged.
 func (n *Notifier) Notify(ev Event) {
 	n.init()
+	if ev.ID == "" {
+		ev.ID = newEventID()
+	}
 	select {
 	case n.queue <- ev:
 	default:
@@ -192,8 +211,15 @@ func (n *Notifier) backoff(attempt int) time.Duration {
 	if n.Backoff != nil {
 		return n.Backoff(attempt)
 	}
-	d := time.Second << min(attempt-1, 5)
-	return min(d, 30*time.Second)
+	d := min(time.Second<<min(attempt-1, 5), 30*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+// newEventID returns "evt_" and 16 random bytes in hex.
+func newEventID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return "evt_" + hex.EncodeToString(b[:])
 }
 
 func (n *Notifier) client() *http.Client {
@@ -218,7 +244,7 @@ func (n *Notifier) deliver(ctx context.Context, ev Event) {
 	client := n.client()
 	maxAttempts := n.attempts()
 	for attempt := 1; ; attempt++ {
-		status, retryAfter, err := n.send(ctx, client, ev.Event, body)
+		status, retryAfter, err := n.send(ctx, client, ev, body)
 		switch {
 		case err == nil && status >= 200 && status < 300:
 			n.delivered.Add(1)
@@ -262,7 +288,7 @@ func errText(err error) string {
 }
 
 // send makes one attempt. status is 0 when no answer arrived.
-func (n *Notifier) send(ctx context.Context, client *http.Client, event string, body []byte) (status int, retryAfter time.Duration, err error) {
+func (n *Notifier) send(ctx context.Context, client *http.Client, ev Event, body []byte) (status int, retryAfter time.Duration, err error) {
 	now := time.Now
 	if n.Now != nil {
 		now = n.Now
@@ -274,9 +300,12 @@ func (n *Notifier) send(ctx context.Context, client *http.Client, event string, 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "lsproxy-webhook/1")
-	req.Header.Set("X-Lsproxy-Event", event)
+	req.Header.Set("webhook-id", ev.ID)
+	req.Header.Set("webhook-timestamp", ts)
+	req.Header.Set("X-Lsproxy-Event", ev.Event)
 	req.Header.Set("X-Lsproxy-Timestamp", ts)
 	if n.Secret != "" {
+		req.Header.Set("webhook-signature", "v1,"+SignStandard(n.Secret, ev.ID, ts, body))
 		req.Header.Set("X-Lsproxy-Signature", "sha256="+Sign(n.Secret, ts, body))
 	}
 	resp, err := client.Do(req)
@@ -293,9 +322,25 @@ func (n *Notifier) send(ctx context.Context, client *http.Client, event string, 
 	return resp.StatusCode, retryAfter, nil
 }
 
+// SignStandard returns the Standard Webhooks signature (the part of
+// webhook-signature after "v1,"): base64 of HMAC-SHA256(key, id + "." +
+// timestamp + "." + body), key being the base64-decoded rest of a "whsec_"
+// secret, else the secret's bytes. Receivers compare it with hmac.Equal.
+func SignStandard(secret, id, timestamp string, body []byte) string {
+	key := []byte(secret)
+	if rest, ok := strings.CutPrefix(secret, "whsec_"); ok {
+		if k, err := base64.StdEncoding.DecodeString(rest); err == nil && len(k) > 0 {
+			key = k
+		}
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id + "." + timestamp + "."))
+	m.Write(body)
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
 // Sign returns the hex HMAC-SHA256 of timestamp + "." + body under secret:
-// the value of X-Lsproxy-Signature after "sha256=". Receivers compare it
-// with hmac.Equal.
+// the value of the deprecated X-Lsproxy-Signature after "sha256=".
 func Sign(secret, timestamp string, body []byte) string {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write([]byte(timestamp))

@@ -3,6 +3,8 @@ package onboard_test
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -72,6 +74,7 @@ func startNotifier(t *testing.T, n *onboard.Notifier) context.CancelFunc {
 
 func verifySignature(t *testing.T, r hookReq) {
 	t.Helper()
+	verifyStandard(t, r, hookSecret)
 	ts := r.header.Get("X-Lsproxy-Timestamp")
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil || time.Since(time.Unix(sec, 0)).Abs() > time.Minute {
@@ -100,7 +103,8 @@ func TestWebhookSignedDelivery(t *testing.T) {
 	if r.header.Get("Content-Type") != "application/json" || r.header.Get("X-Lsproxy-Event") != "tenant.flagged" {
 		t.Fatalf("headers %v", r.header)
 	}
-	want := `{"event":"tenant.flagged","tenant":"acme","reason":"refresh token rejected","at":"2026-11-23T11:30:00Z"}`
+	id := r.header.Get("webhook-id")
+	want := `{"id":"` + id + `","event":"tenant.flagged","tenant":"acme","reason":"refresh token rejected","at":"2026-11-23T11:30:00Z"}`
 	if string(r.body) != want {
 		t.Fatalf("body %s\nwant %s", r.body, want)
 	}
@@ -248,5 +252,55 @@ func TestWebhookUnsignedWithoutSecret(t *testing.T) {
 	r := recv(t, ch)
 	if r.header.Get("X-Lsproxy-Signature") != "" || r.header.Get("X-Lsproxy-Timestamp") == "" {
 		t.Fatalf("headers %v", r.header)
+	}
+}
+
+// verifyStandard checks the Standard Webhooks headers the way a receiver
+// library does: v1,base64(HMAC-SHA256(key, id.timestamp.body)).
+func verifyStandard(t *testing.T, r hookReq, secret string) {
+	t.Helper()
+	id, ts := r.header.Get("webhook-id"), r.header.Get("webhook-timestamp")
+	if !strings.HasPrefix(id, "evt_") || len(id) != 36 {
+		t.Fatalf("webhook-id %q", id)
+	}
+	if sec, err := strconv.ParseInt(ts, 10, 64); err != nil || time.Since(time.Unix(sec, 0)).Abs() > time.Minute {
+		t.Fatalf("webhook-timestamp %q", ts)
+	}
+	key := []byte(secret)
+	if rest, ok := strings.CutPrefix(secret, "whsec_"); ok {
+		key, _ = base64.StdEncoding.DecodeString(rest)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(id + "." + ts + "."))
+	m.Write(r.body)
+	want := "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+	if got := r.header.Get("webhook-signature"); !hmac.Equal([]byte(got), []byte(want)) {
+		t.Fatalf("webhook-signature %q, want %q", got, want)
+	}
+	var ev struct{ ID string }
+	if json.Unmarshal(r.body, &ev) != nil || ev.ID != id {
+		t.Fatalf("body id %q, header %q", ev.ID, id)
+	}
+}
+
+// TestWebhookStandardSecret: a whsec_ secret keys the signature with its
+// decoded bytes (what Standard Webhooks libraries expect), and the event
+// id stays the same across retries.
+func TestWebhookStandardSecret(t *testing.T) {
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	codes := []int{http.StatusBadGateway, http.StatusOK}
+	srv, ch := hookServer(t, func(n int, _ string) int { return codes[min(n, len(codes))-1] })
+	n := &onboard.Notifier{URL: srv.URL, Secret: secret, Backoff: fastBackoff}
+	startNotifier(t, n)
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "acme", At: time.Now()})
+	first, second := recv(t, ch), recv(t, ch)
+	verifyStandard(t, first, secret)
+	verifyStandard(t, second, secret)
+	if first.header.Get("webhook-id") != second.header.Get("webhook-id") {
+		t.Fatalf("the retry has another id: %q, %q", first.header.Get("webhook-id"), second.header.Get("webhook-id"))
+	}
+	n.Notify(onboard.Event{Event: onboard.EventRecovered, Tenant: "acme", At: time.Now()})
+	if third := recv(t, ch); third.header.Get("webhook-id") == first.header.Get("webhook-id") {
+		t.Fatal("two events share an id")
 	}
 }

@@ -78,23 +78,24 @@ func NewCallerAuth(keys []ClientKey) *CallerAuth {
 	return a
 }
 
-// Authenticate is a Handler.Authenticate hook. It returns
-// ErrProxyAuthRequired for a missing or unknown key and ErrTenantNotAllowed
-// when the key may not use tenant.
-func (a *CallerAuth) Authenticate(r *http.Request, tenant string) error {
+// Authenticate is a Handler.Authenticate hook. It returns the key's id
+// (also when the key may not use tenant), and ErrProxyAuthRequired for a
+// missing or unknown key or ErrTenantNotAllowed when the key may not use
+// tenant.
+func (a *CallerAuth) Authenticate(r *http.Request, tenant string) (string, error) {
 	const prefix = "Bearer "
 	h := r.Header.Get("Proxy-Authorization")
 	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return ErrProxyAuthRequired
+		return "", ErrProxyAuthRequired
 	}
 	k, ok := a.byHash[sha256.Sum256([]byte(h[len(prefix):]))]
 	if !ok {
-		return ErrProxyAuthRequired
+		return "", ErrProxyAuthRequired
 	}
 	if !k.Allows(tenant) {
-		return ErrTenantNotAllowed
+		return k.ID, ErrTenantNotAllowed
 	}
-	return nil
+	return k.ID, nil
 }
 
 // NewClientKey returns a new random key (prefixed "lsk_") and its hex SHA-256.

@@ -12,4 +12,6 @@
 //   - errors.go: the request path's sentinel errors and errorFor, their
 //     mapping to the error table in internal/httperr.
 //   - metrics.go: request metrics with bounded labels.
+//   - accesslog.go: the access line's fields without a per-request
+//     allocation (the buffering is internal/logging's).
 package proxy

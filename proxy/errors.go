@@ -47,6 +47,10 @@ func errorFor(tenant string, err error) httperr.Error {
 		e.Kind, e.RetryAfter = httperr.RateLimited, refused.RetryAfter
 	case errors.As(err, &unavail):
 		e.Kind, e.RetryAfter = httperr.TokenUnavailable, unavail.RetryAfter
+	case errors.Is(err, ErrUnknownLocation):
+		e.Kind = httperr.UnknownLocation
+	case errors.Is(err, ErrNoUpstreamHost):
+		e.Kind = httperr.NoUpstreamHost
 	case httperr.IsTimeout(err):
 		e.Kind = httperr.UpstreamTimeout
 	}

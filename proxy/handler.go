@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httputil"
@@ -36,19 +34,33 @@ type Handler struct {
 	// Upstream is the only host requests (and tokens) go to. Its path is a
 	// prefix of every forwarded path.
 	Upstream *url.URL
+	// UpstreamTemplate, when set, is used instead of Upstream: a URL with
+	// {domain_prefix} in the host or path, filled per request from the
+	// tenant's own token (auth.Token.DomainPrefix), so each x-series store
+	// is reached on its own host. A tenant without a valid value gets
+	// ErrNoUpstreamHost, never another host.
+	UpstreamTemplate string
 	// Tokens supplies access tokens.
 	Tokens TokenSource
 	// TenantHeader names the tenant; "" means X-Tenant.
 	TenantHeader string
+	// LocationHeader names a K-Series business location id; a request
+	// without the tenant header but with this one goes to the tenant that
+	// Locations picks. "" means X-Location. It is never forwarded.
+	LocationHeader string
+	// Locations resolves a location id to a tenant; it returns
+	// ErrUnknownLocation for none. nil = the location header is not used.
+	Locations func(ctx context.Context, location string) (string, error)
 	// MaxReplayBody is the largest request body kept for one replay after
 	// an upstream 401; larger bodies stream without replay. 0 means 1 MiB.
 	MaxReplayBody int64
 	// Transport sends upstream requests; nil means NewTransport(30s).
 	Transport http.RoundTripper
 	// Authenticate checks the caller before anything else; nil means no
-	// caller authentication. It returns ErrProxyAuthRequired or
+	// caller authentication. It returns the caller's key id (for the
+	// request log; "" when unknown), and ErrProxyAuthRequired or
 	// ErrTenantNotAllowed to refuse.
-	Authenticate func(r *http.Request, tenant string) error
+	Authenticate func(r *http.Request, tenant string) (caller string, err error)
 	// Logger gets one line per request; nil means no request log.
 	Logger *zap.Logger
 	// Metrics; nil means none recorded.
@@ -59,23 +71,36 @@ type Handler struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
+	up *Upstream
 	rp *httputil.ReverseProxy
 }
 
 // reqState travels in the request context from ServeHTTP to the transport.
 type reqState struct {
 	tenant       string
+	requestID    string // X-Request-Id: returned to the caller, sent upstream
+	caller       string // the caller's key id, "" without caller authentication
 	upstreamTime time.Duration
 	errCode      string
 	replayed     bool
+	in           *url.URL // the inbound URL, for a templated upstream
 }
 
 type ctxKey struct{}
 
 // Init prepares the handler. It returns an error if Upstream or Tokens is missing.
 func (h *Handler) Init() error {
-	if h.Upstream == nil || h.Upstream.Scheme == "" || h.Upstream.Host == "" {
-		return errors.New("proxy: Upstream must be an absolute URL")
+	if h.UpstreamTemplate != "" {
+		up, err := ParseUpstream(h.UpstreamTemplate)
+		if err != nil {
+			return err
+		}
+		h.up = up
+	} else {
+		if h.Upstream == nil || h.Upstream.Scheme == "" || h.Upstream.Host == "" {
+			return errors.New("proxy: Upstream must be an absolute URL")
+		}
+		h.up = &Upstream{raw: h.Upstream.String(), fixed: h.Upstream}
 	}
 	if h.Tokens == nil {
 		return errors.New("proxy: Tokens is required")
@@ -84,6 +109,10 @@ func (h *Handler) Init() error {
 		h.TenantHeader = "X-Tenant"
 	}
 	h.TenantHeader = http.CanonicalHeaderKey(h.TenantHeader)
+	if h.LocationHeader == "" {
+		h.LocationHeader = "X-Location"
+	}
+	h.LocationHeader = http.CanonicalHeaderKey(h.LocationHeader)
 	if h.MaxReplayBody <= 0 {
 		h.MaxReplayBody = 1 << 20
 	}
@@ -101,6 +130,9 @@ func (h *Handler) Init() error {
 		Transport:    &tokenTransport{h: h, base: h.Transport},
 		BufferPool:   bufferPool{},
 		ErrorHandler: h.proxyError,
+		// The caller already has X-Request-Id (set in ServeHTTP); the
+		// upstream's copy, the same id or its own, would duplicate it.
+		ModifyResponse: func(resp *http.Response) error { resp.Header.Del(httperr.RequestIDHeader); return nil },
 		// FlushInterval stays 0: ReverseProxy itself flushes streaming
 		// responses (text/event-stream, unknown length) after every write.
 		// -1 for every response cost a timer, a goroutine and a separate
@@ -113,7 +145,8 @@ func (h *Handler) Init() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
 	sw := &httperr.StatusWriter{ResponseWriter: w}
-	st := &reqState{}
+	st := &reqState{requestID: httperr.RequestID(r)}
+	w.Header().Set(httperr.RequestIDHeader, st.requestID)
 	tenant, err := h.tenantOf(r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		// TRACE would have an upstream echo the request, injected token
@@ -121,7 +154,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = ErrMethodNotAllowed
 	}
 	if err == nil && h.Authenticate != nil {
-		err = h.Authenticate(r, tenant)
+		st.caller, err = h.Authenticate(r, tenant)
 	}
 	if err == nil {
 		err = h.pace(r, tenant)
@@ -136,10 +169,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 	}
 	h.finish(r, sw, st, tenant, h.Now().Sub(start))
+	annotateSpan(r, st, tenant)
 }
 
 func (h *Handler) tenantOf(r *http.Request) (string, error) {
 	vals := r.Header[h.TenantHeader]
+	if len(vals) == 0 && h.Locations != nil {
+		if locs := r.Header[h.LocationHeader]; len(locs) > 0 {
+			if len(locs) > 1 {
+				return "", ErrUnknownLocation
+			}
+			return h.Locations(r.Context(), locs[0])
+		}
+	}
 	if len(vals) == 0 || vals[0] == "" {
 		return "", ErrMissingTenant
 	}
@@ -154,13 +196,26 @@ func (h *Handler) tenantOf(r *http.Request) (string, error) {
 // by the client's Connection header) and X-Forwarded-*; the bearer token is
 // set later, in the transport, so no client header can remove it.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(h.Upstream)
+	if h.up.Templated() {
+		// The host depends on the tenant's token, known only in the
+		// transport: park the request on a host that never resolves.
+		if st, _ := pr.In.Context().Value(ctxKey{}).(*reqState); st != nil {
+			st.in = pr.In.URL
+		}
+		pr.SetURL(h.up.parked)
+	} else {
+		pr.SetURL(h.up.fixed)
+	}
 	pr.Out.Host = ""
 	hd := pr.Out.Header
 	hd.Del(h.TenantHeader)
+	hd.Del(h.LocationHeader)
 	hd.Del("Authorization")
 	hd.Del("Proxy-Authorization")
 	hd.Del("Cookie") // never forward the caller's cookies to the merchant's API
+	if st, _ := pr.In.Context().Value(ctxKey{}).(*reqState); st != nil {
+		hd.Set(httperr.RequestIDHeader, st.requestID) // the caller's (when valid) or ours
+	}
 }
 
 // proxyError is ReverseProxy's ErrorHandler: every failure after tenant
@@ -187,7 +242,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 
 func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState, tenant string, d time.Duration) {
 	status := sw.StatusOr200()
-	h.Metrics.observe(status, st.errCode, d)
+	h.Metrics.observe(status, r.Method, st, d)
 	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
 		writeAccess(ce,
 			zap.String("tenant", tenant),
@@ -198,20 +253,10 @@ func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState
 			zap.Duration("upstream_latency", st.upstreamTime),
 			zap.String("error", st.errCode),
 			zap.Bool("replayed", st.replayed),
-			zap.String("request_id", requestID(r)),
+			zap.String("request_id", st.requestID),
+			zap.String("caller", st.caller),
 		)
 	}
-}
-
-// requestID returns the caller's X-Request-Id when it is short and
-// printable, or a new random one.
-func requestID(r *http.Request) string {
-	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 && store.ValidTenantID(id) {
-		return id
-	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.

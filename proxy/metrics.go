@@ -1,45 +1,74 @@
 package proxy
 
 import (
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics are the proxied-traffic metrics. A nil *Metrics records nothing.
-// Labels are bounded: a status class and lsproxy's own error code.
+// Labels are bounded: the status code, a standard method (else "other")
+// and lsproxy's own error code — never a tenant or a path.
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration prometheus.Histogram
+	upstream prometheus.Histogram
+	replays  prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	buckets := prometheus.ExponentialBuckets(0.001, 2, 15)
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lsproxy_requests_total",
-			Help: "Proxied requests by status class (2xx..5xx) and lsproxy error code (empty when the upstream answered).",
-		}, []string{"class", "error"}),
+			Help: "Proxied requests by status code, method and lsproxy error code (empty when the upstream answered).",
+		}, []string{"code", "method", "error"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lsproxy_request_duration_seconds",
 			Help:    "Time to serve a proxied request, including the upstream.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+			Buckets: buckets,
+		}),
+		upstream: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "lsproxy_upstream_duration_seconds",
+			Help:    "Time the upstream took to answer (to its response headers; both attempts of a replayed request).",
+			Buckets: buckets,
+		}),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lsproxy_request_replays_total",
+			Help: "Proxied requests replayed once with a new token after an upstream 401.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.replays)
 	return m
 }
 
-var classes = [...]string{"1xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+// method keeps the label bounded: the standard methods, else "other".
+func method(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodTrace, http.MethodConnect:
+		return m
+	}
+	return "other"
+}
 
-func (m *Metrics) observe(status int, errCode string, d time.Duration) {
+func (m *Metrics) observe(status int, meth string, st *reqState, d time.Duration) {
 	if m == nil {
 		return
 	}
-	class := "other" // keeps the label bounded whatever status an upstream sends
-	if i := status / 100; i >= 1 && i <= 5 {
-		class = classes[i]
+	code := "other" // keeps the label bounded whatever status an upstream sends
+	if status >= 100 && status <= 599 {
+		code = strconv.Itoa(status)
 	}
-	m.requests.WithLabelValues(class, errCode).Inc()
+	m.requests.WithLabelValues(code, method(meth), st.errCode).Inc()
 	m.duration.Observe(d.Seconds())
+	if st.upstreamTime > 0 {
+		m.upstream.Observe(st.upstreamTime.Seconds())
+	}
+	if st.replayed {
+		m.replays.Inc()
+	}
 }

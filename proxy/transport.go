@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"time"
 
 	"github.com/lsproxy/lsproxy/auth"
@@ -80,6 +81,9 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := t.target(req, st, tok); err != nil {
+		return nil, err
+	}
 	body, replayable, err := t.keepBody(req)
 	if err != nil {
 		return nil, err
@@ -122,6 +126,13 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if body != nil {
 		retry.Body = io.NopCloser(bytes.NewReader(body))
 	}
+	if next.DomainPrefix != tok.DomainPrefix {
+		// Re-authorized for another store meanwhile: its token goes only
+		// to its own host.
+		if err := t.target(retry, st, next); err != nil {
+			return nil, err
+		}
+	}
 	retry.Header.Set("Authorization", "Bearer "+next.AccessToken)
 	st.replayed = true
 	start = t.h.Now()
@@ -129,6 +140,24 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st.upstreamTime += t.h.Now().Sub(start)
 	t.h.observe(st.tenant, start, resp)
 	return resp, err
+}
+
+// target points req at the tenant's own host when the upstream is a
+// template: the host comes from the same record as the token, so a token
+// never travels to another store's host. A fixed upstream is left as
+// rewrite set it.
+func (t *tokenTransport) target(req *http.Request, st *reqState, tok auth.Token) error {
+	if !t.h.up.Templated() {
+		return nil
+	}
+	u, err := t.h.up.Resolve(tok.DomainPrefix)
+	if err != nil || st.in == nil {
+		return ErrNoUpstreamHost
+	}
+	in := *st.in
+	req.URL = &in
+	(&httputil.ProxyRequest{Out: req}).SetURL(u)
+	return nil
 }
 
 // keepBody buffers a request body up to MaxReplayBody so it can be sent

@@ -115,6 +115,7 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"KeyRotation", confKeyRotation},
 		{"CanceledContext", confCanceledContext},
 		{"Closed", confClosed},
+		{"Locations", confLocations},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,7 +15,12 @@
 //   - redis.go: the Redis backend; its Lua scripts are in lua/.
 //   - redisconn.go: connecting to Redis (URL, Sentinel, Cluster, TLS),
 //     password redaction, fail-fast retries.
+//   - redis_index.go: the Redis tenant index over 256 hash-tagged shards,
+//     the due index beside it, ListPage and ListDue (lua/index_*.lua).
+//   - redis_cluster.go: the cluster client that reloads its slot map on
+//     a failed dial (after a master's failover).
+//   - index.go: the Lister contract (paging, due tenants) of both backends.
 //   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
 //     (WAIT).
-//   - bolt.go: the bbolt backend.
+//   - bolt.go: the bbolt backend; bolt_index.go its due index and paging.
 package store

@@ -196,6 +196,9 @@ func (r *Redis) PutAcked(ctx context.Context, t *Tenant, expect int64) (int64, e
 		return 0, fmt.Errorf("%w: tenant %q is at version %d, expected %d", ErrConflict, id, res[1], expect)
 	}
 	t.Version, t.WriteID = res[1], writeID
+	if err := r.index(ctx, t); err != nil { // as Put does (due index)
+		r.report("index", err)
+	}
 	r.publish(ctx, id)
 	acked, err := conn.Wait(ctx, need, r.waitTimeout).Result()
 	if err != nil {

@@ -67,6 +67,15 @@ type Tenant struct {
 	// Extra holds provider quirks, e.g. x-series "domain_prefix".
 	Extra map[string]string `json:"extra,omitempty"`
 
+	// Account is the merchant account the grant belongs to, as the
+	// provider said after the code exchange (not secret); nil = not
+	// identified (imported, or a preset without an identity lookup).
+	Account *Account `json:"account,omitempty"`
+	// Locations are the K-Series business locations the grant reaches,
+	// re-read when the grant is refreshed; LocationsAt is when.
+	Locations   []Location `json:"locations,omitempty"`
+	LocationsAt time.Time  `json:"locations_at"`
+
 	// AuthorizedAt is when the merchant last completed the OAuth flow.
 	AuthorizedAt  time.Time `json:"authorized_at"`
 	CreatedAt     time.Time `json:"created_at"`
@@ -74,6 +83,10 @@ type Tenant struct {
 	LastRefreshAt time.Time `json:"last_refresh_at"`
 	RefreshCount  int64     `json:"refresh_count"`
 	FailureCount  int64     `json:"failure_count"`
+
+	// History is the tenant's last MaxHistory state changes, oldest first;
+	// see Record.
+	History []Event `json:"history,omitempty"`
 
 	// Version is assigned by the store: 1 on creation, +1 on every write.
 	// With WriteID it is the fencing value for compare-and-set.
@@ -85,14 +98,35 @@ type Tenant struct {
 	WriteID string `json:"-"`
 }
 
+// Account is a merchant account at the provider.
+type Account struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Location is a K-Series business location a grant reaches.
+type Location struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	BusinessID string `json:"business_id"`
+}
+
 // Clone returns a deep copy.
 func (t *Tenant) Clone() *Tenant {
 	c := *t
+	if t.Account != nil {
+		a := *t.Account
+		c.Account = &a
+	}
+	c.Locations = append([]Location(nil), t.Locations...)
 	if t.Extra != nil {
 		c.Extra = make(map[string]string, len(t.Extra))
 		for k, v := range t.Extra {
 			c.Extra[k] = v
 		}
+	}
+	if t.History != nil {
+		c.History = append([]Event(nil), t.History...)
 	}
 	return &c
 }

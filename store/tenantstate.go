@@ -89,6 +89,11 @@ func (t *Tenant) ApplyGrant(g Tokens, now time.Time) (recovered bool) {
 	t.UpdatedAt = now
 	t.RefreshCount++
 	t.FailureCount = 0
+	if recovered {
+		t.Record(now, EventRetried, "the stored grant worked again")
+	} else {
+		t.Record(now, EventRefreshed, "")
+	}
 	return recovered
 }
 
@@ -100,6 +105,7 @@ func (t *Tenant) Flag(reason string, now time.Time) {
 	t.clearMark()
 	t.FailureCount++
 	t.UpdatedAt = now
+	t.Record(now, EventFlagged, reason)
 }
 
 // Unflag reverts Flag (the rejection turned out not to be the merchant's).
@@ -107,6 +113,7 @@ func (t *Tenant) Flag(reason string, now time.Time) {
 func (t *Tenant) Unflag(now time.Time) {
 	t.clearFlag()
 	t.UpdatedAt = now
+	t.Record(now, EventUnflagged, "flag reverted: one of many invalid_grant answers at once (configuration)")
 }
 
 func (t *Tenant) clearFlag() {
@@ -128,11 +135,13 @@ func (t *Tenant) Import(g Tokens, now time.Time) {
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = now
 	}
+	t.Record(now, EventImported, "tokens imported through the admin API")
 }
 
 // Authorize applies the tokens of a completed OAuth authorization: tokens
 // and scope replaced, active, mark, flag and counters cleared.
 func (t *Tenant) Authorize(g Tokens, now time.Time) {
+	t.Record(now, EventAuthorized, t.authorizedReason())
 	t.AccessToken, t.AccessExpiresAt = g.Access, g.AccessExpiry
 	t.RefreshToken, t.RefreshExpiresAt = g.Refresh, g.RefreshExpiry
 	t.Scope = g.Scope

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -26,23 +25,17 @@ const demoTenant = "demo"
 // dev runs a sandbox: the embedded store in a temp dir, the built-in
 // Lightspeed emulator as provider and upstream, and one demo tenant
 // onboarded through the real authorize → callback path.
-func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lsproxy dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	listen := fs.String("listen", "", "proxied traffic listener (default LSPROXY_LISTEN or 127.0.0.1:8080)")
-	controlListen := fs.String("control-listen", "", "control listener (default LSPROXY_CONTROL_LISTEN or 127.0.0.1:8081)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+// listen and controlListen, when not "", override the configured listeners.
+func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Writer) error {
 	cfg, err := config.Load("", os.Environ())
 	if err != nil {
 		return err
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
+	if listen != "" {
+		cfg.Listen = listen
 	}
-	if *controlListen != "" {
-		cfg.ControlListen = *controlListen
+	if controlListen != "" {
+		cfg.ControlListen = controlListen
 	}
 	dir, err := os.MkdirTemp("", "lsproxy-dev-")
 	if err != nil {
@@ -118,8 +111,11 @@ Try it:
 Admin API (token %s):
   curl -H 'Authorization: Bearer %s' http://%s/admin/tenants/%s
 
+Operator console (sign in with the admin token):
+  http://%s/console/
+
 Press Ctrl-C to stop.
-`, dir, emuURL, demoTenant, demoTenant, proxyAddr, cfg.AdminToken, cfg.AdminToken, controlAddr, demoTenant)
+`, dir, emuURL, demoTenant, demoTenant, proxyAddr, cfg.AdminToken, cfg.AdminToken, controlAddr, demoTenant, controlAddr)
 	return <-done
 }
 

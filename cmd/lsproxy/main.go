@@ -1,185 +1,160 @@
 // Command lsproxy is a reverse proxy that injects Lightspeed OAuth2 bearer
-// tokens per tenant. This package is wiring only.
+// tokens per tenant. This package is wiring only: the command tree (cobra)
+// and how each command reaches the packages that do the work.
+//
+// Layout: main.go is the root command, the exit codes and the plumbing;
+// commands.go the server-side commands (serve, dev, check-config, ...);
+// tenants.go the `tenants` tree with its admin API client, and one
+// tenants_<verb>.go file per `tenants` subcommand, each registering itself
+// with registerTenantsCommand from an init function.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
-	"time"
 
-	"github.com/lsproxy/lsproxy/config"
-	"github.com/lsproxy/lsproxy/proxy"
+	"github.com/spf13/cobra"
 )
 
-// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// Exit codes. Scripts may rely on them (docs/operations.md, "CLI").
+const (
+	exitOK          = 0 // success
+	exitFailure     = 1 // the command failed: configuration problems, a server error, a runtime error
+	exitUsage       = 2 // bad command line: unknown command or flag, missing argument
+	exitNotFound    = 3 // no such tenant
+	exitAuth        = 4 // the admin API refused the token, or is disabled
+	exitUnavailable = 5 // lsproxy, its store or the token endpoint is unavailable; retry later
+	exitConflict    = 6 // the tenant needs re-authorization, or changed concurrently
+)
 
-const usage = `lsproxy — a Lightspeed OAuth2 token-injecting reverse proxy
+// exitError carries a command's exit code. A command's RunE returns one
+// (via fail); any other error comes from cobra itself (flags, arguments,
+// unknown command) and is a usage error.
+type exitError struct {
+	code int
+	err  error // nil: nothing more to print
+}
 
-Usage:
-  lsproxy [serve] [--config FILE]      run the proxy (the default)
-  lsproxy dev                          sandbox: embedded store, built-in emulator, demo tenant
-  lsproxy check-config [--config FILE] validate configuration, print every problem
-  lsproxy hash-key                     make a caller key and the hash to configure
-  lsproxy healthcheck [--config FILE]  exit 0 when the control listener's /healthz answers 200
-  lsproxy rekey [--config FILE]        re-encrypt every tenant record with the primary encryption key
-  lsproxy version                      print the version
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
 
-Configuration: defaults, then the YAML file, then LSPROXY_* environment variables.
-See config.example.yaml.
-`
+func (e *exitError) Unwrap() error { return e.err }
+
+// fail returns err as an exitError with code; a nil err still exits with
+// code (the command printed its own message).
+func fail(code int, err error) error { return &exitError{code: code, err: err} }
+
+// cli is what every command shares: the signal context and the outputs.
+type cli struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// run executes the command line args and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-
-	switch cmd {
-	case "serve":
-		cfg, code := loadConfig("serve", args, stderr)
-		if code != 0 {
-			return code
+	c := &cli{ctx: ctx, stdout: stdout, stderr: stderr}
+	root := c.rootCommand()
+	root.SetArgs(compatArgs(args))
+	err := root.ExecuteContext(ctx)
+	var ee *exitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		if ee.err != nil && !errors.Is(ee.err, context.Canceled) {
+			fmt.Fprintln(stderr, "lsproxy:", ee.err)
 		}
-		return exitCode(serve(ctx, cfg, stderr), stderr)
-	case "check-config":
-		_, code := loadConfig("check", args, stderr)
-		if code == 0 {
-			fmt.Fprintln(stdout, "configuration OK")
+		if errors.Is(ee.err, context.Canceled) && ee.code == exitFailure {
+			return exitOK // stopped by a signal
 		}
-		return code
-	case "dev":
-		return exitCode(dev(ctx, args, stdout, stderr), stderr)
-	case "hash-key":
-		key, hash, err := proxy.NewClientKey()
-		if err != nil {
-			return exitCode(err, stderr)
-		}
-		fmt.Fprintf(stdout, "key:   %s\nhash:  %s\nconfig entry (client_keys / LSPROXY_CLIENT_KEYS): <id>:%s:<tenant or prefix*>,...\n", key, hash, hash)
-		return 0
-	case "healthcheck":
-		return healthcheck(args, stderr)
-	case "rekey":
-		return rekeyCommand(ctx, args, stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "lsproxy", version)
-		return 0
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
+		return ee.code
+	default:
+		fmt.Fprintf(stderr, "lsproxy: %v\nRun 'lsproxy --help' for usage.\n", err)
+		return exitUsage
 	}
-	fmt.Fprintf(stderr, "lsproxy: unknown command %q\n\n%s", cmd, usage)
-	return 2
 }
 
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return 0
-	}
-	fmt.Fprintln(stderr, "lsproxy:", err)
-	return 1
-}
-
-// loadConfig parses --config, loads and validates; it prints every problem
-// and returns a non-zero exit code on any.
-func loadConfig(mode string, args []string, stderr io.Writer) (config.Config, int) {
-	fs := flag.NewFlagSet("lsproxy "+mode, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "YAML configuration file")
-	if err := fs.Parse(args); err != nil {
-		return config.Config{}, 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lsproxy: unexpected arguments: %v\n", fs.Args())
-		return config.Config{}, 2
-	}
-	var problems []error
-	cfg, err := config.Load(*path, os.Environ())
-	if err != nil {
-		problems = append(problems, unjoin(err)...)
-		if errors.Is(err, config.ErrFile) {
-			cfg = config.Config{}
+// compatArgs accepts the single-dash long flags of the flag package that
+// earlier versions used (-config FILE, -listen ADDR); pflag would read them
+// as bundles of one-letter flags.
+func compatArgs(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		name, _, _ := strings.Cut(a, "=")
+		switch name {
+		case "-config", "-listen", "-control-listen":
+			a = "-" + a
 		}
+		out[i] = a
 	}
-	if !errors.Is(err, config.ErrFile) {
-		problems = append(problems, cfg.Validate(mode)...)
-	}
-	if len(problems) > 0 {
-		fmt.Fprintf(stderr, "lsproxy: %d configuration problem(s):\n", len(problems))
-		for _, p := range problems {
-			fmt.Fprintln(stderr, "  -", p)
-		}
-		return cfg, 1
-	}
-	return cfg, 0
+	return out
 }
 
-func decodeJSON(resp *http.Response, v any) error {
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s answered %d", resp.Request.URL.Path, resp.StatusCode)
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
-}
+const rootLong = `lsproxy is a reverse proxy that injects Lightspeed OAuth2 bearer tokens per
+tenant (X-Tenant header). Tokens live in Redis or an embedded store and are
+refreshed under a distributed lock.
 
-// healthcheck probes /healthz on the configured control listener, for
-// container HEALTHCHECKs that have no shell tools.
-func healthcheck(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("lsproxy healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "YAML configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, err := config.Load(*path, os.Environ())
-	if err != nil {
-		fmt.Fprintln(stderr, "lsproxy healthcheck:", err)
-		return 1
-	}
-	host, port, err := net.SplitHostPort(cfg.ControlListen)
-	if err != nil {
-		fmt.Fprintln(stderr, "lsproxy healthcheck:", err)
-		return 1
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	client, scheme := &http.Client{Timeout: 3 * time.Second}, "http"
-	if cfg.ControlTLSCertFile != "" {
-		client.Transport, scheme = healthcheckTLS(), "https"
-	}
-	resp, err := client.Get(scheme + "://" + net.JoinHostPort(host, port) + "/healthz")
-	if err != nil {
-		fmt.Fprintln(stderr, "lsproxy healthcheck:", err)
-		return 1
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintln(stderr, "lsproxy healthcheck: /healthz answered", resp.StatusCode)
-		return 1
-	}
-	return 0
-}
+Without a command, lsproxy runs serve.
 
-// unjoin splits an errors.Join into its errors.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+Configuration: built-in defaults, then the YAML file (--config), then LSPROXY_*
+environment variables. See config.example.yaml and docs/operations.md.`
+
+const exitCodesHelp = `
+Exit codes:
+  0  success
+  1  the command failed (configuration problems, server error)
+  2  bad command line
+  3  no such tenant
+  4  the admin API refused the token or is disabled
+  5  lsproxy, its store or the token endpoint is unavailable; retry later
+  6  the tenant needs re-authorization, or changed concurrently
+`
+
+func (c *cli) rootCommand() *cobra.Command {
+	var configPath string
+	root := &cobra.Command{
+		Use:           "lsproxy",
+		Short:         "A Lightspeed OAuth2 token-injecting reverse proxy",
+		Long:          rootLong,
+		Version:       currentBuild().String(),
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.runServe(configPath)
+		},
 	}
-	return []error{err}
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
+	root.SetVersionTemplate("lsproxy {{.Version}}\n")
+	root.SetUsageTemplate(root.UsageTemplate() + exitCodesHelp)
+	root.Flags().StringVar(&configPath, "config", "", "YAML configuration file (for the default serve)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
+	root.AddCommand(
+		c.serveCommand(),
+		c.devCommand(),
+		c.checkConfigCommand(),
+		c.hashKeyCommand(),
+		c.healthcheckCommand(),
+		c.rekeyCommand(),
+		c.versionCommand(),
+		c.tenantsCommand(),
+	)
+	return root
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,24 +16,14 @@ import (
 // keeps being written while rekey runs.
 const rekeyAttempts = 10
 
-// rekeyCommand is `lsproxy rekey [--config FILE]`: it re-encrypts every
+// rekey is `lsproxy rekey [--config FILE]`: it re-encrypts every
 // tenant record with the primary key (LSPROXY_ENCRYPTION_KEY), reading
 // records sealed with any key in LSPROXY_ENCRYPTION_KEYS. It is safe while
 // replicas run on Redis (compare-and-set, bounded retries); the embedded
 // store is one process's, so serve must be stopped first. It prints counts
 // and exits 1 if any record failed.
-func rekeyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("lsproxy rekey", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "YAML configuration file")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lsproxy rekey: unexpected arguments: %v\n", fs.Args())
-		return 2
-	}
-	cfg, err := config.Load(*path, os.Environ())
+func rekey(ctx context.Context, path string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(path, os.Environ())
 	if err != nil {
 		fmt.Fprintln(stderr, "lsproxy rekey: configuration:", err)
 		return 1

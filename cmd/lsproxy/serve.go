@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -35,6 +35,10 @@ type app struct {
 	bg      *auth.BackgroundRefresher
 	proxy   http.Handler
 	control http.Handler
+	// locations follows store changes to re-route location ids;
+	// locRefresher re-reads K-Series locations after grant refreshes.
+	locations    *proxy.LocationResolver
+	locRefresher *auth.LocationRefresher
 }
 
 // newLogger builds the process logger (access lines buffered, see
@@ -49,6 +53,29 @@ type redisLogger struct{ log *zap.Logger }
 
 func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 	l.log.Warn(fmt.Sprintf(format, v...))
+}
+
+// testDial, when set (tests only), dials every upstream and token
+// connection: the x-series tests point per-store hosts at loopback. nil in
+// production.
+var testDial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// tokenTransport is auth.NewTokenTransport with the test dialer applied.
+func tokenTransport(timeout time.Duration) *http.Transport {
+	tr := auth.NewTokenTransport(timeout)
+	if testDial != nil {
+		tr.DialContext = testDial
+	}
+	return tr
+}
+
+// newTransport is proxy.NewTransport with the test dialer applied.
+func newTransport(o proxy.TransportOptions) *http.Transport {
+	tr := proxy.NewTransport(o)
+	if testDial != nil {
+		tr.DialContext = testDial
+	}
+	return tr
 }
 
 // openStore connects Redis when configured, else the embedded store.
@@ -98,9 +125,10 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 	if err != nil {
 		return nil, err
 	}
-	upstream, err := url.Parse(ep.API)
-	if err != nil || upstream.Host == "" || strings.Contains(ep.API, "{") {
-		return nil, fmt.Errorf("upstream URL %q is not usable: set LSPROXY_UPSTREAM_URL", ep.API)
+	// A {domain_prefix} template (the x-series default) is filled per tenant.
+	upstream, err := proxy.ParseUpstream(ep.API)
+	if err != nil {
+		return nil, fmt.Errorf("upstream URL %q is not usable (%v): set LSPROXY_UPSTREAM_URL", ep.API, err)
 	}
 	scopes := preset.Scopes
 	if cfg.Scopes != "" {
@@ -130,15 +158,17 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		AuthStyle:    style,
 		Scopes:       scopes,
 		Timeout:      cfg.TokenTimeout,
-		HTTPClient:   &http.Client{Transport: auth.NewTokenTransport(cfg.TokenTimeout)},
+		HTTPClient:   &http.Client{Transport: traced(tokenTransport(cfg.TokenTimeout), "token endpoint")},
 	}
 
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 	var notifier *onboard.Notifier
 	if cfg.WebhookURL != "" {
 		notifier = &onboard.Notifier{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.Named("webhook")}
 		notifier.Start(ctx)
 	}
+	onboard.RegisterWebhookMetrics(reg, notifier)
+	reg.MustRegister(&control.TenantsGauge{Store: s})
 	m := auth.NewManager(s, oauthClient, auth.ManagerOptions{
 		RefreshBefore:   cfg.RefreshBefore,
 		LockTTL:         cfg.EffectiveLockTTL(),
@@ -176,14 +206,17 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		oauthClient.HTTPClient.Transport = &ratelimit.TokenTransport{Governor: governor, Base: oauthClient.HTTPClient.Transport}
 	}
 
+	locations := &proxy.LocationResolver{Store: s, TTL: cfg.CacheTTL}
 	ph := &proxy.Handler{
-		Upstream:      upstream,
-		Tokens:        m,
-		TenantHeader:  cfg.TenantHeader,
-		MaxReplayBody: cfg.MaxReplayBodyBytes,
-		Transport:     proxy.NewTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}),
-		Logger:        log.Named(logging.AccessLogName),
-		Metrics:       proxy.NewMetrics(reg),
+		UpstreamTemplate: upstream.String(),
+		Tokens:           m,
+		TenantHeader:     cfg.TenantHeader,
+		LocationHeader:   cfg.LocationHeader,
+		Locations:        locations.Resolve,
+		MaxReplayBody:    cfg.MaxReplayBodyBytes,
+		Transport:        traced(newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}), "upstream"),
+		Logger:           log.Named(logging.AccessLogName),
+		Metrics:          proxy.NewMetrics(reg),
 	}
 	if len(cfg.ClientKeys) > 0 {
 		keys, err := proxy.ParseClientKeys(cfg.ClientKeys)
@@ -208,13 +241,27 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		return nil, err
 	}
 
+	// After every code exchange (and grant refresh): who is the merchant
+	// (SPEC §8)? Asked on the tenant's own upstream host only.
+	identifier := &auth.Identifier{
+		Identity:   preset.Identity,
+		API:        upstream.Resolve,
+		HTTPClient: &http.Client{Transport: newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout, MaxIdleConnsPerHost: 4})},
+		Timeout:    cfg.UpstreamTimeout,
+	}
+	locRefresher := &auth.LocationRefresher{Store: s, Identifier: identifier, Token: m.Token, Logger: log.Named("locations")}
 	cs := &control.Server{
 		Store:      s,
 		Tokens:     m,
 		AdminToken: cfg.AdminToken,
 		Gatherer:   reg,
 		Provider:   preset.Name,
+		Locations:  locRefresher,
 		Logger:     log.Named("admin"),
+		// Console sessions are signed with a key derived from the encryption
+		// key, so any replica accepts a session another one issued.
+		SessionKey:  consoleSessionKey(cfg.EncryptionKey),
+		ConsoleIdle: cfg.ConsoleSessionIdle,
 	}
 	if governor != nil {
 		cs.RateLimits = governor
@@ -234,6 +281,9 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 			StateTTL:     cfg.StateTTL,
 			SuccessURL:   cfg.SuccessURL,
 			Logger:       log.Named("onboarding"),
+			// After every code exchange: who is the merchant (SPEC §8)?
+			// Asked on the tenant's own upstream host only.
+			Identifier: identifier,
 			OnActivated: func(tenant string) {
 				m.Invalidate(tenant)
 				if notifier != nil {
@@ -251,7 +301,14 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: ph, control: cs.Handler()}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: cs.Handler(), locations: locations, locRefresher: locRefresher}, nil
+}
+
+// consoleSessionKey derives the console's session-signing key from the
+// encryption key (a separate label: the key itself signs nothing).
+func consoleSessionKey(encryptionKey string) []byte {
+	k := sha256.Sum256([]byte("lsproxy console session key\x00" + encryptionKey))
+	return k[:]
 }
 
 func overrideEndpoints(ep auth.Endpoints, cfg config.Config) auth.Endpoints {
@@ -274,6 +331,12 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	defer closeLog() // flushes buffered access lines
+	startupLog(log)
+	stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err
@@ -321,6 +384,20 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 	}()
 
 	go a.bg.Run(runCtx)
+	if a.locRefresher != nil {
+		go func() {
+			if err := a.locRefresher.Run(runCtx); err != nil {
+				a.log.Error("K-Series locations are not re-read after refreshes", zap.Error(err))
+			}
+		}()
+	}
+	if a.locations != nil {
+		go func() {
+			if err := a.locations.Run(runCtx); err != nil {
+				a.log.Error("location routing does not follow changes; relying on cache_ttl", zap.Error(err))
+			}
+		}()
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- pl.serve(proxySrv) }()

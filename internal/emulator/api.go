@@ -16,6 +16,7 @@ var statusPath = regexp.MustCompile(`/status/([0-9]{3})$`)
 // apiResponse is the default API answer.
 type apiResponse struct {
 	Tenant  string `json:"tenant"`
+	Host    string `json:"host,omitempty"`
 	Path    string `json:"path"`
 	Method  string `json:"method"`
 	Query   string `json:"query"`
@@ -26,7 +27,6 @@ type apiResponse struct {
 // echoResponse answers /echo-headers.
 type echoResponse struct {
 	apiResponse
-	Host    string              `json:"host"`
 	Headers map[string][]string `json:"headers"`
 }
 
@@ -96,8 +96,23 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if e.meterAPI(w, r, tenant) {
 		return
 	}
+	if !e.storeHostOK(r, tenant) {
+		e.c.apiForbidden.Add(1)
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "wrong_store", "error_description": "this token belongs to another store's host"})
+		return
+	}
+	if r.Method == http.MethodGet && r.URL.Path == identityPath(e.cfg.Mode) && identityPath(e.cfg.Mode) != "" {
+		e.serveIdentity(w, tenant)
+		return
+	}
+	if loc, ok := e.locationOf(r); ok && !e.coversLocation(tenant, loc) {
+		e.c.apiForbidden.Add(1)
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "error_description": "the token's user has no access to this business location"})
+		return
+	}
 	resp := apiResponse{
 		Tenant:  tenant,
+		Host:    r.Host,
 		Path:    r.URL.Path,
 		Method:  r.Method,
 		Query:   r.URL.RawQuery,
@@ -115,7 +130,7 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 			h[k] = append([]string(nil), v...)
 		}
 		h["Authorization"] = []string{"Bearer " + resp.TokenFP}
-		writeJSON(w, http.StatusOK, echoResponse{apiResponse: resp, Host: r.Host, Headers: h})
+		writeJSON(w, http.StatusOK, echoResponse{apiResponse: resp, Headers: h})
 	case statusPath.MatchString(path):
 		code, _ := strconv.Atoi(statusPath.FindStringSubmatch(path)[1])
 		if code < 200 || code > 599 {

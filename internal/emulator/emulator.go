@@ -90,6 +90,10 @@ type Config struct {
 	// Now is the clock seam for every expiry; nil = time.Now. Delays
 	// (SetTokenDelay etc.) use real time.
 	Now func() time.Time
+	// StoreHosts (x-series) makes the API check that a request's host is
+	// its token's store: the first host label must be the store's
+	// domain_prefix, else 403 {"error":"wrong_store"}. Default: any host.
+	StoreHosts bool
 	// Logf, when set, receives one line per notable event (grants, refreshes,
 	// rejections, reuse detection). Lines never contain token, code or secret
 	// values. nil = silent.
@@ -183,7 +187,7 @@ type Stats struct {
 
 	APIRequests     int64 // every request to an API path
 	APIUnauthorized int64 // 401 because of the token (missing, unknown, expired, revoked)
-	APIForbidden    int64 // 403 from /wrong-location
+	APIForbidden    int64 // 403 from /wrong-location, a location the grant does not cover, or another store's host
 	APIBadRequests  int64 // 400: several Authorization headers, token in the query
 	APIAbandoned    int64 // the client went away during an API delay
 }
@@ -221,6 +225,8 @@ type Emulator struct {
 	tokenHold    time.Duration
 	dropN        int
 	apiDelay     time.Duration
+	accounts     map[string]Account
+	users        map[string]user
 	brownout     Brownout
 	brownoutFrom time.Time
 
@@ -333,9 +339,10 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Approve makes the authorize endpoint approve as tenant (the merchant who
-// logs in) when the request has no login_hint. "" withdraws the approval:
-// authorize then answers access_denied unless login_hint names a tenant.
+// Approve makes the authorize endpoint approve as tenant (the login of the
+// merchant who signs in; see AddUser for the account it belongs to) when
+// the request has no login_hint. "" withdraws the approval: authorize then
+// answers access_denied unless login_hint names a tenant.
 func (e *Emulator) Approve(tenant string) {
 	e.mu.Lock()
 	e.approved = tenant

@@ -142,7 +142,9 @@ func (e *Emulator) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		v.Set("state", state)
 	}
 	if e.cfg.Mode == ModeXSeries {
-		v.Set("domain_prefix", tenant)
+		e.mu.Lock()
+		v.Set("domain_prefix", e.domainPrefixLocked(tenant))
+		e.mu.Unlock()
 	}
 	http.Redirect(w, r, appendQuery(redirectURI, v), http.StatusFound)
 }
@@ -245,7 +247,9 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e.cfg.Mode == ModeXSeries {
-		resp.DomainPrefix = tenant
+		e.mu.Lock()
+		resp.DomainPrefix = e.domainPrefixLocked(tenant)
+		e.mu.Unlock()
 	}
 	if drop {
 		e.c.tokenDropped.Add(1)

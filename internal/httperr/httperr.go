@@ -51,6 +51,11 @@ var (
 	// RateLimited (SPEC §8): the tenant's upstream budget had no room
 	// within LSPROXY_RATE_LIMIT_WAIT; package ratelimit decides.
 	RateLimited = &Kind{Code: "rate_limited", Status: http.StatusTooManyRequests, Message: "this tenant's Lightspeed rate limit is used up; retry after the Retry-After delay", RetryAfter: true}
+	// SPEC §8: an x-series tenant without a valid domain_prefix has no
+	// upstream host (never another store's); a location header naming no
+	// location an active grant covers.
+	NoUpstreamHost  = &Kind{Code: "upstream_unavailable", Status: http.StatusBadGateway, Message: "this tenant has no valid domain_prefix naming its upstream host; re-authorize it"}
+	UnknownLocation = &Kind{Code: "unknown_location", Status: http.StatusNotFound, Message: "no active tenant's grant covers this business location"}
 
 	// Control listener (LSPROXY_CONTROL_LISTEN): the admin API. An admin
 	// asking to refresh a flagged tenant gets 409 (the tenant's state
@@ -59,6 +64,7 @@ var (
 	AdminDisabled           = &Kind{Code: "admin_disabled", Status: http.StatusNotFound, Message: "the admin API is disabled: set LSPROXY_ADMIN_TOKEN"}
 	AdminUnauthorized       = &Kind{Code: "unauthorized", Status: http.StatusUnauthorized, Message: "a valid admin token is required in Authorization: Bearer <token>"}
 	BadRequest              = &Kind{Code: "bad_request", Status: http.StatusBadRequest, Message: "the body must be a JSON object with refresh_token, optional access_token and expires_in"}
+	BadQuery                = &Kind{Code: "bad_request", Status: http.StatusBadRequest, Message: "a query parameter is invalid"}
 	AdminReauthorization    = &Kind{Code: "reauthorization_required", Status: http.StatusConflict, Message: "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link"}
 	AdminTokenUnavailable   = &Kind{Code: "token_unavailable", Status: http.StatusServiceUnavailable, Message: "the token endpoint or the store is unavailable; retry later", RetryAfter: true}
 	Conflict                = &Kind{Code: "conflict", Status: http.StatusConflict, Message: "the tenant changed concurrently; retry"}
@@ -66,6 +72,8 @@ var (
 	StoreUnavailable        = &Kind{Code: "store_unavailable", Status: http.StatusServiceUnavailable, Message: "the store did not answer; retry later"}
 	OnboardingDisabled      = &Kind{Code: "onboarding_disabled", Status: http.StatusServiceUnavailable, Message: "onboarding is not configured: set LSPROXY_REDIRECT_URL"}
 	OnboardingMisconfigured = &Kind{Code: "onboarding_misconfigured", Status: http.StatusServiceUnavailable, Message: "onboarding is misconfigured; see the server log"}
+	// The operator console's JSON feed (its pages are HTML for people).
+	ConsoleSignedOut = &Kind{Code: "console_signed_out", Status: http.StatusUnauthorized, Message: "sign in to the console at /console/signin"}
 
 	// Onboarding (/oauth/start, /oauth/callback): HTML pages for the
 	// merchant's browser; the page texts live in package onboard. A
@@ -79,7 +87,8 @@ var (
 	CallbackIncomplete = &Kind{Code: "callback_incomplete", Status: http.StatusBadRequest, Message: "the callback lacks a code or a required parameter"}
 	AccessDenied       = &Kind{Code: "access_denied", Status: http.StatusForbidden, Message: "the merchant declined the authorization"}
 	ProviderError      = &Kind{Code: "provider_error", Status: http.StatusBadRequest, Message: "the provider answered an error instead of an authorization"}
-	OtherAccount       = &Kind{Code: "other_account", Status: http.StatusBadRequest, Message: "the merchant connected another account than the tenant's"}
+	OtherAccount       = &Kind{Code: "other_account", Status: http.StatusConflict, Message: "the merchant connected another account than the tenant's"}
+	IdentifyFailed     = &Kind{Code: "identify_failed", Status: http.StatusBadGateway, Message: "the provider did not say which merchant account the grant belongs to"}
 	CodeRejected       = &Kind{Code: "code_rejected", Status: http.StatusBadRequest, Message: "the token endpoint rejected the authorization code"}
 	ClientRejected     = &Kind{Code: "client_rejected", Status: http.StatusBadRequest, Message: "the token endpoint rejected the client credentials"}
 	ProviderDown       = &Kind{Code: "provider_unavailable", Status: http.StatusBadGateway, Message: "the token endpoint did not answer"}
@@ -108,6 +117,9 @@ type Body struct {
 	Message string `json:"message"`
 	Tenant  string `json:"tenant,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// RequestID is the response's X-Request-Id (Write fills it in), for a
+	// caller to quote.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Body returns e's JSON body.
@@ -132,7 +144,9 @@ func (e Error) SetHeaders(h http.Header) {
 // Write answers e as JSON and returns its code (for metrics and logs).
 func Write(w http.ResponseWriter, e Error) string {
 	e.SetHeaders(w.Header())
-	WriteJSON(w, e.Kind.Status, e.Body())
+	b := e.Body()
+	b.RequestID = w.Header().Get(RequestIDHeader)
+	WriteJSON(w, e.Kind.Status, b)
 	return e.Kind.Code
 }
 

@@ -27,7 +27,7 @@ const module = "github.com/lsproxy/lsproxy"
 //	store ← auth ← onboard ← control ← cmd/lsproxy
 //	             ← proxy   ←
 //
-// internal/httperr, internal/emulator, ratelimit and the test helpers
+// internal/httperr, internal/emulator, internal/tracing, ratelimit and the test helpers
 // import nothing of ours; config takes its defaults from the packages that
 // own them.
 var allowed = map[string][]string{
@@ -38,6 +38,7 @@ var allowed = map[string][]string{
 	"internal/testcert":  {},
 	"internal/testclock": {},
 	"internal/testredis": {},
+	"internal/tracing":   {},
 	"ratelimit":          {},
 
 	"auth":    {"store", "internal/httperr"},
@@ -47,7 +48,7 @@ var allowed = map[string][]string{
 	"config":  {"store", "auth", "onboard", "ratelimit"},
 
 	"cmd/lsproxy": {"store", "auth", "onboard", "proxy", "control", "config", "ratelimit",
-		"internal/httperr", "internal/emulator", "internal/logging"},
+		"internal/httperr", "internal/emulator", "internal/logging", "internal/tracing"},
 	"cmd/lsemulator": {"internal/emulator"},
 
 	"bench/internal/benchsrv": {},

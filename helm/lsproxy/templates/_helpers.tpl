@@ -36,6 +36,21 @@ helm.sh/chart: {{ include "lsproxy.chart" . }}
 app.kubernetes.io/version: {{ include "lsproxy.imageTag" . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: {{ .Values.mode }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- /* The Secrets the pods read that the chart does not own, for Reloader. */}}
+{{- define "lsproxy.reloadSecrets" -}}
+{{- $names := list (include "lsproxy.secretName" .) }}
+{{- if and (ne .Values.redis.mode "none") .Values.redis.auth.enabled .Values.redis.auth.existingSecret }}
+{{- $names = append $names .Values.redis.auth.existingSecret }}
+{{- end }}
+{{- if and (ne .Values.redis.mode "none") .Values.redis.tls.caSecret }}
+{{- $names = append $names .Values.redis.tls.caSecret }}
+{{- end }}
+{{- join "," (uniq $names) }}
 {{- end }}
 
 {{- define "lsproxy.serviceAccountName" -}}
@@ -81,14 +96,14 @@ lsproxy knows (config.Names), and nothing else.
 {{- list
   "provider" "environment" "redirect_url" "scopes"
   "upstream_url" "authorize_url" "token_url" "client_auth" "pkce"
-  "tenant_header" "refresh_before" "log_level" "log_format"
+  "tenant_header" "location_header" "refresh_before" "log_level" "log_format"
   "upstream_timeout" "token_timeout" "lock_ttl"
   "read_header_timeout" "idle_timeout" "shutdown_timeout"
   "max_replay_body_bytes" "max_header_bytes"
   "breaker_failures" "breaker_open_for" "cache_ttl"
   "redis_wait_replicas" "redis_wait_timeout"
   "invalid_grant_guard_threshold" "invalid_grant_guard_window"
-  "state_ttl" "authorize_link_ttl" "success_url" "webhook_url"
+  "state_ttl" "authorize_link_ttl" "console_session_idle" "success_url" "webhook_url"
   "refresher_interval" "refresher_concurrency" "refresh_idle_margin"
   "rate_limit" "rate_limit_wait" "rate_limit_costs" "rate_limit_key_share"
   "allow_unauthenticated" | toJson }}

@@ -1,0 +1,354 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// Bulk import (POST /admin/import): tenants whose tokens another system
+// holds, many per request, each line on its own. See docs/migration.md.
+const (
+	// maxImportBody bounds one request (the CLI sends batches).
+	maxImportBody = 16 << 20
+	// MaxImportLines bounds the tenants of one request.
+	MaxImportLines = 5000
+	// importWorkers writes that many tenants of a request at once.
+	importWorkers = 8
+	// importLockTTL holds a tenant's refresh lock while its import is
+	// written, so no refresh can start in between.
+	importLockTTL = 10 * time.Second
+)
+
+// ImportLine is one tenant to import: SPEC §8's NDJSON line.
+type ImportLine struct {
+	ID               string `json:"id"`
+	RefreshToken     string `json:"refresh_token"`
+	AccessToken      string `json:"access_token,omitempty"`
+	ExpiresIn        int64  `json:"expires_in,omitempty"`
+	RefreshExpiresIn int64  `json:"refresh_expires_in,omitempty"`
+	Scope            string `json:"scope,omitempty"`
+	DomainPrefix     string `json:"domain_prefix,omitempty"`
+	// Status, Reason, Account and Locations carry what `lsproxy tenants
+	// export` writes, so that export → import keeps every record: a
+	// flagged tenant stays flagged, the merchant identity stays known.
+	Status    store.Status     `json:"status,omitempty"`
+	Reason    string           `json:"reason,omitempty"`
+	Account   *store.Account   `json:"account,omitempty"`
+	Locations []store.Location `json:"locations,omitempty"`
+}
+
+// ImportResult is the outcome of one line. Status is one of created,
+// updated, unchanged (the same refresh token is stored already: a re-run),
+// would_create / would_update (dry run) or error (Error says why; nothing
+// was changed for this line).
+type ImportResult struct {
+	Line   int    `json:"line"`
+	ID     string `json:"id,omitempty"`
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// ImportResponse answers POST /admin/import.
+type ImportResponse struct {
+	DryRun  bool           `json:"dry_run"`
+	Counts  map[string]int `json:"counts"`
+	Results []ImportResult `json:"results"`
+}
+
+func (l *ImportLine) problems() []string {
+	var p []string
+	if !store.ValidTenantID(l.ID) {
+		p = append(p, "id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+	}
+	if strings.TrimSpace(l.RefreshToken) == "" {
+		p = append(p, "refresh_token is required")
+	}
+	if len(l.RefreshToken) > 4096 || len(l.AccessToken) > 8192 {
+		p = append(p, "token too long")
+	}
+	if l.AccessToken != "" && l.ExpiresIn <= 0 {
+		p = append(p, "expires_in (seconds, > 0) is required with access_token")
+	}
+	if l.ExpiresIn < 0 || l.RefreshExpiresIn < 0 {
+		p = append(p, "expires_in and refresh_expires_in must not be negative")
+	}
+	if l.Status != "" && l.Status != store.StatusActive && l.Status != store.StatusReauthorizationRequired {
+		p = append(p, "status must be active or reauthorization_required")
+	}
+	if len(l.Reason) > 512 || len(l.Locations) > 10000 {
+		p = append(p, "reason or locations too long")
+	}
+	if l.DomainPrefix != "" && !auth.ValidDomainPrefix(l.DomainPrefix) {
+		p = append(p, "domain_prefix must be one DNS label (letters, digits, inner hyphens)")
+	}
+	return p
+}
+
+// parseImport reads an NDJSON body or a JSON array. Lines that do not
+// parse become error results (never echoing their content); blank lines
+// are skipped but counted.
+func parseImport(body []byte) (lines []ImportLine, numbers []int, bad []ImportResult, err error) {
+	trimmed := bytes.TrimSpace(body)
+	decodeOne := func(raw []byte, n int) {
+		var l ImportLine
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if derr := dec.Decode(&l); derr != nil {
+			bad = append(bad, ImportResult{Line: n, Status: "error", Error: "not a JSON object with id and refresh_token: " + jsonProblem(derr)})
+			return
+		}
+		if dec.More() {
+			bad = append(bad, ImportResult{Line: n, Status: "error", Error: "more than one JSON value on the line"})
+			return
+		}
+		lines, numbers = append(lines, l), append(numbers, n)
+	}
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		var arr []json.RawMessage
+		if err := json.Unmarshal(trimmed, &arr); err != nil {
+			return nil, nil, nil, fmt.Errorf("the body is not a JSON array: %s", jsonProblem(err))
+		}
+		for i, raw := range arr {
+			decodeOne(raw, i+1)
+		}
+	} else {
+		sc := bufio.NewScanner(bytes.NewReader(body))
+		sc.Buffer(make([]byte, 64<<10), 64<<10)
+		for n := 1; sc.Scan(); n++ {
+			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+				continue
+			}
+			decodeOne(sc.Bytes(), n)
+		}
+		if sc.Err() != nil {
+			return nil, nil, nil, errors.New("a line is longer than 64 KiB")
+		}
+	}
+	if len(lines)+len(bad) > MaxImportLines {
+		return nil, nil, nil, fmt.Errorf("at most %d tenants per request; send batches", MaxImportLines)
+	}
+	return lines, numbers, bad, nil
+}
+
+// bulkImport is POST /admin/import[?dry_run=true][&overwrite=true].
+//
+// Each line is checked and written on its own, under the tenant's refresh
+// lock: a tenant whose refresh is in flight is refused (retry it), so an
+// import never races a refresh. Re-running a file is safe: a tenant that
+// already holds the line's refresh token is "unchanged"; one that holds
+// another refresh token (lsproxy refreshed it since, or another import)
+// is refused unless overwrite=true, because the file's token is then
+// probably spent and would replace a live one.
+func (s *Server) bulkImport(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	dry, overwrite := q.Get("dry_run") == "true", q.Get("overwrite") == "true"
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxImportBody))
+	if err != nil {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Detail: "body unreadable or larger than 16 MiB; send batches"})
+		return
+	}
+	lines, numbers, results, err := parseImport(body)
+	if err != nil {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Detail: err.Error()})
+		return
+	}
+	seen := make(map[string]int, len(lines))
+	type job struct {
+		line ImportLine
+		n    int
+	}
+	jobs := make([]job, 0, len(lines))
+	for i, l := range lines {
+		if p := l.problems(); len(p) > 0 {
+			results = append(results, ImportResult{Line: numbers[i], ID: safeID(l.ID), Status: "error", Error: strings.Join(p, "; ")})
+			continue
+		}
+		if first, dup := seen[l.ID]; dup {
+			results = append(results, ImportResult{Line: numbers[i], ID: l.ID, Status: "error", Error: fmt.Sprintf("tenant %s appears again (first on line %d)", l.ID, first)})
+			continue
+		}
+		seen[l.ID] = numbers[i]
+		jobs = append(jobs, job{l, numbers[i]})
+	}
+	out := make([]ImportResult, len(jobs))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(importWorkers, len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				out[i] = s.importOne(r.Context(), jobs[i].line, jobs[i].n, dry, overwrite)
+			}
+		}()
+	}
+	for i := range jobs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	results = append(results, out...)
+	sortResults(results)
+	resp := ImportResponse{DryRun: dry, Counts: map[string]int{}, Results: results}
+	for _, res := range results {
+		resp.Counts[res.Status]++
+	}
+	httperr.WriteJSON(w, http.StatusOK, resp)
+}
+
+func sortResults(rs []ImportResult) {
+	// Insertion sort by line: results are nearly sorted already.
+	for i := 1; i < len(rs); i++ {
+		for j := i; j > 0 && rs[j].Line < rs[j-1].Line; j-- {
+			rs[j], rs[j-1] = rs[j-1], rs[j]
+		}
+	}
+}
+
+// safeID returns id when it is a valid tenant id, else "" (never echo
+// input that may be a token pasted into the wrong field).
+func safeID(id string) string {
+	if store.ValidTenantID(id) {
+		return id
+	}
+	return ""
+}
+
+func (s *Server) importOne(ctx context.Context, l ImportLine, n int, dry, overwrite bool) ImportResult {
+	res := ImportResult{Line: n, ID: l.ID}
+	fail := func(format string, args ...any) ImportResult {
+		res.Status, res.Error = "error", fmt.Sprintf(format, args...)
+		return res
+	}
+	lock, err := s.Store.TryLock(ctx, "tenant:"+l.ID, importLockTTL)
+	if errors.Is(err, store.ErrLockHeld) {
+		return fail("tenant %s: a refresh is in flight; nothing changed, retry this line later", l.ID)
+	}
+	if err != nil {
+		return fail("tenant %s: store unavailable; nothing changed", l.ID)
+	}
+	defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
+	cur, err := s.Store.Get(ctx, l.ID)
+	var expect int64
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrDecrypt):
+		return fail("tenant %s: the stored record cannot be decrypted with the configured keys; nothing changed", l.ID)
+	case err != nil:
+		return fail("tenant %s: store unavailable; nothing changed", l.ID)
+	case cur.RefreshInFlight:
+		return fail("tenant %s: a refresh is in flight (its outcome is not yet stored); nothing changed, retry this line later", l.ID)
+	case cur.RefreshToken == l.RefreshToken:
+		res.Status = "unchanged"
+		return res
+	case cur.RefreshToken != "" && !overwrite:
+		return fail("tenant %s exists with another refresh token (refreshed since it was exported?); nothing changed. Delete it first or import with overwrite", l.ID)
+	default:
+		expect = cur.Version
+	}
+	if dry {
+		res.Status = "would_create"
+		if expect != 0 {
+			res.Status = "would_update"
+		}
+		return res
+	}
+	now := s.Now()
+	next := &store.Tenant{ID: l.ID, CreatedAt: now}
+	if cur != nil {
+		next = cur.Clone() // keep identity and history
+	}
+	next.Provider = s.Provider
+	tokens := store.Tokens{Access: l.AccessToken, Refresh: l.RefreshToken, Scope: l.Scope}
+	if l.AccessToken != "" {
+		tokens.AccessExpiry = now.Add(time.Duration(l.ExpiresIn) * time.Second)
+	}
+	if l.RefreshExpiresIn > 0 {
+		tokens.RefreshExpiry = now.Add(time.Duration(l.RefreshExpiresIn) * time.Second)
+	}
+	next.Import(tokens, now) // the shared state change of an import (store/tenantstate.go)
+	if l.DomainPrefix != "" {
+		next.Extra = mergeExtra(next.Extra, "domain_prefix", l.DomainPrefix)
+	}
+	if l.Status == store.StatusReauthorizationRequired {
+		next.Flag(l.Reason, now)
+		next.FailureCount = 0
+	}
+	if l.Account != nil {
+		a := *l.Account
+		next.Account = &a
+	}
+	if l.Locations != nil {
+		next.Locations = append([]store.Location(nil), l.Locations...)
+		next.LocationsAt = now
+	}
+	if _, err := s.Store.Put(ctx, next, expect); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return fail("tenant %s changed during the import; nothing changed, retry this line", l.ID)
+		}
+		return fail("tenant %s: store unavailable; nothing changed", l.ID)
+	}
+	s.Tokens.Invalidate(l.ID)
+	if idx, ok := s.Store.(store.LocationIndex); ok && (len(next.Locations) > 0 || cur != nil && len(cur.Locations) > 0) {
+		ids := make([]string, len(next.Locations))
+		for i, loc := range next.Locations {
+			ids[i] = loc.ID
+		}
+		if err := idx.SetTenantLocations(ctx, l.ID, ids); err != nil {
+			s.Logger.Warn("location index not updated after import", zap.String("tenant", l.ID), zap.Error(err))
+		}
+	}
+	res.Status = "created"
+	if expect != 0 {
+		res.Status = "updated"
+	}
+	return res
+}
+
+func mergeExtra(extra map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(extra)+1)
+	for a, b := range extra {
+		out[a] = b
+	}
+	out[k] = v
+	return out
+}
+
+// refreshLocations is POST /admin/tenants/{id}/locations: re-read the
+// merchant account and K-Series locations of the tenant's grant now.
+func (s *Server) refreshLocations(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	if s.Locations == nil {
+		httperr.Write(w, httperr.Error{Kind: httperr.OnboardingDisabled, Tenant: id, Detail: "no identity lookup configured"})
+		return
+	}
+	t, err := s.Locations.RefreshLocations(r.Context(), id)
+	switch {
+	case errors.Is(err, auth.ErrLocationsBusy):
+		httperr.Write(w, httperr.Error{Kind: httperr.Conflict, Tenant: id, Detail: "a refresh is in flight"})
+	case errors.Is(err, auth.ErrIdentify):
+		httperr.Write(w, httperr.Error{Kind: httperr.IdentifyFailed, Tenant: id})
+	case err != nil:
+		adminError(w, id, err)
+	default:
+		httperr.WriteJSON(w, http.StatusOK, View(t))
+	}
+}

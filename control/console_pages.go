@@ -1,0 +1,325 @@
+package control
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// consolePageSize is how many tenants one list page shows; consoleScanLimit
+// bounds the records one filtered list page reads.
+const (
+	consolePageSize  = 25
+	consoleScanLimit = 2000
+)
+
+// pageData is what every page template gets.
+type pageData struct {
+	Title    string
+	Operator string
+	CSRF     string
+	Flash    string
+	Error    string
+	Body     any
+}
+
+func (c *console) data(r *http.Request, sess session, title string, body any) pageData {
+	d := pageData{Title: title, Operator: sess.Operator, CSRF: c.sessions.csrf(sess), Body: body}
+	if done := r.URL.Query().Get("done"); done != "" {
+		d.Flash = doneText[done]
+	}
+	return d
+}
+
+// doneText is the notice shown after an action redirected back (the query
+// names the action, never a value).
+var doneText = map[string]string{
+	"refreshed": "The access token was refreshed.",
+	"retried":   "The flag was cleared and the stored grant works again.",
+	"imported":  "The tenant was imported.",
+	"deleted":   "The tenant was deleted.",
+}
+
+func (c *console) signinPage(w http.ResponseWriter, r *http.Request) {
+	if _, err := c.sessions.get(r); err == nil {
+		http.Redirect(w, r, "/console/tenants", http.StatusSeeOther)
+		return
+	}
+	d := pageData{Title: "Sign in"}
+	if r.URL.Query().Get("expired") != "" {
+		d.Error = "Your session expired. Sign in again."
+	}
+	c.pages.render(w, http.StatusOK, "signin", d)
+}
+
+// signin exchanges the admin token (form body only) for a session cookie.
+func (c *console) signin(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
+	_ = r.ParseForm()
+	op := strings.TrimSpace(r.PostForm.Get("operator"))
+	d := pageData{Title: "Sign in"}
+	switch {
+	case !validOperator(op):
+		d.Error = "Enter your name (letters, digits, . _ @ -; up to 64) so that your actions are logged under it."
+		c.audit(r, "", "signin", "", http.StatusBadRequest)
+		c.pages.render(w, http.StatusBadRequest, "signin", d)
+		return
+	case !c.adminTokenOK(r.PostForm.Get("token")):
+		d.Error = "That admin token is not right."
+		c.audit(r, op, "signin", "bad_token", http.StatusUnauthorized)
+		c.pages.render(w, http.StatusUnauthorized, "signin", d)
+		return
+	}
+	c.sessions.set(w, r, c.sessions.start(op))
+	c.audit(r, op, "signin", "", http.StatusSeeOther)
+	http.Redirect(w, r, "/console/tenants", http.StatusSeeOther)
+}
+
+func (c *console) signout(w http.ResponseWriter, r *http.Request, _ session) int {
+	c.sessions.clear(w, r)
+	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
+	return http.StatusSeeOther
+}
+
+// row is a tenant as a console page shows it: the admin API's JSON view,
+// decoded both into TenantView and into a map (so that fields other parts
+// add to the view, such as account, locations or a rate budget, show up).
+type row struct {
+	V   TenantView
+	Raw map[string]any
+}
+
+func (c *console) getRow(r *http.Request, id string) (row, adminResult) {
+	res := c.callAdmin(r.Context(), http.MethodGet, tenantPath(id), nil)
+	var rw row
+	if res.Status == http.StatusOK {
+		_ = json.Unmarshal(res.Body, &rw.V)
+		rw.Raw = res.obj()
+	}
+	return rw, res
+}
+
+// listBody is the tenants page.
+type listBody struct {
+	Query, Status string
+	Rows          []row
+	Next          string // cursor of the next page, "" on the last
+	Scanned       bool   // the scan limit ended the page early
+	Counts        counts
+}
+
+// tenants lists tenants in id order: an id substring search, a status
+// filter and paging by the last id shown ("after").
+func (c *console) tenants(w http.ResponseWriter, r *http.Request, sess session) {
+	q := r.URL.Query()
+	body := listBody{Query: strings.TrimSpace(q.Get("q")), Status: q.Get("status")}
+	after := q.Get("after")
+	if body.Status != "" && body.Status != string(store.StatusActive) && body.Status != string(store.StatusReauthorizationRequired) {
+		body.Status = ""
+	}
+	ids, err := c.s.Store.List(r.Context())
+	if err != nil {
+		c.pages.fail(w, http.StatusServiceUnavailable, "Store unavailable", "The tenant store did not answer. Try again in a moment.")
+		return
+	}
+	needle := strings.ToLower(body.Query)
+	reads, lastRead := 0, ""
+	for _, id := range ids {
+		if id <= after || (needle != "" && !strings.Contains(strings.ToLower(id), needle)) {
+			continue
+		}
+		if len(body.Rows) == consolePageSize {
+			body.Next = body.Rows[len(body.Rows)-1].V.ID
+			break
+		}
+		if reads == consoleScanLimit {
+			body.Scanned, body.Next = true, lastRead
+			break
+		}
+		reads, lastRead = reads+1, id
+		rw, res := c.getRow(r, id)
+		if res.Status == http.StatusNotFound {
+			continue // deleted meanwhile
+		}
+		if res.Status != http.StatusOK {
+			rw = row{V: TenantView{ID: id}, Raw: map[string]any{"error": res.message()}}
+		} else if body.Status != "" && string(rw.V.Status) != body.Status {
+			continue
+		}
+		body.Rows = append(body.Rows, rw)
+	}
+	body.Counts = c.counts.get(r.Context())
+	c.pages.render(w, http.StatusOK, "tenants", c.data(r, sess, "Tenants", body))
+}
+
+// tenantBody is the tenant page.
+type tenantBody struct {
+	T       row
+	Link    string // an authorize link just created (never in a URL)
+	Rebind  bool
+	Counts  counts
+	Problem string
+}
+
+func (c *console) tenant(w http.ResponseWriter, r *http.Request, sess session) {
+	c.renderTenant(w, r, sess, http.StatusOK, tenantBody{})
+}
+
+// renderTenant shows the tenant page with b's link or problem; it returns
+// the status it answered.
+func (c *console) renderTenant(w http.ResponseWriter, r *http.Request, sess session, status int, b tenantBody) int {
+	id := r.PathValue("id")
+	if !store.ValidTenantID(id) {
+		c.pages.fail(w, http.StatusBadRequest, "Invalid tenant id", "A tenant id is 1 to 128 letters, digits and . _ : - (starting with a letter or digit).")
+		return http.StatusBadRequest
+	}
+	rw, res := c.getRow(r, id)
+	if res.Status != http.StatusOK {
+		c.pages.fail(w, res.Status, "Tenant "+id, res.message())
+		return res.Status
+	}
+	b.T, b.Counts = rw, c.counts.get(r.Context())
+	c.pages.render(w, status, "tenant", c.data(r, sess, "Tenant "+id, b))
+	return status
+}
+
+// authorize creates an authorize link and shows it on the tenant page (in
+// the POST answer only: a link is never put in a URL). Rebind is passed to
+// the admin API only when the operator ticked it.
+func (c *console) authorize(w http.ResponseWriter, r *http.Request, sess session) int {
+	id := r.PathValue("id")
+	if !store.ValidTenantID(id) {
+		return c.renderTenant(w, r, sess, 0, tenantBody{})
+	}
+	var body any
+	rebind := r.PostForm.Get("rebind") == "yes"
+	if rebind {
+		body = map[string]bool{"rebind": true}
+	}
+	res := c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/authorize"), body)
+	link, _ := res.obj()["authorize_url"].(string)
+	if res.Status != http.StatusOK || link == "" {
+		return c.renderTenant(w, r, sess, res.Status, tenantBody{Problem: "No link was created: " + res.message()})
+	}
+	return c.renderTenant(w, r, sess, http.StatusOK, tenantBody{Link: link, Rebind: rebind})
+}
+
+// redirectOr answers 303 to the tenant page with a notice when the admin
+// call succeeded, else the tenant page with its problem.
+func (c *console) redirectOr(w http.ResponseWriter, r *http.Request, sess session, res adminResult, done, what string) int {
+	if res.Status/100 == 2 {
+		http.Redirect(w, r, "/console/tenants/"+url.PathEscape(r.PathValue("id"))+"?done="+done, http.StatusSeeOther)
+		return res.Status
+	}
+	msg := res.message()
+	if res.Status == http.StatusNotFound && what == "retry" && res.obj()["error"] != "unknown_tenant" {
+		msg = "this lsproxy version has no retry (POST /admin/tenants/{id}/retry)"
+	}
+	return c.renderTenant(w, r, sess, res.Status, tenantBody{Problem: "The " + what + " did not happen: " + msg})
+}
+
+func (c *console) refresh(w http.ResponseWriter, r *http.Request, sess session) int {
+	id := r.PathValue("id")
+	if !store.ValidTenantID(id) {
+		return c.renderTenant(w, r, sess, 0, tenantBody{})
+	}
+	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/refresh"), nil), "refreshed", "refresh")
+}
+
+func (c *console) retry(w http.ResponseWriter, r *http.Request, sess session) int {
+	id := r.PathValue("id")
+	if !store.ValidTenantID(id) {
+		return c.renderTenant(w, r, sess, 0, tenantBody{})
+	}
+	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/retry"), nil), "retried", "retry")
+}
+
+// deletePage asks the operator to type the tenant id to confirm.
+func (c *console) deletePage(w http.ResponseWriter, r *http.Request, sess session) {
+	id := r.PathValue("id")
+	if !store.ValidTenantID(id) {
+		c.renderTenant(w, r, sess, 0, tenantBody{})
+		return
+	}
+	c.pages.render(w, http.StatusOK, "delete", c.data(r, sess, "Delete "+id, map[string]string{"ID": id}))
+}
+
+func (c *console) del(w http.ResponseWriter, r *http.Request, sess session) int {
+	id := r.PathValue("id")
+	if !store.ValidTenantID(id) {
+		return c.renderTenant(w, r, sess, 0, tenantBody{})
+	}
+	if r.PostForm.Get("confirm") != id {
+		d := c.data(r, sess, "Delete "+id, map[string]string{"ID": id})
+		d.Error = "Type the tenant id exactly to confirm; nothing was deleted."
+		c.pages.render(w, http.StatusBadRequest, "delete", d)
+		return http.StatusBadRequest
+	}
+	res := c.callAdmin(r.Context(), http.MethodDelete, tenantPath(id), nil)
+	if res.Status != http.StatusNoContent {
+		return c.renderTenant(w, r, sess, res.Status, tenantBody{Problem: "The tenant was not deleted: " + res.message()})
+	}
+	c.counts.reset()
+	http.Redirect(w, r, "/console/tenants?done=deleted", http.StatusSeeOther)
+	return http.StatusNoContent
+}
+
+// importForm is the import page; it is never filled with token values.
+type importForm struct {
+	ID, ExpiresIn string
+}
+
+func (c *console) importPage(w http.ResponseWriter, r *http.Request, sess session) {
+	c.pages.render(w, http.StatusOK, "import", c.data(r, sess, "Import a tenant", importForm{}))
+}
+
+// importTenant imports one tenant through PUT /admin/tenants/{id}. On a
+// problem the form comes back with the id and expiry but without the
+// tokens.
+func (c *console) importTenant(w http.ResponseWriter, r *http.Request, sess session) int {
+	f := r.PostForm
+	form := importForm{ID: strings.TrimSpace(f.Get("id")), ExpiresIn: strings.TrimSpace(f.Get("expires_in"))}
+	fail := func(status int, msg string) int {
+		d := c.data(r, sess, "Import a tenant", importForm{ID: form.ID, ExpiresIn: form.ExpiresIn})
+		d.Error = msg
+		c.pages.render(w, status, "import", d)
+		return status
+	}
+	if !store.ValidTenantID(form.ID) {
+		form.ID = ""
+		return fail(http.StatusBadRequest, "A tenant id is 1 to 128 letters, digits and . _ : - (starting with a letter or digit).")
+	}
+	body := map[string]any{"refresh_token": strings.TrimSpace(f.Get("refresh_token"))}
+	if at := strings.TrimSpace(f.Get("access_token")); at != "" {
+		body["access_token"] = at
+	}
+	if form.ExpiresIn != "" {
+		n, err := strconv.ParseInt(form.ExpiresIn, 10, 64)
+		if err != nil {
+			return fail(http.StatusBadRequest, "Expires in must be a whole number of seconds.")
+		}
+		body["expires_in"] = n
+	}
+	res := c.callAdmin(r.Context(), http.MethodPut, tenantPath(form.ID), body)
+	if res.Status != http.StatusOK && res.Status != http.StatusCreated {
+		return fail(res.Status, "Nothing was imported: "+res.message())
+	}
+	c.counts.reset()
+	http.Redirect(w, r, "/console/tenants/"+url.PathEscape(form.ID)+"?done=imported", http.StatusSeeOther)
+	return res.Status
+}
+
+// countsJSON feeds the live counts at the top of every page. It does not
+// reset the idle clock: an open tab alone keeps no session alive.
+func (c *console) countsJSON(w http.ResponseWriter, r *http.Request) {
+	if _, err := c.sessions.get(r); err != nil {
+		httperr.Write(w, httperr.Error{Kind: httperr.ConsoleSignedOut})
+		return
+	}
+	httperr.WriteJSON(w, http.StatusOK, c.counts.get(r.Context()))
+}
