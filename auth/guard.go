@@ -30,6 +30,7 @@ type grantGuard struct {
 	rejected  map[string]time.Time // tenant → last invalid_grant
 	flagged   map[string]time.Time // tenant → when this process flagged it
 	isTripped bool
+	trips     uint64 // how often it tripped; see flaggedAt
 }
 
 // holdFor: a tenant whose invalid_grant was held back is not sent again
@@ -42,6 +43,7 @@ type guardVerdict struct {
 	changed bool // the guard tripped or cleared with this call
 	tripped bool
 	tenants int // distinct tenants rejected within the window
+	trips   uint64
 	// unflag lists the tenants flagged within the window, when the guard
 	// tripped with this call: they were rejected for the same cause.
 	unflag map[string]time.Time
@@ -64,20 +66,36 @@ func (g *grantGuard) rejectedGrant(tenant string, now time.Time) guardVerdict {
 	v.changed = v.tripped != g.isTripped
 	g.isTripped = v.tripped
 	v.flag = !v.tripped
-	if v.tripped && v.changed && len(g.flagged) > 0 {
+	if v.tripped && v.changed {
+		g.trips++
 		v.unflag, g.flagged = g.flagged, map[string]time.Time{}
 	}
+	v.trips = g.trips
 	return v
 }
 
-// flaggedAt records that tenant was flagged at at (see rejectedGrant).
-func (g *grantGuard) flaggedAt(tenant string, at time.Time) {
+// tripCount returns how often the guard tripped so far (for flaggedAt).
+func (g *grantGuard) tripCount() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.trips
+}
+
+// flaggedAt records that tenant was flagged at at, after a verdict that
+// saw the guard's trip count trips. It returns false, recording nothing,
+// when the guard tripped since: that trip's revert list was taken without
+// this flag (it was being written), so the caller must revert it itself.
+func (g *grantGuard) flaggedAt(tenant string, at time.Time, trips uint64) bool {
 	if g.threshold < 0 {
-		return
+		return true
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.trips != trips || g.isTripped {
+		return false
+	}
 	g.flagged[tenant] = at
+	return true
 }
 
 // heldBack reports whether tenant's invalid_grant was held back less than
@@ -115,6 +133,9 @@ func (g *grantGuard) check(now time.Time) (tripped, changed bool) {
 	tripped = len(g.rejected) >= g.threshold
 	changed = tripped != g.isTripped
 	g.isTripped = tripped
+	if tripped && changed {
+		g.trips++ // not reached today: only rejectedGrant adds tenants
+	}
 	return tripped, changed
 }
 
@@ -145,13 +166,39 @@ func (m *Manager) guardChanged(tripped bool, tenants int) {
 	}
 }
 
+// consultGuard records tenant's invalid_grant with the guard (rule 15)
+// and reverts the flags a trip covers. It reports whether the tenant may
+// be flagged and the trip count to give flaggedAt. A retry (an operator's
+// request) is not counted and may always flag.
+func (m *Manager) consultGuard(ctx context.Context, tenant string, retry bool, now time.Time) (flag bool, trips uint64) {
+	if retry {
+		return true, m.guard.tripCount()
+	}
+	v := m.guard.rejectedGrant(tenant, now)
+	if v.changed {
+		m.guardChanged(v.tripped, v.tenants)
+	}
+	for id, at := range v.unflag {
+		m.unflag(ctx, id, at, true)
+	}
+	if !v.flag {
+		m.opts.Metrics.refresh("held")
+		m.opts.Metrics.held()
+		m.log.Warn("invalid_grant not acted on: the refresh token is kept and the tenant not flagged",
+			zap.String("tenant", tenant), zap.Bool("guard_tripped", v.tripped), zap.Int("rejected_tenants", v.tenants))
+	}
+	return v.flag, v.trips
+}
+
 // unflag reverts a flag this process set at at, when the guard decided
 // that the rejection was the configuration's fault. A tenant flagged or
-// re-authorized since is left alone.
-func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time) {
-	pctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+// re-authorized since is left alone. announced: OnFlag was called for the
+// flag, so OnRecover is called for its revert. It returns the reverted
+// record, nil when nothing was reverted.
+func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time, announced bool) *store.Tenant {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
 	defer cancel()
-	_, err := store.Update(pctx, m.store, tenant, func(t *store.Tenant) error {
+	rec, err := store.Update(pctx, m.store, tenant, func(t *store.Tenant) error {
 		if t.Status != store.StatusReauthorizationRequired || !t.FlaggedAt.Equal(at) {
 			return store.ErrSkip
 		}
@@ -162,12 +209,14 @@ func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time) {
 	case err == nil:
 		m.Invalidate(tenant)
 		m.log.Warn("flag reverted: the invalid_grant was one of many (configuration)", zap.String("tenant", tenant))
-		if m.opts.OnRecover != nil {
+		if announced && m.opts.OnRecover != nil {
 			go m.opts.OnRecover(tenant)
 		}
+		return rec
 	case !errors.Is(err, store.ErrSkip):
 		m.log.Error("could not revert a flag", zap.String("tenant", tenant), zap.Error(err))
 	}
+	return nil
 }
 
 // noteGuard reports a guard that cleared since it was last looked at.

@@ -381,21 +381,9 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 		reason = ReasonInterrupted
 	}
 	now := m.now()
-	if !w.retry {
-		v := m.guard.rejectedGrant(cur.ID, now)
-		if v.changed {
-			m.guardChanged(v.tripped, v.tenants)
-		}
-		for id, at := range v.unflag {
-			m.unflag(ctx, id, at)
-		}
-		if !v.flag {
-			m.opts.Metrics.refresh("held")
-			m.opts.Metrics.held()
-			m.log.Warn("invalid_grant not acted on: the refresh token is kept and the tenant not flagged",
-				zap.String("tenant", cur.ID), zap.Bool("guard_tripped", v.tripped), zap.Int("rejected_tenants", v.tenants))
-			return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, errGuardHeld), errGuardHeld)
-		}
+	flag, trips := m.consultGuard(ctx, cur.ID, w.retry, now)
+	if !flag {
+		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, errGuardHeld), errGuardHeld)
 	}
 	flagged, err := store.Update(gctx, m.store, cur.ID, func(t *store.Tenant) error {
 		if t.RefreshToken != marked.RefreshToken {
@@ -410,7 +398,14 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	if err != nil {
 		return Token{}, m.storeErr(marked.ID, err)
 	}
-	m.guard.flaggedAt(cur.ID, now)
+	if !m.guard.flaggedAt(cur.ID, now, trips) { // it tripped during the write
+		if rec := m.unflag(ctx, cur.ID, now, false); rec != nil {
+			cur = rec
+		}
+		m.opts.Metrics.refresh("held")
+		m.opts.Metrics.held()
+		return m.staleOrUnavailable(cur, errGuardHeld)
+	}
 	m.opts.Metrics.refresh("invalid_grant")
 	m.opts.Metrics.flagged()
 	m.log.Warn("tenant flagged for reauthorization", zap.String("tenant", cur.ID), zap.String("reason", reason))

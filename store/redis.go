@@ -78,11 +78,7 @@ type Redis struct {
 
 	waitReplicas int
 	waitTimeout  time.Duration
-	// Replication state for PutAcked (replicas.go).
-	repMu         sync.Mutex
-	replicas      int
-	replicasAt    time.Time
-	replicasKnown bool
+	rep          replicaState // for PutAcked (replicas.go)
 }
 
 type redisSub struct{ cancel context.CancelFunc }

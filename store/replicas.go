@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,7 +34,23 @@ var _ AckedPutter = (*Redis)(nil)
 
 // replicaCheckInterval: how often the number of connected replicas is read
 // again (INFO replication), so a replica added or lost is noticed.
-const replicaCheckInterval = 30 * time.Second
+// replicaRecheckMin: how often, at most, a WAIT with too few
+// acknowledgements has it read again at once (a failover may have made a
+// master without replicas). replicaReadTimeout bounds each read.
+const (
+	replicaCheckInterval = 30 * time.Second
+	replicaRecheckMin    = time.Second
+	replicaReadTimeout   = time.Second
+)
+
+// replicaState is the master's replication state as PutAcked knows it.
+type replicaState struct {
+	readMu sync.Mutex // one INFO replication read at a time; taken before mu
+	mu     sync.Mutex // guards the fields below
+	count  int        // connected replicas at the last successful read
+	readAt time.Time  // last read attempt
+	known  bool       // a read succeeded
+}
 
 // ReplicaInfo is what DetectReplicas found.
 type ReplicaInfo struct {
@@ -48,22 +65,20 @@ type ReplicaInfo struct {
 }
 
 // DetectReplicas reads the master's replication state now and remembers it
-// for PutAcked (which re-reads it every 30 s on its own). Call it at
-// startup to log what was found.
+// for PutAcked (which re-reads it every 30 s on its own, and at once when
+// a WAIT falls short). Call it at startup to log what was found.
 func (r *Redis) DetectReplicas(ctx context.Context) (ReplicaInfo, error) {
-	n, err := r.connectedReplicas(ctx)
-	if err != nil {
+	if _, err := r.readReplicas(ctx, 0); err != nil {
 		return ReplicaInfo{}, fmt.Errorf("store: redis replication info: %w", err)
 	}
-	r.repMu.Lock()
-	defer r.repMu.Unlock()
-	r.replicas, r.replicasAt, r.replicasKnown = n, time.Now(), true
+	r.rep.mu.Lock()
+	defer r.rep.mu.Unlock()
 	return r.replicaInfoLocked(), nil
 }
 
 func (r *Redis) replicaInfoLocked() ReplicaInfo {
-	info := ReplicaInfo{Connected: r.replicas, Timeout: r.waitTimeout}
-	if r.replicas > 0 {
+	info := ReplicaInfo{Connected: r.rep.count, Timeout: r.waitTimeout}
+	if r.rep.count > 0 {
 		info.Wait = r.waitReplicas
 	}
 	return info
@@ -78,27 +93,45 @@ func (r *Redis) replicaWait(ctx context.Context) int {
 	if r.waitReplicas <= 0 {
 		return 0
 	}
-	r.repMu.Lock()
-	stale := !r.replicasKnown || time.Since(r.replicasAt) > replicaCheckInterval
-	r.repMu.Unlock()
-	if stale {
-		n, err := r.connectedReplicas(ctx)
-		r.repMu.Lock()
-		switch {
-		case err == nil:
-			if r.replicasKnown && n != r.replicas {
-				r.report("replicas", fmt.Errorf("store: redis master now has %d connected replicas (was %d)", n, r.replicas))
-			}
-			r.replicas, r.replicasAt, r.replicasKnown = n, time.Now(), true
-		case !r.replicasKnown:
-			r.repMu.Unlock()
-			return r.waitReplicas
-		}
-		r.repMu.Unlock()
+	r.readReplicas(ctx, replicaCheckInterval)
+	r.rep.mu.Lock()
+	defer r.rep.mu.Unlock()
+	if !r.rep.known {
+		return r.waitReplicas
 	}
-	r.repMu.Lock()
-	defer r.repMu.Unlock()
 	return r.replicaInfoLocked().Wait
+}
+
+// readReplicas reads connected_slaves again when the last attempt is
+// older than maxAge (without a successful read yet: replicaRecheckMin),
+// reporting a changed count. Concurrent callers wait for one read. It
+// returns the count known after it; an error only when the read was due
+// and failed.
+func (r *Redis) readReplicas(ctx context.Context, maxAge time.Duration) (int, error) {
+	r.rep.readMu.Lock()
+	defer r.rep.readMu.Unlock()
+	r.rep.mu.Lock()
+	age := time.Since(r.rep.readAt)
+	due := age >= maxAge || !r.rep.known && age >= replicaRecheckMin
+	count := r.rep.count
+	r.rep.mu.Unlock()
+	if !due {
+		return count, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, replicaReadTimeout)
+	n, err := r.connectedReplicas(rctx)
+	cancel()
+	r.rep.mu.Lock()
+	defer r.rep.mu.Unlock()
+	r.rep.readAt = time.Now()
+	if err != nil {
+		return r.rep.count, err
+	}
+	if r.rep.known && n != r.rep.count {
+		r.report("replicas", fmt.Errorf("store: redis master now has %d connected replicas (was %d)", n, r.rep.count))
+	}
+	r.rep.count, r.rep.known = n, true
+	return n, nil
 }
 
 // connectedReplicas reads connected_slaves from INFO replication (the
@@ -172,6 +205,12 @@ func (r *Redis) PutAcked(ctx context.Context, t *Tenant, expect int64) (int64, e
 		return res[1], fmt.Errorf("%w: tenant %q: WAIT: %v", ErrNotAcked, id, err)
 	}
 	if int(acked) < need {
+		// A failover may have promoted a replica that has none of its
+		// own: a write nobody can acknowledge stands as on a master
+		// without replicas (as replicaWait would have said, had it known).
+		if n, err := r.readReplicas(ctx, replicaRecheckMin); err == nil && n == 0 {
+			return res[1], nil
+		}
 		return res[1], fmt.Errorf("%w: tenant %q: %d of %d replicas within %v", ErrNotAcked, id, acked, need, r.waitTimeout)
 	}
 	return res[1], nil

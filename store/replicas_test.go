@@ -3,7 +3,9 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,6 +99,74 @@ func TestRedisPutAckedWaitsForReplica(t *testing.T) {
 	off := NewRedis(master.Client(), RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...)})
 	if info, _ := off.DetectReplicas(ctx); info.Wait != 0 || info.Connected != 1 {
 		t.Fatalf("waiting off: %+v", info)
+	}
+}
+
+// TestRedisPutAckedAfterReplicasGone: the master loses its only replica
+// (as a replica promoted by a failover has none): the first PutAcked that
+// WAIT leaves short re-reads the replica count at once, finds 0 and
+// succeeds, and later writes do not wait. With a replica still connected
+// (frozen) the re-read changes nothing: not acknowledged (rule 14).
+func TestRedisPutAckedAfterReplicasGone(t *testing.T) {
+	master := testredis.Start(t, masterArgs...)
+	rep := startReplica(t, master)
+	ctx := testCtx(t)
+	var reports []string
+	var mu sync.Mutex
+	r := NewRedis(master.Client(), RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...), WaitReplicas: 1,
+		WaitTimeout: 300 * time.Millisecond, OnError: func(op string, err error) {
+			mu.Lock()
+			reports = append(reports, op+": "+err.Error())
+			mu.Unlock()
+		}})
+	if info, err := r.DetectReplicas(ctx); err != nil || info.Wait != 1 {
+		t.Fatalf("DetectReplicas = %+v, %v", info, err)
+	}
+	tn := fullTenant("a")
+	if _, err := r.Put(ctx, tn, 0); err != nil {
+		t.Fatal(err)
+	}
+	// backdate: the last read is older than the re-read's rate limit.
+	backdate := func() {
+		r.rep.mu.Lock()
+		r.rep.readAt = time.Now().Add(-2 * replicaRecheckMin)
+		r.rep.mu.Unlock()
+	}
+
+	rep.Freeze()
+	backdate()
+	_, err := r.PutAcked(ctx, tn, tn.Version)
+	rep.Thaw()
+	if !errors.Is(err, ErrNotAcked) {
+		t.Fatalf("PutAcked with a frozen, connected replica: %v; want ErrNotAcked", err)
+	}
+
+	rep.Kill()
+	deadline := time.Now().Add(waitMax)
+	for {
+		s, err := master.Client().Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(s, "connected_slaves:0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("master still counts its replica: %v %s", err, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	backdate()
+	if _, err := r.PutAcked(ctx, tn, tn.Version); err != nil {
+		t.Fatalf("PutAcked on a master whose replica is gone: %v", err)
+	}
+	if info, _ := r.DetectReplicas(ctx); info.Connected != 0 || info.Wait != 0 {
+		t.Fatalf("after the re-read: %+v; want no replicas, no wait", info)
+	}
+	if _, err := r.PutAcked(ctx, tn, tn.Version); err != nil {
+		t.Fatalf("next PutAcked: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.ContainsFunc(reports, func(s string) bool { return strings.Contains(s, "0 connected replicas (was 1)") }) {
+		t.Fatalf("change not reported: %q", reports)
 	}
 }
 

@@ -45,7 +45,7 @@ func rekey(ctx context.Context, path string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "lsproxy rekey:", err)
 		return 1
 	}
-	s, kind, err := openStore(ctx, cfg, keys)
+	s, kind, err := openStore(ctx, cfg, keys, nil)
 	if errors.Is(err, store.ErrLocked) {
 		fmt.Fprintf(stderr, "lsproxy rekey: %v\nThe embedded store serves one process: stop lsproxy serve, run rekey, then start it again.\n", err)
 		return 1

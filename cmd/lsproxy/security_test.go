@@ -229,7 +229,7 @@ func TestRedisTLSWiring(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	s, kind, err := openStore(ctx, cfg, keys)
+	s, kind, err := openStore(ctx, cfg, keys, nil)
 	if err != nil {
 		t.Fatalf("rediss with CA: %v", err)
 	}
@@ -242,13 +242,13 @@ func TestRedisTLSWiring(t *testing.T) {
 	s.Close()
 
 	cfg.RedisCAFile = "" // system roots do not know the test CA
-	_, _, err = openStore(ctx, cfg, keys)
+	_, _, err = openStore(ctx, cfg, keys, nil)
 	var unknown x509.UnknownAuthorityError
 	if err == nil || !(errors.As(err, &unknown) || strings.Contains(err.Error(), "certificate")) {
 		t.Fatalf("rediss without the CA: %v, want a certificate error", err)
 	}
 	cfg.RedisCAFile = filepath.Join(dir, "none.pem")
-	if _, _, err := openStore(ctx, cfg, keys); err == nil {
+	if _, _, err := openStore(ctx, cfg, keys, nil); err == nil {
 		t.Fatal("missing CA file accepted")
 	}
 }

@@ -79,7 +79,9 @@ func newTransport(o proxy.TransportOptions) *http.Transport {
 }
 
 // openStore connects Redis when configured, else the embedded store.
-func openStore(ctx context.Context, cfg config.Config, keys *store.Keyring) (store.Store, string, error) {
+// onError receives the Redis store's failures that fail no call (nil:
+// ignored; see store.RedisOptions.OnError).
+func openStore(ctx context.Context, cfg config.Config, keys *store.Keyring, onError func(op string, err error)) (store.Store, string, error) {
 	if cfg.RedisURL != "" || len(cfg.RedisSentinelAddrs) > 0 || len(cfg.RedisClusterAddrs) > 0 {
 		client, err := store.DialRedis(ctx, store.RedisConfig{
 			URL:            cfg.RedisURL,
@@ -94,7 +96,7 @@ func openStore(ctx context.Context, cfg config.Config, keys *store.Keyring) (sto
 		if err != nil {
 			return nil, "", err
 		}
-		return store.NewRedis(client, store.RedisOptions{Prefix: cfg.RedisKeyPrefix, Keys: keys,
+		return store.NewRedis(client, store.RedisOptions{Prefix: cfg.RedisKeyPrefix, Keys: keys, OnError: onError,
 			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout}), "redis", nil
 	}
 	s, err := store.OpenBolt(cfg.DataDir, keys)
@@ -138,7 +140,9 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 	}
 
 	redis.SetLogger(redisLogger{log.Named("redis")})
-	s, kind, err := openStore(ctx, cfg, keys)
+	s, kind, err := openStore(ctx, cfg, keys, func(op string, err error) {
+		log.Warn("redis store", zap.String("op", op), zap.Error(err))
+	})
 	if err != nil {
 		return nil, err
 	}

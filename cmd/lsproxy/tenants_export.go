@@ -89,7 +89,7 @@ func tenantsExport(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "lsproxy tenants export:", err)
 		return 1
 	}
-	s, kind, err := openStore(ctx, cfg, keys)
+	s, kind, err := openStore(ctx, cfg, keys, nil)
 	if errors.Is(err, store.ErrLocked) {
 		fmt.Fprintf(stderr, "lsproxy tenants export: %v\nThe embedded store serves one process: stop lsproxy serve first.\n", err)
 		return 1
