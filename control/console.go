@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -92,13 +93,9 @@ func (s *Server) mountConsole(mux *http.ServeMux) {
 
 // consoleHeaders are set on every console response.
 func consoleHeaders(h http.Header) {
-	h.Set("Content-Security-Policy", consoleCSP)
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	httperr.PageHeaders(h, consoleCSP)
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
-	h.Set("Cache-Control", "no-store")
 }
 
 // adminTokenOK compares got with the admin token in constant time.

@@ -65,12 +65,8 @@ footer{margin-top:1.5rem;font-size:.8rem;color:#6b7385}
 
 // noStore sets the headers every onboarding response carries.
 func noStore(h http.Header) {
-	h.Set("Cache-Control", "no-store")
+	httperr.PageHeaders(h, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 	h.Set("Pragma", "no-cache")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 }
 
 // renderPage writes p as a complete HTML response.
