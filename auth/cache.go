@@ -12,13 +12,27 @@ import (
 )
 
 // The in-process token cache. A cached token is served without a store
-// round trip while it is younger than CacheTTL; past that and for up to one
-// more CacheTTL it is still served (stale-while-revalidate) while exactly
-// one background re-read runs, as long as it is fresh (outside
-// RefreshBefore of its expiry). Change notifications (Run) drop an entry at
-// once, so a tenant written or flagged by any process is never served from
-// a stale entry after its notification arrives; CacheTTL bounds how long a
-// change whose notification was lost goes unseen.
+// round trip while it is younger than CacheTTL, and past that for as long
+// as it is trusted: read while change notifications were live (Run) and
+// with no change notified, and no notification lost, since the read began.
+// Notifications (Run) drop an entry at once, so a tenant written or flagged
+// by any process is never served from a stale entry after its notification
+// arrives; a gap in notifications takes every entry's trust away. So with
+// live notifications a tenant in use costs no store command until its
+// token is due for a refresh or it changes.
+//
+// An entry without trust (read before notifications were live, or while a
+// change was notified) is re-read once it is older than CacheTTL: for up
+// to one more CacheTTL it is still served (stale-while-revalidate) while
+// exactly one background re-read runs, as long as it is fresh (outside
+// RefreshBefore of its expiry). CacheTTL bounds how long a change goes
+// unseen when notifications are not known to work.
+//
+// What trust cannot cover is a notification lost without a gap being
+// seen: a writer that died between its write and its publish. Then this
+// process serves the tenant's previous token until that token is due for a
+// refresh (RefreshBefore of its expiry) or the upstream answers 401, and
+// both read the store again.
 //
 // Entries are immutable once published in Manager.cache except for the
 // atomic fields; a change replaces the entry. Manager.mu guards the map.
@@ -28,6 +42,7 @@ type cacheEntry struct {
 	fetchedAt time.Time // zero: must be read again before use
 	retryAt   time.Time // after a transient refresh failure: keep serving until then
 	reauth    *ReauthError
+	trusted   bool // served past CacheTTL: see the top of this file
 
 	usedAt       atomic.Int64 // unix ns of the last Token hit, for the background refresher
 	revalidating atomic.Bool  // a background re-read of this entry runs or failed
@@ -39,6 +54,33 @@ func newEntry(old *cacheEntry, tok Token, fetchedAt, retryAt time.Time, re *Reau
 	if old != nil {
 		e.usedAt.Store(old.usedAt.Load())
 	}
+	return e
+}
+
+// watch is taken before the store reads an entry is built from: trust
+// requires notifications live then and no change counted since.
+type watch struct {
+	changes uint64
+	live    bool
+}
+
+// watchChanges returns the watch for reads that begin now.
+func (m *Manager) watchChanges() watch {
+	live := m.notifying.Load() // before changes: Run bumps changes before setting it
+	return watch{changes: m.changes.Load(), live: live}
+}
+
+// trusts reports whether an entry read under w may be served past CacheTTL.
+// Call with m.mu held, so that no invalidation slips in before the entry is
+// published.
+func (m *Manager) trusts(w watch) bool {
+	return w.live && m.notifying.Load() && m.changes.Load() == w.changes
+}
+
+// trustedEntry is newEntry for a token read under w.
+func (m *Manager) trustedEntry(old *cacheEntry, tok Token, fetchedAt, retryAt time.Time, re *ReauthError, w watch) *cacheEntry {
+	e := newEntry(old, tok, fetchedAt, retryAt, re)
+	e.trusted = m.trusts(w)
 	return e
 }
 
@@ -76,7 +118,7 @@ func (m *Manager) cached(tenant string, now time.Time) (e *cacheEntry, tok Token
 		return e, Token{}, false, nil
 	}
 	age := now.Sub(e.fetchedAt)
-	if age < m.opts.CacheTTL {
+	if age < m.opts.CacheTTL || e.trusted {
 		if e.reauth != nil {
 			return e, Token{}, true, e.reauth
 		}
@@ -107,6 +149,7 @@ func (m *Manager) revalidate(tenant string, e *cacheEntry) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), revalidateTimeout)
 		defer cancel()
+		w := m.watchChanges()
 		rec, err := m.store.Get(ctx, tenant)
 		now := m.now()
 		m.mu.Lock()
@@ -123,10 +166,10 @@ func (m *Manager) revalidate(tenant string, e *cacheEntry) {
 			// An older replica answered (a Redis replica lagging): keep ours.
 		case rec.Status == store.StatusReauthorizationRequired:
 			re := &ReauthError{Tenant: rec.ID, Reason: rec.Reason, Since: rec.FlaggedAt}
-			m.cache[tenant] = newEntry(e, Token{}, now, time.Time{}, re)
+			m.cache[tenant] = m.trustedEntry(e, Token{}, now, time.Time{}, re, w)
 		case m.fresh(rec.AccessExpiresAt, now):
 			tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version, DomainPrefix: rec.Extra["domain_prefix"]}
-			m.cache[tenant] = newEntry(e, tok, now, time.Time{}, nil)
+			m.cache[tenant] = m.trustedEntry(e, tok, now, time.Time{}, nil, w)
 		default:
 			// Due for a refresh: the next request takes the slow path.
 			m.cache[tenant] = newEntry(e, Token{}, time.Time{}, time.Time{}, nil)
@@ -136,12 +179,13 @@ func (m *Manager) revalidate(tenant string, e *cacheEntry) {
 
 // remember caches what rec says (re: the tenant is flagged; retryAt: keep
 // serving a valid token until then after a transient failure) and returns
-// rec's token.
-func (m *Manager) remember(rec *store.Tenant, re *ReauthError, retryAt time.Time) Token {
+// rec's token. w is the watch taken before rec was read; the zero watch
+// never trusts.
+func (m *Manager) remember(rec *store.Tenant, re *ReauthError, retryAt time.Time, w watch) Token {
 	tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version, DomainPrefix: rec.Extra["domain_prefix"]}
 	now := m.now()
 	m.mu.Lock()
-	m.cache[rec.ID] = newEntry(m.cache[rec.ID], tok, now, retryAt, re)
+	m.cache[rec.ID] = m.trustedEntry(m.cache[rec.ID], tok, now, retryAt, re, w)
 	m.mu.Unlock()
 	return tok
 }
@@ -160,6 +204,7 @@ func (m *Manager) markUsed(tenant string, now time.Time) {
 // the store.
 func (m *Manager) Invalidate(tenant string) {
 	m.mu.Lock()
+	m.changes.Add(1)
 	if e := m.cache[tenant]; e != nil {
 		m.cache[tenant] = newEntry(e, Token{}, time.Time{}, time.Time{}, nil) // keep only "in use"
 	}
@@ -171,6 +216,7 @@ func (m *Manager) Invalidate(tenant string) {
 // notifications may have been missed.
 func (m *Manager) distrustAll() {
 	m.mu.Lock()
+	m.changes.Add(1)
 	for id, e := range m.cache {
 		m.cache[id] = newEntry(e, e.tok, time.Time{}, time.Time{}, nil)
 	}
@@ -202,6 +248,13 @@ func (m *Manager) Run(ctx context.Context) error {
 				m.log.Info("change notifications resumed")
 			}
 			gap = false
+			// From here every change is delivered: reads that begin now
+			// may be trusted (changes first: see watchChanges).
+			m.changes.Add(1)
+			m.notifying.Store(true)
+			if m.notifyingLive != nil {
+				m.notifyingLive()
+			}
 			since := time.Now()
 			for id := range ch {
 				if id == "" { // the store lost ids: anything may have changed
@@ -210,6 +263,7 @@ func (m *Manager) Run(ctx context.Context) error {
 				}
 				m.Invalidate(id)
 			}
+			m.notifying.Store(false)
 			if ctx.Err() != nil {
 				break
 			}

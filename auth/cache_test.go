@@ -23,10 +23,18 @@ type cacheStore struct {
 	subs chan func()
 	// inject: ids delivered on the subscription as if the store sent them.
 	inject chan string
+	// hold, when set, makes the next Get report on entered and wait for
+	// release before reading.
+	hold             atomic.Bool
+	entered, release chan struct{}
 }
 
 func (c *cacheStore) Get(ctx context.Context, id string) (*store.Tenant, error) {
 	c.gets.Add(1)
+	if c.hold.CompareAndSwap(true, false) {
+		c.entered <- struct{}{}
+		<-c.release
+	}
 	return c.Store.Get(ctx, id)
 }
 
@@ -72,11 +80,145 @@ func (c *cacheStore) Subscribe(ctx context.Context) (<-chan string, error) {
 func cacheFixture(t *testing.T, ttl time.Duration) (*fixture, *cacheStore, chan string) {
 	t.Helper()
 	f := newFixture(t, func(o *ManagerOptions) { o.CacheTTL = ttl })
-	cs := &cacheStore{Store: f.store, subs: make(chan func(), 16), inject: make(chan string)}
+	cs := &cacheStore{Store: f.store, subs: make(chan func(), 16), inject: make(chan string),
+		entered: make(chan struct{}), release: make(chan struct{})}
 	revalidated := make(chan string, 16)
 	f.m = NewManager(cs, f.ref, f.m.opts)
 	f.m.revalidated = func(id string) { revalidated <- id }
 	return f, cs, revalidated
+}
+
+// runNotifying starts Run and returns once its subscription is live.
+func runNotifying(t *testing.T, f *fixture, cs *cacheStore) {
+	t.Helper()
+	live := make(chan struct{}, 16)
+	f.m.notifyingLive = func() { live <- struct{}{} }
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.m.Run(rctx) }()
+	t.Cleanup(func() { cancel(); waitFor(t, done, "Run to return") })
+	waitFor(t, cs.subs, "the subscription")
+	waitFor(t, live, "notifications to be live")
+}
+
+// With live notifications a cached token is served past CacheTTL with no
+// store read at all, and a change notification still replaces it.
+func TestTrustedEntryServedWithoutRereads(t *testing.T) {
+	f, cs, _ := cacheFixture(t, time.Minute)
+	rec := f.put(t, "acme", time.Hour)
+	runNotifying(t, f, cs)
+	if _, err := f.m.Token(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(10 * time.Minute) // 10×CacheTTL; the token is still fresh
+	before := cs.gets.Load()
+	for i := 0; i < 20; i++ {
+		if tok, err := f.m.Token(ctx, "acme"); err != nil || tok.AccessToken != "at-acme-0" {
+			t.Fatalf("got %+v %v", tok, err)
+		}
+	}
+	if n := cs.gets.Load() - before; n != 0 {
+		t.Fatalf("%d store reads for a trusted entry, want 0", n)
+	}
+	next := rec.Clone()
+	next.AccessToken = "at-acme-new"
+	if _, err := f.store.Put(ctx, next, rec.Version); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tok, err := f.m.Token(ctx, "acme")
+		if err == nil && tok.AccessToken == "at-acme-new" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the change notification did not replace a trusted entry: %+v %v", tok, err)
+		}
+		time.Sleep(5 * time.Millisecond) // the notification has no other signal
+	}
+	// Near expiry a trusted entry is not served either: the refresh path runs.
+	f.clk.Advance(49*time.Minute + 45*time.Second) // within RefreshBefore (30 s) of expiry
+	before = cs.gets.Load()
+	if tok, err := f.m.Token(ctx, "acme"); err != nil || tok.AccessToken == "at-acme-new" {
+		t.Fatalf("near expiry: %+v %v", tok, err)
+	}
+	if cs.gets.Load() == before {
+		t.Fatal("no store read near expiry")
+	}
+}
+
+// An entry read before notifications were live is not trusted: past
+// CacheTTL it is re-read once, and that re-read makes it trusted.
+func TestEntryReadBeforeNotificationsIsRereadOnce(t *testing.T) {
+	f, cs, revalidated := cacheFixture(t, time.Minute)
+	f.put(t, "acme", time.Hour)
+	if _, err := f.m.Token(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	runNotifying(t, f, cs)
+	f.clk.Advance(90 * time.Second)
+	if _, err := f.m.Token(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, revalidated, "the background re-read")
+	f.clk.Advance(10 * time.Minute)
+	before := cs.gets.Load()
+	if tok, err := f.m.Token(ctx, "acme"); err != nil || tok.AccessToken != "at-acme-0" {
+		t.Fatalf("got %+v %v", tok, err)
+	}
+	if n := cs.gets.Load() - before; n != 0 {
+		t.Fatalf("%d store reads after the trusted re-read, want 0", n)
+	}
+}
+
+// A read that overlaps a change notification (of any tenant) is not
+// trusted: the notification may have been for a write the read missed.
+func TestReadOverlappingNotificationNotTrusted(t *testing.T) {
+	f, cs, revalidated := cacheFixture(t, time.Minute)
+	f.put(t, "acme", time.Hour)
+	runNotifying(t, f, cs)
+	cs.hold.Store(true)
+	got := make(chan error, 1)
+	go func() { _, err := f.m.Token(ctx, "acme"); got <- err }()
+	waitFor(t, cs.entered, "the held read")
+	f.m.Invalidate("acme") // the notification arrives while the read is out
+	cs.release <- struct{}{}
+	if err := waitFor(t, got, "Token"); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(90 * time.Second)
+	if _, err := f.m.Token(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, revalidated, "the re-read of an untrusted entry")
+}
+
+// After a gap in notifications nothing is trusted until read again.
+func TestGapTakesTrustAway(t *testing.T) {
+	f, cs, _ := cacheFixture(t, time.Minute)
+	rec := f.put(t, "acme", time.Hour)
+	live := make(chan struct{}, 16)
+	f.m.notifyingLive = func() { live <- struct{}{} }
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go f.m.Run(rctx)
+	end := waitFor(t, cs.subs, "the subscription")
+	waitFor(t, live, "notifications to be live")
+	if _, err := f.m.Token(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	end()
+	next := rec.Clone()
+	next.AccessToken = "at-acme-gap"
+	if _, err := f.store.Put(ctx, next, rec.Version); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, cs.subs, "the resubscription")
+	waitFor(t, live, "notifications to be live again")
+	f.clk.Advance(10 * time.Minute)
+	if tok, err := f.m.Token(ctx, "acme"); err != nil || tok.AccessToken != "at-acme-gap" {
+		t.Fatalf("after the gap: %+v %v", tok, err)
+	}
 }
 
 func waitFor[T any](t *testing.T, ch <-chan T, what string) T {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -100,10 +101,18 @@ type Manager struct {
 
 	mu    sync.RWMutex
 	cache map[string]*cacheEntry // see cache.go
+	// notifying is true while Run's change subscription is live; changes
+	// counts every invalidation and every change of notifying. Together
+	// they say whether an entry may be trusted past CacheTTL (cache.go).
+	notifying atomic.Bool
+	changes   atomic.Uint64
 	// revalidated, when set (tests), is called after each background
 	// re-read has updated the cache; nil = nothing.
 	revalidated func(tenant string)
-	closing     bool // set by FinishRefreshes: no acquisition starts any more
+	// notifyingLive, when set (tests), is called each time Run's
+	// subscription becomes live; nil = nothing.
+	notifyingLive func()
+	closing       bool // set by FinishRefreshes: no acquisition starts any more
 
 	// inflight counts running acquisitions, awaited by FinishRefreshes at
 	// shutdown. Add happens only under mu while !closing, so it never races

@@ -86,6 +86,7 @@ type want struct {
 	used   string        // the access token the caller already has
 	minAge time.Duration // with force: no refresh if the last one is younger than this
 	retry  bool          // send a flagged tenant's refresh token once more (Retry)
+	since  watch         // taken by acquire before its first read (cache.go)
 }
 
 // 2. acquire reads the record and, when it must be refreshed, takes the
@@ -94,6 +95,7 @@ type want struct {
 func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, error) {
 	waitCtx, cancel := context.WithTimeout(ctx, m.opts.WaitFor)
 	defer cancel()
+	w.since = m.watchChanges()
 	rec, err := m.store.Get(waitCtx, tenant)
 	if err != nil {
 		return Token{}, m.storeErr(tenant, err)
@@ -347,7 +349,7 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 					go m.opts.OnRecover(next.ID)
 				}
 			}
-			return m.remember(next, nil, time.Time{}), nil
+			return m.remember(next, nil, time.Time{}, watch{}), nil // not trusted: our write's own notification re-reads it
 		}
 		if !errors.Is(err, store.ErrConflict) {
 			m.opts.Metrics.writeRetry()
@@ -413,7 +415,7 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 		go m.opts.OnFlag(cur.ID, reason)
 	}
 	re := &ReauthError{Tenant: cur.ID, Reason: reason, Since: now}
-	m.remember(flagged, re, time.Time{})
+	m.remember(flagged, re, time.Time{}, watch{})
 	return Token{}, re
 }
 

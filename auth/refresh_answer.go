@@ -19,21 +19,21 @@ func (m *Manager) useStored(rec *store.Tenant, w want) (Token, bool, error) {
 			return Token{}, false, nil
 		}
 		re := &ReauthError{Tenant: rec.ID, Reason: rec.Reason, Since: rec.FlaggedAt}
-		m.remember(rec, re, time.Time{})
+		m.remember(rec, re, time.Time{}, w.since)
 		return Token{}, true, re
 	}
 	now := m.now()
 	if w.force && rec.AccessToken == w.used && !rec.LastRefreshAt.IsZero() && now.Sub(rec.LastRefreshAt) < w.minAge {
-		return m.remember(rec, nil, time.Time{}), true, nil
+		return m.remember(rec, nil, time.Time{}, w.since), true, nil
 	}
 	if w.force && rec.AccessToken == w.used {
 		return Token{}, false, nil
 	}
 	if w.force && now.Before(rec.AccessExpiresAt) {
-		return m.remember(rec, nil, time.Time{}), true, nil // someone already replaced the used token
+		return m.remember(rec, nil, time.Time{}, w.since), true, nil // someone already replaced the used token
 	}
 	if m.fresh(rec.AccessExpiresAt, now) {
-		return m.remember(rec, nil, time.Time{}), true, nil
+		return m.remember(rec, nil, time.Time{}, w.since), true, nil
 	}
 	return Token{}, false, nil
 }
@@ -46,7 +46,7 @@ func (m *Manager) staleOrUnavailable(rec *store.Tenant, cause error) (Token, err
 		cause = ue.Err
 	}
 	if m.usable(rec.AccessExpiresAt) && rec.AccessToken != "" {
-		return m.remember(rec, nil, m.now().Add(time.Second)), nil
+		return m.remember(rec, nil, m.now().Add(time.Second), watch{}), nil
 	}
 	return Token{}, &UnavailableError{Tenant: rec.ID, RetryAfter: min(m.opts.BreakerOpenFor, 5*time.Second), Err: cause}
 }

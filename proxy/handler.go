@@ -70,6 +70,9 @@ type Handler struct {
 	Pacer Pacer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Tracing adds lsproxy's view of each request to the caller's server
+	// span (tracing.Handler); false means no span is looked up.
+	Tracing bool
 
 	up *Upstream
 	rp *httputil.ReverseProxy
@@ -77,6 +80,7 @@ type Handler struct {
 
 // reqState travels in the request context from ServeHTTP to the transport.
 type reqState struct {
+	sw           httperr.StatusWriter // allocated with the state: one allocation less per request
 	tenant       string
 	requestID    string // X-Request-Id: returned to the caller, sent upstream
 	caller       string // the caller's key id, "" without caller authentication
@@ -144,8 +148,8 @@ func (h *Handler) Init() error {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
-	sw := &httperr.StatusWriter{ResponseWriter: w}
-	st := &reqState{requestID: httperr.RequestID(r)}
+	st := &reqState{sw: httperr.StatusWriter{ResponseWriter: w}, requestID: httperr.RequestID(r)}
+	sw := &st.sw
 	w.Header().Set(httperr.RequestIDHeader, st.requestID)
 	tenant, err := h.tenantOf(r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
@@ -169,7 +173,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 	}
 	h.finish(r, sw, st, tenant, h.Now().Sub(start))
-	annotateSpan(r, st, tenant)
+	if h.Tracing {
+		annotateSpan(r, st, tenant)
+	}
 }
 
 func (h *Handler) tenantOf(r *http.Request) (string, error) {

@@ -267,10 +267,32 @@ func (r *Redis) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
+// Attempts of publish: a lost notification leaves other replicas serving
+// the tenant's previous token until it is due for a refresh (auth/cache.go).
+const (
+	publishAttempts = 3
+	publishTimeout  = time.Second
+	publishBackoff  = 100 * time.Millisecond
+)
+
+// publish notifies subscribers that id changed. It tries publishAttempts
+// times, each bounded by publishTimeout, on a context the caller's end does
+// not cancel: the write it announces is done either way.
 func (r *Redis) publish(ctx context.Context, id string) {
-	if err := r.client.Publish(ctx, r.channel(), id).Err(); err != nil {
-		r.report("publish", fmt.Errorf("store: redis publish change of tenant %q: %w", id, err))
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	for i := 0; i < publishAttempts; i++ {
+		if i > 0 {
+			time.Sleep(publishBackoff << (i - 1)) // a failover needs a moment
+		}
+		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		err = r.client.Publish(pctx, r.channel(), id).Err()
+		cancel()
+		if err == nil {
+			return
+		}
 	}
+	r.report("publish", fmt.Errorf("store: redis publish change of tenant %q (%d attempts): %w", id, publishAttempts, err))
 }
 
 // PutOnce stores value under key for ttl, or returns ErrConflict if the key

@@ -507,3 +507,39 @@ func TestNewRedisPanics(t *testing.T) {
 		}()
 	}
 }
+
+// A write whose change notification cannot be published still succeeds,
+// and the failure is reported once, after every attempt.
+func TestRedisPublishFailureReported(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	admin := srv.Client()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "nopub", "on", ">pw", "~*", "&*", "+@all", "-publish").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var reports []string
+	r := NewRedis(redis.NewClient(&redis.Options{Addr: srv.Addr, Username: "nopub", Password: "pw"}),
+		RedisOptions{Keys: mustKeyring(t, testKeys(t, 1)...), OnError: func(op string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reports = append(reports, op+": "+err.Error())
+		}})
+	t.Cleanup(func() { _ = r.Close() })
+	if _, err := r.Put(ctx, fullTenant("shop"), 0); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if _, err := r.Get(ctx, "shop"); err != nil {
+		t.Fatalf("the write is not there: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports) != 1 || !strings.HasPrefix(reports[0], "publish: ") || !strings.Contains(reports[0], "3 attempts") {
+		t.Fatalf("reports = %q, want one publish failure after 3 attempts", reports)
+	}
+	// ACL rejections count as rejected_calls of PUBLISH.
+	stats := admin.Info(ctx, "commandstats").Val()
+	if !strings.Contains(stats, "cmdstat_publish:") || !strings.Contains(stats[strings.Index(stats, "cmdstat_publish:"):], "rejected_calls=3") {
+		t.Fatalf("want 3 rejected PUBLISH attempts; commandstats: %s", stats)
+	}
+}

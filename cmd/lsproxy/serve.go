@@ -217,6 +217,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		Transport:        traced(newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout}), "upstream"),
 		Logger:           log.Named(logging.AccessLogName),
 		Metrics:          proxy.NewMetrics(reg),
+		Tracing:          tracingOn(),
 	}
 	if len(cfg.ClientKeys) > 0 {
 		keys, err := proxy.ParseClientKeys(cfg.ClientKeys)

@@ -31,9 +31,12 @@ func startTracing(ctx context.Context, log *zap.Logger) (stop func(), err error)
 	}, nil
 }
 
+// tracingOn reports whether the OTEL_* variables turn tracing on.
+func tracingOn() bool { return tracing.Enabled(os.Environ()) }
+
 // traced wraps an outgoing transport in client spans when tracing is on.
 func traced(rt http.RoundTripper, name string) http.RoundTripper {
-	if !tracing.Enabled(os.Environ()) {
+	if !tracingOn() {
 		return rt
 	}
 	return tracing.Transport(rt, name)
@@ -42,7 +45,7 @@ func traced(rt http.RoundTripper, name string) http.RoundTripper {
 // tracedHandler wraps the proxied-traffic handler in server spans when
 // tracing is on.
 func tracedHandler(h http.Handler) http.Handler {
-	if !tracing.Enabled(os.Environ()) {
+	if !tracingOn() {
 		return h
 	}
 	return tracing.Handler(h)
