@@ -16,6 +16,7 @@ package logging
 
 import (
 	"io"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,7 +68,7 @@ func New(w io.Writer, o Options) (*zap.Logger, func() error, error) {
 	}
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey = "ts"
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeTime = iso8601TimeEncoder
 	var encoder zapcore.Encoder
 	if o.Format == "console" {
 		encoder = zapcore.NewConsoleEncoder(enc)
@@ -114,4 +115,36 @@ func (c *flushCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 		return c.buf.Sync()
 	}
 	return nil
+}
+
+// timePrefix is the formatted time of one second: what every line written
+// in that second shares.
+type timePrefix struct {
+	sec    int64
+	loc    *time.Location
+	prefix []byte // "2006-01-02T15:04:05."
+	zone   []byte // "Z0700"
+}
+
+var lastSecond atomic.Pointer[timePrefix]
+
+// iso8601TimeEncoder writes what zapcore.ISO8601TimeEncoder writes
+// ("2006-01-02T15:04:05.000Z0700") at a fraction of its cost: the
+// formatting of the second is shared by every line within it (at
+// thousands of access lines a second, formatting each was a fifth of a
+// line's cost).
+func iso8601TimeEncoder(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+	sec := t.Unix()
+	p := lastSecond.Load()
+	if p == nil || p.sec != sec || p.loc != t.Location() {
+		p = &timePrefix{sec: sec, loc: t.Location(),
+			prefix: t.AppendFormat(nil, "2006-01-02T15:04:05."), zone: t.AppendFormat(nil, "Z0700")}
+		lastSecond.Store(p)
+	}
+	var b [40]byte
+	out := append(b[:0], p.prefix...)
+	ms := t.Nanosecond() / 1e6
+	out = append(out, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	out = append(out, p.zone...)
+	enc.AppendByteString(out)
 }

@@ -2,12 +2,15 @@ package logging
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the flush goroutine and the test.
@@ -138,3 +141,28 @@ func BenchmarkAccessLine(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// iso8601TimeEncoder writes exactly what zap's ISO8601TimeEncoder writes,
+// across seconds, zones and a DST change.
+func TestISO8601TimeEncoderMatchesZap(t *testing.T) {
+	zones := []*time.Location{time.UTC, time.FixedZone("plus", 5*3600+1800), time.FixedZone("minus", -7*3600)}
+	if l, err := time.LoadLocation("Europe/Amsterdam"); err == nil {
+		zones = append(zones, l)
+	}
+	base := time.Date(2026, 3, 29, 0, 59, 58, 0, time.UTC) // the European DST change is at 01:00 UTC
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 20000; i++ {
+		loc := zones[rng.IntN(len(zones))]
+		tm := base.Add(time.Duration(rng.Int64N(int64(5 * time.Second)))).In(loc)
+		if rng.IntN(10) == 0 {
+			tm = base.Add(time.Duration(rng.Int64N(int64(400 * 24 * time.Hour)))).In(loc)
+		}
+		got, want := zapcore.NewMapObjectEncoder(), zapcore.NewMapObjectEncoder()
+		_ = got.AddArray("t", zapcore.ArrayMarshalerFunc(func(a zapcore.ArrayEncoder) error { iso8601TimeEncoder(tm, a); return nil }))
+		_ = want.AddArray("t", zapcore.ArrayMarshalerFunc(func(a zapcore.ArrayEncoder) error { zapcore.ISO8601TimeEncoder(tm, a); return nil }))
+		g, w := fmt.Sprint(got.Fields["t"]), fmt.Sprint(want.Fields["t"])
+		if g != w {
+			t.Fatalf("%v: got %s, zap writes %s", tm, g, w)
+		}
+	}
+}
