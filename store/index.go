@@ -28,6 +28,20 @@ type Lister interface {
 	ListDue(ctx context.Context, expiresBy, idleBy time.Time) ([]string, error)
 }
 
+// Counter counts tenants by status without reading every record. Redis
+// implements it; callers fall back to List and Get for a Store that does
+// not, or when it returns an error wrapping ErrNotCounted. Safe for
+// concurrent use.
+type Counter interface {
+	// CountByStatus returns the number of tenants of each status. A
+	// tenant deleted by a process that died mid-delete may still be
+	// counted (as it is still listed).
+	CountByStatus(ctx context.Context) (map[Status]int, error)
+}
+
+// ErrNotCounted: the store cannot count from its index yet.
+var ErrNotCounted = errors.New("store: tenants not countable from the index yet")
+
 // MaxPageLimit is the largest page ListPage returns.
 const MaxPageLimit = 1000
 

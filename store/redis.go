@@ -70,6 +70,9 @@ type Redis struct {
 	onError func(op string, err error)
 
 	dueIndexReady atomic.Bool // ensureDueIndex found or set the marker
+	// flaggedReady: the flagged sets' marker was seen; flaggedBuilding:
+	// buildFlagged's pass runs (redis_index.go).
+	flaggedReady, flaggedBuilding atomic.Bool
 
 	mu     sync.Mutex
 	closed bool

@@ -44,14 +44,17 @@ func indexShard(id string) int {
 //	P tenants:{ixS}   set of tenant ids
 //	P due:e:{ixS}     sorted set: id by refresh expiry (Unix ms)
 //	P due:i:{ixS}     sorted set: id by last activity (Unix ms), when the provider gave no expiry
+//	P flagged:{ixS}   set of the ids of flagged tenants, for CountByStatus
 //	P tenants         the single id set of earlier versions, still read
 //	P index:v2        marker: the due index was built from that set
+//	P index:flagged   marker: the flagged sets were built from every record
 func (r *Redis) shardKeys(s int) []string {
 	tag := "{ix" + strconv.Itoa(s) + "}"
-	return []string{r.prefix + "tenants:" + tag, r.prefix + "due:e:" + tag, r.prefix + "due:i:" + tag}
+	return []string{r.prefix + "tenants:" + tag, r.prefix + "due:e:" + tag, r.prefix + "due:i:" + tag, r.prefix + "flagged:" + tag}
 }
 
-func (r *Redis) indexMarker() string { return r.prefix + "index:v2" }
+func (r *Redis) indexMarker() string   { return r.prefix + "index:v2" }
+func (r *Redis) flaggedMarker() string { return r.prefix + "index:flagged" }
 
 // index records t in its shard's id set and due index.
 func (r *Redis) index(ctx context.Context, t *Tenant) error {
@@ -60,7 +63,11 @@ func (r *Redis) index(ctx context.Context, t *Tenant) error {
 	if kind != 0 {
 		k = string(kind)
 	}
-	return indexPutScript.Run(ctx, r.client, r.shardKeys(indexShard(t.ID)), t.ID, k, at.UnixMilli()).Err()
+	flagged := "0"
+	if t.Status == StatusReauthorizationRequired {
+		flagged = "1"
+	}
+	return indexPutScript.Run(ctx, r.client, r.shardKeys(indexShard(t.ID)), t.ID, k, at.UnixMilli(), flagged).Err()
 }
 
 // unindex removes id from its shard's id set and due index, and from the
@@ -260,4 +267,97 @@ func (r *Redis) ensureDueIndex(ctx context.Context) error {
 	}
 	r.dueIndexReady.Store(true)
 	return nil
+}
+
+var _ Counter = (*Redis)(nil)
+
+// CountByStatus counts tenants from the index: two SCARD per shard,
+// whatever the number of tenants. The first call on a Redis whose flagged
+// sets were never built (data written by an earlier version) starts one
+// background pass over every record that builds them and returns
+// ErrNotCounted until it has finished.
+func (r *Redis) CountByStatus(ctx context.Context) (map[Status]int, error) {
+	if err := r.ensureDueIndex(ctx); err != nil { // earlier single set into the shards
+		return nil, err
+	}
+	if !r.flaggedReady.Load() {
+		n, err := r.client.Exists(ctx, r.flaggedMarker()).Result()
+		if err != nil {
+			return nil, fmt.Errorf("store: redis count tenants: %w", err)
+		}
+		if n == 0 {
+			r.buildFlagged()
+			return nil, ErrNotCounted
+		}
+		r.flaggedReady.Store(true)
+	}
+	cmds := make([]*redis.IntCmd, 0, 2*IndexShards)
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := 0; s < IndexShards; s++ {
+			k := r.shardKeys(s)
+			cmds = append(cmds, p.SCard(ctx, k[0]), p.SCard(ctx, k[3]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: redis count tenants: %w", err)
+	}
+	var all, flagged int
+	for i := 0; i < len(cmds); i += 2 {
+		all += int(cmds[i].Val())
+		flagged += int(cmds[i+1].Val())
+	}
+	return map[Status]int{StatusActive: all - flagged, StatusReauthorizationRequired: flagged}, nil
+}
+
+// buildFlagged starts, once per Store, the pass that indexes every record
+// again (which fills the flagged sets) and then sets the marker. It runs
+// without deadline, until done or the Store is closed.
+func (r *Redis) buildFlagged() {
+	if !r.flaggedBuilding.CompareAndSwap(false, true) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		cancel()
+		r.flaggedBuilding.Store(false)
+		return
+	}
+	sub := &redisSub{cancel: cancel} // ended by Close like a subscription
+	r.subs[sub] = struct{}{}
+	r.subsWG.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer func() {
+			cancel()
+			r.mu.Lock()
+			delete(r.subs, sub)
+			r.mu.Unlock()
+			r.subsWG.Done()
+			r.flaggedBuilding.Store(false)
+		}()
+		ids, err := r.allIndexed(ctx)
+		for _, id := range ids {
+			if err != nil {
+				break
+			}
+			var t *Tenant
+			t, err = r.Get(ctx, id)
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDecrypt) {
+				err = nil
+				continue
+			}
+			if err == nil {
+				err = r.index(ctx, t)
+			}
+		}
+		if err == nil {
+			err = r.client.Set(ctx, r.flaggedMarker(), "1", 0).Err()
+		}
+		if err != nil {
+			r.report("index", fmt.Errorf("store: redis build flagged index: %w", err))
+		}
+	}()
 }

@@ -1,6 +1,9 @@
 package store
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +100,84 @@ func TestRedisIndexFromEarlierVersion(t *testing.T) {
 	}
 	if c.Exists(ctx, "old:index:v2").Val() != 1 {
 		t.Fatal("no marker after building the due index")
+	}
+}
+
+// waitCounted calls CountByStatus until the flagged index is built
+// (ErrNotCounted until then), bounded in time.
+func waitCounted(t *testing.T, r *Redis) map[Status]int {
+	t.Helper()
+	ctx := testCtx(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		counts, err := r.CountByStatus(ctx)
+		if err == nil {
+			return counts
+		}
+		if !errors.Is(err, ErrNotCounted) || time.Now().After(deadline) {
+			t.Fatalf("CountByStatus: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // the build pass has no other signal
+	}
+}
+
+// CountByStatus counts from the index (two SCARD per shard, no record
+// read) and follows flags, unflags and deletes; data written before the
+// flagged sets existed is indexed once, in the background.
+func TestRedisCountByStatus(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	c := srv.Client()
+	r := newTestRedis(t, srv, "")
+	put := func(id string, st Status) {
+		t.Helper()
+		rec := fullTenant(id)
+		rec.Status = st
+		cur, err := r.Get(ctx, id)
+		var expect int64
+		if err == nil {
+			expect = cur.Version
+		}
+		if _, err := r.Put(ctx, rec, expect); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 6; i++ {
+		put(fmt.Sprintf("a%d", i), StatusActive)
+	}
+	put("f0", StatusReauthorizationRequired)
+	put("f1", StatusReauthorizationRequired)
+	// As an earlier version left it: no flagged sets, no marker.
+	for s := 0; s < IndexShards; s++ {
+		c.Del(ctx, r.shardKeys(s)[3])
+	}
+	c.Del(ctx, r.flaggedMarker())
+	if _, err := r.CountByStatus(ctx); !errors.Is(err, ErrNotCounted) {
+		t.Fatalf("before the build: %v, want ErrNotCounted", err)
+	}
+	want := func(active, flagged int) {
+		t.Helper()
+		got := waitCounted(t, r)
+		if got[StatusActive] != active || got[StatusReauthorizationRequired] != flagged {
+			t.Fatalf("counts %v, want %d active and %d flagged", got, active, flagged)
+		}
+	}
+	want(6, 2)
+	put("a0", StatusReauthorizationRequired) // flagged
+	put("f0", StatusActive)                  // re-authorized
+	if err := r.Delete(ctx, "f1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Delete(ctx, "a1"); err != nil {
+		t.Fatal(err)
+	}
+	c.ConfigResetStat(ctx)
+	want(5, 1)
+	stats := c.Info(ctx, "commandstats").Val()
+	if strings.Contains(stats, "cmdstat_hmget") || strings.Contains(stats, "cmdstat_smembers") {
+		t.Fatalf("a count read records or id sets:\n%s", stats)
+	}
+	if !strings.Contains(stats, fmt.Sprintf("cmdstat_scard:calls=%d,", 2*IndexShards)) {
+		t.Fatalf("want %d SCARD for one count:\n%s", 2*IndexShards, stats)
 	}
 }

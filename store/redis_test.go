@@ -203,7 +203,8 @@ func TestRedisLayout(t *testing.T) {
 	}
 	keys := c.Keys(ctx, "*").Val()
 	sort.Strings(keys)
-	want := []string{"lsproxy:lock:{shop}", "lsproxy:once:{state}", "lsproxy:tenant:{shop}", shardSet}
+	flaggedSet := fmt.Sprintf("lsproxy:flagged:{ix%d}", indexShard("shop")) // fullTenant is flagged
+	want := []string{flaggedSet, "lsproxy:lock:{shop}", "lsproxy:once:{state}", "lsproxy:tenant:{shop}", shardSet}
 	if strings.Join(keys, " ") != strings.Join(want, " ") {
 		t.Fatalf("keys = %v, want %v", keys, want)
 	}
