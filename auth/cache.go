@@ -50,7 +50,7 @@ type cacheEntry struct {
 
 // newEntry returns an entry whose usedAt is carried over from old.
 func newEntry(old *cacheEntry, tok Token, fetchedAt, retryAt time.Time, re *ReauthError) *cacheEntry {
-	e := &cacheEntry{tok: tok, fetchedAt: fetchedAt, retryAt: retryAt, reauth: re}
+	e := &cacheEntry{tok: tok.withAuthorization(), fetchedAt: fetchedAt, retryAt: retryAt, reauth: re}
 	if old != nil {
 		e.usedAt.Store(old.usedAt.Load())
 	}

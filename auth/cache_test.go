@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/lsproxy/lsproxy/store"
 )
@@ -463,5 +464,31 @@ func TestLostNotificationsDistrustCache(t *testing.T) {
 			t.Fatalf("cache not re-read after a loss report: %+v %v", tok, err)
 		}
 		time.Sleep(5 * time.Millisecond) // Run applies it asynchronously
+	}
+}
+
+// A cached token's Authorization value is built once and always carries
+// the token it is read with, also after the token field was changed.
+func TestTokenAuthorization(t *testing.T) {
+	if got := (Token{AccessToken: "abc"}).Authorization(); got != "Bearer abc" {
+		t.Fatalf("plain token: %q", got)
+	}
+	tok := newEntry(nil, Token{AccessToken: "at-1"}, time.Now(), time.Time{}, nil).tok
+	if tok.AccessToken != "at-1" || tok.Authorization() != "Bearer at-1" {
+		t.Fatalf("cached token %q: Authorization %q", tok.AccessToken, tok.Authorization())
+	}
+	a1, a2 := tok.Authorization(), tok.Authorization()
+	if unsafe.StringData(a1) != unsafe.StringData(a2) {
+		t.Fatal("a cached token's Authorization value is built per call")
+	}
+	for _, changed := range []string{"at-2", "at-10", ""} {
+		c := tok
+		c.AccessToken = changed
+		if got := c.Authorization(); got != "Bearer "+changed {
+			t.Fatalf("token changed to %q: Authorization %q", changed, got)
+		}
+	}
+	if e := newEntry(nil, Token{}, time.Now(), time.Time{}, nil); e.tok.Authorization() != "Bearer " || e.tok.authorization != "" {
+		t.Fatalf("an empty token got a built value %q", e.tok.authorization)
 	}
 }

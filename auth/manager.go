@@ -23,6 +23,35 @@ type Token struct {
 	// DomainPrefix is the tenant's stored, validated x-series domain_prefix
 	// ("" when it has none): it names the tenant's own upstream host.
 	DomainPrefix string
+
+	// authorization is "Bearer " + AccessToken when the cache built it,
+	// with AccessToken a substring of it; "" otherwise.
+	authorization string
+}
+
+const bearerPrefix = "Bearer "
+
+// Authorization returns the Authorization header value that carries t:
+// "Bearer " and the access token. A cached token's is built once, not per
+// request.
+func (t Token) Authorization() string {
+	// The comparison is O(1) when AccessToken is authorization's own tail
+	// (same memory); a token changed since costs a compare and gets its own.
+	if len(t.authorization) == len(bearerPrefix)+len(t.AccessToken) && t.authorization[len(bearerPrefix):] == t.AccessToken {
+		return t.authorization
+	}
+	return bearerPrefix + t.AccessToken
+}
+
+// withAuthorization returns t with its Authorization value built, sharing
+// the token's memory.
+func (t Token) withAuthorization() Token {
+	if t.AccessToken == "" {
+		return t
+	}
+	t.authorization = bearerPrefix + t.AccessToken
+	t.AccessToken = t.authorization[len(bearerPrefix):]
+	return t
 }
 
 // ManagerOptions configure a Manager. Zero values take the defaults in

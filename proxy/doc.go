@@ -12,6 +12,7 @@
 //   - errors.go: the request path's sentinel errors and errorFor, their
 //     mapping to the error table in internal/httperr.
 //   - metrics.go: request metrics with bounded labels.
-//   - accesslog.go: the access line's fields without a per-request
-//     allocation (the buffering is internal/logging's).
+//   - accesslog.go: the access line through zap without a per-request
+//     allocation, for loggers logging.AccessLog does not serve (the
+//     buffering and the fast JSON line are internal/logging's).
 package proxy

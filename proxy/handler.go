@@ -13,6 +13,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/internal/logging"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -74,13 +75,18 @@ type Handler struct {
 	// span (tracing.Handler); false means no span is looked up.
 	Tracing bool
 
-	up *Upstream
-	rp *httputil.ReverseProxy
+	up     *Upstream
+	rp     *httputil.ReverseProxy
+	access *logging.AccessLog // Logger's request lines without zap's field work; nil: through zap
 }
 
 // reqState travels in the request context from ServeHTTP to the transport.
+// It is that context itself: the request's own, plus Value(ctxKey{})
+// returning the state, so that no separate context is allocated per request.
 type reqState struct {
+	context.Context
 	sw           httperr.StatusWriter // allocated with the state: one allocation less per request
+	idHeader     [1]string            // X-Request-Id's header value, shared by response and upstream request
 	tenant       string
 	requestID    string // X-Request-Id: returned to the caller, sent upstream
 	caller       string // the caller's key id, "" without caller authentication
@@ -91,6 +97,13 @@ type reqState struct {
 }
 
 type ctxKey struct{}
+
+func (st *reqState) Value(key any) any {
+	if key == (ctxKey{}) {
+		return st
+	}
+	return st.Context.Value(key)
+}
 
 // Init prepares the handler. It returns an error if Upstream or Tokens is missing.
 func (h *Handler) Init() error {
@@ -126,6 +139,7 @@ func (h *Handler) Init() error {
 	if h.Logger == nil {
 		h.Logger = zap.NewNop()
 	}
+	h.access = logging.NewAccessLog(h.Logger, accessMessage)
 	if h.Now == nil {
 		h.Now = time.Now
 	}
@@ -136,7 +150,7 @@ func (h *Handler) Init() error {
 		ErrorHandler: h.proxyError,
 		// The caller already has X-Request-Id (set in ServeHTTP); the
 		// upstream's copy, the same id or its own, would duplicate it.
-		ModifyResponse: func(resp *http.Response) error { resp.Header.Del(httperr.RequestIDHeader); return nil },
+		ModifyResponse: func(resp *http.Response) error { delete(resp.Header, httperr.RequestIDHeader); return nil },
 		// FlushInterval stays 0: ReverseProxy itself flushes streaming
 		// responses (text/event-stream, unknown length) after every write.
 		// -1 for every response cost a timer, a goroutine and a separate
@@ -148,9 +162,10 @@ func (h *Handler) Init() error {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
-	st := &reqState{sw: httperr.StatusWriter{ResponseWriter: w}, requestID: httperr.RequestID(r)}
+	st := &reqState{Context: r.Context(), sw: httperr.StatusWriter{ResponseWriter: w}, requestID: httperr.RequestID(r)}
 	sw := &st.sw
-	w.Header().Set(httperr.RequestIDHeader, st.requestID)
+	st.idHeader[0] = st.requestID
+	w.Header()[httperr.RequestIDHeader] = st.idHeader[:]
 	tenant, err := h.tenantOf(r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		// TRACE would have an upstream echo the request, injected token
@@ -170,9 +185,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.errCode = writeError(sw, tenant, err)
 	} else {
 		st.tenant = tenant
-		h.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+		h.rp.ServeHTTP(sw, r.WithContext(st))
 	}
-	h.finish(r, sw, st, tenant, h.Now().Sub(start))
+	end := h.Now()
+	h.finish(r, sw, st, tenant, end, end.Sub(start))
 	if h.Tracing {
 		annotateSpan(r, st, tenant)
 	}
@@ -213,14 +229,19 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 		pr.SetURL(h.up.fixed)
 	}
 	pr.Out.Host = ""
+	// Keys are canonical (Init made the configured ones so): delete, not
+	// Del, which canonicalizes each key again on every request.
 	hd := pr.Out.Header
-	hd.Del(h.TenantHeader)
-	hd.Del(h.LocationHeader)
-	hd.Del("Authorization")
-	hd.Del("Proxy-Authorization")
-	hd.Del("Cookie") // never forward the caller's cookies to the merchant's API
+	delete(hd, h.TenantHeader)
+	delete(hd, h.LocationHeader)
+	delete(hd, "Authorization")
+	delete(hd, "Proxy-Authorization")
+	delete(hd, "Cookie") // never forward the caller's cookies to the merchant's API
 	if st, _ := pr.In.Context().Value(ctxKey{}).(*reqState); st != nil {
-		hd.Set(httperr.RequestIDHeader, st.requestID) // the caller's (when valid) or ours
+		// The caller's (when valid) or ours. Shared with the response
+		// header: nothing writes into a header value (Add appends, and a
+		// full one-element slice is copied first).
+		hd[httperr.RequestIDHeader] = st.idHeader[:]
 	}
 }
 
@@ -246,14 +267,29 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 }
 
-func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState, tenant string, d time.Duration) {
+func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState, tenant string, end time.Time, d time.Duration) {
 	status := sw.StatusOr200()
 	h.Metrics.observe(status, r.Method, st, d)
-	if ce := h.Logger.Check(zap.InfoLevel, "request"); ce != nil {
+	if h.access != nil {
+		h.access.Write(&logging.Access{
+			Time:            end,
+			Tenant:          tenant,
+			Method:          r.Method,
+			Path:            r.URL.Path, // never the query: it may carry secrets
+			Status:          status,
+			Latency:         d,
+			UpstreamLatency: st.upstreamTime,
+			Error:           st.errCode,
+			Replayed:        st.replayed,
+			RequestID:       st.requestID,
+			Caller:          st.caller,
+		})
+	} else if ce := h.Logger.Check(zap.InfoLevel, accessMessage); ce != nil {
+		// The same line through zap (a test's observer, console format).
 		writeAccess(ce,
 			zap.String("tenant", tenant),
 			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path), // never the query: it may carry secrets
+			zap.String("path", r.URL.Path),
 			zap.Int("status", status),
 			zap.Duration("latency", d),
 			zap.Duration("upstream_latency", st.upstreamTime),
@@ -264,6 +300,9 @@ func (h *Handler) finish(r *http.Request, sw *httperr.StatusWriter, st *reqState
 		)
 	}
 }
+
+// accessMessage is the message of every request line.
+const accessMessage = "request"
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.
 type bufferPool struct{}

@@ -88,7 +88,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header["Authorization"] = []string{tok.Authorization()} // canonical key: no Set's canonicalization
 	start := t.h.Now()
 	resp, err := t.base.RoundTrip(req)
 	st.upstreamTime = t.h.Now().Sub(start)
@@ -133,7 +133,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	retry.Header.Set("Authorization", "Bearer "+next.AccessToken)
+	retry.Header["Authorization"] = []string{next.Authorization()}
 	st.replayed = true
 	start = t.h.Now()
 	resp, err = t.base.RoundTrip(retry)

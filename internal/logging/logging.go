@@ -82,7 +82,7 @@ func New(w io.Writer, o Options) (*zap.Logger, func() error, error) {
 		Size:          o.BufferSize,
 		FlushInterval: o.FlushInterval,
 	}
-	core := &flushCore{Core: zapcore.NewCore(encoder, buf, level), buf: buf}
+	core := &flushCore{Core: zapcore.NewCore(encoder, buf, level), buf: buf, json: o.Format != "console"}
 	return zap.New(core), buf.Stop, nil
 }
 
@@ -92,12 +92,15 @@ type writerOnly struct{ io.Writer }
 type flushCore struct {
 	zapcore.Core
 	buf *zapcore.BufferedWriteSyncer
+	// json: lines are JSON, so AccessLog may write them itself; false
+	// (console format, or context fields added by With) leaves them to zap.
+	json bool
 }
 
 var _ zapcore.Core = (*flushCore)(nil)
 
 func (c *flushCore) With(fields []zapcore.Field) zapcore.Core {
-	return &flushCore{Core: c.Core.With(fields), buf: c.buf}
+	return &flushCore{Core: c.Core.With(fields), buf: c.buf, json: c.json && len(fields) == 0}
 }
 
 func (c *flushCore) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -134,6 +137,13 @@ var lastSecond atomic.Pointer[timePrefix]
 // thousands of access lines a second, formatting each was a fifth of a
 // line's cost).
 func iso8601TimeEncoder(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
+	var b [40]byte
+	enc.AppendByteString(appendISO8601(b[:0], t))
+}
+
+// appendISO8601 appends t as "2006-01-02T15:04:05.000Z0700", the
+// formatting of its second shared with every other time in that second.
+func appendISO8601(out []byte, t time.Time) []byte {
 	sec := t.Unix()
 	p := lastSecond.Load()
 	if p == nil || p.sec != sec || p.loc != t.Location() {
@@ -141,10 +151,8 @@ func iso8601TimeEncoder(t time.Time, enc zapcore.PrimitiveArrayEncoder) {
 			prefix: t.AppendFormat(nil, "2006-01-02T15:04:05."), zone: t.AppendFormat(nil, "Z0700")}
 		lastSecond.Store(p)
 	}
-	var b [40]byte
-	out := append(b[:0], p.prefix...)
+	out = append(out, p.prefix...)
 	ms := t.Nanosecond() / 1e6
 	out = append(out, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
-	out = append(out, p.zone...)
-	enc.AppendByteString(out)
+	return append(out, p.zone...)
 }

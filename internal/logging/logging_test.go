@@ -122,26 +122,6 @@ func TestLevelAndFormat(t *testing.T) {
 	}
 }
 
-func BenchmarkAccessLine(b *testing.B) {
-	log, stop, err := New(discard{}, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer stop()
-	access := log.Named(AccessLogName)
-	b.ReportAllocs()
-	for b.Loop() {
-		if ce := access.Check(zap.InfoLevel, "request"); ce != nil {
-			ce.Write(zap.String("tenant", "t00042"), zap.String("method", "GET"), zap.String("path", "/api/items"),
-				zap.Int("status", 200), zap.Duration("latency", time.Millisecond))
-		}
-	}
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
 // iso8601TimeEncoder writes exactly what zap's ISO8601TimeEncoder writes,
 // across seconds, zones and a DST change.
 func TestISO8601TimeEncoderMatchesZap(t *testing.T) {
