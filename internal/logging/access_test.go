@@ -52,7 +52,8 @@ func TestAccessLogMatchesZap(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(2026, 12, 2, 7, 8, 9, 0, time.UTC)
 	zones := []*time.Location{time.UTC, time.FixedZone("x", -5*3600-30*60), time.Local}
-	durations := []time.Duration{0, 1, 999, time.Microsecond, 1500 * time.Microsecond, 2*time.Hour + 3, -time.Millisecond, 1<<63 - 1}
+	durations := []time.Duration{0, 1, 999, time.Microsecond, 1500 * time.Microsecond, 2*time.Hour + 3, -time.Millisecond,
+		1e15 - 1, 1e15, 1<<63 - 1 - 1e9}
 	for _, name := range []string{AccessLogName, "other", "we\"ird\n"} {
 		a := NewAccessLog(fl.Named(name), "request")
 		if a == nil {
@@ -60,13 +61,14 @@ func TestAccessLogMatchesZap(t *testing.T) {
 		}
 		for i := range 2000 {
 			e := &Access{
-				Time:            base.Add(time.Duration(r.Int64N(int64(48 * time.Hour)))).In(zones[i%len(zones)]),
-				Tenant:          randomString(r),
-				Method:          randomString(r),
-				Path:            randomString(r),
-				Status:          r.IntN(1000) - 1,
-				Latency:         durations[r.IntN(len(durations))] + time.Duration(r.Int64N(1e9)),
-				UpstreamLatency: durations[r.IntN(len(durations))],
+				Time:    base.Add(time.Duration(r.Int64N(int64(48 * time.Hour)))).In(zones[i%len(zones)]),
+				Tenant:  randomString(r),
+				Method:  randomString(r),
+				Path:    randomString(r),
+				Status:  r.IntN(1000) - 1,
+				Latency: durations[r.IntN(len(durations))] + time.Duration(r.Int64N(1e9)>>r.IntN(30)),
+				// Every magnitude up to past the integer formatting's 1e15 ns.
+				UpstreamLatency: time.Duration(r.Int64N(2e15) >> r.IntN(50)),
 				Error:           randomString(r),
 				Replayed:        r.IntN(2) == 0,
 				RequestID:       randomString(r),
