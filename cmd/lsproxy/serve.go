@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/config"
 	"github.com/lsproxy/lsproxy/control"
+	"github.com/lsproxy/lsproxy/internal/gcheadroom"
 	"github.com/lsproxy/lsproxy/internal/logging"
 	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/proxy"
@@ -333,6 +335,11 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}
 	defer closeLog() // flushes buffered access lines
 	startupLog(log)
+	// At least 32 MiB of allocation between collections while the heap is
+	// small: GC was a proxy's largest cost over a bare one. GOGC overrides.
+	if !gcheadroom.Keep(ctx, gcheadroom.DefaultHeadroom, 5*time.Second) {
+		log.Info("GOGC set: GC headroom left to it", zap.String("GOGC", os.Getenv("GOGC")))
+	}
 	stopTracing, err := startTracing(ctx, log)
 	if err != nil {
 		return err
