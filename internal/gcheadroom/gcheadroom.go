@@ -25,21 +25,25 @@ import (
 // DefaultHeadroom is the allocation a collection waits for at least.
 const DefaultHeadroom = 32 << 20
 
-// maxPercent caps the percent for a nearly empty heap.
-const maxPercent = 10000
+// heapMinimum is the runtime's smallest heap goal at GOGC=100; it scales
+// with the percent (4 MB × percent/100).
+const heapMinimum = 4 << 20
 
 // PercentFor returns the GC percent that puts the next collection at live +
-// headroom bytes, never below the runtime's default of 100.
+// headroom bytes, never below the runtime's default of 100. The percent
+// is capped where the runtime's heap minimum, which grows with it, would
+// put the goal past live + headroom (a heap not yet measured, live 0,
+// would otherwise ask for a goal of hundreds of MB).
 func PercentFor(live, headroom uint64) int {
-	if live == 0 {
-		live = 1
+	p := uint64(100)
+	if live > 0 {
+		p = headroom * 100 / live
 	}
-	p := headroom * 100 / live
-	switch {
-	case p < 100:
-		return 100
-	case p > maxPercent:
-		return maxPercent
+	if lim := (live + headroom) * 100 / heapMinimum; live == 0 || p > lim {
+		p = lim
+	}
+	if p < 100 {
+		p = 100
 	}
 	return int(p)
 }
