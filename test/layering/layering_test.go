@@ -27,28 +27,30 @@ const module = "github.com/lsproxy/lsproxy"
 //	store ← auth ← onboard ← control ← cmd/lsproxy
 //	             ← proxy   ←
 //
-// internal/httperr, internal/emulator, internal/tracing, ratelimit and the test helpers
-// import nothing of ours; config takes its defaults from the packages that
+// internal/httperr, internal/emulator, internal/tracing, internal/logging,
+// internal/gcheadroom, ratelimit and the test helpers import nothing of ours
+// (proxy writes its access line through internal/logging); config takes its defaults from the packages that
 // own them.
 var allowed = map[string][]string{
-	"store":              {},
-	"internal/httperr":   {},
-	"internal/emulator":  {},
-	"internal/logging":   {},
-	"internal/testcert":  {},
-	"internal/testclock": {},
-	"internal/testredis": {},
-	"internal/tracing":   {},
-	"ratelimit":          {},
+	"store":               {},
+	"internal/httperr":    {},
+	"internal/emulator":   {},
+	"internal/logging":    {},
+	"internal/gcheadroom": {},
+	"internal/testcert":   {},
+	"internal/testclock":  {},
+	"internal/testredis":  {},
+	"internal/tracing":    {},
+	"ratelimit":           {},
 
 	"auth":    {"store", "internal/httperr"},
 	"onboard": {"store", "auth", "internal/httperr"},
-	"proxy":   {"store", "auth", "internal/httperr", "ratelimit"},
+	"proxy":   {"store", "auth", "internal/httperr", "internal/logging", "ratelimit"},
 	"control": {"store", "auth", "onboard", "internal/httperr", "ratelimit"},
 	"config":  {"store", "auth", "onboard", "ratelimit"},
 
 	"cmd/lsproxy": {"store", "auth", "onboard", "proxy", "control", "config", "ratelimit",
-		"internal/httperr", "internal/emulator", "internal/logging", "internal/tracing"},
+		"internal/httperr", "internal/emulator", "internal/logging", "internal/tracing", "internal/gcheadroom"},
 	"cmd/lsemulator": {"internal/emulator"},
 
 	"bench/internal/benchsrv": {},
