@@ -29,8 +29,8 @@ const module = "github.com/lsproxy/lsproxy"
 //
 // internal/httperr, internal/emulator, internal/tracing, internal/logging,
 // internal/gcheadroom, ratelimit and the test helpers import nothing of ours
-// (proxy writes its access line through internal/logging); config takes its defaults from the packages that
-// own them.
+// (proxy writes its access line through internal/logging); config takes its
+// defaults from the packages that own them.
 var allowed = map[string][]string{
 	"store":               {},
 	"internal/httperr":    {},
