@@ -32,7 +32,7 @@ const module = "github.com/lsproxy/lsproxy"
 // (proxy writes its access line through internal/logging); config takes its
 // defaults from the packages that own them.
 var allowed = map[string][]string{
-	"store":               {},
+	"store":               {"internal/defect"},
 	"internal/httperr":    {},
 	"internal/emulator":   {},
 	"internal/logging":    {},
@@ -41,12 +41,13 @@ var allowed = map[string][]string{
 	"internal/testclock":  {},
 	"internal/testredis":  {},
 	"internal/tracing":    {},
-	"ratelimit":           {},
+	"internal/defect":     {},
+	"ratelimit":           {"internal/defect"},
 
-	"auth":    {"store", "internal/httperr"},
-	"onboard": {"store", "auth", "internal/httperr"},
+	"auth":    {"store", "internal/httperr", "internal/defect"},
+	"onboard": {"store", "auth", "internal/httperr", "internal/defect"},
 	"proxy":   {"store", "auth", "internal/httperr", "internal/logging", "ratelimit"},
-	"control": {"store", "auth", "onboard", "internal/httperr", "ratelimit"},
+	"control": {"store", "auth", "onboard", "internal/httperr", "ratelimit", "internal/defect"},
 	"config":  {"store", "auth", "onboard", "ratelimit"},
 
 	"cmd/lsproxy": {"store", "auth", "onboard", "proxy", "control", "config", "ratelimit",
