@@ -1,20 +1,28 @@
 package auth
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Defaults of the token manager. The configuration (config.Default) uses
 // these same constants, so each default is stated once.
 const (
 	DefaultRefreshBefore = 30 * time.Second
-	// DefaultLockTTL with renewal every third of it: a dead holder's lease
-	// runs out within 6 s.
-	DefaultLockTTL = 6 * time.Second
-	// DefaultTakeoverGrace exceeds the holder's write-retry interval
-	// (writeRetryMax + storeCallTimeout = 2 s) with margin; with
-	// DefaultLockTTL a tenant whose holder was SIGKILLed is taken over
-	// within about 10.5 s (SPEC §3 rule 11 asks for 15 s).
-	DefaultTakeoverGrace   = 4 * time.Second
-	DefaultTokenTimeout    = 10 * time.Second
+	DefaultTokenTimeout  = 10 * time.Second
+	// SendMargin is what a holder's lock must cover beyond the token
+	// request itself when the refresh token leaves (SPEC §3 rule 17): the
+	// write-retry interval (writeAttemptTimeout + writeRetryMax) and the
+	// longest the renewal right before the send may take (sendRenewFresh).
+	SendMargin = writeAttemptTimeout + writeRetryMax + sendRenewFresh
+	// DefaultLockTTL is LockTTLFor(DefaultTokenTimeout) = 11.25 s: the
+	// lease covers the whole token request plus the write-retry interval.
+	DefaultLockTTL = DefaultTokenTimeout + SendMargin
+	// DefaultTakeoverGrace is twice the holder's write-retry interval
+	// (0.75 s); with DefaultLockTTL a tenant whose holder was SIGKILLed
+	// mid-request is taken over within about 13 s (SPEC §3 rule 11 asks
+	// for 15 s).
+	DefaultTakeoverGrace   = 1500 * time.Millisecond
 	DefaultCacheTTL        = 60 * time.Second
 	DefaultBreakerFailures = 5
 	DefaultBreakerOpenFor  = 5 * time.Second
@@ -26,6 +34,35 @@ const (
 	// storing a grant after its token request.
 	DefaultRefreshWriteBudget = 10 * time.Second
 )
+
+// LockTTLFor is the default lock TTL for a token timeout: the shortest
+// lease that covers a whole token request plus the write-retry interval
+// (rule 17). A shorter lock TTL is refused by the configuration
+// (CheckLease); the manager never sends under less than this anyway.
+func LockTTLFor(tokenTimeout time.Duration) time.Duration {
+	if tokenTimeout <= 0 {
+		tokenTimeout = DefaultTokenTimeout
+	}
+	return tokenTimeout + SendMargin
+}
+
+// CheckLease reports, with the arithmetic, a lock TTL under which a
+// successor could take the lock over while a refresh token is out (SPEC §3
+// rule 17): lockTTL must cover tokenTimeout + SendMargin. Zero values mean
+// the defaults (a zero lockTTL is derived and always passes).
+func CheckLease(tokenTimeout, lockTTL time.Duration) error {
+	if tokenTimeout <= 0 {
+		tokenTimeout = DefaultTokenTimeout
+	}
+	if lockTTL <= 0 {
+		return nil
+	}
+	if need := LockTTLFor(tokenTimeout); lockTTL < need {
+		return fmt.Errorf("%s is too short to cover a refresh: a successor takes the lock over once it expires, so it must outlast the whole token request plus the holder's write retry: token_timeout %s + write retry %s + renewal before the send %s = %s (leave lock_ttl unset to derive it)",
+			lockTTL, tokenTimeout, writeAttemptTimeout+writeRetryMax, sendRenewFresh, need)
+	}
+	return nil
+}
 
 // ShutdownBudget is how long a process should give refreshes that already
 // started to finish and store their result at shutdown, after (not shared
@@ -42,14 +79,14 @@ func (o *ManagerOptions) withDefaults() {
 	if o.RefreshBefore <= 0 {
 		o.RefreshBefore = DefaultRefreshBefore
 	}
+	if o.TokenTimeout <= 0 {
+		o.TokenTimeout = DefaultTokenTimeout
+	}
 	if o.LockTTL <= 0 {
-		o.LockTTL = DefaultLockTTL
+		o.LockTTL = LockTTLFor(o.TokenTimeout)
 	}
 	if o.TakeoverGrace <= 0 {
 		o.TakeoverGrace = DefaultTakeoverGrace
-	}
-	if o.TokenTimeout <= 0 {
-		o.TokenTimeout = DefaultTokenTimeout
 	}
 	if o.CacheTTL <= 0 {
 		o.CacheTTL = DefaultCacheTTL

@@ -26,6 +26,10 @@ var (
 	ErrOutcomeUnknown = errors.New("auth: token request sent but no answer received")
 	// ErrBreakerOpen: the circuit breaker around the token endpoint is open.
 	ErrBreakerOpen = errors.New("auth: token endpoint circuit breaker open")
+	// ErrPaced: the token endpoint's rate budget did not allow the request
+	// within its wait; nothing was sent (SPEC §3 rule 18). Not a breaker
+	// failure.
+	ErrPaced = errors.New("auth: token endpoint rate budget exhausted; refresh not sent")
 )
 
 // ReauthError says a tenant must be re-authorized by the merchant.

@@ -28,6 +28,9 @@ type lease struct {
 	lock   store.Lock
 	lost   bool
 	markID string
+	// coverUntil (monotonic): until then every renewal keeps the lock at
+	// least this far out, so a send's cover is never shortened (rule 17).
+	coverUntil time.Time
 
 	done    chan struct{}
 	stopped chan struct{}
@@ -60,8 +63,9 @@ func (l *lease) renew(ctx context.Context) {
 	defer cancel()
 	l.mu.Lock()
 	lock, markID := l.lock, l.markID
+	ttl := max(m.opts.LockTTL, time.Until(l.coverUntil))
 	l.mu.Unlock()
-	err := lock.Refresh(ctx, m.opts.LockTTL)
+	err := lock.Refresh(ctx, ttl)
 	if err == nil {
 		l.setLost(false)
 		return
@@ -91,6 +95,45 @@ func (l *lease) renew(ctx context.Context) {
 		m.log.Warn("in-flight mark heartbeat failed", zap.String("tenant", l.tenant), zap.Error(err))
 	}
 }
+
+// errLeaseStale: the renewal right before a send did not complete in
+// time; nothing was sent.
+var errLeaseStale = errors.New("auth: the lock renewal before the send was too slow; refresh token not sent")
+
+// coverSend renews the lock synchronously so that, on the store's clock, it
+// covers a send that starts now: ttl from the renewal's start (rule 17).
+// When the store has replicas the renewal is acknowledged by them, so a
+// failover cannot shorten it. It returns the renewal's start on the
+// monotonic clock; the caller checks fresh(start) right before the send.
+func (l *lease) coverSend(ctx context.Context, ttl time.Duration) (time.Time, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendRenewFresh)
+	defer cancel()
+	l.mu.Lock()
+	lock := l.lock
+	l.mu.Unlock()
+	var err error
+	if al, ok := lock.(store.AckedLock); ok {
+		err = al.RefreshAcked(ctx, ttl)
+	} else {
+		err = lock.Refresh(ctx, ttl)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrLockLost) {
+			l.setLost(true)
+		}
+		return start, err
+	}
+	l.mu.Lock()
+	l.lost = false
+	l.coverUntil = start.Add(ttl)
+	l.mu.Unlock()
+	return start, nil
+}
+
+// fresh reports whether a renewal started at start still covers a send
+// beginning now: no more than sendRenewFresh passed on the monotonic clock.
+func fresh(start time.Time) bool { return time.Since(start) <= sendRenewFresh }
 
 func (l *lease) setLost(lost bool) {
 	l.mu.Lock()

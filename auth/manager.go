@@ -141,7 +141,10 @@ type Manager struct {
 	// notifyingLive, when set (tests), is called each time Run's
 	// subscription becomes live; nil = nothing.
 	notifyingLive func()
-	closing       bool // set by FinishRefreshes: no acquisition starts any more
+	closing       bool      // set by FinishRefreshes: no acquisition starts any more
+	closeBy       time.Time // FinishRefreshes' deadline (zero: none); under mu
+	// pacer is the Refresher's rate-budget wait, when it has one (rule 18).
+	pacer Pacer
 
 	// inflight counts running acquisitions, awaited by FinishRefreshes at
 	// shutdown. Add happens only under mu while !closing, so it never races
@@ -167,6 +170,7 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 	if m.now == nil {
 		m.now = time.Now
 	}
+	m.pacer, _ = r.(Pacer)
 	m.breaker = gobreaker.NewCircuitBreaker[*Grant](gobreaker.Settings{
 		Name:        "token-endpoint",
 		MaxRequests: 1,
@@ -174,7 +178,8 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= opts.BreakerFailures },
 		// A rejected grant is a healthy endpoint's answer about one tenant.
 		IsSuccessful: func(err error) bool { return err == nil || errors.Is(err, ErrInvalidGrant) },
-		IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
+		// A paced refusal sent nothing: no breaker failure (rule 18).
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) || errors.Is(err, ErrPaced) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			m.log.Warn("token endpoint breaker", zap.String("from", from.String()), zap.String("to", to.String()))
 			opts.Metrics.breakerState(to)
@@ -188,10 +193,16 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 // with a budget of its own (ShutdownBudget). From the call on, a token that
 // needs an acquisition is refused with *UnavailableError (cached tokens
 // keep being served), so no refresh starts that the exiting process could
-// abandon. It returns ctx's error if acquisitions were still running.
+// abandon. An acquisition already running marks and sends only while
+// ctx's deadline leaves a full token_timeout plus the write-retry interval
+// (rule 16); otherwise it answers *UnavailableError without sending. It
+// returns ctx's error if acquisitions were still running.
 func (m *Manager) FinishRefreshes(ctx context.Context) error {
 	m.mu.Lock()
 	m.closing = true
+	if dl, ok := ctx.Deadline(); ok {
+		m.closeBy = dl
+	}
 	m.mu.Unlock()
 	done := make(chan struct{})
 	go func() { m.inflight.Wait(); close(done) }()

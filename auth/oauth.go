@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -37,6 +38,29 @@ type Refresher interface {
 	Refresh(ctx context.Context, t *store.Tenant) (*Grant, error)
 }
 
+// Pacer is implemented by a Refresher whose token endpoint may have a rate
+// budget (an OAuthClient whose transport is a TokenPacer). The manager calls
+// Pace before it marks a refresh and before token_timeout starts (SPEC §3
+// rule 18). Safe for concurrent use.
+type Pacer interface {
+	// Pace waits, at most wait, until a token request for t may be sent,
+	// and returns the context to send it with (the request is booked:
+	// the transport does not pace it again).
+	//
+	// Errors: one with a RetryAfterSeconds() int method when the budget
+	// does not allow the request within wait; ctx's error.
+	Pace(ctx context.Context, t *store.Tenant, wait time.Duration) (context.Context, error)
+}
+
+// TokenPacer is implemented by a token transport that paces requests per
+// token host (ratelimit.TokenTransport). Safe for concurrent use.
+type TokenPacer interface {
+	// PaceToken waits, at most wait, until a request to host may be sent
+	// and returns the context that marks it as paced. Errors as for
+	// Pacer.Pace.
+	PaceToken(ctx context.Context, host string, wait time.Duration) (context.Context, error)
+}
+
 // OAuthClient talks to a token endpoint with golang.org/x/oauth2.
 type OAuthClient struct {
 	ClientID     string
@@ -58,7 +82,31 @@ type OAuthClient struct {
 	Now func() time.Time
 }
 
-var _ Refresher = (*OAuthClient)(nil)
+var (
+	_ Refresher = (*OAuthClient)(nil)
+	_ Pacer     = (*OAuthClient)(nil)
+)
+
+// Pace implements Pacer: it waits on the HTTP client's transport when that
+// is a TokenPacer, for the host of t's token URL; otherwise it returns ctx.
+func (c *OAuthClient) Pace(ctx context.Context, t *store.Tenant, wait time.Duration) (context.Context, error) {
+	if c.HTTPClient == nil {
+		return ctx, nil
+	}
+	p, ok := c.HTTPClient.Transport.(TokenPacer)
+	if !ok {
+		return ctx, nil
+	}
+	cfg, err := c.config(t, "")
+	if err != nil {
+		return ctx, nil // Refresh reports it
+	}
+	u, err := url.Parse(cfg.Endpoint.TokenURL)
+	if err != nil {
+		return ctx, nil
+	}
+	return p.PaceToken(ctx, u.Host, wait)
+}
 
 // AuthStyleFor maps a preset's "basic"/"body" to an explicit oauth2 style.
 func AuthStyleFor(clientAuth string) (oauth2.AuthStyle, error) {
@@ -147,6 +195,11 @@ func (c *OAuthClient) Exchange(ctx context.Context, t *store.Tenant, code, verif
 	cfg, err := c.config(t, redirectURL)
 	if err != nil {
 		return nil, err
+	}
+	// Pace before the exchange's own timeout starts (rule 18).
+	ctx, err = c.Pace(ctx, t, c.timeout())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPaced, err)
 	}
 	var opts []oauth2.AuthCodeOption
 	if verifier != "" {
@@ -247,6 +300,10 @@ func classify(err error, wrote bool) error {
 	}
 	if errors.Is(err, context.Canceled) && !wrote {
 		return context.Canceled
+	}
+	var paced interface{ RetryAfterSeconds() int }
+	if !wrote && errors.As(err, &paced) {
+		return fmt.Errorf("%w (retry after %ds)", ErrPaced, paced.RetryAfterSeconds())
 	}
 	if wrote {
 		return fmt.Errorf("%w: %s", ErrOutcomeUnknown, httperr.NetReason(err))

@@ -3,11 +3,13 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -31,14 +33,21 @@ import (
 // Timing of the protocol (see also defaults.go).
 const (
 	// storeCallTimeout bounds one store call of a holder that must not
-	// wait long (renewal, heartbeat, one attempt of the grant write).
+	// wait long (background renewal, heartbeat, undo).
 	storeCallTimeout = time.Second
-	// writeRetryMax caps the delay between attempts to store a grant;
-	// with storeCallTimeout it is the holder's write-retry interval,
-	// which TakeoverGrace must exceed.
-	writeRetryMax = time.Second
+	// writeAttemptTimeout bounds one attempt to store a grant, and
+	// writeRetryMax caps the delay between attempts: together they are the
+	// holder's write-retry interval (0.75 s), which the lock covers after
+	// the token request (rule 17) and TakeoverGrace must exceed (rule 11).
+	writeAttemptTimeout = 500 * time.Millisecond
+	writeRetryMax       = 250 * time.Millisecond
+	// sendRenewFresh bounds the renewal right before a send: the refresh
+	// token leaves only if no more than this passed, on the monotonic
+	// clock, since that renewal started (rule 17).
+	sendRenewFresh = 500 * time.Millisecond
 	// legacyMarkWindow: a mark written before rule 11 (no mark id) had
-	// a holder that tried to write until 30 s (+2 s clock skew) after it.
+	// a holder that tried to write until 30 s (+2 s clock skew) after it;
+	// its successor observes it unchanged this long on its own clock.
 	legacyMarkWindow = 32 * time.Second
 )
 
@@ -184,12 +193,28 @@ func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, 
 	if m.BreakerOpen() {
 		return m.staleOrUnavailable(cur, ErrBreakerOpen)
 	}
+	// 18. Wait for the token endpoint's rate budget before anything is
+	// marked and before token_timeout starts, bounded by what is left of
+	// the acquisition's WaitFor.
+	sendCtx, err := m.pace(ctx, waitCtx, cur)
+	if err != nil {
+		return m.staleOrUnavailable(cur, err)
+	}
+	if err := m.closingLeaves(cur.ID); err != nil {
+		return m.staleOrUnavailable(cur, err)
+	}
 
 	marked, err := m.mark(waitCtx, cur, l)
 	if err != nil {
 		return m.staleOrUnavailable(cur, err)
 	}
-	grant, err := m.sendGrant(ctx, cur)
+	// 17. The send is inside the lease: renew now so that the lock covers
+	// the whole token request plus the write retry, and send only while
+	// that renewal is fresh (and, at shutdown, while the budget covers it).
+	if err := m.leaseForSend(ctx, l, cur.ID); err != nil {
+		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, nil), err)
+	}
+	grant, err := m.sendGrant(sendCtx, cur)
 	switch {
 	case err == nil:
 		wctx, end := span(ctx, "lsproxy.store_write", tenant)
@@ -211,6 +236,78 @@ func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, 
 	}
 }
 
+// 18. pace waits, when the Refresher has a rate-governed token endpoint,
+// until the refresh may be sent, at most for what is left of waitCtx (the
+// acquisition's WaitFor). It returns the context to send with. A refusal
+// is logged as the governor's and answered 503; it never counts against
+// the breaker (nothing was sent).
+func (m *Manager) pace(ctx, waitCtx context.Context, cur *store.Tenant) (context.Context, error) {
+	if m.pacer == nil || defect.On(defect.PacingInsideTimeout) {
+		return ctx, nil // (the defect: the transport paces inside token_timeout)
+	}
+	wait := m.opts.WaitFor
+	if dl, ok := waitCtx.Deadline(); ok {
+		wait = time.Until(dl)
+	}
+	pctx, err := m.pacer.Pace(context.WithoutCancel(ctx), cur, max(wait, 0))
+	if err == nil {
+		return pctx, nil
+	}
+	retry := time.Second
+	var ra interface{ RetryAfterSeconds() int }
+	if errors.As(err, &ra) {
+		retry = time.Duration(ra.RetryAfterSeconds()) * time.Second
+	}
+	m.opts.Metrics.refresh("paced")
+	m.log.Warn("refresh not sent: the rate-limit governor refused it (token endpoint budget exhausted)",
+		zap.String("tenant", cur.ID), zap.Duration("retry_after", retry), zap.Duration("waited_up_to", wait))
+	return nil, &UnavailableError{Tenant: cur.ID, RetryAfter: retry, Err: fmt.Errorf("%w: %w", ErrPaced, err)}
+}
+
+// 17. leaseForSend renews the lock synchronously so that it covers a send
+// starting now (the whole token request plus the write-retry interval, on
+// the store's clock), then checks on the monotonic clock that the renewal
+// is still fresh and, once closing, that the shutdown budget covers the
+// send. An error means nothing may be sent.
+func (m *Manager) leaseForSend(ctx context.Context, l *lease, tenant string) error {
+	if !defect.On(defect.NoLeaseCheckBeforeSend) {
+		cover := max(m.opts.LockTTL, LockTTLFor(m.opts.TokenTimeout))
+		if defect.On(defect.TakeoverIgnoresSend) {
+			cover = m.opts.LockTTL // (the defect: the lease need not cover the send)
+		}
+		start, err := l.coverSend(ctx, cover)
+		if err == nil && !fresh(start) {
+			err = fmt.Errorf("%w (took %v, at most %v)", errLeaseStale, time.Since(start).Round(time.Millisecond), sendRenewFresh)
+		}
+		if err != nil {
+			m.opts.Metrics.refresh("lease_lost")
+			m.log.Warn("refresh not sent: the lease could not be renewed to cover the send", zap.String("tenant", tenant), zap.Error(err))
+			return &UnavailableError{Tenant: tenant, RetryAfter: time.Second, Err: err}
+		}
+	}
+	return m.closingLeaves(tenant)
+}
+
+// closingLeaves refuses, once FinishRefreshes was called with a deadline,
+// a mark or send that the remaining shutdown budget could not see through:
+// a full token_timeout plus the write-retry interval (rule 16).
+func (m *Manager) closingLeaves(tenant string) error {
+	m.mu.Lock()
+	closing, by := m.closing, m.closeBy
+	m.mu.Unlock()
+	if !closing || by.IsZero() || defect.On(defect.ShutdownLateSend) {
+		return nil
+	}
+	need := m.opts.TokenTimeout + writeAttemptTimeout + writeRetryMax
+	if left := time.Until(by); left < need {
+		m.opts.Metrics.refresh("shutdown")
+		m.log.Warn("refresh not sent: shutting down, the remaining budget does not cover a token request and its write",
+			zap.String("tenant", tenant), zap.Duration("left", left), zap.Duration("needed", need))
+		return &UnavailableError{Tenant: tenant, RetryAfter: time.Second, Err: errShuttingDown}
+	}
+	return nil
+}
+
 // 11. awaitTakeover decides about an earlier holder's in-flight mark. This
 // process holds the lock, so that holder's lease ran out (or it let go); it
 // may still live and be retrying the write of a grant. The mark is taken
@@ -225,16 +322,18 @@ func (m *Manager) awaitTakeover(ctx context.Context, cur *store.Tenant, l *lease
 		return cur, nil // an undone mark: no holder is left to write
 	}
 	grace := max(m.opts.TakeoverGrace, mk.Grace)
-	notBefore := mk.StartedAt.Add(mk.Lease)
 	if mk.ID == "" {
-		notBefore = mk.StartedAt.Add(legacyMarkWindow)
+		grace = max(grace, legacyMarkWindow)
 	}
-	// The grace is this process's own observation: measured on the
-	// monotonic clock. The lease is compared with the holder's clock.
-	since := time.Now() // cur was just read: the store answers
+	// The lock expired on the store's clock (this process holds it now);
+	// the grace is this process's own observation, on its monotonic clock.
+	// No wall-clock time of the holder is compared with ours (rule 17).
+	wallClock := defect.On(defect.WallClockTakeover)
+	notBefore := mk.StartedAt.Add(mk.Lease) // (the defect only)
+	since := time.Now()                     // cur was just read: the store answers
 	b := newBackoff(50*time.Millisecond, 250*time.Millisecond)
 	for {
-		if !since.IsZero() && time.Since(since) >= grace && !m.now().Before(notBefore) {
+		if !since.IsZero() && time.Since(since) >= grace && (!wallClock || !m.now().Before(notBefore)) {
 			m.log.Warn("taking over an interrupted refresh", zap.String("tenant", cur.ID),
 				zap.Time("marked_at", mk.StartedAt), zap.Duration("grace", grace))
 			return cur, nil
@@ -310,7 +409,7 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 	recovered := next.ApplyGrant(tokens, m.now())
 	b := newBackoff(50*time.Millisecond, writeRetryMax)
 	for attempt := 1; ; attempt++ { // unbounded on purpose: see above
-		pctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+		pctx, cancel := context.WithTimeout(ctx, writeAttemptTimeout)
 		_, err := m.store.Put(pctx, next, marked.Version)
 		if errors.Is(err, store.ErrConflict) {
 			var cur *store.Tenant

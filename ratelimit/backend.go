@@ -24,6 +24,10 @@ type Backend interface {
 	// 0, checks the block and the budget and books req.Cost if it fits.
 	// Cost 0 only merges and reports. Errors wrap ErrStore.
 	Take(ctx context.Context, tenant string, req Request) (Decision, error)
+	// Clear forgets everything learned about tenant's budget (an operator
+	// reset); a tenant with nothing learned is no error. Errors wrap
+	// ErrStore.
+	Clear(ctx context.Context, tenant string) error
 }
 
 // Request is one Take.

@@ -86,6 +86,9 @@ type Governor struct {
 	// OnError is told about store failures (the request is then sent
 	// unpaced); nil ignores them.
 	OnError func(tenant string, err error)
+	// MaxBlock caps every block learned from one answer (Retry-After,
+	// window reset, slow drip rate); 0 means DefaultMaxBlock.
+	MaxBlock time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
@@ -274,7 +277,7 @@ func (g *Governor) ObserveSent(tenant string, sent time.Time, status int, h http
 	if status == http.StatusTooManyRequests {
 		g.Metrics.upstream429()
 	}
-	if obs, ok := Parse(status, h, g.now()); ok {
+	if obs, ok := ParseCapped(status, h, g.now(), g.MaxBlock); ok {
 		obs.SentAt = sent
 		g.learn(tenant, obs)
 	}
@@ -350,6 +353,25 @@ func merge(old, cur Observation) Observation {
 		cur.Unpaced, cur.SentAt = true, old.SentAt
 	}
 	return cur
+}
+
+// Forget clears tenant's learned budget in the shared store and in this
+// process (DELETE /admin/tenants/{id}/rate-limit): its requests go
+// unpaced until the upstream reports a budget again. Other replicas drop
+// their local state at their next request for the tenant. Errors wrap
+// ErrStore.
+func (g *Governor) Forget(ctx context.Context, tenant string) error {
+	if v, ok := g.tenants.Load(tenant); ok {
+		ts := v.(*tenantState)
+		ts.mu.Lock()
+		ts.pending = nil
+		ts.hint = 0
+		ts.mu.Unlock()
+	}
+	if err := g.Backend.Clear(ctx, tenant); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Governed reports whether tenant has reported a budget to this process.

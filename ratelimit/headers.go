@@ -19,10 +19,15 @@ const (
 	HeaderRetryAfter  = "Retry-After"           // on a 429: delta-seconds or HTTP-date
 )
 
+// DefaultMaxBlock caps every block learned from one answer, whatever header
+// taught it (Retry-After, an X-RateLimit-Reset in the far future, a drip
+// rate close to zero): Governor.MaxBlock's default (SPEC §3 rule 18).
+const DefaultMaxBlock = time.Hour
+
 // Bounds that keep a malformed or hostile header from parking a tenant.
 const (
-	// maxBlock caps a block learned from one Retry-After.
-	maxBlock = time.Hour
+	// maxBlock caps ParseRetryAfter.
+	maxBlock = DefaultMaxBlock
 	// default429Block is the block after a 429 without a usable Retry-After.
 	default429Block = time.Second
 	// defaultDrip is R-Series' documented default drain rate, used when a
@@ -60,15 +65,30 @@ func (o Observation) Empty() bool {
 // Parse reads the budget headers of an upstream answer with status, received
 // at now. ok is false when the answer says nothing about a budget: the
 // common case for upstreams that report none, decided with a few map
-// lookups and no allocation.
+// lookups and no allocation. Every block it learns is capped at
+// DefaultMaxBlock (see ParseCapped).
 func Parse(status int, h http.Header, now time.Time) (o Observation, ok bool) {
+	return ParseCapped(status, h, now, DefaultMaxBlock)
+}
+
+// ParseCapped is Parse with every learned block capped at maxCap (0 or less
+// means DefaultMaxBlock): a Retry-After, a window reset (absolute or not)
+// no later than now + maxCap, and a drip rate no slower than one that
+// drains a full bucket within maxCap.
+func ParseCapped(status int, h http.Header, now time.Time, maxCap time.Duration) (o Observation, ok bool) {
+	if maxCap <= 0 {
+		maxCap = DefaultMaxBlock
+	}
 	o.At = now
 	if v := first(h, HeaderBucketLevel); v != "" {
 		if used, size, good := parseLevel(v); good {
-			o.BucketUsed, o.BucketSize, o.DripRate = used, size, defaultDrip
+			o.BucketUsed, o.BucketSize, o.DripRate = min(used, size), size, defaultDrip
 			if d, err := parseNumber(first(h, HeaderDripRate)); err == nil && d > 0 {
 				o.DripRate = d
 			}
+			// A full bucket drains within maxCap, however slow the
+			// reported rate (1e-12 would park the tenant for ages).
+			o.DripRate = max(o.DripRate, size/maxCap.Seconds())
 		}
 	}
 	if v := first(h, HeaderLimit); v != "" {
@@ -80,6 +100,9 @@ func Parse(status int, h http.Header, now time.Time) (o Observation, ok bool) {
 			if o.WindowReset.IsZero() {
 				o.WindowReset = now.Add(windowHorizon)
 			}
+			if limit := now.Add(maxCap); o.WindowReset.After(limit) {
+				o.WindowReset = limit // e.g. an epoch of 9000000000 (the year 2255)
+			}
 		}
 	}
 	if status == http.StatusTooManyRequests {
@@ -87,7 +110,7 @@ func Parse(status int, h http.Header, now time.Time) (o Observation, ok bool) {
 		if !good {
 			d = default429Block
 		}
-		o.BlockUntil = now.Add(d)
+		o.BlockUntil = now.Add(min(d, maxCap))
 	}
 	return o, !o.Empty()
 }

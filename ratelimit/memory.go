@@ -53,6 +53,14 @@ func (m *Memory) Take(_ context.Context, tenant string, req Request) (Decision, 
 	return d, nil
 }
 
+// Clear implements Backend. It never fails.
+func (m *Memory) Clear(_ context.Context, tenant string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.tenants, tenant)
+	return nil
+}
+
 // budgetState is one tenant's budget. Times are Unix milliseconds as
 // float64, like the Lua script's numbers.
 type budgetState struct {

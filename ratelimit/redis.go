@@ -41,6 +41,14 @@ func NewRedis(client redis.UniversalClient, prefix string) *Redis {
 
 func (r *Redis) key(tenant string) string { return r.prefix + "rl:{" + tenant + "}" }
 
+// Clear implements Backend (one DEL); errors wrap ErrStore.
+func (r *Redis) Clear(ctx context.Context, tenant string) error {
+	if err := r.client.Del(ctx, r.key(tenant)).Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	return nil
+}
+
 // Take implements Backend; errors wrap ErrStore.
 func (r *Redis) Take(ctx context.Context, tenant string, req Request) (Decision, error) {
 	args := make([]any, 0, 15)

@@ -106,6 +106,55 @@ func (l *redisLock) Refresh(ctx context.Context, ttl time.Duration) error {
 	return nil
 }
 
+var _ AckedLock = (*redisLock)(nil)
+
+// RefreshAcked is Refresh followed by WAIT on the same connection for each
+// key (see AckedLock). The WAIT is bounded by the store's wait timeout and
+// by ctx.
+func (l *redisLock) RefreshAcked(ctx context.Context, ttl time.Duration) error {
+	need := l.r.replicaWait(ctx)
+	if need == 0 {
+		return l.Refresh(ctx, ttl)
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("store: lock ttl must be positive, got %v", ttl)
+	}
+	ms := max(ttl.Milliseconds(), 1)
+	for _, key := range l.keys {
+		node, err := l.r.nodeFor(ctx, key)
+		if err != nil {
+			return fmt.Errorf("store: redis refresh lock %q: %w", l.name, err)
+		}
+		if err := l.refreshOn(ctx, node.Conn(), key, ms, need); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *redisLock) refreshOn(ctx context.Context, conn *redis.Conn, key string, ms int64, need int) error {
+	defer conn.Close()
+	n, err := lockRefreshScript.Run(ctx, conn, []string{key}, l.owner, ms).Int64()
+	if err != nil {
+		return fmt.Errorf("store: redis refresh lock %q: %w", l.name, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: %q", ErrLockLost, l.name)
+	}
+	wait := l.r.waitTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl))
+	}
+	acked, err := conn.Wait(ctx, need, max(wait, time.Millisecond)).Result()
+	if err != nil {
+		return fmt.Errorf("%w: lock %q: WAIT: %v", ErrNotAcked, l.name, err)
+	}
+	if int(acked) < need && !l.r.promoted(ctx) {
+		return fmt.Errorf("%w: lock %q: %d of %d replicas within %v", ErrNotAcked, l.name, acked, need, wait)
+	}
+	return nil
+}
+
 // Release frees the lock if this owner still holds it, or returns
 // ErrLockLost (and leaves a new owner's lock alone).
 func (l *redisLock) Release(ctx context.Context) error {

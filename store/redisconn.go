@@ -103,6 +103,10 @@ func newRedisClient(cfg RedisConfig) (client redis.UniversalClient, where string
 			o.DialTimeout = timeout
 		}
 		o.DialerRetries, o.MaxRetries = failFast()
+		// Every call honours its context's deadline (socket reads and
+		// writes, pool waits): a holder's store calls keep their bounds
+		// while the store is black-holed (SPEC §3 rule 17).
+		o.ContextTimeoutEnabled = true
 		if cfg.TLS && o.TLSConfig == nil {
 			return nil, "", errors.New("store: redis TLS requested but the URL is not rediss://")
 		}
@@ -124,6 +128,7 @@ func newRedisClient(cfg RedisConfig) (client redis.UniversalClient, where string
 		DialTimeout: timeout,
 	}
 	uo.DialerRetries, uo.MaxRetries = failFast()
+	uo.ContextTimeoutEnabled = true // see above
 	if cfg.TLS || cfg.CAFile != "" {
 		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		if cfg.CAFile != "" {

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/lsproxy/lsproxy/internal/defect"
 )
 
 // ErrNotAcked: a write was applied on the master but not acknowledged by
@@ -50,6 +53,12 @@ type replicaState struct {
 	count  int        // connected replicas at the last successful read
 	readAt time.Time  // last read attempt
 	known  bool       // a read succeeded
+	// replid is the master's replication id at the last read; hadReplicas
+	// is the replication id under which replicas were last seen connected
+	// ("" when none were seen since this process started). A master that
+	// lost its replicas keeps its replication id; a promoted one gets a
+	// new one (SPEC §3 rule 14).
+	replid, hadReplicas string
 }
 
 // ReplicaInfo is what DetectReplicas found.
@@ -99,7 +108,38 @@ func (r *Redis) replicaWait(ctx context.Context) int {
 	if !r.rep.known {
 		return r.waitReplicas
 	}
+	if r.rep.count == 0 && !r.promotedLocked() {
+		// The master that had replicas lost them: unacknowledged means
+		// nothing is sent, not "a master without replicas".
+		return r.waitReplicas
+	}
 	return r.replicaInfoLocked().Wait
+}
+
+// promotedLocked reports whether a master with no connected replicas may
+// take writes without WAIT: it never had replicas while this process
+// watched, or its replication id changed since it had (it was promoted, or
+// is another master). A master whose replicas merely dropped away keeps
+// its replication id and does not qualify. Call with rep.mu held.
+func (r *Redis) promotedLocked() bool {
+	if r.rep.count != 0 {
+		return false
+	}
+	if defect.On(defect.ZeroReplicasAcked) {
+		return true // the old rule: 0 replicas read back = acknowledged
+	}
+	return r.rep.hadReplicas == "" || r.rep.replid != r.rep.hadReplicas
+}
+
+// promoted re-reads the replication state (at most every
+// replicaRecheckMin) after a WAIT fell short and reports promotedLocked.
+func (r *Redis) promoted(ctx context.Context) bool {
+	if _, err := r.readReplicas(ctx, replicaRecheckMin); err != nil {
+		return false
+	}
+	r.rep.mu.Lock()
+	defer r.rep.mu.Unlock()
+	return r.promotedLocked()
 }
 
 // readReplicas reads connected_slaves again when the last attempt is
@@ -119,7 +159,7 @@ func (r *Redis) readReplicas(ctx context.Context, maxAge time.Duration) (int, er
 		return count, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, replicaReadTimeout)
-	n, err := r.connectedReplicas(rctx)
+	n, replid, err := r.connectedReplicas(rctx)
 	cancel()
 	r.rep.mu.Lock()
 	defer r.rep.mu.Unlock()
@@ -130,39 +170,54 @@ func (r *Redis) readReplicas(ctx context.Context, maxAge time.Duration) (int, er
 	if r.rep.known && n != r.rep.count {
 		r.report("replicas", fmt.Errorf("store: redis master now has %d connected replicas (was %d)", n, r.rep.count))
 	}
-	r.rep.count, r.rep.known = n, true
+	r.rep.count, r.rep.known, r.rep.replid = n, true, replid
+	if n > 0 {
+		r.rep.hadReplicas = replid
+	}
 	return n, nil
 }
 
-// connectedReplicas reads connected_slaves from INFO replication (the
-// minimum over all masters of a cluster).
-func (r *Redis) connectedReplicas(ctx context.Context) (int, error) {
+// connectedReplicas reads connected_slaves and master_replid from INFO
+// replication (for a cluster: the minimum count over all masters, and
+// their replication ids joined in a stable order).
+func (r *Redis) connectedReplicas(ctx context.Context) (int, string, error) {
 	if cc, ok := r.client.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
 		min := -1
+		var ids []string
 		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			n, err := replicasOf(ctx, c)
+			n, id, err := replicasOf(ctx, c)
+			mu.Lock()
+			defer mu.Unlock()
 			if err == nil && (min < 0 || n < min) {
 				min = n
 			}
+			ids = append(ids, id)
 			return err
 		})
-		return max(min, 0), err
+		sort.Strings(ids)
+		return max(min, 0), strings.Join(ids, ","), err
 	}
 	return replicasOf(ctx, r.client)
 }
 
-func replicasOf(ctx context.Context, c redis.Cmdable) (int, error) {
+func replicasOf(ctx context.Context, c redis.Cmdable) (n int, replid string, err error) {
 	s, err := c.Info(ctx, "replication").Result()
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	sc := bufio.NewScanner(strings.NewReader(s))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "connected_slaves:"); ok {
-			return strconv.Atoi(v)
+		line := strings.TrimSpace(sc.Text())
+		if v, ok := strings.CutPrefix(line, "connected_slaves:"); ok {
+			if n, err = strconv.Atoi(v); err != nil {
+				return 0, "", err
+			}
+		} else if v, ok := strings.CutPrefix(line, "master_replid:"); ok {
+			replid = v
 		}
 	}
-	return 0, nil
+	return n, replid, nil
 }
 
 // PutAcked is Put followed by WAIT on the same connection (WAIT covers the
@@ -206,9 +261,11 @@ func (r *Redis) PutAcked(ctx context.Context, t *Tenant, expect int64) (int64, e
 	}
 	if int(acked) < need {
 		// A failover may have promoted a replica that has none of its
-		// own: a write nobody can acknowledge stands as on a master
-		// without replicas (as replicaWait would have said, had it known).
-		if n, err := r.readReplicas(ctx, replicaRecheckMin); err == nil && n == 0 {
+		// own: only then (a new replication id) does a write nobody can
+		// acknowledge stand as on a master without replicas. A master
+		// that merely lost its replicas may be on the losing side of a
+		// partition: nothing is sent (rule 14).
+		if r.promoted(ctx) {
 			return res[1], nil
 		}
 		return res[1], fmt.Errorf("%w: tenant %q: %d of %d replicas within %v", ErrNotAcked, id, acked, need, r.waitTimeout)

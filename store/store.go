@@ -194,6 +194,19 @@ type Lock interface {
 	Release(ctx context.Context) error
 }
 
+// AckedLock is implemented by locks whose store may have replicas (Redis).
+// RefreshAcked is Refresh that returns only once the extension is
+// acknowledged by the replicas PutAcked waits for (SPEC §3 rules 14, 17),
+// so a failover cannot bring back the lock with an earlier expiry; with no
+// replicas to wait for it is Refresh. Safe for concurrent use.
+//
+// Errors: as for Refresh; an error wrapping ErrNotAcked when the extension
+// was applied but not acknowledged before ctx ended or the wait bound.
+type AckedLock interface {
+	Lock
+	RefreshAcked(ctx context.Context, ttl time.Duration) error
+}
+
 // ValidTenantID reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$,
 // the tenant id syntax of every surface (proxy header, admin API, links).
 func ValidTenantID(s string) bool {
