@@ -120,8 +120,10 @@ type Config struct {
 	// TokenTimeout is the hard timeout of one token-endpoint request.
 	TokenTimeout time.Duration `yaml:"token_timeout" env:"TOKEN_TIMEOUT"`
 	// LockTTL is the refresh holder's lease on the tenant lock, renewed
-	// every third of it while the holder works; 0 means DefaultLockTTL.
-	// A dead holder is taken over about LockTTL + 4s after it died.
+	// every third of it while the holder works; 0 derives it from
+	// TokenTimeout (auth.LockTTLFor: token_timeout + 1.25s). It must cover
+	// a whole token request plus the write retry (SPEC §3 rule 17). A dead
+	// holder is taken over about LockTTL + 1.5s after it died.
 	LockTTL           time.Duration `yaml:"lock_ttl" env:"LOCK_TTL"`
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" env:"READ_HEADER_TIMEOUT"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout" env:"IDLE_TIMEOUT"`
@@ -173,6 +175,10 @@ type Config struct {
 	// RateLimitWait is the longest a request waits for its tenant's budget
 	// before lsproxy answers 429 rate_limited; 0 means never wait.
 	RateLimitWait time.Duration `yaml:"rate_limit_wait" env:"RATE_LIMIT_WAIT"`
+	// RateLimitMaxBlock caps every block learned from one upstream or
+	// token-endpoint answer (Retry-After, X-RateLimit-Reset, a slow drip
+	// rate); 0 means ratelimit.DefaultMaxBlock (1h).
+	RateLimitMaxBlock time.Duration `yaml:"rate_limit_max_block" env:"RATE_LIMIT_MAX_BLOCK"`
 	// RateLimitCosts prices requests by method, "GET=1,HEAD=1,*=10"; ""
 	// means the preset's.
 	RateLimitCosts string `yaml:"rate_limit_costs" env:"RATE_LIMIT_COSTS"`

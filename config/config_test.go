@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lsproxy/lsproxy/auth"
 )
 
 const examplePath = "../config.example.yaml"
@@ -632,9 +634,15 @@ func TestValidate(t *testing.T) {
 		{"tenant header not a token", ModeServe, func(c *Config) { c.TenantHeader = "X Tenant" }, []string{"LSPROXY_TENANT_HEADER (tenant_header) must be a valid HTTP header name"}},
 		{"tenant header empty", ModeServe, func(c *Config) { c.TenantHeader = "" }, []string{"LSPROXY_TENANT_HEADER (tenant_header) must be a valid"}},
 		{"tenant header reserved", ModeServe, func(c *Config) { c.TenantHeader = "authorization" }, []string{"LSPROXY_TENANT_HEADER (tenant_header) must not be Authorization"}},
-		{"lock ttl below token timeout (renewed)", ModeServe, func(c *Config) { c.LockTTL = c.TokenTimeout / 2 }, nil},
+		{"lock ttl below token timeout", ModeServe, func(c *Config) { c.LockTTL = c.TokenTimeout / 2 }, []string{"LSPROXY_LOCK_TTL (lock_ttl) 5s is too short"}},
+		{"lock ttl covering the send", ModeServe, func(c *Config) { c.LockTTL = c.TokenTimeout + auth.SendMargin }, nil},
+		{"token timeout alone (lock ttl derived)", ModeServe, func(c *Config) { c.TokenTimeout = 20 * time.Second }, nil},
 		{"lock ttl too short", ModeServe, func(c *Config) { c.LockTTL = 100 * time.Millisecond }, []string{"LSPROXY_LOCK_TTL (lock_ttl) must be at least 300ms"}},
 		{"lock ttl negative", ModeServe, func(c *Config) { c.LockTTL = -time.Second }, []string{"LSPROXY_LOCK_TTL (lock_ttl) must not be negative"}},
+		// Rule 17: a lease shorter than a send lets a takeover overlap it.
+		{"lock ttl below the send", ModeServe, func(c *Config) { c.LockTTL = time.Second }, []string{"LSPROXY_LOCK_TTL (lock_ttl) 1s is too short to cover a refresh: a successor takes the lock over once it expires, so it must outlast the whole token request plus the holder's write retry: token_timeout 10s + write retry 750ms + renewal before the send 500ms = 11.25s"}},
+		{"token timeout above a set lock ttl", ModeServe, func(c *Config) { c.LockTTL, c.TokenTimeout = 6*time.Second, 20*time.Second }, []string{"token_timeout 20s + write retry 750ms + renewal before the send 500ms = 21.25s"}},
+		{"rate limit max block negative", ModeServe, func(c *Config) { c.RateLimitMaxBlock = -time.Second }, []string{"LSPROXY_RATE_LIMIT_MAX_BLOCK (rate_limit_max_block) must not be negative"}},
 		{"lock ttl zero (default)", ModeServe, func(c *Config) { c.LockTTL = 0 }, nil},
 		{"redis wait replicas negative", ModeServe, func(c *Config) { c.RedisWaitReplicas = -1 }, []string{"LSPROXY_REDIS_WAIT_REPLICAS (redis_wait_replicas) must not be negative"}},
 		{"redis wait replicas off", ModeServe, func(c *Config) { c.RedisWaitReplicas = 0 }, nil},
@@ -851,7 +859,8 @@ func TestEffectiveLockTTL(t *testing.T) {
 		lock, token, want time.Duration
 	}{
 		{0, 10 * time.Second, DefaultLockTTL},
-		{0, time.Second, DefaultLockTTL},
+		{0, time.Second, time.Second + auth.SendMargin},
+		{0, 20 * time.Second, 20*time.Second + auth.SendMargin},
 		{time.Second, 10 * time.Second, time.Second},
 		{40 * time.Second, 10 * time.Second, 40 * time.Second},
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/onboard"
+	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -31,7 +32,7 @@ func Default() Config {
 		MaxHeaderBytes:             64 << 10,
 		BreakerFailures:            auth.DefaultBreakerFailures,
 		BreakerOpenFor:             auth.DefaultBreakerOpenFor,
-		LockTTL:                    DefaultLockTTL,
+		LockTTL:                    0, // derived from TokenTimeout
 		RedisWaitReplicas:          1,
 		RedisWaitTimeout:           time.Second,
 		InvalidGrantGuardThreshold: auth.DefaultGuardThreshold,
@@ -44,16 +45,20 @@ func Default() Config {
 		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
 		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
 		RateLimitWait:              time.Second,
+		RateLimitMaxBlock:          ratelimit.DefaultMaxBlock,
 	}
 }
 
-// DefaultLockTTL is lock_ttl's default: the manager's.
+// DefaultLockTTL is lock_ttl's default with the default token_timeout: the
+// manager's.
 const DefaultLockTTL = auth.DefaultLockTTL
 
-// EffectiveLockTTL returns LockTTL, or DefaultLockTTL when LockTTL is 0.
+// EffectiveLockTTL returns LockTTL, or, when it is 0, the lock TTL derived
+// from TokenTimeout (auth.LockTTLFor): a lease that covers the whole token
+// request plus the write retry.
 func (c Config) EffectiveLockTTL() time.Duration {
 	if c.LockTTL > 0 {
 		return c.LockTTL
 	}
-	return DefaultLockTTL
+	return auth.LockTTLFor(c.TokenTimeout)
 }

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/ratelimit"
 )
 
@@ -176,6 +177,10 @@ func (c Config) Validate(mode string) []error {
 		v.add("LockTTL", "must not be negative (0 means the default %s); got %s", DefaultLockTTL, c.LockTTL)
 	case c.LockTTL > 0 && c.LockTTL < 300*time.Millisecond:
 		v.add("LockTTL", "must be at least 300ms (it is renewed every third of it); got %s", c.LockTTL)
+	case c.TokenTimeout > 0:
+		if err := auth.CheckLease(c.TokenTimeout, c.LockTTL); err != nil {
+			v.add("LockTTL", "%v", err)
+		}
 	}
 	if c.RedisWaitReplicas < 0 {
 		v.add("RedisWaitReplicas", "must not be negative (0 never waits); got %d", c.RedisWaitReplicas)
@@ -206,6 +211,9 @@ func (c Config) Validate(mode string) []error {
 		}
 	}
 
+	if c.RateLimitMaxBlock < 0 {
+		v.add("RateLimitMaxBlock", "must not be negative (0 means %s); got %s", ratelimit.DefaultMaxBlock, c.RateLimitMaxBlock)
+	}
 	if c.RateLimitWait < 0 {
 		v.add("RateLimitWait", "must not be negative (0 = never wait); got %s", c.RateLimitWait)
 	}

@@ -42,6 +42,7 @@ func newGovernor(cfg config.Config, preset auth.Preset, s store.Store, log *zap.
 	return &ratelimit.Governor{
 		Backend:  backend,
 		Wait:     cfg.RateLimitWait,
+		MaxBlock: cfg.RateLimitMaxBlock,
 		Costs:    costs,
 		KeyShare: cfg.RateLimitKeyShare,
 		Metrics:  ratelimit.NewMetrics(reg),

@@ -61,8 +61,10 @@ type recRefresher struct {
 	auth.Refresher
 	name string
 	log  *eventLog
-	// before, when set, runs before the call is passed on.
+	// before, when set, runs before the call is passed on; after, when
+	// set, runs when its answer arrived.
 	before     func(t *store.Tenant)
+	after      func()
 	answered   atomic.Int64
 	sentAt     atomic.Int64 // unix ns of the first call
 	answeredAt atomic.Int64 // unix ns of the first answer
@@ -75,6 +77,9 @@ func (r *recRefresher) Refresh(ctx context.Context, t *store.Tenant) (*auth.Gran
 	r.log.add(r.name + " sends " + t.RefreshToken[:12])
 	r.sentAt.CompareAndSwap(0, time.Now().UnixNano())
 	g, err := r.Refresher.Refresh(ctx, t)
+	if r.after != nil {
+		r.after()
+	}
 	r.answeredAt.CompareAndSwap(0, time.Now().UnixNano())
 	r.answered.Add(1)
 	if err != nil {

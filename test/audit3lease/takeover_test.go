@@ -121,18 +121,27 @@ func (l *cutLock) Release(ctx context.Context) error {
 	return l.Lock.Release(ctx)
 }
 
-// AUDIT3-F2a (SPEC §3 rule 11, promise 1): the successor's takeover is
-// timed from the holder's last lock renewal (lock TTL) plus the grace; it
-// does not depend on when the holder sent its token request nor on the
-// holder's token_timeout. A holder that loses the store (asymmetric
-// partition) right after sending its refresh request cannot renew or
-// heartbeat; the successor takes the mark over and sends the same refresh
-// token while the holder's request is still unanswered (and within its
-// token_timeout). The provider sees the token twice: reuse, grant revoked.
+// AUDIT3-F2a (SPEC §3 rules 11 and 17, promise 1): the successor's
+// takeover was timed from the holder's last lock renewal (lock TTL) plus
+// the grace; it did not depend on when the holder sent its token request
+// nor on the holder's token_timeout. A holder that loses the store
+// (asymmetric partition) right after sending its refresh request cannot
+// renew or heartbeat; the successor took the mark over and sent the same
+// refresh token while the holder's request was still unanswered (and
+// within its token_timeout). The provider sees the token twice: reuse,
+// grant revoked.
 //
-// Both configurations are valid (config/validate.go accepts any positive
-// token_timeout and lock_ttl >= 300ms); the provider answers well within
-// token_timeout.
+// Rule 17: the holder renews right before the send so that the lock covers
+// the whole token request plus the write retry. Here the holder is cut off
+// from the store while its request is out and reaches it again when its
+// answer arrives (the black-box check of issue 21): it stores its grant, the
+// successor is served with it, no token is sent twice. The "cut_for_good"
+// case keeps the holder cut off: its grant is lost (the one failure mode
+// that remains), and the successor may send the spent token only after the
+// holder's request was answered and its write-retry interval passed; the
+// tenant then ends flagged "interrupted".
+//
+// The provider answers well within token_timeout.
 func TestAudit3TakeoverWhileHolderRequestOutstanding(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
@@ -140,12 +149,14 @@ func TestAudit3TakeoverWhileHolderRequestOutstanding(t *testing.T) {
 		tokenTimeout time.Duration
 		hold         time.Duration // provider: rotate at once, answer after hold
 		markDelay    time.Duration
+		cutForGood   bool // A never reaches the store again
 	}{
-		{"lock_ttl_1s", time.Second, 10 * time.Second, 7 * time.Second, 0},
-		{"token_timeout_20s", 0, 20 * time.Second, 12 * time.Second, 0},
+		{"lock_ttl_1s", time.Second, 10 * time.Second, 7 * time.Second, 0, false},
+		{"token_timeout_20s", 0, 20 * time.Second, 12 * time.Second, 0, false},
 		// All defaults; the mark's acknowledgement took 0.9 s (WAIT on a
 		// slow replica, bound 1 s) and the provider answers in 9.6 s.
-		{"defaults_ack_0.9s", 0, 0, 9600 * time.Millisecond, 900 * time.Millisecond},
+		{"defaults_ack_0.9s", 0, 0, 9600 * time.Millisecond, 900 * time.Millisecond, false},
+		{"lock_ttl_1s_cut_for_good", time.Second, 10 * time.Second, 7 * time.Second, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, AccessTTL: time.Hour})
@@ -165,6 +176,11 @@ func TestAudit3TakeoverWhileHolderRequestOutstanding(t *testing.T) {
 				before: func(*store.Tenant) {
 					emu.SetTokenHold(tc.hold)
 					aStore.cut.Store(true) // A loses Redis just as its request leaves
+				},
+				after: func() {
+					if !tc.cutForGood {
+						aStore.cut.Store(false) // and reaches it again with its answer
+					}
 				}}
 			mA := auth.NewManager(aStore, aRef, opts)
 			bRef := &recRefresher{Refresher: oauthClient(emu, srv.URL, tc.tokenTimeout, hc), name: "B", log: log,
@@ -198,14 +214,27 @@ func TestAudit3TakeoverWhileHolderRequestOutstanding(t *testing.T) {
 			st := emu.Stats()
 			rec, _ := shared.Get(ctx, "acme")
 			t.Logf("A err=%v; B err=%v; emulator grants=%d reuse=%d; stored status=%s reason=%q", errA, errB, st.RefreshGrants, st.ReuseDetected, rec.Status, rec.Reason)
-			overlap := time.Duration(aRef.answeredAt.Load() - bRef.sentAt.Load())
-			t.Logf("B sent the token %v before A's request was answered", overlap.Round(time.Millisecond))
-			if st.ReuseDetected != 0 {
-				tt := tc.tokenTimeout
-				if tt == 0 {
-					tt = auth.DefaultTokenTimeout
+			tt := tc.tokenTimeout
+			if tt == 0 {
+				tt = auth.DefaultTokenTimeout
+			}
+			if sent := bRef.sentAt.Load(); sent != 0 {
+				gap := time.Duration(sent - aRef.answeredAt.Load())
+				t.Logf("B sent the token %v after A's request was answered", gap.Round(time.Millisecond))
+				if gap < 0 {
+					t.Errorf("B sent the refresh token %v before A's request (token_timeout %v, answered %v after it was sent) was answered", (-gap).Round(time.Millisecond), tt, tc.hold)
 				}
-				t.Errorf("the same refresh token was sent by B while A's request (token_timeout %v, answered %v after it was sent) was still unanswered: reuse %d, tenant %s", tt, tc.hold, st.ReuseDetected, rec.Status)
+			}
+			if !tc.cutForGood {
+				if st.ReuseDetected != 0 || rec.Status != store.StatusActive || errB != nil {
+					t.Errorf("the same refresh token was sent twice (reuse %d, tenant %s, B: %v): A's request (token_timeout %v, answered %v after it was sent) was not covered by its lease", st.ReuseDetected, rec.Status, errB, tt, tc.hold)
+				}
+				return
+			}
+			// Cut for good: A's grant is lost; at most the one reuse
+			// the lost answer made inevitable, and the tenant flagged.
+			if st.ReuseDetected > 1 || (st.ReuseDetected == 1 && rec.Reason != auth.ReasonInterrupted) {
+				t.Errorf("reuse %d, tenant %s %q: want at most one reuse, after A's answer, flagged %q", st.ReuseDetected, rec.Status, rec.Reason, auth.ReasonInterrupted)
 			}
 		})
 	}
@@ -227,9 +256,10 @@ func TestAudit3PausedHolderSendsAfterTakeover(t *testing.T) {
 	g := putTenant(t, shared, emu, "acme")
 	log := newEventLog()
 	ctx := context.Background()
-	opts := auth.ManagerOptions{GuardThreshold: -1} // defaults: lock_ttl 6s, grace 4s, token_timeout 10s
+	opts := auth.ManagerOptions{GuardThreshold: -1} // defaults: lock_ttl 11.25s, grace 1.5s, token_timeout 10s
 
-	aStore := &cutStore{Store: shared, freezeD: 11 * time.Second,
+	// Paused longer than the default lease and grace: B takes over.
+	aStore := &cutStore{Store: shared, freezeD: auth.DefaultLockTTL + auth.DefaultTakeoverGrace + 2*time.Second,
 		freezeAt: func(t *store.Tenant) bool { return t.RefreshInFlight && t.RefreshMark != "" }}
 	mA := auth.NewManager(aStore, &recRefresher{Refresher: oauthClient(emu, srv.URL, 0, nil), name: "A", log: log}, opts)
 	mB := auth.NewManager(shared, &recRefresher{Refresher: oauthClient(emu, srv.URL, 0, nil), name: "B", log: log}, opts)
