@@ -200,3 +200,26 @@ func TestBackendStartupAnswersCountLaterBookings(t *testing.T) {
 		}
 	})
 }
+
+// TestBackendClearForgetsTheBudget: Clear (DELETE /admin/tenants/{id}/rate-limit)
+// drops a learned block for that tenant only; clearing an unknown tenant is
+// no error.
+func TestBackendClearForgetsTheBudget(t *testing.T) {
+	backends(t, func(t *testing.T, b Backend) {
+		block := &Observation{At: t0, BlockUntil: t0.Add(time.Hour)}
+		mustTake(t, b, "t", Request{Now: t0, Observe: block})
+		mustTake(t, b, "u", Request{Now: t0, Observe: block})
+		if err := b.Clear(context.Background(), "t"); err != nil {
+			t.Fatal(err)
+		}
+		if d := mustTake(t, b, "t", Request{Now: t0.Add(time.Second), Cost: 1}); !d.Allowed || d.Budget.Known() {
+			t.Fatalf("after Clear: %+v", d)
+		}
+		if d := mustTake(t, b, "u", Request{Now: t0.Add(time.Second), Cost: 1}); d.Allowed {
+			t.Fatalf("Clear of t released u: %+v", d)
+		}
+		if err := b.Clear(context.Background(), "never-seen"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

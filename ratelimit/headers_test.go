@@ -36,9 +36,31 @@ func TestParseHeaders(t *testing.T) {
 		{"bad bucket ignored", 200, hdr("X-LS-API-Bucket-Level", "abc", "X-LS-API-Drip-Rate", "2"), false, nil},
 		{"zero size ignored", 200, hdr("X-LS-API-Bucket-Level", "1/0"), false, nil},
 		{"NaN ignored", 200, hdr("X-LS-API-Bucket-Level", "NaN/20"), false, nil},
-		{"window with epoch reset", 200, hdr("X-RateLimit-Limit", "350", "X-RateLimit-Remaining", "349", "X-RateLimit-Reset", "1796212860"), true, func(t *testing.T, o Observation) {
-			if o.WindowLimit != 350 || o.WindowRemaining != 349 || !o.WindowReset.Equal(time.Unix(1796212860, 0)) {
+		{"window with epoch reset", 200, hdr("X-RateLimit-Limit", "350", "X-RateLimit-Remaining", "349", "X-RateLimit-Reset", "1796128200"), true, func(t *testing.T, o Observation) {
+			if o.WindowLimit != 350 || o.WindowRemaining != 349 || !o.WindowReset.Equal(time.Unix(1796128200, 0)) {
 				t.Errorf("window = %+v", o)
+			}
+		}},
+		// Security review (rule 18): an absolute reset in 2255 would block
+		// the tenant for centuries; every learned block is capped.
+		{"window with epoch reset far ahead capped", 200, hdr("X-RateLimit-Limit", "350", "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "9000000000"), true, func(t *testing.T, o Observation) {
+			if !o.WindowReset.Equal(now.Add(DefaultMaxBlock)) {
+				t.Errorf("reset = %v, want capped at now + %v", o.WindowReset, DefaultMaxBlock)
+			}
+		}},
+		{"window with epoch reset a day ahead capped", 200, hdr("X-RateLimit-Limit", "350", "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "1796212860"), true, func(t *testing.T, o Observation) {
+			if !o.WindowReset.Equal(now.Add(DefaultMaxBlock)) {
+				t.Errorf("reset = %v", o.WindowReset)
+			}
+		}},
+		{"drip rate with no lower bound floored", 200, hdr("X-LS-API-Bucket-Level", "60/60", "X-LS-API-Drip-Rate", "1e-12"), true, func(t *testing.T, o Observation) {
+			if drain := time.Duration(o.BucketSize / o.DripRate * float64(time.Second)); drain > DefaultMaxBlock {
+				t.Errorf("drip %v drains the bucket in %v, want at most %v", o.DripRate, drain, DefaultMaxBlock)
+			}
+		}},
+		{"bucket level above its size clamped", 200, hdr("X-LS-API-Bucket-Level", "1e9/60", "X-LS-API-Drip-Rate", "1"), true, func(t *testing.T, o Observation) {
+			if o.BucketUsed != 60 {
+				t.Errorf("used = %v, want 60", o.BucketUsed)
 			}
 		}},
 		{"window with delta reset", 200, hdr("X-RateLimit-Limit", "10", "X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "30"), true, func(t *testing.T, o Observation) {
@@ -93,6 +115,24 @@ func TestParseHeaders(t *testing.T) {
 				tc.check(t, o)
 			}
 		})
+	}
+}
+
+// TestParseCappedHonoursTheConfiguredCap: LSPROXY_RATE_LIMIT_MAX_BLOCK
+// bounds Retry-After, window resets and drip rates alike.
+func TestParseCappedHonoursTheConfiguredCap(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	const limit = 10 * time.Minute
+	h := http.Header{}
+	h.Set("Retry-After", "3600")
+	h.Set("X-RateLimit-Limit", "10")
+	h.Set("X-RateLimit-Remaining", "0")
+	h.Set("X-RateLimit-Reset", "9000000000")
+	h.Set("X-LS-API-Bucket-Level", "60/60")
+	h.Set("X-LS-API-Drip-Rate", "0.000001")
+	o, ok := ParseCapped(http.StatusTooManyRequests, h, now, limit)
+	if !ok || !o.BlockUntil.Equal(now.Add(limit)) || !o.WindowReset.Equal(now.Add(limit)) || o.DripRate < 60/limit.Seconds() {
+		t.Fatalf("ParseCapped = %+v, %v; want every block within %v", o, ok, limit)
 	}
 }
 

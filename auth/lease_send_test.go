@@ -1,0 +1,153 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lsproxy/lsproxy/internal/defect"
+	"github.com/lsproxy/lsproxy/store"
+)
+
+// renewStore records the TTL of every lock renewal and, while lose is set,
+// answers renewals with ErrLockLost (the lock expired or was taken over
+// between the mark and the send).
+type renewStore struct {
+	store.Store
+	mu   sync.Mutex
+	ttls []time.Duration
+	lose bool
+}
+
+func (s *renewStore) TryLock(ctx context.Context, name string, ttl time.Duration) (store.Lock, error) {
+	l, err := s.Store.TryLock(ctx, name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return &renewLock{Lock: l, s: s}, nil
+}
+
+func (s *renewStore) renewals() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Duration(nil), s.ttls...)
+}
+
+type renewLock struct {
+	store.Lock
+	s *renewStore
+}
+
+func (l *renewLock) Refresh(ctx context.Context, ttl time.Duration) error {
+	l.s.mu.Lock()
+	l.s.ttls = append(l.s.ttls, ttl)
+	lose := l.s.lose
+	l.s.mu.Unlock()
+	if lose {
+		return store.ErrLockLost
+	}
+	return l.Lock.Refresh(ctx, ttl)
+}
+
+// TestRule17RenewalBeforeSendCoversTheRequest: right before the refresh
+// token leaves, the holder renews its lock synchronously to cover the whole
+// token request plus the write retry, even with a lock TTL far below it.
+// With defect 2 (TakeoverIgnoresSend) the renewal covers only the lock TTL
+// again, which a successor could outwait while the request is out.
+func TestRule17RenewalBeforeSendCoversTheRequest(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		f := newFixture(t, func(o *ManagerOptions) { o.LockTTL = time.Second; o.TokenTimeout = 5 * time.Second })
+		rs := &renewStore{Store: f.store}
+		f.m = NewManager(rs, f.ref, f.m.opts)
+		f.put(t, "acme", -time.Second)
+		if on {
+			restore := defect.Enable(defect.TakeoverIgnoresSend)
+			_, _ = f.m.Token(ctx, "acme")
+			restore()
+		} else if _, err := f.m.Token(ctx, "acme"); err != nil {
+			t.Fatal(err)
+		}
+		got := rs.renewals()
+		want := 5*time.Second + SendMargin
+		if on {
+			want = time.Second
+		}
+		if len(got) == 0 || got[0] != want {
+			t.Errorf("defect %v: renewals %v, want the first (before the send) = %v", on, got, want)
+		}
+	}
+}
+
+// TestRule17NoSendWithoutFreshLease: a holder whose lock was lost between
+// its mark and its send (paused, cut off, taken over) sends nothing, undoes
+// its mark and answers 503. With defect 3 (NoLeaseCheckBeforeSend) it sends
+// the refresh token anyway.
+func TestRule17NoSendWithoutFreshLease(t *testing.T) {
+	f := newFixture(t)
+	rs := &renewStore{Store: f.store, lose: true}
+	f.m = NewManager(rs, f.ref, f.m.opts)
+	f.put(t, "acme", -time.Second)
+	_, err := f.m.Token(ctx, "acme")
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || !errors.Is(err, store.ErrLockLost) || f.ref.count() != 0 {
+		t.Fatalf("lease lost before the send: err %v, token requests %d; want 503 and none", err, f.ref.count())
+	}
+	if rec := f.get(t, "acme"); rec.RefreshInFlight || rec.RefreshMark != "" || rec.FailureCount != 0 {
+		t.Fatalf("mark not undone (or counted as a failure): %+v", rec)
+	}
+
+	defer defect.Enable(defect.NoLeaseCheckBeforeSend)()
+	f.put(t, "beta", -time.Second)
+	_, _ = f.m.Token(ctx, "beta")
+	if f.ref.count() != 1 {
+		t.Fatalf("with the defect on: token requests %d, want 1 (sent without a lease)", f.ref.count())
+	}
+}
+
+// TestRule16NoSendLateInShutdownBudget: an acquisition that got the lock
+// after FinishRefreshes began sends only if the remaining budget covers a
+// token request and its write; otherwise it answers 503 without sending and
+// FinishRefreshes returns in time. With defect 5 (ShutdownLateSend) it
+// sends late in the budget.
+func TestRule16NoSendLateInShutdownBudget(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		f := newFixture(t, func(o *ManagerOptions) { o.TokenTimeout = 2 * time.Second })
+		f.put(t, "acme", -time.Second)
+		other, err := f.store.TryLock(ctx, "tenant:acme", time.Minute) // another replica holds it
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := f.m.Token(ctx, "acme"); done <- err }()
+		time.Sleep(50 * time.Millisecond) // (the acquisition waits for the lock)
+		fctx, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
+		fin := make(chan error, 1)
+		var restore func()
+		if on {
+			restore = defect.Enable(defect.ShutdownLateSend)
+		}
+		go func() { fin <- f.m.FinishRefreshes(fctx) }()
+		time.Sleep(700 * time.Millisecond) // 1.8 s of the budget left: less than 2 s + the write
+		_ = other.Release(ctx)
+		err = <-done
+		ferr := <-fin
+		cancel()
+		if restore != nil {
+			restore()
+		}
+		if on {
+			if f.ref.count() != 1 {
+				t.Errorf("defect on: token requests %d, want 1 (the late send)", f.ref.count())
+			}
+			continue
+		}
+		if !errors.Is(err, ErrTokenUnavailable) || f.ref.count() != 0 || ferr != nil {
+			t.Errorf("late in the shutdown budget: Token %v, token requests %d, FinishRefreshes %v; want 503, none, nil", err, f.ref.count(), ferr)
+		}
+		if rec := f.get(t, "acme"); rec.RefreshInFlight {
+			t.Errorf("a mark was left: %+v", rec)
+		}
+	}
+}
