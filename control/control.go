@@ -114,6 +114,7 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("DELETE /admin/tenants/{id}", s.delete)
 	admin.HandleFunc("POST /admin/tenants/{id}/refresh", s.refresh)
 	admin.HandleFunc("POST /admin/tenants/{id}/retry", s.retry)
+	admin.HandleFunc("DELETE /admin/tenants/{id}/rate-limit", s.resetRateLimit)
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
 	admin.HandleFunc("POST /admin/import", s.bulkImport)
 	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)

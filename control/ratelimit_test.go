@@ -25,6 +25,8 @@ func (f fakeBudgets) Budget(context.Context, string) (ratelimit.Budget, bool, er
 	return f.b, f.ok, f.err
 }
 
+func (f fakeBudgets) Forget(context.Context, string) error { return f.err }
+
 // TestAdminShowsBudget: GET /admin/tenants/{id} adds the last known budget,
 // leaves it out when unknown or when the store does not answer, and never
 // shows a token.
@@ -70,5 +72,56 @@ func TestAdminShowsBudget(t *testing.T) {
 				t.Fatalf("view %s lacks %s", body, tc.want)
 			}
 		})
+	}
+}
+
+// TestAdminResetRateLimit: DELETE /admin/tenants/{id}/rate-limit clears a
+// learned block in the shared store (204), answers 404 for an unknown
+// tenant, 503 when the budget store fails, 204 with the governor off, and
+// needs the admin token.
+func TestAdminResetRateLimit(t *testing.T) {
+	f := newFixture(t, adminToken)
+	if code, body, _ := f.call(t, "PUT", "/admin/tenants/acme", adminToken, `{"refresh_token":"RT-SECRET-9","access_token":"AT-SECRET-9","expires_in":3600}`); code != 201 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	gov := &ratelimit.Governor{Backend: ratelimit.NewMemory()}
+	h := http.Header{}
+	h.Set("Retry-After", "3600")
+	gov.Observe("acme", http.StatusTooManyRequests, h)
+	if b, ok, _ := gov.Budget(context.Background(), "acme"); !ok || b.BlockedUntil == nil {
+		t.Fatalf("no block learned: %+v", b)
+	}
+	for _, tc := range []struct {
+		name, tenant, token string
+		rl                  RateLimits
+		want                int
+	}{
+		{"no admin token", "acme", "wrong", gov, http.StatusUnauthorized},
+		{"unknown tenant", "nobody", adminToken, gov, http.StatusNotFound},
+		{"store down", "acme", adminToken, fakeBudgets{err: ratelimit.ErrStore}, http.StatusServiceUnavailable},
+		{"governor off", "acme", adminToken, nil, http.StatusNoContent},
+		{"cleared", "acme", adminToken, gov, http.StatusNoContent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := &Server{Store: f.store, Tokens: f.tokens, AdminToken: adminToken, Gatherer: prometheus.NewRegistry(), Logger: zap.NewNop(), RateLimits: tc.rl}
+			srv := httptest.NewServer(cs.Handler())
+			defer srv.Close()
+			req, _ := http.NewRequest("DELETE", srv.URL+"/admin/tenants/"+tc.tenant+"/rate-limit", nil)
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+	if _, ok, _ := gov.Budget(context.Background(), "acme"); ok {
+		t.Fatal("the block is still known after DELETE")
+	}
+	if err := gov.AdmitWait(context.Background(), "acme", 1, "", 0); err != nil {
+		t.Fatalf("a request after the reset: %v", err)
 	}
 }

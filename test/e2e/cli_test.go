@@ -58,7 +58,7 @@ func (r cliRun) expect(t *testing.T, args []string, code int, stdoutRE string) {
 func TestCLIHelp(t *testing.T) {
 	commands := [][]string{{}, {"serve"}, {"dev"}, {"check-config"}, {"hash-key"}, {"healthcheck"}, {"rekey"}, {"version"},
 		{"completion"}, {"tenants"}, {"tenants", "list"}, {"tenants", "get"}, {"tenants", "authorize"},
-		{"tenants", "refresh"}, {"tenants", "retry"}, {"tenants", "delete"}}
+		{"tenants", "refresh"}, {"tenants", "retry"}, {"tenants", "delete"}, {"tenants", "reset-rate-limit"}}
 	for _, c := range commands {
 		for _, h := range []string{"--help", "-h"} {
 			args := append(append([]string{}, c...), h)
