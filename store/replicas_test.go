@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 )
 
@@ -102,11 +103,14 @@ func TestRedisPutAckedWaitsForReplica(t *testing.T) {
 	}
 }
 
-// TestRedisPutAckedAfterReplicasGone: the master loses its only replica
-// (as a replica promoted by a failover has none): the first PutAcked that
-// WAIT leaves short re-reads the replica count at once, finds 0 and
-// succeeds, and later writes do not wait. With a replica still connected
-// (frozen) the re-read changes nothing: not acknowledged (rule 14).
+// TestRedisPutAckedAfterReplicasGone: the master loses its only replica.
+// With a replica still connected (frozen) WAIT falls short: not
+// acknowledged. With the replica gone and the master's replication id
+// unchanged (the master on the losing side of a partition looks just like
+// this) a write is still not acknowledged, nor a lock renewal: nothing is
+// sent (SPEC §3 rule 14 as amended). Only a master whose replication id
+// changed (it was promoted) writes without WAIT. Defect 4
+// (ZeroReplicasAcked) brings back "0 replicas read back = acknowledged".
 func TestRedisPutAckedAfterReplicasGone(t *testing.T) {
 	master := testredis.Start(t, masterArgs...)
 	rep := startReplica(t, master)
@@ -154,14 +158,39 @@ func TestRedisPutAckedAfterReplicasGone(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	backdate()
+	if _, err := r.PutAcked(ctx, tn, tn.Version); !errors.Is(err, ErrNotAcked) {
+		t.Fatalf("PutAcked on a master whose replica is gone (same replication id): %v; want ErrNotAcked", err)
+	}
+	if _, err := r.PutAcked(ctx, tn, tn.Version); !errors.Is(err, ErrNotAcked) {
+		t.Fatalf("next PutAcked: %v; want ErrNotAcked (waiting is not skipped)", err)
+	}
+	lock, err := r.TryLock(ctx, "tenant:a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lock.(AckedLock).RefreshAcked(ctx, time.Minute); !errors.Is(err, ErrNotAcked) {
+		t.Fatalf("RefreshAcked on a master whose replica is gone: %v; want ErrNotAcked", err)
+	}
+	func() {
+		defer defect.Enable(defect.ZeroReplicasAcked)()
+		backdate()
+		if _, err := r.PutAcked(ctx, tn, tn.Version); err != nil {
+			t.Fatalf("with the defect on, PutAcked: %v; want the old acknowledgement", err)
+		}
+	}()
+	// Promoted: a new replication id (as REPLICAOF NO ONE gives).
+	r.rep.mu.Lock()
+	r.rep.hadReplicas = "an-earlier-replication-id"
+	r.rep.mu.Unlock()
+	backdate()
 	if _, err := r.PutAcked(ctx, tn, tn.Version); err != nil {
-		t.Fatalf("PutAcked on a master whose replica is gone: %v", err)
+		t.Fatalf("PutAcked on a promoted master without replicas: %v", err)
+	}
+	if err := lock.(AckedLock).RefreshAcked(ctx, time.Minute); err != nil {
+		t.Fatalf("RefreshAcked on a promoted master: %v", err)
 	}
 	if info, _ := r.DetectReplicas(ctx); info.Connected != 0 || info.Wait != 0 {
 		t.Fatalf("after the re-read: %+v; want no replicas, no wait", info)
-	}
-	if _, err := r.PutAcked(ctx, tn, tn.Version); err != nil {
-		t.Fatalf("next PutAcked: %v", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -23,7 +23,7 @@ func TestFaultRedisOutageBeyondLockTTL(t *testing.T) {
 	rdb := testredis.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	d := newDeployment(t, "redis-outage-beyond-lock-ttl", emulator.Config{AccessTTL: time.Minute}, 4,
 		"LSPROXY_REDIS_URL", rdb.URL(), "LSPROXY_REFRESH_BEFORE", "5s",
-		"LSPROXY_TOKEN_TIMEOUT", "2s", "LSPROXY_LOCK_TTL", "3s")
+		"LSPROXY_TOKEN_TIMEOUT", "2s", "LSPROXY_LOCK_TTL", "3250ms") // the shortest accepted (rule 17)
 	a, b := d.procs[0], d.procs[1]
 	others := d.procs[1:] // competitors for the lock once Redis is back
 	d.importTenants(b, 1, victim)
@@ -45,7 +45,7 @@ func TestFaultRedisOutageBeyondLockTTL(t *testing.T) {
 	load := startLoad(6, func(c, _ int) (*proc, string, bool) { return others[c%len(others)], victim, true }, policy{
 		may503: func(string, time.Time) bool { return true }, // Redis is down
 	})
-	time.Sleep(3400*time.Millisecond - time.Since(killAt)) // the lock expires meanwhile
+	time.Sleep(3700*time.Millisecond - time.Since(killAt)) // the lock expires meanwhile
 	rdb.Restart()
 	time.Sleep(4 * time.Second)
 	elapsed := load.Stop()
