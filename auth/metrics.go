@@ -32,7 +32,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lsproxy_token_refreshes_total",
-			Help: "Refresh grants by outcome: ok, invalid_grant, held (invalid_grant not acted on by the guard), transient, unknown (sent, no answer), not_acked (replicas did not acknowledge; nothing sent), lost_race, discarded.",
+			Help: "Refresh grants by outcome: ok, invalid_grant, held (invalid_grant not acted on by the guard), transient, unknown (sent, no answer), not_acked (replicas did not acknowledge; nothing sent), paced (the token endpoint's rate budget refused it; nothing sent), lease_lost (the lease could not cover the send; nothing sent), shutdown (too little shutdown budget left; nothing sent), lost_race, discarded.",
 		}, []string{"outcome"}),
 		refreshSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lsproxy_token_refresh_duration_seconds",
