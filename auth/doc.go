@@ -13,19 +13,24 @@
 //	              replicas' changes, re-subscription, loss reports)
 //	refresh.go    the acquisition path after a cache miss, top to bottom in
 //	              SPEC order: singleflight, lock, re-read, takeover of an
-//	              earlier mark, mark (acknowledged by replicas), grant with a
-//	              full token_timeout, fenced write retried while the process
-//	              lives, invalid_grant after a re-read, undo
+//	              earlier mark (store clock + own monotonic grace), pacing
+//	              for the token endpoint's budget, mark (acknowledged by
+//	              replicas), the lease renewed to cover the send, grant with
+//	              a full token_timeout, fenced write retried while the
+//	              process lives, invalid_grant after a re-read, undo
 //	refresh_answer.go  answers from a record without a refresh: useStored
 //	              (flagged, refreshed elsewhere, fresh), staleOrUnavailable
-//	lease.go      the holder's lease: lock renewal, re-taking a lost lock,
-//	              the mark heartbeat while a successor holds it
+//	lease.go      the holder's lease: lock renewal (never shorter than a
+//	              send's cover), the synchronous renewal before a send,
+//	              re-taking a lost lock, the mark heartbeat while a successor
+//	              holds it
 //	guard.go      the mass-invalid_grant guard (rule 15)
 //	backoff.go    the one retry delay
-//	defaults.go   every default of the manager (config uses the same values)
-//	               and ShutdownBudget (rule 16)
+//	defaults.go   every default of the manager (config uses the same values),
+//	               LockTTLFor and CheckLease (rule 17), ShutdownBudget (rule 16)
 //	refresher.go  the background refresher (expiring and idle tenants)
-//	oauth.go      OAuthClient: refresh and code grants, error classification
+//	oauth.go      OAuthClient: refresh and code grants, pacing (Pacer,
+//	              TokenPacer), error classification
 //	errors.go     sentinel errors and the error types callers switch on
 //	metrics.go    Prometheus metrics
 //	presets.go    Lightspeed endpoint presets

@@ -61,15 +61,18 @@ type ManagerOptions struct {
 	// refreshed. Default DefaultRefreshBefore.
 	RefreshBefore time.Duration
 	// LockTTL is the lease of a refresh holder on the tenant lock, renewed
-	// every LockTTL/3 while it works (waits, token request, write). A
-	// holder that dies is replaced about LockTTL + TakeoverGrace later.
-	// Default DefaultLockTTL.
+	// every LockTTL/3 while it works (waits, token request, write), and
+	// right before a send to at least LockTTLFor(TokenTimeout), so that the
+	// lock covers the whole token request plus the write retry (rule 17).
+	// A holder that dies is replaced about LockTTL + TakeoverGrace later.
+	// Default LockTTLFor(TokenTimeout).
 	LockTTL time.Duration
 	// TakeoverGrace is how long a successor must see the store answer with
 	// an earlier holder's mark unchanged before it takes over (SPEC §3 rule
-	// 11). It must exceed the holder's write-retry interval (writeRetryMax
-	// plus one store call); it is stored in each mark, so successors use
-	// the holder's value. Default DefaultTakeoverGrace.
+	// 11), on its own monotonic clock. It must exceed the holder's
+	// write-retry interval (writeAttemptTimeout + writeRetryMax); it is
+	// stored in each mark, so successors use the holder's value. Default
+	// DefaultTakeoverGrace.
 	TakeoverGrace time.Duration
 	// TokenTimeout is the budget of one token request, counted from its
 	// start and never shortened by lock waiting (rule 13). Default
@@ -79,9 +82,9 @@ type ManagerOptions struct {
 	// store, in case change notifications were lost. Default DefaultCacheTTL.
 	CacheTTL time.Duration
 	// WaitFor bounds how long an acquisition waits for another holder
-	// (lock, takeover grace) before it answers token_unavailable. It does
-	// not bound the token request or the write. Default LockTTL +
-	// TakeoverGrace + 5s.
+	// (lock, takeover grace) and for the token endpoint's rate budget
+	// before it answers token_unavailable. It does not bound the token
+	// request or the write. Default LockTTL + TakeoverGrace + 5s.
 	WaitFor time.Duration
 	// BreakerFailures consecutive transient failures open the breaker.
 	// Default DefaultBreakerFailures.

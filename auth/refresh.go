@@ -22,7 +22,9 @@ import (
 //	5  waitForHolder   not the holder: wait for its write, then re-read
 //	3  refreshHolding  the holder: re-read under the lock
 //	11 awaitTakeover   an earlier holder's mark: wait out its grace
+//	18 pace            the token endpoint's rate budget, before token_timeout
 //	14 mark            the in-flight mark, acknowledged by replicas
+//	17 leaseForSend    the lock renewed to cover the send, checked fresh
 //	13 sendGrant       the token request, with a full token_timeout
 //	4  storeGrant      the fenced write, retried for as long as we live
 //	6  rejected        invalid_grant: flag only after a re-read (and the guard)
