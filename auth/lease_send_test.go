@@ -151,3 +151,51 @@ func TestRule16NoSendLateInShutdownBudget(t *testing.T) {
 		}
 	}
 }
+
+// pacedRefresher is a Refresher whose token endpoint's budget refuses every
+// request (a Pacer that says no).
+type pacedRefresher struct {
+	*fakeRefresher
+	waits []time.Duration
+}
+
+type refusal struct{}
+
+func (refusal) Error() string          { return "ratelimit: tenant budget exhausted" }
+func (refusal) RetryAfterSeconds() int { return 7 }
+
+func (p *pacedRefresher) Pace(ctx context.Context, _ *store.Tenant, wait time.Duration) (context.Context, error) {
+	p.waits = append(p.waits, wait)
+	return ctx, refusal{}
+}
+
+// TestRule18PacedRefusalSendsNothing: a refresh the token endpoint's rate
+// budget refuses (after waiting at most what is left of WaitFor, before
+// anything is marked) sends nothing, answers 503 with the budget's
+// Retry-After, is logged as the governor's refusal and never opens the
+// breaker, however often it happens.
+func TestRule18PacedRefusalSendsNothing(t *testing.T) {
+	f := newFixture(t, func(o *ManagerOptions) { o.BreakerFailures = 2 })
+	pr := &pacedRefresher{fakeRefresher: f.ref}
+	f.m = NewManager(f.store, pr, f.m.opts)
+	f.put(t, "acme", -time.Second)
+	for i := 0; i < 4; i++ {
+		_, err := f.m.Token(ctx, "acme")
+		var ue *UnavailableError
+		if !errors.As(err, &ue) || !errors.Is(err, ErrPaced) || ue.RetryAfter != 7*time.Second {
+			t.Fatalf("attempt %d: %v; want 503 paced with Retry-After 7s", i, err)
+		}
+	}
+	if f.ref.count() != 0 || f.m.BreakerOpen() {
+		t.Fatalf("token requests %d, breaker open %v; want none and closed", f.ref.count(), f.m.BreakerOpen())
+	}
+	if rec := f.get(t, "acme"); rec.RefreshInFlight || rec.FailureCount != 0 {
+		t.Fatalf("a paced refusal marked or counted: %+v", rec)
+	}
+	if len(pr.waits) == 0 || pr.waits[0] <= 0 || pr.waits[0] > f.m.opts.WaitFor {
+		t.Fatalf("pacing waits %v, want within WaitFor %v", pr.waits, f.m.opts.WaitFor)
+	}
+	if n := f.logs.FilterMessageSnippet("the rate-limit governor refused it").Len(); n != 4 {
+		t.Fatalf("%d governor refusals logged, want 4", n)
+	}
+}

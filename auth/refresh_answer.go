@@ -42,11 +42,15 @@ func (m *Manager) useStored(rec *store.Tenant, w want) (Token, bool, error) {
 // keeps being served (and is not retried for a second), else
 // *UnavailableError (503 token_unavailable).
 func (m *Manager) staleOrUnavailable(rec *store.Tenant, cause error) (Token, error) {
+	retry := min(m.opts.BreakerOpenFor, 5*time.Second)
 	if ue := (*UnavailableError)(nil); errors.As(cause, &ue) {
 		cause = ue.Err
+		if errors.Is(cause, ErrPaced) && ue.RetryAfter > 0 {
+			retry = ue.RetryAfter // the budget says when (rule 18)
+		}
 	}
 	if m.usable(rec.AccessExpiresAt) && rec.AccessToken != "" {
 		return m.remember(rec, nil, m.now().Add(time.Second), watch{}), nil
 	}
-	return Token{}, &UnavailableError{Tenant: rec.ID, RetryAfter: min(m.opts.BreakerOpenFor, 5*time.Second), Err: cause}
+	return Token{}, &UnavailableError{Tenant: rec.ID, RetryAfter: retry, Err: cause}
 }
