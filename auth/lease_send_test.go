@@ -199,3 +199,38 @@ func TestRule18PacedRefusalSendsNothing(t *testing.T) {
 		t.Fatalf("%d governor refusals logged, want 4", n)
 	}
 }
+
+// lostReplyStore applies the first grant write but answers it with a
+// timeout (the reply was lost), as a write attempt bounded by 0.5 s can.
+type lostReplyStore struct {
+	store.Store
+	lost bool
+}
+
+func (s *lostReplyStore) Put(ctx context.Context, t *store.Tenant, expect int64) (int64, error) {
+	v, err := s.Store.Put(ctx, t, expect)
+	if err == nil && !s.lost && !t.RefreshInFlight && t.RefreshCount > 0 {
+		s.lost = true
+		return 0, context.DeadlineExceeded
+	}
+	return v, err
+}
+
+// TestGrantWriteWithLostReplyIsNotDiscarded: a grant write that landed but
+// whose reply was lost conflicts on the retry; the holder recognises its own
+// tokens in the record and reports success, not "discarded".
+func TestGrantWriteWithLostReplyIsNotDiscarded(t *testing.T) {
+	f := newFixture(t)
+	f.m = NewManager(&lostReplyStore{Store: f.store}, f.ref, f.m.opts)
+	f.put(t, "acme", -time.Second)
+	tok, err := f.m.Token(ctx, "acme")
+	if err != nil || tok.AccessToken != "at-acme-1" {
+		t.Fatalf("Token = %+v, %v", tok, err)
+	}
+	if n := f.logs.FilterMessageSnippet("refresh result discarded").Len(); n != 0 {
+		t.Fatalf("the holder's own landed write was reported discarded (%d)", n)
+	}
+	if rec := f.get(t, "acme"); rec.RefreshToken != "rt-acme-1" || rec.RefreshInFlight {
+		t.Fatalf("stored: %+v", rec)
+	}
+}

@@ -424,6 +424,12 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 				recovered = next.ApplyGrant(tokens, m.now())
 				cancel()
 				continue
+			case err == nil && !cur.RefreshInFlight && tokens.Access != "" && cur.AccessToken == tokens.Access &&
+				(tokens.Refresh == "" || cur.RefreshToken == tokens.Refresh):
+				// An earlier attempt landed but its reply was lost (it
+				// timed out): the stored tokens are this grant's, which
+				// nobody else has. Done.
+				next = cur
 			case err == nil || errors.Is(err, store.ErrNotFound):
 				cancel()
 				m.opts.Metrics.refresh("discarded")
