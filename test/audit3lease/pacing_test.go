@@ -3,6 +3,7 @@ package audit3lease_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/internal/emulator"
 	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
@@ -29,7 +31,25 @@ import (
 // Retry-After: 4 (the transport learns a block for token@host); the next
 // tenant's refresh (token_timeout 5 s) is paced 4 s, sent with <1 s left,
 // and the provider answers 1.5 s after the send.
-func TestAudit3PacingEatsTokenTimeout(t *testing.T) {
+func TestAudit3PacingEatsTokenTimeout(t *testing.T) { pacingScenario(t, t.Errorf, true) }
+
+// TestAudit3PacingDefectFailsAgain: with defect 1 (PacingInsideTimeout)
+// switched on, the reproduction's first assertion fails again: the paced
+// request is abandoned before the provider's answer.
+func TestAudit3PacingDefectFailsAgain(t *testing.T) {
+	defer defect.Enable(defect.PacingInsideTimeout)()
+	var failures []string
+	pacingScenario(t, func(format string, args ...any) { failures = append(failures, fmt.Sprintf(format, args...)) }, false)
+	if len(failures) == 0 {
+		t.Fatal("with the defect on, the pacing reproduction passed: it no longer tells the defect apart")
+	}
+	t.Logf("with the defect on: %s", failures[0])
+}
+
+// pacingScenario runs the interleaving and reports each violation with
+// errorf; takeover also runs the consequence (the takeover sends the spent
+// token).
+func pacingScenario(t *testing.T, errorf func(format string, args ...any), takeover bool) {
 	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, AccessTTL: time.Hour})
 	var first atomic.Bool
 	var sentAt atomic.Int64
@@ -76,12 +96,15 @@ func TestAudit3PacingEatsTokenTimeout(t *testing.T) {
 	t.Logf("victim: err=%v after %v; request reached the endpoint %v after the refresh started (token_timeout %v); emulator grants=%d lost=%d; stored in_flight=%v",
 		err, took.Round(10*time.Millisecond), sentAfter.Round(10*time.Millisecond), tokenTimeout, st.RefreshGrants, st.GrantsLost, rec.RefreshInFlight)
 	if err != nil || st.GrantsLost != 0 {
-		t.Errorf("rule 13: the token request was sent with %v of its %v token_timeout left and abandoned before the provider's answer (due 1.5 s after the request arrived): err=%v; the provider had rotated (grants=%d)",
+		errorf("rule 13: the token request was sent with %v of its %v token_timeout left and abandoned before the provider's answer (due 1.5 s after the request arrived): err=%v; the provider had rotated (grants=%d)",
 			(tokenTimeout - sentAfter).Round(10*time.Millisecond), tokenTimeout, err, st.RefreshGrants)
 	}
 
-	// 3. Consequence: the takeover (lock_ttl 1 s + grace 4 s) sends the
-	// spent refresh token and the tenant is flagged.
+	// 3. Consequence: the takeover sends the spent refresh token and the
+	// tenant is flagged.
+	if !takeover {
+		return
+	}
 	emu.SetTokenHold(0)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -95,6 +118,6 @@ func TestAudit3PacingEatsTokenTimeout(t *testing.T) {
 	st = emu.Stats()
 	t.Logf("after the takeover: err=%v status=%s reason=%q reuse=%d", err, rec.Status, rec.Reason, st.ReuseDetected)
 	if rec.Status != store.StatusActive {
-		t.Errorf("tenant flagged %q (reuse detected %d): a live grant was burned by pacing", rec.Reason, st.ReuseDetected)
+		errorf("tenant flagged %q (reuse detected %d): a live grant was burned by pacing", rec.Reason, st.ReuseDetected)
 	}
 }

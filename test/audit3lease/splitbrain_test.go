@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/internal/emulator"
 	"github.com/lsproxy/lsproxy/internal/testredis"
 	"github.com/lsproxy/lsproxy/store"
@@ -26,7 +27,20 @@ import (
 //
 // The partition is simulated by REPLICAOF NO ONE on the replica (what the
 // promotion does; it also drops the master's replication link at once).
-func TestAudit3SplitBrainWritesThroughWithZeroReplicas(t *testing.T) {
+func TestAudit3SplitBrainWritesThroughWithZeroReplicas(t *testing.T) { splitBrainScenario(t, t.Errorf) }
+
+// TestAudit3SplitBrainDefectFailsAgain: with defect 4 (ZeroReplicasAcked)
+// switched on, both sides of the split brain send again.
+func TestAudit3SplitBrainDefectFailsAgain(t *testing.T) {
+	defer defect.Enable(defect.ZeroReplicasAcked)()
+	var failures []string
+	splitBrainScenario(t, func(format string, args ...any) { failures = append(failures, fmt.Sprintf(format, args...)) })
+	if len(failures) == 0 {
+		t.Fatal("with the defect on, the split-brain reproduction passed: it no longer tells the defect apart")
+	}
+}
+
+func splitBrainScenario(t *testing.T, errorf func(format string, args ...any)) {
 	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, AccessTTL: time.Hour})
 	srv := httptest.NewServer(emu)
 	defer srv.Close()
@@ -78,7 +92,7 @@ func TestAudit3SplitBrainWritesThroughWithZeroReplicas(t *testing.T) {
 	st := emu.Stats()
 	t.Logf("B on the promoted replica: err=%v; emulator grants=%d reuse=%d active grants=%d", errB, st.RefreshGrants, st.ReuseDetected, emu.ActiveGrants("acme"))
 	if st.ReuseDetected != 0 {
-		t.Errorf("rule 14: A sent the refresh token with its lock and mark acknowledged by no replica; after the failover B sent it again (reuse %d, grant revoked)", st.ReuseDetected)
+		errorf("rule 14: A sent the refresh token with its lock and mark acknowledged by no replica; after the failover B sent it again (reuse %d, grant revoked)", st.ReuseDetected)
 	}
 }
 
