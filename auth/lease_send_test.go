@@ -3,9 +3,12 @@ package auth
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/store"
@@ -232,5 +235,92 @@ func TestGrantWriteWithLostReplyIsNotDiscarded(t *testing.T) {
 	}
 	if rec := f.get(t, "acme"); rec.RefreshToken != "rt-acme-1" || rec.RefreshInFlight {
 		t.Fatalf("stored: %+v", rec)
+	}
+}
+
+// slowRenewStore's lock renewals succeed, but only after delay (a slow
+// store right before the send).
+type slowRenewStore struct {
+	store.Store
+	delay time.Duration
+}
+
+func (s *slowRenewStore) TryLock(ctx context.Context, name string, ttl time.Duration) (store.Lock, error) {
+	l, err := s.Store.TryLock(ctx, name, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return &slowLock{Lock: l, delay: s.delay}, nil
+}
+
+type slowLock struct {
+	store.Lock
+	delay time.Duration
+}
+
+func (l *slowLock) Refresh(ctx context.Context, ttl time.Duration) error {
+	time.Sleep(l.delay) // ignores ctx: it answers, just late
+	return l.Lock.Refresh(context.WithoutCancel(ctx), ttl)
+}
+
+// TestRule17StaleRenewalSendsNothing: a renewal that succeeded but took
+// longer than the freshness bound no longer proves the cover: nothing is
+// sent, the mark is undone, 503.
+func TestRule17StaleRenewalSendsNothing(t *testing.T) {
+	f := newFixture(t)
+	f.m = NewManager(&slowRenewStore{Store: f.store, delay: sendRenewFresh + 100*time.Millisecond}, f.ref, f.m.opts)
+	f.put(t, "acme", -time.Second)
+	_, err := f.m.Token(ctx, "acme")
+	if !errors.Is(err, errLeaseStale) || !errors.Is(err, ErrTokenUnavailable) || f.ref.count() != 0 {
+		t.Fatalf("stale renewal: %v, token requests %d; want 503 (stale lease) and none", err, f.ref.count())
+	}
+	if rec := f.get(t, "acme"); rec.RefreshInFlight {
+		t.Fatalf("mark not undone: %+v", rec)
+	}
+}
+
+// pacerTransport is an http.RoundTripper and a TokenPacer that records the
+// hosts it was asked to pace and refuses those in refuse.
+type pacerTransport struct {
+	hosts  []string
+	refuse bool
+}
+
+func (p *pacerTransport) PaceToken(ctx context.Context, host string, _ time.Duration) (context.Context, error) {
+	p.hosts = append(p.hosts, host)
+	if p.refuse {
+		return ctx, refusal{}
+	}
+	return ctx, nil
+}
+
+func (p *pacerTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, refusal{} }
+
+// TestOAuthClientPace: the OAuthClient paces on its transport when that is
+// a TokenPacer, for the host of the tenant's own token URL (X-Series: the
+// store's domain), and not at all otherwise; a refusal by the transport
+// itself (an unpaced request to a blocked host) is ErrPaced, not a failure
+// that could open the breaker; a paced refusal fails Exchange before its
+// timeout starts.
+func TestOAuthClientPace(t *testing.T) {
+	pt := &pacerTransport{}
+	c := &OAuthClient{TokenURL: "https://{domain_prefix}.retail.lightspeed.app/api/1.0/token", AuthStyle: oauth2.AuthStyleInParams,
+		HTTPClient: &http.Client{Transport: pt}}
+	ten := &store.Tenant{ID: "s1", RefreshToken: "rt", Extra: map[string]string{"domain_prefix": "store1"}}
+	if _, err := c.Pace(ctx, ten, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if len(pt.hosts) != 1 || pt.hosts[0] != "store1.retail.lightspeed.app" {
+		t.Fatalf("paced hosts %v, want the store's token host", pt.hosts)
+	}
+	if _, err := (&OAuthClient{TokenURL: "https://a/token", AuthStyle: oauth2.AuthStyleInParams}).Pace(ctx, ten, time.Second); err != nil {
+		t.Fatalf("no pacer: %v", err)
+	}
+	if _, err := c.Refresh(ctx, ten); !errors.Is(err, ErrPaced) {
+		t.Fatalf("a transport refusal: %v, want ErrPaced", err)
+	}
+	pt.refuse = true
+	if _, err := c.Exchange(ctx, ten, "code", "", "https://cb"); !errors.Is(err, ErrPaced) {
+		t.Fatalf("Exchange refused by the pacer: %v, want ErrPaced", err)
 	}
 }

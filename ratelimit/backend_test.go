@@ -174,6 +174,9 @@ func TestRedisStoreDown(t *testing.T) {
 	if !errors.Is(err, ErrStore) || !d.Allowed {
 		t.Fatalf("store down: %+v, %v (want ErrStore and fail open)", d, err)
 	}
+	if err := r.Clear(ctx, "t"); !errors.Is(err, ErrStore) {
+		t.Fatalf("Clear with the store down: %v, want ErrStore", err)
+	}
 }
 
 // TestBackendStartupAnswersCountLaterBookings: an answer to a request sent

@@ -83,13 +83,41 @@ func TestRedisPutAckedWaitsForReplica(t *testing.T) {
 		t.Fatalf("write id on the replica = %q, %v; want %q", v, err, tn.WriteID)
 	}
 
+	// The lock renewal before a send (rule 17) is acknowledged too: the
+	// replica holds the extended TTL.
+	lock, err := r.TryLock(ctx, "tenant:renew", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lock.(AckedLock).RefreshAcked(ctx, time.Hour); err != nil {
+		t.Fatalf("RefreshAcked with a live replica: %v", err)
+	}
+	if ttl, err := rc.PTTL(ctx, r.lockKey("tenant:renew")).Result(); err != nil || ttl < 59*time.Minute {
+		t.Fatalf("lock TTL on the replica after RefreshAcked: %v, %v; want about 1h", ttl, err)
+	}
+
 	// A frozen replica does not acknowledge: the write is applied on the
-	// master but reported as not acknowledged.
+	// master but reported as not acknowledged; so is a lock renewal.
 	short := NewRedis(master.Client(), RedisOptions{Keys: keys, WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
+	shortLock, err := short.TryLock(ctx, "tenant:short", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep.Freeze()
 	start := time.Now()
 	v, err := short.PutAcked(ctx, tn, 2)
+	rerr := shortLock.(AckedLock).RefreshAcked(ctx, time.Minute)
 	rep.Thaw()
+	if !errors.Is(rerr, ErrNotAcked) {
+		t.Fatalf("RefreshAcked with a frozen replica: %v; want ErrNotAcked", rerr)
+	}
+	// A lock no longer held is lost, not renewed.
+	if err := master.Client().Del(ctx, short.lockKey("tenant:short")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := shortLock.(AckedLock).RefreshAcked(ctx, time.Minute); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("RefreshAcked of a lost lock: %v; want ErrLockLost", err)
+	}
 	if !errors.Is(err, ErrNotAcked) || v != 3 || tn.Version != 3 {
 		t.Fatalf("PutAcked with a frozen replica = %d, %v; want 3, ErrNotAcked", v, err)
 	}
