@@ -37,8 +37,8 @@ const (
 
 // LockTTLFor is the default lock TTL for a token timeout: the shortest
 // lease that covers a whole token request plus the write-retry interval
-// (rule 17). A shorter lock TTL is refused by the configuration
-// (CheckLease); the manager never sends under less than this anyway.
+// (rule 17). Whatever lock TTL is configured, the holder extends its lock
+// to at least this right before a refresh token leaves.
 func LockTTLFor(tokenTimeout time.Duration) time.Duration {
 	if tokenTimeout <= 0 {
 		tokenTimeout = DefaultTokenTimeout
@@ -46,22 +46,23 @@ func LockTTLFor(tokenTimeout time.Duration) time.Duration {
 	return tokenTimeout + SendMargin
 }
 
-// CheckLease reports, with the arithmetic, a lock TTL under which a
-// successor could take the lock over while a refresh token is out (SPEC §3
-// rule 17): lockTTL must cover tokenTimeout + SendMargin. Zero values mean
-// the defaults (a zero lockTTL is derived and always passes).
+// CheckLease reports, with the arithmetic, a lock TTL that does not outlast
+// the token request (SPEC §2: a value above the token timeout stays valid;
+// SPEC §3 rule 17). Such a lease would be shorter than the send it has to
+// cover, so only the extension right before the send would keep a
+// successor out: a configuration mistake, refused. A lock TTL above the
+// token timeout is extended by the manager to LockTTLFor before each send.
+// Zero values mean the defaults (a zero lockTTL is derived and always
+// passes).
 func CheckLease(tokenTimeout, lockTTL time.Duration) error {
 	if tokenTimeout <= 0 {
 		tokenTimeout = DefaultTokenTimeout
 	}
-	if lockTTL <= 0 {
+	if lockTTL <= 0 || lockTTL > tokenTimeout {
 		return nil
 	}
-	if need := LockTTLFor(tokenTimeout); lockTTL < need {
-		return fmt.Errorf("%s is too short to cover a refresh: a successor takes the lock over once it expires, so it must outlast the whole token request plus the holder's write retry: token_timeout %s + write retry %s + renewal before the send %s = %s (leave lock_ttl unset to derive it)",
-			lockTTL, tokenTimeout, writeAttemptTimeout+writeRetryMax, sendRenewFresh, need)
-	}
-	return nil
+	return fmt.Errorf("%s does not outlast token_timeout %s: a successor takes the lock over once it expires, so the lease must cover the whole token request; before each send the holder extends it to token_timeout %s + write retry %s + renewal before the send %s = %s (set lock_ttl above %s, or leave it unset to derive it)",
+		lockTTL, tokenTimeout, tokenTimeout, writeAttemptTimeout+writeRetryMax, sendRenewFresh, LockTTLFor(tokenTimeout), tokenTimeout)
 }
 
 // ShutdownBudget is how long a process should give refreshes that already

@@ -23,7 +23,7 @@ func TestFaultRedisOutageBeyondLockTTL(t *testing.T) {
 	rdb := testredis.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	d := newDeployment(t, "redis-outage-beyond-lock-ttl", emulator.Config{AccessTTL: time.Minute}, 4,
 		"LSPROXY_REDIS_URL", rdb.URL(), "LSPROXY_REFRESH_BEFORE", "5s",
-		"LSPROXY_TOKEN_TIMEOUT", "2s", "LSPROXY_LOCK_TTL", "3250ms") // the shortest accepted (rule 17)
+		"LSPROXY_TOKEN_TIMEOUT", "2s", "LSPROXY_LOCK_TTL", "3250ms") // the cover of a 2 s token request (rule 17)
 	a, b := d.procs[0], d.procs[1]
 	others := d.procs[1:] // competitors for the lock once Redis is back
 	d.importTenants(b, 1, victim)
