@@ -235,6 +235,7 @@ const (
 // after such a gap every cached entry is read again before it is served,
 // because notifications sent meanwhile are lost.
 func (m *Manager) Run(ctx context.Context) error {
+	go m.runGuard(ctx) // the fleet guard's pending reverts (guard.go)
 	backoff := resubscribeMin
 	gap := false
 	for ctx.Err() == nil {

@@ -78,27 +78,30 @@ func TestGuardTripDuringFlagWrite(t *testing.T) {
 	}
 }
 
-// TestGuardFlaggedAtAfterTrip: flaggedAt refuses a flag whose verdict came
-// before a trip (the caller reverts it), and records one after none.
+// TestGuardFlaggedAtAfterTrip: flagRecorded refuses a flag whose verdict
+// came before a trip (the trip's reverts were taken without it), and a
+// retry's flag always stands.
 func TestGuardFlaggedAtAfterTrip(t *testing.T) {
-	g := &grantGuard{threshold: 2, window: time.Minute}
-	now := time.Now()
-	a := g.rejectedGrant("a", now)
-	if !a.flag || !g.flaggedAt("a", now, a.trips) {
-		t.Fatalf("a: verdict %+v, flag not recorded", a)
+	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold, o.GuardWindow = 2, time.Minute })
+	now := f.clk.Now()
+	flag, trips := f.m.consultGuard(ctx, "a", false, now)
+	if !flag || !f.m.flagRecorded(ctx, "a", now, trips, false) {
+		t.Fatal("first rejection: flag and record it")
 	}
-	b := g.rejectedGrant("b", now) // the second tenant trips it
-	if b.flag || len(b.unflag) != 1 {
-		t.Fatalf("b: verdict %+v; want tripped, a to unflag", b)
+	if flag, _ := f.m.consultGuard(ctx, "b", false, now); flag { // the second tenant trips it
+		t.Fatal("second tenant: the guard should trip")
 	}
-	g2 := &grantGuard{threshold: 2, window: time.Minute}
-	c := g2.rejectedGrant("c", now)
-	g2.rejectedGrant("d", now) // trips while c's flag is written
-	if g2.flaggedAt("c", now, c.trips) {
-		t.Fatal("c's flag recorded after the trip: nobody would revert it")
+	g := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold, o.GuardWindow = 2, time.Minute })
+	_, cTrips := g.m.consultGuard(ctx, "c", false, now)
+	g.m.consultGuard(ctx, "d", false, now) // trips while c's flag is written
+	if g.m.flagRecorded(ctx, "c", now, cTrips, false) {
+		t.Fatal("a flag from before the trip was recorded")
 	}
-	off := &grantGuard{threshold: -1}
-	if v := off.rejectedGrant("e", now); !v.flag || !off.flaggedAt("e", now, v.trips) {
+	if flag, _ := g.m.consultGuard(ctx, "e", true, now); !flag || !g.m.flagRecorded(ctx, "e", now, 0, true) {
+		t.Fatal("a retry may always flag, also while tripped")
+	}
+	off := newFixture(t) // GuardThreshold -1
+	if flag, trips := off.m.consultGuard(ctx, "e", false, now); !flag || !off.m.flagRecorded(ctx, "e", now, trips, false) {
 		t.Fatal("guard off: every flag stands")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -96,6 +97,10 @@ type ManagerOptions struct {
 	GuardThreshold int
 	// GuardWindow: see GuardThreshold. Default DefaultGuardWindow.
 	GuardWindow time.Duration
+	// GuardState keeps the guard's state for the fleet (rule 20). nil:
+	// the store's own when it keeps one (store.GuardState: Redis, bolt),
+	// else one in this process's memory.
+	GuardState store.GuardState
 	// Logger; nil = no logging.
 	Logger *zap.Logger
 	// Metrics; nil = not recorded.
@@ -159,7 +164,17 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		log:       opts.Logger,
 		now:       opts.Now,
 		cache:     make(map[string]*cacheEntry),
-		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow},
+		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow, state: opts.GuardState},
+	}
+	if m.guard.state == nil {
+		if gs, ok := s.(store.GuardState); ok {
+			m.guard.state = gs // the fleet's (rule 20)
+		} else {
+			m.guard.state = store.NewMemGuard() // this process's alone
+		}
+	}
+	if defect.On(defect.GuardInProcess) {
+		m.guard.state = store.NewMemGuard() // the old guard: per process, forgotten on restart
 	}
 	if m.log == nil {
 		m.log = zap.NewNop()
@@ -278,10 +293,6 @@ func (m *Manager) Retry(ctx context.Context, tenant string) (Token, error) {
 		return m.acquire(ctx, tenant, want{force: true, retry: true, used: rec.AccessToken})
 	})
 }
-
-// GuardTripped reports whether the mass-invalid_grant guard holds back
-// flagging now.
-func (m *Manager) GuardTripped() bool { return m.guard.tripped(m.now()) }
 
 // expirySafety: a token this close to its expiry is not sent at all; the
 // provider's clock may run ahead of ours and reject it in flight.
