@@ -140,6 +140,15 @@ type Manager struct {
 	// they say whether an entry may be trusted past CacheTTL (cache.go).
 	notifying atomic.Bool
 	changes   atomic.Uint64
+	// losses is the store's count of lost notifications (nil: the store
+	// reports losses as gaps); lossCount its last value when lossKnown,
+	// lossCheckedAt when it was read (unix ns, m.now), lossChecking one
+	// read runs (cache.go, rule 21).
+	losses        store.NotifyLosses
+	lossCount     atomic.Uint64
+	lossKnown     atomic.Bool
+	lossCheckedAt atomic.Int64
+	lossChecking  atomic.Bool
 	// revalidated, when set (tests), is called after each background
 	// re-read has updated the cache; nil = nothing.
 	revalidated func(tenant string)
@@ -166,6 +175,7 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		cache:     make(map[string]*cacheEntry),
 		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow, state: opts.GuardState},
 	}
+	m.losses, _ = s.(store.NotifyLosses)
 	if m.guard.state == nil {
 		if gs, ok := s.(store.GuardState); ok {
 			m.guard.state = gs // the fleet's (rule 20)

@@ -120,6 +120,13 @@ func OpenBolt(dir string, keys *Keyring) (*Bolt, error) {
 	}, nil
 }
 
+// LostNotifications implements NotifyLosses: always 0, since a bolt
+// store's notifications are this process's own and a dropped one reaches
+// its subscriber as an empty id.
+func (b *Bolt) LostNotifications(ctx context.Context) (uint64, error) {
+	return 0, errCtx(ctx)
+}
+
 // Path returns the data file's path.
 func (b *Bolt) Path() string { return b.path }
 
