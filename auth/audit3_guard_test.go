@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -23,6 +24,19 @@ func audit3Reject(*store.Tenant) (*Grant, error) {
 // for ever: they never get their 401, no other tenant is ever flagged, and
 // invalid_grant_guard.cleared never comes.
 func TestAudit3GuardNeverClearsWhileHeldTenantsAreRetried(t *testing.T) {
+	if audit3GuardNeverClears(t) {
+		t.Errorf("the guard is still tripped 7 min after it tripped (window 5 min) because the held tenants are re-sent; r4 does not answer reauthorization_required")
+	}
+	t.Run("defect GuardRenewedByResend", func(t *testing.T) {
+		defer defect.Enable(defect.GuardRenewedByResend)()
+		if !audit3GuardNeverClears(t) {
+			t.Error("with the defect switched on the guard cleared: the reproduction no longer reproduces it")
+		}
+	})
+}
+
+// audit3GuardNeverClears runs the schedule; it reports the failure.
+func audit3GuardNeverClears(t *testing.T) bool {
 	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold = 3; o.GuardWindow = 5 * time.Minute })
 	f.ref.next = audit3Reject // every grant rejected: these merchants revoked the app
 	for _, id := range []string{"r1", "r2", "r3", "r4"} {
@@ -49,10 +63,7 @@ func TestAudit3GuardNeverClearsWhileHeldTenantsAreRetried(t *testing.T) {
 	_, err := f.m.Token(ctx, "r4")
 	rec := f.get(t, "r4")
 	t.Logf("r4 (revoked 7 min after the trip): err=%v, status=%s", err, rec.Status)
-	if f.m.GuardTripped() || !errors.Is(err, ErrReauthorizationRequired) {
-		t.Errorf("the guard is still tripped %v after it tripped (window %v) because the held tenants are re-sent every %v; r4 answers %v instead of reauthorization_required",
-			f.clk.Now().Sub(trippedAt), 5*time.Minute, holdFor, err)
-	}
+	return f.m.GuardTripped() || !errors.Is(err, ErrReauthorizationRequired)
 }
 
 // AUDIT3-F5 (rule 15): Retry on a flagged tenant while the guard is
@@ -96,6 +107,20 @@ func TestAudit3RetryDuringTripUnflagsRejectedTenant(t *testing.T) {
 // tokens are good: with K replicas up to K*(threshold-1) tenants.
 // reliability.md calls this "for a moment (before the guard trips)".
 func TestAudit3ConfigMistakeFlagsSurviveRestart(t *testing.T) {
+	if still := audit3ConfigMistake(t); still != 0 {
+		t.Errorf("a configuration mistake left %d tenants with good refresh tokens flagged reauthorization_required after it was fixed", still)
+	}
+	t.Run("defect GuardInProcess", func(t *testing.T) {
+		defer defect.Enable(defect.GuardInProcess)()
+		if still := audit3ConfigMistake(t); still == 0 {
+			t.Error("with the defect switched on no tenant stayed flagged: the reproduction no longer reproduces it")
+		}
+	})
+}
+
+// audit3ConfigMistake runs the schedule; it returns how many tenants
+// stayed flagged.
+func audit3ConfigMistake(t *testing.T) int {
 	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold = 3 })
 	f.ref.next = audit3Reject // wrong client id / trial token URL: every grant rejected
 	// Three replicas with the bad configuration, each refreshing two
@@ -125,9 +150,7 @@ func TestAudit3ConfigMistakeFlagsSurviveRestart(t *testing.T) {
 		}
 	}
 	t.Logf("after the fix: %d of 6 tenants still flagged; token requests with the good configuration: %d", still, good.count())
-	if still != 0 {
-		t.Errorf("a configuration mistake left %d tenants with good refresh tokens flagged reauthorization_required after it was fixed", still)
-	}
+	return still
 }
 
 // AUDIT3-F12 (rule 15, promise 2): when the guard trips, each flag it must
@@ -135,6 +158,20 @@ func TestAudit3ConfigMistakeFlagsSurviveRestart(t *testing.T) {
 // failure is logged ("could not revert a flag") and never retried, so that
 // tenant stays flagged although its refresh token is good.
 func TestAudit3GuardRevertNotRetried(t *testing.T) {
+	if flagged := audit3RevertNotRetried(t); len(flagged) != 0 {
+		t.Errorf("one failed revert write left %v flagged for good", flagged)
+	}
+	t.Run("defect GuardRevertOnce", func(t *testing.T) {
+		defer defect.Enable(defect.GuardRevertOnce)()
+		if flagged := audit3RevertNotRetried(t); len(flagged) == 0 {
+			t.Error("with the defect switched on the failed revert was retried: the reproduction no longer reproduces it")
+		}
+	})
+}
+
+// audit3RevertNotRetried runs the schedule; it returns the tenants still
+// flagged after the fix.
+func audit3RevertNotRetried(t *testing.T) []string {
 	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold = 3 })
 	fs := &audit3FailUnflag{Store: f.store}
 	f.m = NewManager(fs, f.ref, f.m.opts)
@@ -154,9 +191,7 @@ func TestAudit3GuardRevertNotRetried(t *testing.T) {
 		}
 	}
 	t.Logf("unflag writes failed: %d; still flagged after the fix: %v", fs.failed.Load(), flagged)
-	if len(flagged) != 0 {
-		t.Errorf("one failed revert write left %v flagged for good", flagged)
-	}
+	return flagged
 }
 
 // audit3FailUnflag fails the first write that reverts a flag (a store
