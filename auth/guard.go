@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"sync"
 	"time"
@@ -33,6 +35,7 @@ import (
 type grantGuard struct {
 	threshold int // < 0: off (every invalid_grant flags)
 	window    time.Duration
+	scope     string // the configuration blamed by a trip (GuardScope)
 	state     store.GuardState
 
 	mu     sync.Mutex
@@ -49,7 +52,17 @@ const statusTTL = time.Second
 const holdFor = 10 * time.Second
 
 func (g *grantGuard) params() store.GuardParams {
-	return store.GuardParams{Threshold: g.threshold, Window: g.window, Renew: defect.On(defect.GuardRenewedByResend)}
+	return store.GuardParams{Threshold: g.threshold, Window: g.window, Scope: g.scope, Renew: defect.On(defect.GuardRenewedByResend)}
+}
+
+// GuardScope names the configuration the guard blames when it trips: a
+// fingerprint of the client id and the token URL (never the secret). A
+// replica restarted with a fixed configuration has another scope, so its
+// guard starts untripped and sends the held tenants' refresh tokens again
+// at once (store.GuardState).
+func GuardScope(clientID, tokenURL string) string {
+	sum := sha256.Sum256([]byte(clientID + "\n" + tokenURL))
+	return hex.EncodeToString(sum[:8])
 }
 
 func (g *grantGuard) off() bool { return g.threshold < 0 }
@@ -202,7 +215,7 @@ func (m *Manager) guardGranted(ctx context.Context, tenant string, always bool) 
 	}
 	gctx, cancel := guardCtx(ctx)
 	defer cancel()
-	if err := m.guard.state.GuardGranted(gctx, tenant); err != nil {
+	if err := m.guard.state.GuardGranted(gctx, tenant, m.guard.params()); err != nil {
 		m.log.Warn("mass invalid_grant guard state not updated after a grant", zap.String("tenant", tenant), zap.Error(err))
 	}
 }

@@ -105,3 +105,47 @@ func TestGuardFlaggedAtAfterTrip(t *testing.T) {
 		t.Fatal("guard off: every flag stands")
 	}
 }
+
+// TestGuardFixedConfigurationResendsAtOnce (rule 20): a trip blames the
+// configuration it happened under. A replica restarted with a fixed one
+// (another GuardScope) sends the held tenants' refresh tokens again at
+// once, while one still running the old configuration keeps holding them;
+// the tripped guard survives a restart with the same configuration.
+func TestGuardFixedConfigurationResendsAtOnce(t *testing.T) {
+	var opts ManagerOptions
+	f := newFixture(t, func(o *ManagerOptions) {
+		o.GuardThreshold, o.GuardWindow, o.GuardScope = 3, 5*time.Minute, "wrong-client"
+		opts = *o
+	})
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	for _, id := range []string{"a", "b", "c"} {
+		f.put(t, id, -time.Second)
+		_, _ = f.m.Token(ctx, id)
+	}
+	if !f.m.GuardTripped() {
+		t.Fatal("the guard did not trip")
+	}
+	sent := f.ref.count()
+	// Restarted with the same (wrong) configuration: still tripped, the
+	// held tenants are not sent again.
+	same := NewManager(f.store, f.ref, opts)
+	if _, err := same.Token(ctx, "a"); !errors.Is(err, ErrTokenUnavailable) || !same.GuardTripped() || f.ref.count() != sent {
+		t.Fatalf("after a restart with the same configuration: %v, tripped %v, sent %d more", err, same.GuardTripped(), f.ref.count()-sent)
+	}
+	// Restarted with the fixed configuration: served at once.
+	fixedOpts := opts
+	fixedOpts.GuardScope = "right-client"
+	good := &fakeRefresher{now: f.clk.Now}
+	fixed := NewManager(f.store, good, fixedOpts)
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := fixed.Token(ctx, id); err != nil {
+			t.Errorf("%s with the fixed configuration: %v", id, err)
+		}
+	}
+	if fixed.GuardTripped() || !same.GuardTripped() {
+		t.Errorf("tripped: fixed configuration %v (want false), old configuration %v (want true)", fixed.GuardTripped(), same.GuardTripped())
+	}
+	if GuardScope("id", "https://a/token") == GuardScope("id", "https://b/token") || GuardScope("id", "u") == GuardScope("id2", "u") {
+		t.Error("GuardScope does not tell configurations apart")
+	}
+}

@@ -101,6 +101,10 @@ type ManagerOptions struct {
 	// the store's own when it keeps one (store.GuardState: Redis, bolt),
 	// else one in this process's memory.
 	GuardState store.GuardState
+	// GuardScope names the configuration a trip blames (see GuardScope).
+	// "": GuardScope of the Refresher's client id and token URL when it
+	// is an *OAuthClient, else "".
+	GuardScope string
 	// Logger; nil = no logging.
 	Logger *zap.Logger
 	// Metrics; nil = not recorded.
@@ -173,7 +177,10 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		log:       opts.Logger,
 		now:       opts.Now,
 		cache:     make(map[string]*cacheEntry),
-		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow, state: opts.GuardState},
+		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow, scope: opts.GuardScope, state: opts.GuardState},
+	}
+	if oc, ok := r.(*OAuthClient); ok && m.guard.scope == "" {
+		m.guard.scope = GuardScope(oc.ClientID, oc.TokenURL)
 	}
 	m.losses, _ = s.(store.NotifyLosses)
 	if m.guard.state == nil {

@@ -55,7 +55,7 @@ type Bolt struct {
 	lastPurge time.Time // guarded by bbolt's single writer
 
 	guardMu sync.Mutex
-	guard   *guardMachine // the guard's state (bolt_guard.go); nil: read it from the file
+	guard   *guardScopes // the guard's state (bolt_guard.go); nil: read it from the file
 
 	subMu   sync.RWMutex
 	subs    map[*boltSub]struct{}

@@ -176,11 +176,25 @@ func checkGuardRules(t *testing.T, open, peer func() GuardState) {
 	if st := mustStatus(t, a, "h0", at(20*time.Minute+3*time.Second), p); !st.Held {
 		t.Fatalf("h0 not held after the second trip: %+v", st)
 	}
-	if err := b.GuardGranted(ctx, "h0"); err != nil {
+	if err := b.GuardGranted(ctx, "h0", p); err != nil {
 		t.Fatal(err)
 	}
 	if st := mustStatus(t, a, "h0", at(20*time.Minute+4*time.Second), p); st.Held || st.Tenants != 2 || !st.Tripped {
 		t.Fatalf("after h0's grant: %+v", st)
+	}
+
+	// Another scope (a fixed configuration) has its own, untripped guard
+	// and sends the held tenants again; the reverts are every scope's.
+	fixed := p
+	fixed.Scope = "fixed-config"
+	if st := mustStatus(t, b, "h1", at(20*time.Minute+5*time.Second), fixed); st.Tripped || st.Held || st.Tenants != 0 || st.Pending != mustStatus(t, a, "", at(20*time.Minute+5*time.Second), p).Pending {
+		t.Fatalf("another scope: %+v", st)
+	}
+	if v := reject(b, "h1", 20*time.Minute+6*time.Second); !v.Tripped {
+		t.Fatalf("a rejection in another scope changed this one: %+v", v)
+	}
+	if _, err := b.GuardStatus(ctx, "", at(0), GuardParams{Threshold: 3, Window: time.Minute, Scope: "no spaces"}); err == nil {
+		t.Error("an invalid scope was accepted")
 	}
 
 	// Renew (the old defect, tests only): a re-send renews the window.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -30,6 +31,14 @@ import (
 //     were held, so their rejection is old news, not a new tenant).
 //   - A pending revert stays until GuardReverted acknowledges it.
 //
+// The guard blames a configuration: the state is kept per p.Scope (the
+// configuration's fingerprint: client id, token URL), so replicas started
+// with a fixed configuration begin with an untripped guard and send the
+// held tenants' refresh tokens again at once, while replicas still running
+// the old one stay tripped. Pending reverts are the fleet's, whatever the
+// scope: any replica does them. Redis lets a scope's state expire two
+// windows after its last change (nothing in it counts any longer).
+//
 // now is the caller's clock; replicas' clocks differ by their skew, which
 // moves the window's ends by as much (and nothing else). All methods are
 // safe for concurrent use by many processes; ctx bounds the store call.
@@ -52,9 +61,9 @@ type GuardState interface {
 	// at (done, or moot because the tenant changed since); a revert of
 	// another flag time is left alone.
 	GuardReverted(ctx context.Context, tenant string, at time.Time) error
-	// GuardGranted records a successful grant of tenant: it leaves the
+	// GuardGranted records a successful grant of tenant: it leaves p's
 	// window, its revertible flag, its acquittal and its pending revert.
-	GuardGranted(ctx context.Context, tenant string) error
+	GuardGranted(ctx context.Context, tenant string, p GuardParams) error
 }
 
 // MaxGuardReverts bounds the pending reverts GuardStatus lists.
@@ -65,6 +74,9 @@ const MaxGuardReverts = 100
 type GuardParams struct {
 	Threshold int           // distinct tenants that trip the guard (>= 1)
 	Window    time.Duration // see GuardState
+	// Scope names the configuration the state is kept for (letters,
+	// digits, '-', '_'; at most 64; "" is a scope too).
+	Scope string
 	// Renew (tests only: defect.GuardRenewedByResend) brings back the
 	// window renewed by every rejection of a tenant already in it.
 	Renew bool
@@ -127,8 +139,29 @@ const (
 	guardKindState     = "state" // tenant: "tripped", "trips", "last_new"
 )
 
-func newGuardMachine() *guardMachine {
-	return &guardMachine{rejected: map[string]int64{}, flags: map[string]int64{}, reverts: map[string]int64{}, acquitted: map[string]int64{}}
+// newGuardMachine returns the empty state of one scope; reverts is the
+// fleet's map of pending reverts, shared by every scope.
+func newGuardMachine(reverts map[string]int64) *guardMachine {
+	return &guardMachine{rejected: map[string]int64{}, flags: map[string]int64{}, reverts: reverts, acquitted: map[string]int64{}}
+}
+
+// guardScopes is every scope's state and the shared reverts.
+type guardScopes struct {
+	scopes  map[string]*guardMachine
+	reverts map[string]int64
+}
+
+func newGuardScopes() *guardScopes {
+	return &guardScopes{scopes: map[string]*guardMachine{}, reverts: map[string]int64{}}
+}
+
+func (s *guardScopes) of(scope string) *guardMachine {
+	g := s.scopes[scope]
+	if g == nil {
+		g = newGuardMachine(s.reverts)
+		s.scopes[scope] = g
+	}
+	return g
 }
 
 func (g *guardMachine) mapOf(kind string) map[string]int64 {
@@ -276,42 +309,42 @@ func (g *guardMachine) granted(tenant string) {
 // forgotten on restart). The zero value is not usable; see NewMemGuard.
 type MemGuard struct {
 	mu sync.Mutex
-	g  *guardMachine
+	s  *guardScopes
 }
 
 var _ GuardState = (*MemGuard)(nil)
 
 // NewMemGuard returns an empty in-memory GuardState.
-func NewMemGuard() *MemGuard { return &MemGuard{g: newGuardMachine()} }
+func NewMemGuard() *MemGuard { return &MemGuard{s: newGuardScopes()} }
 
 // GuardReject implements GuardState.
 func (m *MemGuard) GuardReject(ctx context.Context, tenant string, now time.Time, p GuardParams) (GuardVerdict, error) {
-	if err := errCtx(ctx); err != nil {
+	if err := memCheck(ctx, p.Scope); err != nil {
 		return GuardVerdict{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.g.reject(tenant, now, p), nil
+	return m.s.of(p.Scope).reject(tenant, now, p), nil
 }
 
 // GuardFlagged implements GuardState.
 func (m *MemGuard) GuardFlagged(ctx context.Context, tenant string, at time.Time, trips uint64, p GuardParams) (bool, error) {
-	if err := errCtx(ctx); err != nil {
+	if err := memCheck(ctx, p.Scope); err != nil {
 		return false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.g.flagged(tenant, at, trips, at, p), nil
+	return m.s.of(p.Scope).flagged(tenant, at, trips, at, p), nil
 }
 
 // GuardStatus implements GuardState.
 func (m *MemGuard) GuardStatus(ctx context.Context, tenant string, now time.Time, p GuardParams) (GuardStatus, error) {
-	if err := errCtx(ctx); err != nil {
+	if err := memCheck(ctx, p.Scope); err != nil {
 		return GuardStatus{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.g.status(tenant, now, p), nil
+	return m.s.of(p.Scope).status(tenant, now, p), nil
 }
 
 // GuardReverted implements GuardState.
@@ -321,17 +354,39 @@ func (m *MemGuard) GuardReverted(ctx context.Context, tenant string, at time.Tim
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.g.reverted(tenant, at)
+	m.s.of("").reverted(tenant, at) // reverts are every scope's
 	return nil
 }
 
 // GuardGranted implements GuardState.
-func (m *MemGuard) GuardGranted(ctx context.Context, tenant string) error {
-	if err := errCtx(ctx); err != nil {
+func (m *MemGuard) GuardGranted(ctx context.Context, tenant string, p GuardParams) error {
+	if err := memCheck(ctx, p.Scope); err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.g.granted(tenant)
+	m.s.of(p.Scope).granted(tenant)
 	return nil
+}
+
+// memCheck is MemGuard's check of a call's arguments.
+func memCheck(ctx context.Context, scope string) error {
+	if !validGuardScope(scope) {
+		return fmt.Errorf("store: invalid guard scope %q", scope)
+	}
+	return errCtx(ctx)
+}
+
+// validGuardScope reports whether scope may name a guard scope.
+func validGuardScope(scope string) bool {
+	if len(scope) > 64 {
+		return false
+	}
+	for i := 0; i < len(scope); i++ {
+		c := scope[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -18,20 +18,26 @@ var (
 	guardScript = redis.NewScript(guardLua)
 )
 
-// guardKeys are the guard's keys (lua/guard.lua), all in the slot of the
-// hash tag {guard}:
+// guardKeys are the guard's keys of scope S (lua/guard.lua), all in the
+// slot of the hash tag {guard}:
 //
-//	P guard:{guard}:state      hash: tripped, trips, last_new
-//	P guard:{guard}:rejected   zset: tenants rejected within the window
-//	P guard:{guard}:flags      hash + P guard:{guard}:flagsz zset: revertible flags
-//	P guard:{guard}:reverts    hash: reverts not done yet
-//	P guard:{guard}:acquitted  zset: tenants held by a trip that cleared
-func (r *Redis) guardKeys() []string {
+//	P guard:{guard}:S:state      hash: tripped, trips, last_new
+//	P guard:{guard}:S:rejected   zset: tenants rejected within the window
+//	P guard:{guard}:S:flags      hash + P guard:{guard}:S:flagsz zset: revertible flags
+//	P guard:{guard}:reverts      hash: reverts not done yet (every scope's)
+//	P guard:{guard}:S:acquitted  zset: tenants held by a trip that cleared
+//
+// A scope's keys expire two windows after its last change.
+func (r *Redis) guardKeys(scope string) []string {
 	p := r.prefix + "guard:{guard}:"
-	return []string{p + "state", p + "rejected", p + "flags", p + "flagsz", p + "reverts", p + "acquitted"}
+	sp := p + "s:" + scope + ":"
+	return []string{sp + "state", sp + "rejected", sp + "flags", sp + "flagsz", p + "reverts", sp + "acquitted"}
 }
 
 func (r *Redis) guardRun(ctx context.Context, op, tenant string, now time.Time, p GuardParams, at time.Time, trips uint64) (any, error) {
+	if !validGuardScope(p.Scope) {
+		return nil, fmt.Errorf("store: invalid guard scope %q", p.Scope)
+	}
 	renew := "0"
 	if p.Renew {
 		renew = "1"
@@ -40,7 +46,7 @@ func (r *Redis) guardRun(ctx context.Context, op, tenant string, now time.Time, 
 	if !at.IsZero() {
 		atNs, atMs = strconv.FormatInt(at.UnixNano(), 10), strconv.FormatInt(at.UnixMilli(), 10)
 	}
-	res, err := guardScript.Run(ctx, r.client, r.guardKeys(), op, tenant, now.UnixMilli(), p.Window.Milliseconds(),
+	res, err := guardScript.Run(ctx, r.client, r.guardKeys(p.Scope), op, tenant, now.UnixMilli(), p.Window.Milliseconds(),
 		p.Threshold, renew, atNs, atMs, strconv.FormatUint(trips, 10), MaxGuardReverts).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: redis guard %s: %w", op, err)
@@ -104,8 +110,8 @@ func (r *Redis) GuardReverted(ctx context.Context, tenant string, at time.Time) 
 }
 
 // GuardGranted implements GuardState.
-func (r *Redis) GuardGranted(ctx context.Context, tenant string) error {
-	_, err := r.guardRun(ctx, "granted", tenant, time.Now(), GuardParams{}, time.Time{}, 0)
+func (r *Redis) GuardGranted(ctx context.Context, tenant string, p GuardParams) error {
+	_, err := r.guardRun(ctx, "granted", tenant, time.Now(), p, time.Time{}, 0)
 	return err
 }
 

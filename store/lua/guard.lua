@@ -1,6 +1,7 @@
--- The mass-invalid_grant guard's state (GuardState, store/guard.go), one
--- operation per call; every key shares the hash tag {guard}, so a call is
--- atomic on one slot. Times: milliseconds (scores) except flag times,
+-- The mass-invalid_grant guard's state (GuardState, store/guard.go) of one
+-- scope, one operation per call; every key shares the hash tag {guard}, so
+-- a call is atomic on one slot. The scope's keys (all but KEYS[5]) expire
+-- two windows (+1 min) after the last call that could change them. Times: milliseconds (scores) except flag times,
 -- which are Unix nanoseconds kept as strings (they must come back exact).
 -- KEYS[1] state hash: tripped ('1'/'0'), trips, last_new (ms)
 -- KEYS[2] rejected zset: tenant -> first rejection in the window (ms)
@@ -41,6 +42,15 @@ local function settle()
   return tripped, cleared
 end
 
+local function keep()
+  local ttl = 2 * w + 60000
+  for _, i in ipairs({1, 2, 3, 4, 6}) do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      redis.call('PEXPIRE', KEYS[i], ttl)
+    end
+  end
+end
+
 local function trips()
   return tonumber(redis.call('HGET', KEYS[1], 'trips') or '0')
 end
@@ -48,6 +58,7 @@ end
 if op == 'reject' then
   local tripped, changed = settle()
   if not tripped and redis.call('ZSCORE', KEYS[6], tenant) then
+    keep()
     return {1, 0, changed, redis.call('ZCARD', KEYS[2]), trips()}
   end
   local known = redis.call('ZSCORE', KEYS[2], tenant)
@@ -69,6 +80,7 @@ if op == 'reject' then
   end
   local flag, tr = 1, 0
   if tripped then flag, tr = 0, 1 end
+  keep()
   return {flag, tr, changed, n, t}
 elseif op == 'flagged' then
   local tripped = settle()
@@ -77,6 +89,7 @@ elseif op == 'flagged' then
   end
   redis.call('HSET', KEYS[3], tenant, ARGV[7])
   redis.call('ZADD', KEYS[4], tonumber(ARGV[8]), tenant)
+  keep()
   return 1
 elseif op == 'status' then
   local tripped, changed = settle()
@@ -88,6 +101,7 @@ elseif op == 'status' then
   end
   local tr = 0
   if tripped then tr = 1 end
+  if changed == 1 then keep() end
   local out = {tr, changed, redis.call('ZCARD', KEYS[2]), trips(), held, since, revert, redis.call('HLEN', KEYS[5])}
   local max = tonumber(ARGV[10])
   local rv = redis.call('HGETALL', KEYS[5])
@@ -107,6 +121,7 @@ elseif op == 'granted' then
   redis.call('ZREM', KEYS[4], tenant)
   redis.call('HDEL', KEYS[5], tenant)
   redis.call('ZREM', KEYS[6], tenant)
+  keep()
   return 1
 end
 return redis.error_reply('guard.lua: unknown op ' .. tostring(op))
