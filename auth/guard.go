@@ -24,7 +24,9 @@ import (
 // (flagging keeps the refresh token, so nothing is lost; a revert that
 // fails is retried until done), and the held tenants keep their refresh
 // tokens, answer token_unavailable and are not sent again while it is
-// tripped. It clears when no new tenant was rejected for a window.
+// tripped. It clears when no new tenant was rejected for a window; the
+// tenants it held stay held (one probe at a time) until a grant proves the
+// configuration, and are flagged on their own rejection after that.
 //
 // The state lives in the store (store.GuardState), so every replica
 // decides on the fleet's rejections and a restart forgets nothing; a store
@@ -97,9 +99,17 @@ func guardCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 // held and its pending revert), reporting a clear it caused. ok is false
 // when the store did not answer.
 func (m *Manager) guardStatus(ctx context.Context, tenant string) (store.GuardStatus, bool) {
+	return m.guardStatusProbe(ctx, tenant, false)
+}
+
+// guardStatusProbe is guardStatus; probe: the caller sends tenant's
+// refresh token unless it is held (it may take the fleet's probe slot).
+func (m *Manager) guardStatusProbe(ctx context.Context, tenant string, probe bool) (store.GuardStatus, bool) {
 	gctx, cancel := guardCtx(ctx)
 	defer cancel()
-	s, err := m.guard.state.GuardStatus(gctx, tenant, m.now(), m.guard.params())
+	p := m.guard.params()
+	p.Probe = probe
+	s, err := m.guard.state.GuardStatus(gctx, tenant, m.now(), p)
 	if err != nil {
 		m.log.Warn("mass invalid_grant guard state unavailable", zap.Error(err))
 		return s, false
@@ -120,10 +130,10 @@ func (m *Manager) heldBack(ctx context.Context, tenant string) bool {
 	if m.guard.off() {
 		return false
 	}
-	if last, ok := m.guard.recent(); ok && !last.Tripped {
+	if last, ok := m.guard.recent(); ok && !last.Tripped && last.Acquitted == 0 {
 		return false
 	}
-	s, ok := m.guardStatus(ctx, tenant)
+	s, ok := m.guardStatusProbe(ctx, tenant, true)
 	if !ok || !s.Held {
 		return false
 	}
@@ -210,12 +220,12 @@ func (m *Manager) guardGranted(ctx context.Context, tenant string, always bool) 
 	if m.guard.off() {
 		return
 	}
-	if last, ok := m.guard.recent(); ok && !always && !last.Tripped && last.Tenants == 0 && last.Pending == 0 {
+	if last, ok := m.guard.recent(); ok && !always && !last.Tripped && last.Tenants == 0 && last.Pending == 0 && last.Acquitted == 0 {
 		return // nobody rejected within the window: nothing to forget
 	}
 	gctx, cancel := guardCtx(ctx)
 	defer cancel()
-	if err := m.guard.state.GuardGranted(gctx, tenant, m.guard.params()); err != nil {
+	if err := m.guard.state.GuardGranted(gctx, tenant, m.now(), m.guard.params()); err != nil {
 		m.log.Warn("mass invalid_grant guard state not updated after a grant", zap.String("tenant", tenant), zap.Error(err))
 	}
 }

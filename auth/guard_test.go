@@ -149,3 +149,54 @@ func TestGuardFixedConfigurationResendsAtOnce(t *testing.T) {
 		t.Error("GuardScope does not tell configurations apart")
 	}
 }
+
+// TestGuardClearedProbesBeforeFlagging (rule 20): after the guard clears,
+// the tenants it held are not flagged on the configuration's word: the
+// fleet sends one of them at a time (a probe every store.GuardProbeEvery)
+// until a grant proves the configuration; then they are sent again, and
+// only a rejection after that flags. A configuration still wrong flags
+// nobody.
+func TestGuardClearedProbesBeforeFlagging(t *testing.T) {
+	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold, o.GuardWindow = 3, 5*time.Minute })
+	reject := func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	f.ref.next = reject
+	ids := []string{"a", "b", "c"}
+	for _, id := range ids {
+		f.put(t, id, -time.Second)
+		_, _ = f.m.Token(ctx, id)
+	}
+	if !f.m.GuardTripped() {
+		t.Fatal("the guard did not trip")
+	}
+	f.clk.Advance(6 * time.Minute) // cleared: no new tenant for a window
+	if f.m.GuardTripped() {
+		t.Fatal("the guard did not clear")
+	}
+	// Still the wrong configuration: the probe is rejected, nobody flagged,
+	// the others held without a send.
+	sent := f.ref.count()
+	for _, id := range ids {
+		if _, err := f.m.Token(ctx, id); !errors.Is(err, ErrTokenUnavailable) {
+			t.Errorf("%s after the clear, configuration still wrong: %v, want token_unavailable", id, err)
+		}
+	}
+	if n := f.ref.count() - sent; n != 1 {
+		t.Errorf("%d refresh tokens sent after the clear, want 1 (one probe)", n)
+	}
+	for _, id := range ids {
+		if rec := f.get(t, id); rec.Status != store.StatusActive {
+			t.Errorf("%s flagged on the configuration's word: %s", id, rec.Reason)
+		}
+	}
+	// Fixed (same configuration name): the next probe succeeds, then the
+	// others are sent and served.
+	f.ref.mu.Lock()
+	f.ref.next = nil
+	f.ref.mu.Unlock()
+	f.clk.Advance(store.GuardProbeEvery)
+	for _, id := range ids {
+		if _, err := f.m.Token(ctx, id); err != nil {
+			t.Errorf("%s after the fix: %v", id, err)
+		}
+	}
+}

@@ -116,6 +116,10 @@ func (b *Bolt) loadGuard() (*guardScopes, error) {
 				g.trips = uint64(n)
 			case string(k) == "last_new":
 				g.lastNew = n
+			case string(k) == "last_grant":
+				g.lastGrant = n
+			case string(k) == "last_probe":
+				g.lastProbe = n
 			}
 			return nil
 		})
@@ -172,6 +176,6 @@ func (b *Bolt) GuardReverted(ctx context.Context, tenant string, at time.Time) e
 }
 
 // GuardGranted implements GuardState.
-func (b *Bolt) GuardGranted(ctx context.Context, tenant string, p GuardParams) error {
-	return b.guardDo(ctx, p.Scope, func(g *guardMachine) { g.granted(tenant) })
+func (b *Bolt) GuardGranted(ctx context.Context, tenant string, now time.Time, p GuardParams) error {
+	return b.guardDo(ctx, p.Scope, func(g *guardMachine) { g.granted(tenant, now) })
 }

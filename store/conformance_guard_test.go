@@ -147,17 +147,44 @@ func checkGuardRules(t *testing.T, open, peer func() GuardState) {
 		t.Fatalf("cleared before the window passed: %+v", st)
 	}
 	st = mustStatus(t, b, "g2", at(3*time.Second+5*time.Minute), p)
-	if st.Tripped || !st.Changed || st.Held || st.Tenants != 0 {
+	if st.Tripped || !st.Changed || st.Tenants != 0 || st.Acquitted != 3 {
 		t.Fatalf("not cleared a window after the last new tenant (re-sends renewed it?): %+v", st)
 	}
 	if st := mustStatus(t, a, "", at(3*time.Second+5*time.Minute), p); st.Changed {
 		t.Fatalf("cleared twice: %+v", st)
 	}
-	// The held tenants are acquitted: their next rejection flags them and
-	// does not count towards a new trip.
+	// The held tenants are acquitted: still held until a grant proves the
+	// configuration, except one probe every GuardProbeEvery; their
+	// rejection does not count towards a new trip and flags them only once
+	// proven.
+	if !st.Held {
+		t.Fatalf("an acquitted tenant is not held before any grant: %+v", st)
+	}
+	probe := p
+	probe.Probe = true
+	if st := mustStatus(t, a, "g1", at(5*time.Minute+4*time.Second), probe); st.Held {
+		t.Fatalf("the first probe was refused: %+v", st)
+	}
+	if st := mustStatus(t, b, "g3", at(5*time.Minute+5*time.Second), probe); !st.Held {
+		t.Fatalf("a second probe within GuardProbeEvery: %+v", st)
+	}
+	if st := mustStatus(t, b, "g3", at(5*time.Minute+4*time.Second+GuardProbeEvery), probe); st.Held {
+		t.Fatalf("no probe after GuardProbeEvery: %+v", st)
+	}
+	for _, id := range []string{"g1", "g3"} {
+		if v := reject(b, id, 5*time.Minute+20*time.Second); v.Flag || v.Tripped || v.Tenants != 0 {
+			t.Fatalf("acquitted %s rejected before any grant: %+v (want held, not counted)", id, v)
+		}
+	}
+	if err := a.GuardGranted(ctx, "other", at(5*time.Minute+30*time.Second), p); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustStatus(t, b, "g2", at(5*time.Minute+31*time.Second), p); st.Held {
+		t.Fatalf("an acquitted tenant held after a grant proved the configuration: %+v", st)
+	}
 	for _, id := range []string{"g1", "g2", "g3"} {
 		if v := reject(b, id, 6*time.Minute); !v.Flag || v.Tripped || v.Tenants != 0 {
-			t.Fatalf("acquitted %s rejected again: %+v", id, v)
+			t.Fatalf("acquitted %s rejected after a grant: %+v (want flagged, not counted)", id, v)
 		}
 	}
 	// A new tenant counts from one again.
@@ -176,7 +203,7 @@ func checkGuardRules(t *testing.T, open, peer func() GuardState) {
 	if st := mustStatus(t, a, "h0", at(20*time.Minute+3*time.Second), p); !st.Held {
 		t.Fatalf("h0 not held after the second trip: %+v", st)
 	}
-	if err := b.GuardGranted(ctx, "h0", p); err != nil {
+	if err := b.GuardGranted(ctx, "h0", at(20*time.Minute+3*time.Second), p); err != nil {
 		t.Fatal(err)
 	}
 	if st := mustStatus(t, a, "h0", at(20*time.Minute+4*time.Second), p); st.Held || st.Tenants != 2 || !st.Tripped {

@@ -26,9 +26,13 @@ import (
 //     pending revert, and no rejection is flagged while it is tripped; the
 //     tenants in the window are held (not sent again).
 //   - The guard clears when no new tenant was rejected for p.Window. The
-//     tenants it held are then acquitted for p.Window: their next
-//     rejection flags them and does not count towards a new trip (they
-//     were held, so their rejection is old news, not a new tenant).
+//     tenants it held are then acquitted for p.Window: their rejection
+//     does not count towards a new trip (it is old news, not a new
+//     tenant). Whether it was theirs or the configuration's only a grant
+//     tells: once a grant succeeded in the scope after the clear
+//     (GuardGranted), an acquitted tenant's rejection flags it; before,
+//     it stays held, and the fleet sends one acquitted tenant at a time,
+//     one every GuardProbeEvery, as a probe (GuardStatus with p.Probe).
 //   - A pending revert stays until GuardReverted acknowledges it.
 //
 // The guard blames a configuration: the state is kept per p.Scope (the
@@ -62,8 +66,9 @@ type GuardState interface {
 	// another flag time is left alone.
 	GuardReverted(ctx context.Context, tenant string, at time.Time) error
 	// GuardGranted records a successful grant of tenant: it leaves p's
-	// window, its revertible flag, its acquittal and its pending revert.
-	GuardGranted(ctx context.Context, tenant string, p GuardParams) error
+	// window, its revertible flag, its acquittal and its pending revert,
+	// and the grant proves the configuration to acquitted tenants.
+	GuardGranted(ctx context.Context, tenant string, now time.Time, p GuardParams) error
 }
 
 // MaxGuardReverts bounds the pending reverts GuardStatus lists.
@@ -80,7 +85,15 @@ type GuardParams struct {
 	// Renew (tests only: defect.GuardRenewedByResend) brings back the
 	// window renewed by every rejection of a tenant already in it.
 	Renew bool
+	// Probe (GuardStatus only): the caller sends the tenant's refresh
+	// token unless it is held, so an acquitted tenant may take the
+	// fleet's probe slot (see GuardState).
+	Probe bool
 }
+
+// GuardProbeEvery: after a clear, the fleet sends at most one acquitted
+// tenant's refresh token this often until a grant succeeds.
+const GuardProbeEvery = 10 * time.Second
 
 // GuardVerdict is what GuardReject decided.
 type GuardVerdict struct {
@@ -106,6 +119,8 @@ type GuardStatus struct {
 	// Pending counts every pending revert; Reverts lists some of them.
 	Pending int
 	Reverts []GuardRevert
+	// Acquitted counts the tenants a clear acquitted (within the window).
+	Acquitted int
 }
 
 // GuardRevert is one flag a trip reverts: the tenant and when it was
@@ -121,7 +136,9 @@ type GuardRevert struct {
 type guardMachine struct {
 	tripped   bool
 	trips     uint64
-	lastNew   int64
+	lastNew   int64 // the last new tenant's rejection
+	lastGrant int64 // the last grant (GuardGranted)
+	lastProbe int64 // the last probe slot taken
 	rejected  map[string]int64 // tenant → first rejection in the window
 	flags     map[string]int64 // tenant → when flagged (revertible)
 	reverts   map[string]int64 // tenant → the flag time to revert
@@ -136,7 +153,7 @@ const (
 	guardKindFlags     = "flags"
 	guardKindReverts   = "reverts"
 	guardKindAcquitted = "acquitted"
-	guardKindState     = "state" // tenant: "tripped", "trips", "last_new"
+	guardKindState     = "state" // tenant: "tripped", "trips", "last_new", "last_grant", "last_probe"
 )
 
 // newGuardMachine returns the empty state of one scope; reverts is the
@@ -238,12 +255,26 @@ func (g *guardMachine) settle(now int64, p GuardParams) (cleared bool) {
 	return cleared
 }
 
+func (g *guardMachine) setInt(name string, v *int64, val int64) {
+	*v = val
+	if g.journal != nil {
+		g.journal(guardKindState, name, val, false)
+	}
+}
+
+// proven reports whether a grant succeeded since tenant was acquitted.
+func (g *guardMachine) proven(tenant string) bool {
+	at, ok := g.acquitted[tenant]
+	return ok && g.lastGrant > at
+}
+
 func (g *guardMachine) reject(tenant string, now time.Time, p GuardParams) GuardVerdict {
 	n := now.UnixNano()
 	v := GuardVerdict{Changed: g.settle(n, p)}
 	if _, ok := g.acquitted[tenant]; ok && !g.tripped {
-		// Held by a trip that cleared: its rejection is its own.
-		return GuardVerdict{Flag: true, Changed: v.Changed, Tenants: len(g.rejected), Trips: g.trips}
+		// Held by a trip that cleared: not counted; its own rejection once
+		// a grant proved the configuration works.
+		return GuardVerdict{Flag: g.proven(tenant), Changed: v.Changed, Tenants: len(g.rejected), Trips: g.trips}
 	}
 	if _, ok := g.rejected[tenant]; !ok || p.Renew {
 		g.set(guardKindRejected, tenant, n)
@@ -272,10 +303,18 @@ func (g *guardMachine) flagged(tenant string, at time.Time, trips uint64, now ti
 
 func (g *guardMachine) status(tenant string, now time.Time, p GuardParams) GuardStatus {
 	s := GuardStatus{Changed: g.settle(now.UnixNano(), p)}
-	s.Tripped, s.Tenants, s.Trips, s.Pending = g.tripped, len(g.rejected), g.trips, len(g.reverts)
+	n := now.UnixNano()
+	s.Tripped, s.Tenants, s.Trips, s.Pending, s.Acquitted = g.tripped, len(g.rejected), g.trips, len(g.reverts), len(g.acquitted)
 	if tenant != "" {
 		if at, ok := g.rejected[tenant]; ok && g.tripped {
 			s.Held, s.HeldSince = true, time.Unix(0, at)
+		}
+		if at, ok := g.acquitted[tenant]; ok && !g.tripped && !g.proven(tenant) {
+			if p.Probe && n-g.lastProbe >= int64(GuardProbeEvery) {
+				g.setInt("last_probe", &g.lastProbe, n) // this caller probes
+			} else {
+				s.Held, s.HeldSince = true, time.Unix(0, at)
+			}
 		}
 		if at, ok := g.reverts[tenant]; ok {
 			s.Revert = time.Unix(0, at)
@@ -298,10 +337,11 @@ func (g *guardMachine) reverted(tenant string, at time.Time) {
 	}
 }
 
-func (g *guardMachine) granted(tenant string) {
+func (g *guardMachine) granted(tenant string, now time.Time) {
 	for _, kind := range []string{guardKindRejected, guardKindFlags, guardKindAcquitted, guardKindReverts} {
 		g.del(kind, tenant)
 	}
+	g.setInt("last_grant", &g.lastGrant, now.UnixNano())
 }
 
 // MemGuard is a GuardState in one process's memory: for tests, and for
@@ -359,13 +399,13 @@ func (m *MemGuard) GuardReverted(ctx context.Context, tenant string, at time.Tim
 }
 
 // GuardGranted implements GuardState.
-func (m *MemGuard) GuardGranted(ctx context.Context, tenant string, p GuardParams) error {
+func (m *MemGuard) GuardGranted(ctx context.Context, tenant string, now time.Time, p GuardParams) error {
 	if err := memCheck(ctx, p.Scope); err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.s.of(p.Scope).granted(tenant)
+	m.s.of(p.Scope).granted(tenant, now)
 	return nil
 }
 

@@ -46,8 +46,12 @@ func (r *Redis) guardRun(ctx context.Context, op, tenant string, now time.Time, 
 	if !at.IsZero() {
 		atNs, atMs = strconv.FormatInt(at.UnixNano(), 10), strconv.FormatInt(at.UnixMilli(), 10)
 	}
+	probe := "0"
+	if p.Probe {
+		probe = "1"
+	}
 	res, err := guardScript.Run(ctx, r.client, r.guardKeys(p.Scope), op, tenant, now.UnixMilli(), p.Window.Milliseconds(),
-		p.Threshold, renew, atNs, atMs, strconv.FormatUint(trips, 10), MaxGuardReverts).Result()
+		p.Threshold, renew, atNs, atMs, strconv.FormatUint(trips, 10), MaxGuardReverts, probe, GuardProbeEvery.Milliseconds()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: redis guard %s: %w", op, err)
 	}
@@ -84,18 +88,18 @@ func (r *Redis) GuardStatus(ctx context.Context, tenant string, now time.Time, p
 		return GuardStatus{}, err
 	}
 	v, ok := res.([]any)
-	if !ok || len(v) < 8 || len(v)%2 != 0 {
+	if !ok || len(v) < 9 || (len(v)-9)%2 != 0 {
 		return GuardStatus{}, fmt.Errorf("store: redis guard status: unexpected reply %v", res)
 	}
 	s := GuardStatus{Tripped: luaInt(v[0]) == 1, Changed: luaInt(v[1]) == 1, Tenants: int(luaInt(v[2])),
-		Trips: uint64(luaInt(v[3])), Held: luaInt(v[4]) == 1, Pending: int(luaInt(v[7]))}
+		Trips: uint64(luaInt(v[3])), Held: luaInt(v[4]) == 1, Pending: int(luaInt(v[7])), Acquitted: int(luaInt(v[8]))}
 	if s.Held {
 		s.HeldSince = time.UnixMilli(luaInt(v[5]))
 	}
 	if ns, _ := v[6].(string); ns != "" {
 		s.Revert = nsTime(ns)
 	}
-	for i := 8; i+1 < len(v); i += 2 {
+	for i := 9; i+1 < len(v); i += 2 {
 		id, _ := v[i].(string)
 		ns, _ := v[i+1].(string)
 		s.Reverts = append(s.Reverts, GuardRevert{Tenant: id, FlaggedAt: nsTime(ns)})
@@ -110,8 +114,8 @@ func (r *Redis) GuardReverted(ctx context.Context, tenant string, at time.Time) 
 }
 
 // GuardGranted implements GuardState.
-func (r *Redis) GuardGranted(ctx context.Context, tenant string, p GuardParams) error {
-	_, err := r.guardRun(ctx, "granted", tenant, time.Now(), p, time.Time{}, 0)
+func (r *Redis) GuardGranted(ctx context.Context, tenant string, now time.Time, p GuardParams) error {
+	_, err := r.guardRun(ctx, "granted", tenant, now, p, time.Time{}, 0)
 	return err
 }
 

@@ -14,6 +14,9 @@
 -- ARGV[5] threshold   ARGV[6] renew ('1': renew on every rejection; tests)
 -- ARGV[7] flag time (ns)   ARGV[8] flag time (ms)   ARGV[9] trips seen
 -- ARGV[10] at most that many pending reverts listed (status)
+-- ARGV[11] probe ('1': the caller sends unless held; status)
+-- ARGV[12] the probe interval (ms)
+-- KEYS[1] also holds last_grant (ms) and last_probe (ms).
 local op, tenant = ARGV[1], ARGV[2]
 local now, w = tonumber(ARGV[3]), tonumber(ARGV[4])
 
@@ -57,9 +60,16 @@ end
 
 if op == 'reject' then
   local tripped, changed = settle()
-  if not tripped and redis.call('ZSCORE', KEYS[6], tenant) then
+  local acq = redis.call('ZSCORE', KEYS[6], tenant)
+  if not tripped and acq then
+    -- Held by a trip that cleared: not counted; flagged once a grant
+    -- proved the configuration works.
+    local flag = 0
+    if tonumber(redis.call('HGET', KEYS[1], 'last_grant') or '0') > tonumber(acq) then
+      flag = 1
+    end
     keep()
-    return {1, 0, changed, redis.call('ZCARD', KEYS[2]), trips()}
+    return {flag, 0, changed, redis.call('ZCARD', KEYS[2]), trips()}
   end
   local known = redis.call('ZSCORE', KEYS[2], tenant)
   if not known or ARGV[6] == '1' then
@@ -98,11 +108,22 @@ elseif op == 'status' then
     local at = redis.call('ZSCORE', KEYS[2], tenant)
     if at and tripped then held, since = 1, tonumber(at) end
     revert = redis.call('HGET', KEYS[5], tenant) or ''
+    local acq = redis.call('ZSCORE', KEYS[6], tenant)
+    if acq and not tripped and tonumber(redis.call('HGET', KEYS[1], 'last_grant') or '0') <= tonumber(acq) then
+      local lastProbe = tonumber(redis.call('HGET', KEYS[1], 'last_probe') or '0')
+      if ARGV[11] == '1' and now - lastProbe >= tonumber(ARGV[12]) then
+        redis.call('HSET', KEYS[1], 'last_probe', now) -- this caller probes
+        keep()
+      else
+        held, since = 1, tonumber(acq)
+      end
+    end
   end
   local tr = 0
   if tripped then tr = 1 end
   if changed == 1 then keep() end
-  local out = {tr, changed, redis.call('ZCARD', KEYS[2]), trips(), held, since, revert, redis.call('HLEN', KEYS[5])}
+  local out = {tr, changed, redis.call('ZCARD', KEYS[2]), trips(), held, since, revert, redis.call('HLEN', KEYS[5]),
+    redis.call('ZCARD', KEYS[6])}
   local max = tonumber(ARGV[10])
   local rv = redis.call('HGETALL', KEYS[5])
   for i = 1, math.min(#rv, 2 * max), 2 do
@@ -121,6 +142,7 @@ elseif op == 'granted' then
   redis.call('ZREM', KEYS[4], tenant)
   redis.call('HDEL', KEYS[5], tenant)
   redis.call('ZREM', KEYS[6], tenant)
+  redis.call('HSET', KEYS[1], 'last_grant', now)
   keep()
   return 1
 end
