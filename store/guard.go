@@ -262,10 +262,11 @@ func (g *guardMachine) setInt(name string, v *int64, val int64) {
 	}
 }
 
-// proven reports whether a grant succeeded since tenant was acquitted.
+// proven reports whether a grant succeeded since tenant was acquitted (at
+// the same instant counts: the clear comes first on one clock).
 func (g *guardMachine) proven(tenant string) bool {
 	at, ok := g.acquitted[tenant]
-	return ok && g.lastGrant > at
+	return ok && g.lastGrant >= at
 }
 
 func (g *guardMachine) reject(tenant string, now time.Time, p GuardParams) GuardVerdict {

@@ -65,7 +65,7 @@ if op == 'reject' then
     -- Held by a trip that cleared: not counted; flagged once a grant
     -- proved the configuration works.
     local flag = 0
-    if tonumber(redis.call('HGET', KEYS[1], 'last_grant') or '0') > tonumber(acq) then
+    if tonumber(redis.call('HGET', KEYS[1], 'last_grant') or '0') >= tonumber(acq) then
       flag = 1
     end
     keep()
@@ -109,7 +109,7 @@ elseif op == 'status' then
     if at and tripped then held, since = 1, tonumber(at) end
     revert = redis.call('HGET', KEYS[5], tenant) or ''
     local acq = redis.call('ZSCORE', KEYS[6], tenant)
-    if acq and not tripped and tonumber(redis.call('HGET', KEYS[1], 'last_grant') or '0') <= tonumber(acq) then
+    if acq and not tripped and tonumber(redis.call('HGET', KEYS[1], 'last_grant') or '0') < tonumber(acq) then
       local lastProbe = tonumber(redis.call('HGET', KEYS[1], 'last_probe') or '0')
       if ARGV[11] == '1' and now - lastProbe >= tonumber(ARGV[12]) then
         redis.call('HSET', KEYS[1], 'last_probe', now) -- this caller probes
