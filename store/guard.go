@@ -136,9 +136,9 @@ type GuardRevert struct {
 type guardMachine struct {
 	tripped   bool
 	trips     uint64
-	lastNew   int64 // the last new tenant's rejection
-	lastGrant int64 // the last grant (GuardGranted)
-	lastProbe int64 // the last probe slot taken
+	lastNew   int64            // the last new tenant's rejection
+	lastGrant int64            // the last grant (GuardGranted)
+	lastProbe int64            // the last probe slot taken
 	rejected  map[string]int64 // tenant → first rejection in the window
 	flags     map[string]int64 // tenant → when flagged (revertible)
 	reverts   map[string]int64 // tenant → the flag time to revert
