@@ -260,6 +260,24 @@ func (m *Manager) revert(ctx context.Context, r store.GuardRevert) {
 	}
 }
 
+// revertOwn reverts the flag this call set at at, which the guard
+// refused to record (it tripped meanwhile: the flag is pending there) and
+// acknowledges it; a failed revert stays pending and is retried
+// (settleReverts). It returns the reverted record, nil when nothing was
+// reverted.
+func (m *Manager) revertOwn(ctx context.Context, tenant string, at time.Time) *store.Tenant {
+	rec, err := m.unflag(ctx, tenant, at, false)
+	if err != nil {
+		return nil
+	}
+	gctx, cancel := guardCtx(ctx)
+	defer cancel()
+	if err := m.guard.state.GuardReverted(gctx, tenant, at); err != nil {
+		m.log.Warn("flag reverted, but the guard's state not told; it is tried again", zap.String("tenant", tenant), zap.Error(err))
+	}
+	return rec
+}
+
 // revertPending reverts rec's flag now when the guard has it pending (a
 // revert that failed earlier, or one another replica has not done yet).
 // It returns the record to answer from.

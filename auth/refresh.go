@@ -403,7 +403,7 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 		return Token{}, m.storeErr(marked.ID, err)
 	}
 	if !m.flagRecorded(ctx, cur.ID, now, trips, w.retry) { // it tripped during the write
-		if rec, _ := m.unflag(ctx, cur.ID, now, false); rec != nil {
+		if rec := m.revertOwn(ctx, cur.ID, now); rec != nil {
 			cur = rec
 		}
 		m.opts.Metrics.refresh("held")

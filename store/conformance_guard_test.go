@@ -122,9 +122,16 @@ func checkGuardRules(t *testing.T, open, peer func() GuardState) {
 			t.Errorf("revert %s at %v, want %v (flag times must come back exact)", r.Tenant, r.FlaggedAt, want)
 		}
 	}
-	// A flag after the trip is not recorded: the caller reverts it itself.
+	// A flag after the trip is not recorded as revertible but as a pending
+	// revert (its writer reverts it at once and acknowledges it).
 	if ok, _ := a.GuardFlagged(ctx, "late", at(4*time.Second), v1.Trips, p); ok {
 		t.Fatal("GuardFlagged accepted a flag from before the trip while tripped")
+	}
+	if st := mustStatus(t, b, "late", at(4*time.Second), p); st.Pending != 3 || !st.Revert.Equal(at(4*time.Second)) {
+		t.Fatalf("a refused flag is not pending: %+v", st)
+	}
+	if err := a.GuardReverted(ctx, "late", at(4*time.Second)); err != nil {
+		t.Fatal(err)
 	}
 	// Reverts stay until acknowledged; another flag time is left alone.
 	if err := a.GuardReverted(ctx, "g1", at(time.Minute)); err != nil {

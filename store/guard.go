@@ -52,9 +52,11 @@ type GuardState interface {
 	GuardReject(ctx context.Context, tenant string, now time.Time, p GuardParams) (GuardVerdict, error)
 	// GuardFlagged records that tenant was flagged at at after a verdict
 	// that saw trip count trips, so that a trip within the window reverts
-	// it. It returns false, recording nothing, when the guard is tripped
-	// or tripped since (that trip's reverts were taken without this flag:
-	// the caller reverts it itself).
+	// it. When the guard is tripped or tripped since (that trip's reverts
+	// were taken without this flag) it records the flag as a pending
+	// revert instead and returns false: the caller reverts it at once
+	// (and acknowledges it with GuardReverted); if that fails, whoever
+	// does the pending reverts retries it.
 	GuardFlagged(ctx context.Context, tenant string, at time.Time, trips uint64, p GuardParams) (bool, error)
 	// GuardStatus returns the guard's state at now (clearing it when no
 	// new tenant was rejected for the window) and, when tenant is not
@@ -296,6 +298,7 @@ func (g *guardMachine) reject(tenant string, now time.Time, p GuardParams) Guard
 func (g *guardMachine) flagged(tenant string, at time.Time, trips uint64, now time.Time, p GuardParams) bool {
 	g.settle(now.UnixNano(), p)
 	if g.tripped || g.trips != trips {
+		g.set(guardKindReverts, tenant, at.UnixNano())
 		return false
 	}
 	g.set(guardKindFlags, tenant, at.UnixNano())

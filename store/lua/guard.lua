@@ -95,6 +95,9 @@ if op == 'reject' then
 elseif op == 'flagged' then
   local tripped = settle()
   if tripped or trips() ~= tonumber(ARGV[9]) then
+    -- Tripped since the verdict: a pending revert (the caller tries it
+    -- at once; the fleet retries it).
+    redis.call('HSET', KEYS[5], tenant, ARGV[7])
     return 0
   end
   redis.call('HSET', KEYS[3], tenant, ARGV[7])
