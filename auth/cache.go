@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -28,11 +29,18 @@ import (
 // RefreshBefore of its expiry). CacheTTL bounds how long a change goes
 // unseen when notifications are not known to work.
 //
-// What trust cannot cover is a notification lost without a gap being
-// seen: a writer that died between its write and its publish. Then this
-// process serves the tenant's previous token until that token is due for a
-// refresh (RefreshBefore of its expiry) or the upstream answers 401, and
-// both read the store again.
+// A notification can also be lost without a gap being seen: a writer's
+// publish that failed. Such a writer counts the loss in the store
+// (store.NotifyLosses), and trust past CacheTTL holds only while that count
+// was seen unchanged less than CacheTTL ago (read every CacheTTL/2 by Run;
+// SPEC §3 rule 21): a grown count takes every entry's trust away, and a
+// flagged entry is read again rather than served on a stale count.
+//
+// What trust still cannot cover is a writer that died between its write
+// and its publish (nothing counted the loss). Then this process serves the
+// tenant's previous token until that token is due for a refresh
+// (RefreshBefore of its expiry) or the upstream answers 401, and both read
+// the store again; a flagged tenant until its flag is read again.
 //
 // Entries are immutable once published in Manager.cache except for the
 // atomic fields; a change replaces the entry. Manager.mu guards the map.
@@ -118,7 +126,7 @@ func (m *Manager) cached(tenant string, now time.Time) (e *cacheEntry, tok Token
 		return e, Token{}, false, nil
 	}
 	age := now.Sub(e.fetchedAt)
-	if age < m.opts.CacheTTL || e.trusted {
+	if age < m.opts.CacheTTL || e.trusted && m.trustHolds(e, now) {
 		if e.reauth != nil {
 			return e, Token{}, true, e.reauth
 		}
@@ -132,6 +140,86 @@ func (m *Manager) cached(tenant string, now time.Time) (e *cacheEntry, tok Token
 		return e, e.tok, true, nil
 	}
 	return e, Token{}, false, nil
+}
+
+// trustHolds reports whether a trusted entry older than CacheTTL may still
+// be served (SPEC §3 rule 21): only while the store's count of lost
+// notifications was seen unchanged less than CacheTTL ago. Otherwise a
+// check starts in the background; meanwhile a flagged answer is read again
+// (the slow path) and a fresh token is served (the check takes every
+// entry's trust away if a notification was lost).
+func (m *Manager) trustHolds(e *cacheEntry, now time.Time) bool {
+	if m.losses == nil {
+		return true // the store reports every loss as a gap (Subscribe)
+	}
+	if checked := m.lossCheckedAt.Load(); checked != 0 && now.Sub(time.Unix(0, checked)) < m.opts.CacheTTL {
+		return true
+	}
+	m.checkLosses()
+	if e.reauth != nil && defect.On(defect.TrustFlaggedForever) {
+		return true // the old cache: a flagged entry trusted without bound
+	}
+	return e.reauth == nil
+}
+
+// lossCheckTimeout bounds one read of the lost-notification count.
+const lossCheckTimeout = time.Second
+
+// checkLosses reads the store's count of lost notifications in the
+// background (one read at a time): grown since the last read, every
+// entry's trust is taken away; either way the time of the read is kept.
+func (m *Manager) checkLosses() {
+	if m.losses == nil || !m.lossChecking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer m.lossChecking.Store(false)
+		m.readLosses(context.Background())
+	}()
+}
+
+// readLosses reads the count of lost notifications now. The first read
+// (and the first after a failed one) takes every entry's trust away: a
+// loss before it could not be compared.
+func (m *Manager) readLosses(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, lossCheckTimeout)
+	defer cancel()
+	n, err := m.losses.LostNotifications(ctx)
+	if err != nil {
+		m.lossKnown.Store(false)
+		m.log.Debug("lost change notifications unknown (store)", zap.Error(err))
+		return
+	}
+	if !m.lossKnown.Load() || m.lossCount.Load() != n {
+		if m.lossKnown.Load() {
+			m.log.Warn("a change notification was lost (a writer's publish failed): every cached entry is read again")
+		}
+		m.distrustAll()
+		m.lossCount.Store(n)
+		m.lossKnown.Store(true)
+	}
+	m.lossCheckedAt.Store(m.now().UnixNano())
+}
+
+// runLossChecks reads the count of lost notifications every CacheTTL/2
+// until ctx ends, so that trusted entries stay trusted without re-reads.
+func (m *Manager) runLossChecks(ctx context.Context) {
+	if m.losses == nil {
+		return
+	}
+	t := time.NewTicker(max(m.opts.CacheTTL/2, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if m.lossChecking.CompareAndSwap(false, true) {
+				m.readLosses(ctx)
+				m.lossChecking.Store(false)
+			}
+		}
+	}
 }
 
 // revalidate re-reads tenant's record in the background, once per entry.
@@ -235,6 +323,8 @@ const (
 // after such a gap every cached entry is read again before it is served,
 // because notifications sent meanwhile are lost.
 func (m *Manager) Run(ctx context.Context) error {
+	go m.runGuard(ctx)      // the fleet guard's pending reverts (guard.go)
+	go m.runLossChecks(ctx) // lost notifications (rule 21)
 	backoff := resubscribeMin
 	gap := false
 	for ctx.Err() == nil {
@@ -248,6 +338,10 @@ func (m *Manager) Run(ctx context.Context) error {
 				m.log.Info("change notifications resumed")
 			}
 			gap = false
+			if m.losses != nil && m.lossChecking.CompareAndSwap(false, true) {
+				m.readLosses(ctx) // the baseline for losses from here on
+				m.lossChecking.Store(false)
+			}
 			// From here every change is delivered: reads that begin now
 			// may be trusted (changes first: see watchChanges).
 			m.changes.Add(1)

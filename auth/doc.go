@@ -10,7 +10,8 @@
 //	              (admin), FinishRefreshes (shutdown)
 //	cache.go      the in-process token cache: the fast path (SPEC §3 step
 //	              1) with stale-while-revalidate, Invalidate, Run (other
-//	              replicas' changes, re-subscription, loss reports)
+//	              replicas' changes, re-subscription, loss reports, the
+//	              count of lost notifications: rule 21)
 //	refresh.go    the acquisition path after a cache miss, top to bottom in
 //	              SPEC order: singleflight, lock, re-read, takeover of an
 //	              earlier mark (store clock + own monotonic grace), pacing
@@ -24,7 +25,9 @@
 //	              send's cover), the synchronous renewal before a send,
 //	              re-taking a lost lock, the mark heartbeat while a successor
 //	              holds it
-//	guard.go      the mass-invalid_grant guard (rule 15)
+//	guard.go      the mass-invalid_grant guard (rules 15, 20): the fleet's
+//	              state in the store (store.GuardState), pending reverts
+//	              retried until done, GuardScope
 //	backoff.go    the one retry delay
 //	defaults.go   every default of the manager (config uses the same values),
 //	               LockTTLFor and CheckLease (rule 17), ShutdownBudget (rule 16)

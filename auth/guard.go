@@ -2,154 +2,145 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/store"
 )
 
-// grantGuard is the mass-invalid_grant guard (SPEC §3 rule 15). Many
-// tenants rejected at once point at lsproxy's own configuration (client id,
-// secret, environment, token URL), not at the merchants. An invalid_grant
-// flags its tenant at once (a single revoked merchant is told on the first
-// request), but when threshold distinct tenants were rejected within
-// window the guard trips: no tenant is flagged while it is tripped, and the
-// tenants this process flagged within the window are unflagged again
-// (flagging keeps the refresh token, so nothing is lost). A held-back
-// tenant keeps its refresh token, answers token_unavailable and is not
-// sent again for holdFor, so that a rejected token is not sent in a loop.
+// grantGuard is the mass-invalid_grant guard (SPEC §3 rules 15 and 20).
+// Many tenants rejected at once point at lsproxy's own configuration
+// (client id, secret, environment, token URL), not at the merchants. An
+// invalid_grant flags its tenant at once (a single revoked merchant is told
+// on the first request), but when threshold distinct tenants were rejected
+// within window, across the fleet, the guard trips: no tenant is flagged
+// while it is tripped, the flags set within the window are reverted
+// (flagging keeps the refresh token, so nothing is lost; a revert that
+// fails is retried until done), and the held tenants keep their refresh
+// tokens, answer token_unavailable and are not sent again while it is
+// tripped. It clears when no new tenant was rejected for a window; the
+// tenants it held stay held (one probe at a time) until a grant proves the
+// configuration, and are flagged on their own rejection after that.
+//
+// The state lives in the store (store.GuardState), so every replica
+// decides on the fleet's rejections and a restart forgets nothing; a store
+// that keeps no guard state gets a process-local one. This process keeps
+// a short-lived copy of the last status it saw (statusTTL) so that a
+// refresh asks the store only while the guard is, or may be, tripped.
 // All methods are safe for concurrent use.
 type grantGuard struct {
 	threshold int // < 0: off (every invalid_grant flags)
 	window    time.Duration
+	scope     string // the configuration blamed by a trip (GuardScope)
+	state     store.GuardState
 
-	mu        sync.Mutex
-	rejected  map[string]time.Time // tenant → last invalid_grant
-	flagged   map[string]time.Time // tenant → when this process flagged it
-	isTripped bool
-	trips     uint64 // how often it tripped; see flaggedAt
+	mu     sync.Mutex
+	last   store.GuardStatus // the last status seen
+	seenAt time.Time         // when (monotonic); zero: never
 }
 
-// holdFor: a tenant whose invalid_grant was held back is not sent again
-// for this long.
+// statusTTL: a status younger than this that said "not tripped, nothing
+// pending" answers without a store call.
+const statusTTL = time.Second
+
+// holdFor (defect.GuardRenewedByResend only): the old guard re-sent a
+// held tenant after this long.
 const holdFor = 10 * time.Second
 
-// guardVerdict is what rejectedGrant decided.
-type guardVerdict struct {
-	flag    bool // flag the tenant now
-	changed bool // the guard tripped or cleared with this call
-	tripped bool
-	tenants int // distinct tenants rejected within the window
-	trips   uint64
-	// unflag lists the tenants flagged within the window, when the guard
-	// tripped with this call: they were rejected for the same cause.
-	unflag map[string]time.Time
+func (g *grantGuard) params() store.GuardParams {
+	return store.GuardParams{Threshold: g.threshold, Window: g.window, Scope: g.scope, Renew: defect.On(defect.GuardRenewedByResend)}
 }
 
-// rejectedGrant records an invalid_grant for tenant at now and decides.
-func (g *grantGuard) rejectedGrant(tenant string, now time.Time) guardVerdict {
-	if g.threshold < 0 {
-		return guardVerdict{flag: true}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.rejected == nil {
-		g.rejected, g.flagged = map[string]time.Time{}, map[string]time.Time{}
-	}
-	g.pruneLocked(now)
-	g.rejected[tenant] = now
-	v := guardVerdict{tenants: len(g.rejected)}
-	v.tripped = v.tenants >= g.threshold
-	v.changed = v.tripped != g.isTripped
-	g.isTripped = v.tripped
-	v.flag = !v.tripped
-	if v.tripped && v.changed {
-		g.trips++
-		v.unflag, g.flagged = g.flagged, map[string]time.Time{}
-	}
-	v.trips = g.trips
-	return v
+// GuardScope names the configuration the guard blames when it trips: a
+// fingerprint of the client id and the token URL (never the secret). A
+// replica restarted with a fixed configuration has another scope, so its
+// guard starts untripped and sends the held tenants' refresh tokens again
+// at once (store.GuardState).
+func GuardScope(clientID, tokenURL string) string {
+	sum := sha256.Sum256([]byte(clientID + "\n" + tokenURL))
+	return hex.EncodeToString(sum[:8])
 }
 
-// tripCount returns how often the guard tripped so far (for flaggedAt).
-func (g *grantGuard) tripCount() uint64 {
+func (g *grantGuard) off() bool { return g.threshold < 0 }
+
+// note records a status seen.
+func (g *grantGuard) note(s store.GuardStatus) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.trips
+	g.last, g.seenAt = s, time.Now()
 }
 
-// flaggedAt records that tenant was flagged at at, after a verdict that
-// saw the guard's trip count trips. It returns false, recording nothing,
-// when the guard tripped since: that trip's revert list was taken without
-// this flag (it was being written), so the caller must revert it itself.
-func (g *grantGuard) flaggedAt(tenant string, at time.Time, trips uint64) bool {
-	if g.threshold < 0 {
-		return true
-	}
+// forget drops the status seen: the next caller asks the store.
+func (g *grantGuard) forget() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.trips != trips || g.isTripped {
+	g.seenAt = time.Time{}
+}
+
+// recent returns the last status seen when it is younger than statusTTL.
+func (g *grantGuard) recent() (store.GuardStatus, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.last, !g.seenAt.IsZero() && time.Since(g.seenAt) < statusTTL
+}
+
+// guardCtx bounds one guard store call.
+func guardCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
+}
+
+// guardStatus reads the fleet's guard status (tenant: also whether it is
+// held and its pending revert), reporting a clear it caused. ok is false
+// when the store did not answer.
+func (m *Manager) guardStatus(ctx context.Context, tenant string) (store.GuardStatus, bool) {
+	return m.guardStatusProbe(ctx, tenant, false)
+}
+
+// guardStatusProbe is guardStatus; probe: the caller sends tenant's
+// refresh token unless it is held (it may take the fleet's probe slot).
+func (m *Manager) guardStatusProbe(ctx context.Context, tenant string, probe bool) (store.GuardStatus, bool) {
+	gctx, cancel := guardCtx(ctx)
+	defer cancel()
+	p := m.guard.params()
+	p.Probe = probe
+	s, err := m.guard.state.GuardStatus(gctx, tenant, m.now(), p)
+	if err != nil {
+		m.log.Warn("mass invalid_grant guard state unavailable", zap.Error(err))
+		return s, false
+	}
+	m.guard.note(s)
+	m.opts.Metrics.guard(s.Tripped)
+	if s.Changed {
+		m.guardChanged(false, 0)
+	}
+	return s, true
+}
+
+// heldBack reports whether tenant's refresh token is held back by the
+// tripped guard (rule 20: not sent again while it is tripped). When the
+// guard's state cannot be read the token is not held back: the guard
+// then decides at the rejection, if any.
+func (m *Manager) heldBack(ctx context.Context, tenant string) bool {
+	if m.guard.off() {
 		return false
 	}
-	g.flagged[tenant] = at
+	if last, ok := m.guard.recent(); ok && !last.Tripped && last.Acquitted == 0 {
+		return false
+	}
+	s, ok := m.guardStatusProbe(ctx, tenant, true)
+	if !ok || !s.Held {
+		return false
+	}
+	if defect.On(defect.GuardRenewedByResend) {
+		return m.now().Sub(s.HeldSince) < holdFor // the old guard re-sent it
+	}
 	return true
-}
-
-// heldBack reports whether tenant's invalid_grant was held back less than
-// holdFor ago.
-func (g *grantGuard) heldBack(tenant string, now time.Time) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	at, ok := g.rejected[tenant]
-	return ok && g.isTripped && now.Sub(at) < holdFor
-}
-
-// granted records a successful grant for tenant.
-func (g *grantGuard) granted(tenant string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	delete(g.rejected, tenant)
-	delete(g.flagged, tenant)
-}
-
-// tripped reports whether the guard holds back flagging at now.
-func (g *grantGuard) tripped(now time.Time) bool {
-	t, _ := g.check(now)
-	return t
-}
-
-// check reports whether the guard is tripped at now, and whether that
-// changed since it was last looked at.
-func (g *grantGuard) check(now time.Time) (tripped, changed bool) {
-	if g.threshold < 0 {
-		return false, false
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.pruneLocked(now)
-	tripped = len(g.rejected) >= g.threshold
-	changed = tripped != g.isTripped
-	g.isTripped = tripped
-	if tripped && changed {
-		g.trips++ // not reached today: only rejectedGrant adds tenants
-	}
-	return tripped, changed
-}
-
-func (g *grantGuard) pruneLocked(now time.Time) {
-	for id, at := range g.rejected {
-		if now.Sub(at) >= g.window {
-			delete(g.rejected, id)
-		}
-	}
-	for id, at := range g.flagged {
-		if now.Sub(at) >= g.window {
-			delete(g.flagged, id)
-		}
-	}
 }
 
 // guardChanged reports a trip or clear of the mass-invalid_grant guard.
@@ -166,36 +157,177 @@ func (m *Manager) guardChanged(tripped bool, tenants int) {
 	}
 }
 
-// consultGuard records tenant's invalid_grant with the guard (rule 15)
-// and reverts the flags a trip covers. It reports whether the tenant may
-// be flagged and the trip count to give flaggedAt. A retry (an operator's
-// request) is not counted and may always flag.
+// consultGuard records tenant's invalid_grant with the fleet's guard
+// (rules 15, 20) and reverts the flags a trip covers. It reports whether
+// the tenant may be flagged and the trip count to give flagRecorded. A
+// retry (an operator's request) is not counted and may always flag.
+// When the guard's state cannot be read or written the tenant is not
+// flagged (its refresh token is kept; the next attempt decides).
 func (m *Manager) consultGuard(ctx context.Context, tenant string, retry bool, now time.Time) (flag bool, trips uint64) {
-	if retry {
-		return true, m.guard.tripCount()
+	if retry || m.guard.off() {
+		return true, 0
 	}
-	v := m.guard.rejectedGrant(tenant, now)
-	if v.changed {
-		m.guardChanged(v.tripped, v.tenants)
+	gctx, cancel := guardCtx(ctx)
+	v, err := m.guard.state.GuardReject(gctx, tenant, now, m.guard.params())
+	cancel()
+	if err != nil {
+		m.log.Warn("invalid_grant not acted on: the guard's state is unavailable; the refresh token is kept",
+			zap.String("tenant", tenant), zap.Error(err))
+		m.opts.Metrics.refresh("held")
+		m.opts.Metrics.held()
+		return false, 0
 	}
-	for id, at := range v.unflag {
-		m.unflag(ctx, id, at, true)
+	m.guard.forget() // the next caller asks the store again
+	m.opts.Metrics.guard(v.Tripped)
+	if v.Changed {
+		m.guardChanged(v.Tripped, v.Tenants)
 	}
-	if !v.flag {
+	if v.Tripped && v.Changed {
+		m.settleReverts(ctx)
+	}
+	if !v.Flag {
 		m.opts.Metrics.refresh("held")
 		m.opts.Metrics.held()
 		m.log.Warn("invalid_grant not acted on: the refresh token is kept and the tenant not flagged",
-			zap.String("tenant", tenant), zap.Bool("guard_tripped", v.tripped), zap.Int("rejected_tenants", v.tenants))
+			zap.String("tenant", tenant), zap.Bool("guard_tripped", v.Tripped), zap.Int("rejected_tenants", v.Tenants))
 	}
-	return v.flag, v.trips
+	return v.Flag, v.Trips
 }
 
-// unflag reverts a flag this process set at at, when the guard decided
-// that the rejection was the configuration's fault. A tenant flagged or
-// re-authorized since is left alone. announced: OnFlag was called for the
-// flag, so OnRecover is called for its revert. It returns the reverted
-// record, nil when nothing was reverted.
-func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time, announced bool) *store.Tenant {
+// flagRecorded records tenant's flag at at as revertible by a trip. It
+// returns false when the guard tripped since the verdict (trips): the
+// caller must revert the flag itself. A retry's flag is not revertible: the
+// operator asked for this tenant, the provider rejected it again.
+func (m *Manager) flagRecorded(ctx context.Context, tenant string, at time.Time, trips uint64, retry bool) bool {
+	if retry || m.guard.off() {
+		return true
+	}
+	gctx, cancel := guardCtx(ctx)
+	defer cancel()
+	ok, err := m.guard.state.GuardFlagged(gctx, tenant, at, trips, m.guard.params())
+	if err != nil {
+		// Not recorded, so no trip could revert it: revert it now.
+		m.log.Warn("flag not recorded with the guard's state; reverting it", zap.String("tenant", tenant), zap.Error(err))
+		return false
+	}
+	return ok
+}
+
+// guardGranted tells the guard's state that tenant's refresh token
+// worked. always: ask even when the guard looked quiet (a recovered
+// tenant: Retry).
+func (m *Manager) guardGranted(ctx context.Context, tenant string, always bool) {
+	if m.guard.off() {
+		return
+	}
+	if last, ok := m.guard.recent(); ok && !always && !last.Tripped && last.Tenants == 0 && last.Pending == 0 && last.Acquitted == 0 {
+		return // nobody rejected within the window: nothing to forget
+	}
+	gctx, cancel := guardCtx(ctx)
+	defer cancel()
+	if err := m.guard.state.GuardGranted(gctx, tenant, m.now(), m.guard.params()); err != nil {
+		m.log.Warn("mass invalid_grant guard state not updated after a grant", zap.String("tenant", tenant), zap.Error(err))
+	}
+}
+
+// settleReverts performs the pending reverts of the fleet's guard (at most
+// store.MaxGuardReverts per call) and reports a clear. A revert that
+// fails stays pending and is tried again by the next call (Run calls this
+// every guardSettleEvery; rule 20: retried until done).
+func (m *Manager) settleReverts(ctx context.Context) {
+	if m.guard.off() {
+		return
+	}
+	s, ok := m.guardStatus(ctx, "")
+	if !ok {
+		return
+	}
+	for _, r := range s.Reverts {
+		m.revert(ctx, r)
+	}
+}
+
+// revert reverts one pending flag and acknowledges it when done or moot.
+func (m *Manager) revert(ctx context.Context, r store.GuardRevert) {
+	_, err := m.unflag(ctx, r.Tenant, r.FlaggedAt, true)
+	if err != nil && !defect.On(defect.GuardRevertOnce) {
+		return // stays pending: tried again
+	}
+	gctx, cancel := guardCtx(ctx)
+	defer cancel()
+	if err := m.guard.state.GuardReverted(gctx, r.Tenant, r.FlaggedAt); err != nil {
+		m.log.Warn("flag reverted, but the guard's state not told; it is tried again", zap.String("tenant", r.Tenant), zap.Error(err))
+	}
+}
+
+// revertOwn reverts the flag this call set at at, which the guard
+// refused to record (it tripped meanwhile: the flag is pending there) and
+// acknowledges it; a failed revert stays pending and is retried
+// (settleReverts). It returns the reverted record, nil when nothing was
+// reverted.
+func (m *Manager) revertOwn(ctx context.Context, tenant string, at time.Time) *store.Tenant {
+	rec, err := m.unflag(ctx, tenant, at, false)
+	if err != nil {
+		return nil
+	}
+	gctx, cancel := guardCtx(ctx)
+	defer cancel()
+	if err := m.guard.state.GuardReverted(gctx, tenant, at); err != nil {
+		m.log.Warn("flag reverted, but the guard's state not told; it is tried again", zap.String("tenant", tenant), zap.Error(err))
+	}
+	return rec
+}
+
+// revertPending reverts rec's flag now when the guard has it pending (a
+// revert that failed earlier, or one another replica has not done yet).
+// It returns the record to answer from.
+func (m *Manager) revertPending(ctx context.Context, rec *store.Tenant) *store.Tenant {
+	if m.guard.off() {
+		return rec
+	}
+	if last, ok := m.guard.recent(); ok && last.Pending == 0 {
+		return rec
+	}
+	s, ok := m.guardStatus(ctx, rec.ID)
+	if !ok || s.Revert.IsZero() {
+		return rec
+	}
+	m.revert(ctx, store.GuardRevert{Tenant: rec.ID, FlaggedAt: s.Revert})
+	cur, err := m.store.Get(ctx, rec.ID)
+	if err != nil {
+		return rec
+	}
+	return cur
+}
+
+// guardSettleEvery: how often Run performs pending reverts and looks for
+// a clear of the fleet's guard.
+const guardSettleEvery = 5 * time.Second
+
+// runGuard performs pending reverts every guardSettleEvery until ctx ends.
+func (m *Manager) runGuard(ctx context.Context) {
+	if m.guard.off() {
+		return
+	}
+	t := time.NewTicker(guardSettleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.settleReverts(ctx)
+		}
+	}
+}
+
+// unflag reverts a flag set at at, when the guard decided that the
+// rejection was the configuration's fault. A tenant flagged or
+// re-authorized since is left alone (moot: nil record, nil error).
+// announced: OnFlag was called for the flag, so OnRecover is called for
+// its revert. It returns the reverted record; an error when the revert
+// could not be written.
+func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time, announced bool) (*store.Tenant, error) {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
 	defer cancel()
 	rec, err := store.Update(pctx, m.store, tenant, func(t *store.Tenant) error {
@@ -212,16 +344,25 @@ func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time, annou
 		if announced && m.opts.OnRecover != nil {
 			go m.opts.OnRecover(tenant)
 		}
-		return rec
-	case !errors.Is(err, store.ErrSkip):
-		m.log.Error("could not revert a flag", zap.String("tenant", tenant), zap.Error(err))
+		return rec, nil
+	case errors.Is(err, store.ErrSkip), errors.Is(err, store.ErrNotFound):
+		return nil, nil
 	}
-	return nil
+	m.log.Error("could not revert a flag; it is tried again", zap.String("tenant", tenant), zap.Error(err))
+	return nil, err
 }
 
-// noteGuard reports a guard that cleared since it was last looked at.
-func (m *Manager) noteGuard() {
-	if tripped, changed := m.guard.check(m.now()); changed {
-		m.guardChanged(tripped, 0)
+// GuardTripped reports whether the fleet's mass-invalid_grant guard holds
+// back flagging now (the last known state when the store does not answer).
+func (m *Manager) GuardTripped() bool {
+	if m.guard.off() {
+		return false
 	}
+	s, ok := m.guardStatus(context.Background(), "")
+	if !ok {
+		m.guard.mu.Lock()
+		defer m.guard.mu.Unlock()
+		return m.guard.last.Tripped
+	}
+	return s.Tripped
 }

@@ -78,27 +78,125 @@ func TestGuardTripDuringFlagWrite(t *testing.T) {
 	}
 }
 
-// TestGuardFlaggedAtAfterTrip: flaggedAt refuses a flag whose verdict came
-// before a trip (the caller reverts it), and records one after none.
+// TestGuardFlaggedAtAfterTrip: flagRecorded refuses a flag whose verdict
+// came before a trip (the trip's reverts were taken without it), and a
+// retry's flag always stands.
 func TestGuardFlaggedAtAfterTrip(t *testing.T) {
-	g := &grantGuard{threshold: 2, window: time.Minute}
-	now := time.Now()
-	a := g.rejectedGrant("a", now)
-	if !a.flag || !g.flaggedAt("a", now, a.trips) {
-		t.Fatalf("a: verdict %+v, flag not recorded", a)
+	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold, o.GuardWindow = 2, time.Minute })
+	now := f.clk.Now()
+	flag, trips := f.m.consultGuard(ctx, "a", false, now)
+	if !flag || !f.m.flagRecorded(ctx, "a", now, trips, false) {
+		t.Fatal("first rejection: flag and record it")
 	}
-	b := g.rejectedGrant("b", now) // the second tenant trips it
-	if b.flag || len(b.unflag) != 1 {
-		t.Fatalf("b: verdict %+v; want tripped, a to unflag", b)
+	if flag, _ := f.m.consultGuard(ctx, "b", false, now); flag { // the second tenant trips it
+		t.Fatal("second tenant: the guard should trip")
 	}
-	g2 := &grantGuard{threshold: 2, window: time.Minute}
-	c := g2.rejectedGrant("c", now)
-	g2.rejectedGrant("d", now) // trips while c's flag is written
-	if g2.flaggedAt("c", now, c.trips) {
-		t.Fatal("c's flag recorded after the trip: nobody would revert it")
+	g := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold, o.GuardWindow = 2, time.Minute })
+	_, cTrips := g.m.consultGuard(ctx, "c", false, now)
+	g.m.consultGuard(ctx, "d", false, now) // trips while c's flag is written
+	if g.m.flagRecorded(ctx, "c", now, cTrips, false) {
+		t.Fatal("a flag from before the trip was recorded")
 	}
-	off := &grantGuard{threshold: -1}
-	if v := off.rejectedGrant("e", now); !v.flag || !off.flaggedAt("e", now, v.trips) {
+	if flag, _ := g.m.consultGuard(ctx, "e", true, now); !flag || !g.m.flagRecorded(ctx, "e", now, 0, true) {
+		t.Fatal("a retry may always flag, also while tripped")
+	}
+	off := newFixture(t) // GuardThreshold -1
+	if flag, trips := off.m.consultGuard(ctx, "e", false, now); !flag || !off.m.flagRecorded(ctx, "e", now, trips, false) {
 		t.Fatal("guard off: every flag stands")
+	}
+}
+
+// TestGuardFixedConfigurationResendsAtOnce (rule 20): a trip blames the
+// configuration it happened under. A replica restarted with a fixed one
+// (another GuardScope) sends the held tenants' refresh tokens again at
+// once, while one still running the old configuration keeps holding them;
+// the tripped guard survives a restart with the same configuration.
+func TestGuardFixedConfigurationResendsAtOnce(t *testing.T) {
+	var opts ManagerOptions
+	f := newFixture(t, func(o *ManagerOptions) {
+		o.GuardThreshold, o.GuardWindow, o.GuardScope = 3, 5*time.Minute, "wrong-client"
+		opts = *o
+	})
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	for _, id := range []string{"a", "b", "c"} {
+		f.put(t, id, -time.Second)
+		_, _ = f.m.Token(ctx, id)
+	}
+	if !f.m.GuardTripped() {
+		t.Fatal("the guard did not trip")
+	}
+	sent := f.ref.count()
+	// Restarted with the same (wrong) configuration: still tripped, the
+	// held tenants are not sent again.
+	same := NewManager(f.store, f.ref, opts)
+	if _, err := same.Token(ctx, "a"); !errors.Is(err, ErrTokenUnavailable) || !same.GuardTripped() || f.ref.count() != sent {
+		t.Fatalf("after a restart with the same configuration: %v, tripped %v, sent %d more", err, same.GuardTripped(), f.ref.count()-sent)
+	}
+	// Restarted with the fixed configuration: served at once.
+	fixedOpts := opts
+	fixedOpts.GuardScope = "right-client"
+	good := &fakeRefresher{now: f.clk.Now}
+	fixed := NewManager(f.store, good, fixedOpts)
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := fixed.Token(ctx, id); err != nil {
+			t.Errorf("%s with the fixed configuration: %v", id, err)
+		}
+	}
+	if fixed.GuardTripped() || !same.GuardTripped() {
+		t.Errorf("tripped: fixed configuration %v (want false), old configuration %v (want true)", fixed.GuardTripped(), same.GuardTripped())
+	}
+	if GuardScope("id", "https://a/token") == GuardScope("id", "https://b/token") || GuardScope("id", "u") == GuardScope("id2", "u") {
+		t.Error("GuardScope does not tell configurations apart")
+	}
+}
+
+// TestGuardClearedProbesBeforeFlagging (rule 20): after the guard clears,
+// the tenants it held are not flagged on the configuration's word: the
+// fleet sends one of them at a time (a probe every store.GuardProbeEvery)
+// until a grant proves the configuration; then they are sent again, and
+// only a rejection after that flags. A configuration still wrong flags
+// nobody.
+func TestGuardClearedProbesBeforeFlagging(t *testing.T) {
+	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold, o.GuardWindow = 3, 5*time.Minute })
+	reject := func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	f.ref.next = reject
+	ids := []string{"a", "b", "c"}
+	for _, id := range ids {
+		f.put(t, id, -time.Second)
+		_, _ = f.m.Token(ctx, id)
+	}
+	if !f.m.GuardTripped() {
+		t.Fatal("the guard did not trip")
+	}
+	f.clk.Advance(6 * time.Minute) // cleared: no new tenant for a window
+	if f.m.GuardTripped() {
+		t.Fatal("the guard did not clear")
+	}
+	// Still the wrong configuration: the probe is rejected, nobody flagged,
+	// the others held without a send.
+	sent := f.ref.count()
+	for _, id := range ids {
+		if _, err := f.m.Token(ctx, id); !errors.Is(err, ErrTokenUnavailable) {
+			t.Errorf("%s after the clear, configuration still wrong: %v, want token_unavailable", id, err)
+		}
+	}
+	if n := f.ref.count() - sent; n != 1 {
+		t.Errorf("%d refresh tokens sent after the clear, want 1 (one probe)", n)
+	}
+	for _, id := range ids {
+		if rec := f.get(t, id); rec.Status != store.StatusActive {
+			t.Errorf("%s flagged on the configuration's word: %s", id, rec.Reason)
+		}
+	}
+	// Fixed (same configuration name): the next probe succeeds, then the
+	// others are sent and served.
+	f.ref.mu.Lock()
+	f.ref.next = nil
+	f.ref.mu.Unlock()
+	f.clk.Advance(store.GuardProbeEvery)
+	for _, id := range ids {
+		if _, err := f.m.Token(ctx, id); err != nil {
+			t.Errorf("%s after the fix: %v", id, err)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -99,6 +100,14 @@ type ManagerOptions struct {
 	GuardThreshold int
 	// GuardWindow: see GuardThreshold. Default DefaultGuardWindow.
 	GuardWindow time.Duration
+	// GuardState keeps the guard's state for the fleet (rule 20). nil:
+	// the store's own when it keeps one (store.GuardState: Redis, bolt),
+	// else one in this process's memory.
+	GuardState store.GuardState
+	// GuardScope names the configuration a trip blames (see GuardScope).
+	// "": GuardScope of the Refresher's client id and token URL when it
+	// is an *OAuthClient, else "".
+	GuardScope string
 	// Logger; nil = no logging.
 	Logger *zap.Logger
 	// Metrics; nil = not recorded.
@@ -138,6 +147,15 @@ type Manager struct {
 	// they say whether an entry may be trusted past CacheTTL (cache.go).
 	notifying atomic.Bool
 	changes   atomic.Uint64
+	// losses is the store's count of lost notifications (nil: the store
+	// reports losses as gaps); lossCount its last value when lossKnown,
+	// lossCheckedAt when it was read (unix ns, m.now), lossChecking one
+	// read runs (cache.go, rule 21).
+	losses        store.NotifyLosses
+	lossCount     atomic.Uint64
+	lossKnown     atomic.Bool
+	lossCheckedAt atomic.Int64
+	lossChecking  atomic.Bool
 	// revalidated, when set (tests), is called after each background
 	// re-read has updated the cache; nil = nothing.
 	revalidated func(tenant string)
@@ -165,7 +183,21 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		log:       opts.Logger,
 		now:       opts.Now,
 		cache:     make(map[string]*cacheEntry),
-		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow},
+		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow, scope: opts.GuardScope, state: opts.GuardState},
+	}
+	if oc, ok := r.(*OAuthClient); ok && m.guard.scope == "" {
+		m.guard.scope = GuardScope(oc.ClientID, oc.TokenURL)
+	}
+	m.losses, _ = s.(store.NotifyLosses)
+	if m.guard.state == nil {
+		if gs, ok := s.(store.GuardState); ok {
+			m.guard.state = gs // the fleet's (rule 20)
+		} else {
+			m.guard.state = store.NewMemGuard() // this process's alone
+		}
+	}
+	if defect.On(defect.GuardInProcess) {
+		m.guard.state = store.NewMemGuard() // the old guard: per process, forgotten on restart
 	}
 	if m.log == nil {
 		m.log = zap.NewNop()
@@ -292,10 +324,6 @@ func (m *Manager) Retry(ctx context.Context, tenant string) (Token, error) {
 		return m.acquire(ctx, tenant, want{force: true, retry: true, used: rec.AccessToken})
 	})
 }
-
-// GuardTripped reports whether the mass-invalid_grant guard holds back
-// flagging now.
-func (m *Manager) GuardTripped() bool { return m.guard.tripped(m.now()) }
 
 // expirySafety: a token this close to its expiry is not sent at all; the
 // provider's clock may run ahead of ours and reject it in flight.

@@ -111,11 +111,14 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, er
 	if err != nil {
 		return Token{}, m.storeErr(tenant, err)
 	}
+	if !w.retry && rec.Status == store.StatusReauthorizationRequired {
+		rec = m.revertPending(waitCtx, rec) // a guard's revert not done yet (rule 20)
+	}
 	for { // bounded by waitCtx: waitForHolder fails when it ends
 		if tok, done, err := m.useStored(rec, w); done {
 			return tok, err
 		}
-		if !w.retry && m.guard.heldBack(tenant, m.now()) {
+		if !w.retry && m.heldBack(ctx, tenant) {
 			return m.staleOrUnavailable(rec, errGuardHeld)
 		}
 		lockStart := m.now()
@@ -448,8 +451,7 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 			m.opts.Metrics.refresh("ok")
 			m.log.Info("token refreshed", zap.String("tenant", next.ID), zap.Int64("version", next.Version),
 				zap.Time("expires_at", next.AccessExpiresAt), zap.Int("write_attempts", attempt))
-			m.guard.granted(next.ID)
-			m.noteGuard()
+			m.guardGranted(ctx, next.ID, recovered)
 			if recovered {
 				m.log.Info("tenant recovered", zap.String("tenant", next.ID))
 				if m.opts.OnRecover != nil {
@@ -507,8 +509,8 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	if err != nil {
 		return Token{}, m.storeErr(marked.ID, err)
 	}
-	if !m.guard.flaggedAt(cur.ID, now, trips) { // it tripped during the write
-		if rec := m.unflag(ctx, cur.ID, now, false); rec != nil {
+	if !m.flagRecorded(ctx, cur.ID, now, trips, w.retry) { // it tripped during the write
+		if rec := m.revertOwn(ctx, cur.ID, now); rec != nil {
 			cur = rec
 		}
 		m.opts.Metrics.refresh("held")

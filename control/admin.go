@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
@@ -149,29 +150,21 @@ type importBody struct {
 	DomainPrefix     string `json:"domain_prefix"`
 }
 
-func (b *importBody) validate() error {
-	var problems []string
-	if strings.TrimSpace(b.RefreshToken) == "" {
-		problems = append(problems, "refresh_token is required")
-	}
-	if len(b.RefreshToken) > 4096 || len(b.AccessToken) > 8192 {
-		problems = append(problems, "token too long")
-	}
-	if b.AccessToken != "" && b.ExpiresIn <= 0 {
-		problems = append(problems, "expires_in (seconds, > 0) is required with access_token")
-	}
-	if b.ExpiresIn < 0 || b.RefreshExpiresIn < 0 {
-		problems = append(problems, "expires_in and refresh_expires_in must not be negative")
-	}
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
-}
-
+// put is PUT /admin/tenants/{id}[?overwrite=true]: one tenant imported
+// through the same path as a line of POST /admin/import (importTenant,
+// SPEC §3 rule 19): 201 created; 200 replaced, or unchanged when the
+// tenant already holds this refresh token (nothing written: a retried
+// request); 409 refresh_in_flight while a refresh is in flight, 409
+// refresh_token_differs when the tenant holds another refresh token and
+// overwrite=true is not given.
 func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 	id := pathTenant(w, r)
 	if id == "" {
+		return
+	}
+	overwrite, err := boolQuery(r, "overwrite")
+	if err != nil {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Tenant: id, Detail: err.Error()})
 		return
 	}
 	var body importBody
@@ -185,56 +178,38 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Tenant: id, Detail: "more than one JSON value"})
 		return
 	}
-	if err := body.validate(); err != nil {
-		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Tenant: id, Detail: err.Error()})
+	line := ImportLine{ID: id, RefreshToken: body.RefreshToken, AccessToken: body.AccessToken, ExpiresIn: body.ExpiresIn,
+		RefreshExpiresIn: body.RefreshExpiresIn, Scope: body.Scope, DomainPrefix: body.DomainPrefix}
+	if p := line.problems(); len(p) > 0 {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Tenant: id, Detail: strings.Join(p, "; ")})
 		return
 	}
-	now := s.Now()
-	for attempt := 0; attempt < 5; attempt++ {
-		cur, err := s.Store.Get(r.Context(), id)
-		var expect int64
-		next := &store.Tenant{ID: id, CreatedAt: now}
-		switch {
-		case err == nil:
-			expect = cur.Version
-			next = cur.Clone() // keep identity and history
-		case !errors.Is(err, store.ErrNotFound):
-			adminError(w, id, err)
-			return
-		}
-		next.Provider = s.Provider
-		tokens := store.Tokens{Access: body.AccessToken, Refresh: body.RefreshToken, Scope: body.Scope}
-		if body.AccessToken != "" {
-			tokens.AccessExpiry = now.Add(time.Duration(body.ExpiresIn) * time.Second)
-		}
-		if body.RefreshExpiresIn > 0 {
-			tokens.RefreshExpiry = now.Add(time.Duration(body.RefreshExpiresIn) * time.Second)
-		}
-		if body.DomainPrefix != "" {
-			if next.Extra == nil {
-				next.Extra = map[string]string{}
-			}
-			next.Extra["domain_prefix"] = body.DomainPrefix
-		}
-		next.Import(tokens, now)
-		v, err := s.Store.Put(r.Context(), next, expect)
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			adminError(w, id, err)
-			return
-		}
-		next.Version = v
-		s.Tokens.Invalidate(id)
-		status := http.StatusOK
-		if expect == 0 {
-			status = http.StatusCreated
-		}
-		httperr.WriteJSON(w, status, View(next))
+	out, refused := s.importTenant(r.Context(), line, false, overwrite, defect.On(defect.AdminPutIgnoresMark))
+	if refused != nil {
+		httperr.Write(w, httperr.Error{Kind: refused.kind, Tenant: id, Detail: refused.detail, RetryAfter: time.Second})
 		return
 	}
-	adminError(w, id, store.ErrConflict)
+	status := http.StatusOK
+	if out.status == "created" {
+		status = http.StatusCreated
+	}
+	w.Header().Set(ImportHeader, out.status)
+	httperr.WriteJSON(w, status, View(out.rec))
+}
+
+// ImportHeader names what PUT /admin/tenants/{id} did: created, updated or
+// unchanged.
+const ImportHeader = "X-Lsproxy-Import"
+
+// boolQuery reads an optional true/false query parameter.
+func boolQuery(r *http.Request, name string) (bool, error) {
+	switch v := r.URL.Query().Get(name); v {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, fmt.Errorf("%s must be true or false", name)
 }
 
 // jsonProblem describes a JSON decoding error without echoing input values.

@@ -231,47 +231,119 @@ func safeID(id string) string {
 
 func (s *Server) importOne(ctx context.Context, l ImportLine, n int, dry, overwrite bool) ImportResult {
 	res := ImportResult{Line: n, ID: l.ID}
-	fail := func(format string, args ...any) ImportResult {
-		res.Status, res.Error = "error", fmt.Sprintf(format, args...)
+	out, ierr := s.importTenant(ctx, l, dry, overwrite, false)
+	if ierr != nil {
+		res.Status, res.Error = "error", ierr.line
 		return res
 	}
-	lock, err := s.Store.TryLock(ctx, "tenant:"+l.ID, importLockTTL)
-	if errors.Is(err, store.ErrLockHeld) {
-		return fail("tenant %s: a refresh is in flight; nothing changed, retry this line later", l.ID)
+	res.Status = out.status
+	return res
+}
+
+// importOutcome is what importTenant did with one tenant.
+type importOutcome struct {
+	// status is created, updated, unchanged, would_create or would_update.
+	status string
+	// rec is the tenant as stored afterwards (for unchanged: as found);
+	// nil for a dry run.
+	rec *store.Tenant
+}
+
+// importRefusal says why importTenant changed nothing: kind for the
+// admin API's answer, line for a bulk import's result (fixed texts and
+// the validated tenant id only).
+type importRefusal struct {
+	kind   *httperr.Kind
+	detail string
+	line   string
+}
+
+// importTenant is the one write path of an import, shared by PUT
+// /admin/tenants/{id} and every line of POST /admin/import (SPEC §3 rule
+// 19). Under the tenant's refresh lock it re-reads the record and:
+//   - refuses while a refresh is in flight (lock held, or the record
+//     carries the in-flight mark): its holder may be writing a new
+//     refresh token, and an import would make it discard it (an
+//     interrupted refresh is resolved by the next refresh, which sends
+//     the stored token once: POST /admin/tenants/{id}/refresh);
+//   - changes nothing when the record already holds l's refresh token
+//     (a retried or re-run import: "unchanged");
+//   - refuses a record holding another refresh token unless overwrite
+//     (the import's token is then probably spent and would replace a
+//     live one);
+//   - otherwise writes, fenced on the version and write id read, and
+//     retries a lost compare-and-set on a fresh read.
+//
+// legacy (tests only: defect.AdminPutIgnoresMark) brings back the admin
+// PUT of before rule 19: no lock, no look at the mark, always overwrite.
+// Safe for concurrent use.
+func (s *Server) importTenant(ctx context.Context, l ImportLine, dry, overwrite, legacy bool) (importOutcome, *importRefusal) {
+	refuse := func(kind *httperr.Kind, detail, format string, args ...any) (importOutcome, *importRefusal) {
+		return importOutcome{}, &importRefusal{kind: kind, detail: detail, line: fmt.Sprintf(format, args...)}
 	}
-	if err != nil {
-		return fail("tenant %s: store unavailable; nothing changed", l.ID)
-	}
-	defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
-	cur, err := s.Store.Get(ctx, l.ID)
-	var expect int64
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case errors.Is(err, store.ErrDecrypt):
-		return fail("tenant %s: the stored record cannot be decrypted with the configured keys; nothing changed", l.ID)
-	case err != nil:
-		return fail("tenant %s: store unavailable; nothing changed", l.ID)
-	case cur.RefreshInFlight:
-		return fail("tenant %s: a refresh is in flight (its outcome is not yet stored); nothing changed, retry this line later", l.ID)
-	case cur.RefreshToken == l.RefreshToken:
-		res.Status = "unchanged"
-		return res
-	case cur.RefreshToken != "" && !overwrite:
-		return fail("tenant %s exists with another refresh token (refreshed since it was exported?); nothing changed. Delete it first or import with overwrite", l.ID)
-	default:
-		expect = cur.Version
-	}
-	if dry {
-		res.Status = "would_create"
-		if expect != 0 {
-			res.Status = "would_update"
+	ignoreMark := legacy
+	if !ignoreMark {
+		lock, err := s.Store.TryLock(ctx, "tenant:"+l.ID, importLockTTL)
+		if errors.Is(err, store.ErrLockHeld) {
+			return refuse(httperr.RefreshInFlight, "", "tenant %s: a refresh is in flight; nothing changed, retry this line later", l.ID)
 		}
-		return res
+		if err != nil {
+			return refuse(httperr.StoreUnavailable, "", "tenant %s: store unavailable; nothing changed", l.ID)
+		}
+		defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
 	}
+	for attempt := 1; ; attempt++ {
+		cur, err := s.Store.Get(ctx, l.ID)
+		var expect int64
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			cur = nil
+		case errors.Is(err, store.ErrDecrypt):
+			return refuse(httperr.DecryptFailed, "", "tenant %s: the stored record cannot be decrypted with the configured keys; nothing changed", l.ID)
+		case err != nil:
+			return refuse(httperr.StoreUnavailable, "", "tenant %s: store unavailable; nothing changed", l.ID)
+		case cur.RefreshInFlight && !ignoreMark:
+			return refuse(httperr.RefreshInFlight, "", "tenant %s: a refresh is in flight (its outcome is not yet stored); nothing changed, retry this line later", l.ID)
+		case cur.RefreshToken == l.RefreshToken && !ignoreMark:
+			return importOutcome{status: "unchanged", rec: cur}, nil
+		case cur.RefreshToken != "" && cur.RefreshToken != l.RefreshToken && !overwrite && !ignoreMark:
+			return refuse(httperr.RefreshTokenDiffers, "", "tenant %s exists with another refresh token (refreshed since it was exported?); nothing changed. Delete it first or import with overwrite", l.ID)
+		default:
+			expect = cur.Version
+		}
+		if dry {
+			if expect != 0 {
+				return importOutcome{status: "would_update"}, nil
+			}
+			return importOutcome{status: "would_create"}, nil
+		}
+		next := s.imported(cur, l)
+		_, err = s.Store.Put(ctx, next, expect)
+		if errors.Is(err, store.ErrConflict) {
+			if attempt < store.UpdateAttempts {
+				continue // written meanwhile (a rekey, a heartbeat): decide again
+			}
+			return refuse(httperr.Conflict, "", "tenant %s changed during the import; nothing changed, retry this line", l.ID)
+		}
+		if err != nil {
+			return refuse(httperr.StoreUnavailable, "", "tenant %s: store unavailable; nothing changed", l.ID)
+		}
+		s.Tokens.Invalidate(l.ID)
+		s.indexLocations(ctx, l.ID, cur, next)
+		if expect != 0 {
+			return importOutcome{status: "updated", rec: next}, nil
+		}
+		return importOutcome{status: "created", rec: next}, nil
+	}
+}
+
+// imported returns the record an import of l writes over cur (nil: a new
+// tenant): identity and history kept, tokens replaced (store.Tenant.Import).
+func (s *Server) imported(cur *store.Tenant, l ImportLine) *store.Tenant {
 	now := s.Now()
 	next := &store.Tenant{ID: l.ID, CreatedAt: now}
 	if cur != nil {
-		next = cur.Clone() // keep identity and history
+		next = cur.Clone() // keep identity and history; fenced on its write id
 	}
 	next.Provider = s.Provider
 	tokens := store.Tokens{Access: l.AccessToken, Refresh: l.RefreshToken, Scope: l.Scope}
@@ -297,27 +369,23 @@ func (s *Server) importOne(ctx context.Context, l ImportLine, n int, dry, overwr
 		next.Locations = append([]store.Location(nil), l.Locations...)
 		next.LocationsAt = now
 	}
-	if _, err := s.Store.Put(ctx, next, expect); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return fail("tenant %s changed during the import; nothing changed, retry this line", l.ID)
-		}
-		return fail("tenant %s: store unavailable; nothing changed", l.ID)
+	return next
+}
+
+// indexLocations updates the location index after an import wrote next
+// over cur (nil: created).
+func (s *Server) indexLocations(ctx context.Context, id string, cur, next *store.Tenant) {
+	idx, ok := s.Store.(store.LocationIndex)
+	if !ok || len(next.Locations) == 0 && (cur == nil || len(cur.Locations) == 0) {
+		return
 	}
-	s.Tokens.Invalidate(l.ID)
-	if idx, ok := s.Store.(store.LocationIndex); ok && (len(next.Locations) > 0 || cur != nil && len(cur.Locations) > 0) {
-		ids := make([]string, len(next.Locations))
-		for i, loc := range next.Locations {
-			ids[i] = loc.ID
-		}
-		if err := idx.SetTenantLocations(ctx, l.ID, ids); err != nil {
-			s.Logger.Warn("location index not updated after import", zap.String("tenant", l.ID), zap.Error(err))
-		}
+	ids := make([]string, len(next.Locations))
+	for i, loc := range next.Locations {
+		ids[i] = loc.ID
 	}
-	res.Status = "created"
-	if expect != 0 {
-		res.Status = "updated"
+	if err := idx.SetTenantLocations(ctx, id, ids); err != nil {
+		s.Logger.Warn("location index not updated after import", zap.String("tenant", id), zap.Error(err))
 	}
-	return res
 }
 
 func mergeExtra(extra map[string]string, k, v string) map[string]string {

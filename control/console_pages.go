@@ -279,7 +279,8 @@ func (c *console) importPage(w http.ResponseWriter, r *http.Request, sess sessio
 	c.pages.render(w, http.StatusOK, "import", c.data(r, sess, "Import a tenant", importForm{}))
 }
 
-// importTenant imports one tenant through PUT /admin/tenants/{id}. On a
+// importTenant imports one tenant through PUT /admin/tenants/{id}
+// (?overwrite=true when ticked). On a
 // problem the form comes back with the id and expiry but without the
 // tokens.
 func (c *console) importTenant(w http.ResponseWriter, r *http.Request, sess session) int {
@@ -306,7 +307,11 @@ func (c *console) importTenant(w http.ResponseWriter, r *http.Request, sess sess
 		}
 		body["expires_in"] = n
 	}
-	res := c.callAdmin(r.Context(), http.MethodPut, tenantPath(form.ID), body)
+	path := tenantPath(form.ID)
+	if f.Get("overwrite") == "true" {
+		path += "?overwrite=true"
+	}
+	res := c.callAdmin(r.Context(), http.MethodPut, path, body)
 	if res.Status != http.StatusOK && res.Status != http.StatusCreated {
 		return fail(res.Status, "Nothing was imported: "+res.message())
 	}

@@ -390,6 +390,16 @@ func TestConsolePagesShowNoSecrets(t *testing.T) {
 	if err != nil || got.RefreshToken != "RT-PASTED-9" || len(got.History) != 1 || got.History[0].Kind != store.EventImported {
 		t.Fatalf("imported tenant: %+v %v", got, err)
 	}
+	// Another refresh token for it: refused unless "Replace" is ticked.
+	again := f.post(t, "/console/import", url.Values{"csrf": {token}, "id": {"new-shop"}, "refresh_token": {"RT-PASTED-10"}})
+	all.WriteString(again.body)
+	if again.status != http.StatusConflict || !strings.Contains(again.body, "overwrite") {
+		t.Errorf("import of another refresh token: %d %s", again.status, again.body)
+	}
+	replaced := f.post(t, "/console/import", url.Values{"csrf": {token}, "id": {"new-shop"}, "refresh_token": {"RT-PASTED-10"}, "overwrite": {"true"}})
+	if cur, _ := f.store.Get(context.Background(), "new-shop"); replaced.status != http.StatusSeeOther || cur.RefreshToken != "RT-PASTED-10" {
+		t.Errorf("import with Replace ticked: %d %s", replaced.status, replaced.body)
+	}
 	ip := f.get(t, ok.header.Get("Location"))
 	all.WriteString(ip.body)
 	if !strings.Contains(ip.body, "The tenant was imported.") {

@@ -154,8 +154,16 @@ func TestImportGetListDelete(t *testing.T) {
 	if _, err := f.store.Put(context.Background(), flagged, rec.Version); err != nil {
 		t.Fatal(err)
 	}
+	// Another refresh token needs overwrite (rule 19); nothing changes.
 	code, body, _ = f.call(t, "PUT", "/admin/tenants/acme", adminToken, `{"refresh_token":"RT-SECRET-2"}`)
-	if code != 200 {
+	if code != 409 || !strings.Contains(body, `"error":"refresh_token_differs"`) {
+		t.Fatalf("re-import without overwrite: %d %s", code, body)
+	}
+	if cur, _ := f.store.Get(context.Background(), "acme"); cur.Version != flagged.Version || cur.RefreshToken != "RT-SECRET-1" {
+		t.Fatalf("refused re-import changed the record: v%d", cur.Version)
+	}
+	code, body, hdr := f.call(t, "PUT", "/admin/tenants/acme?overwrite=true", adminToken, `{"refresh_token":"RT-SECRET-2"}`)
+	if code != 200 || hdr.Get(ImportHeader) != "updated" {
 		t.Fatalf("re-import: %d %s", code, body)
 	}
 	rec2, _ := f.store.Get(context.Background(), "acme")

@@ -8,6 +8,8 @@
 //     Onboarding interface that package onboard implements.
 //   - admin.go: the admin API's tenant endpoints and TenantView, the
 //     token-free view of a tenant.
+//   - bulkimport.go: POST /admin/import and importTenant, the one import
+//     write path it shares with PUT /admin/tenants/{id} (SPEC §3 rule 19).
 //   - list.go: GET /admin/tenants and listPage, the one paging loop (over
 //     store.Lister's cursor, else Store.List) the console lists with too.
 //   - console.go: the operator console under /console/ (routes, security

@@ -12,7 +12,8 @@
 //   - callback.go: ServeCallback (GET /oauth/callback): state taken once,
 //     provider parameters checked, the code exchanged.
 //   - grant.go: the exchanged grant applied to the tenant record with
-//     compare-and-set; exchange failures mapped to pages.
+//     compare-and-set, under the tenant lock and never over a refresh in
+//     flight (SPEC §3 rule 19); exchange failures mapped to pages.
 //   - pages.go: the merchant's HTML pages, whose statuses and codes come
 //     from the error table in internal/httperr.
 //   - webhook.go: Notifier, delivering signed tenant.flagged /

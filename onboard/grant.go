@@ -21,6 +21,16 @@ import (
 // this link's flow meanwhile), pageStoreDown (a store failure or too many
 // conflicts). Failures are logged here.
 func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, ident *auth.Identified) (written, replaced *store.Tenant, fail *page) {
+	// Rule 19: under the tenant's refresh lock, never over a refresh in
+	// flight (its holder may be writing a new refresh token).
+	lock, fresh, fail := o.lockIdle(ctx, log, sv.Tenant)
+	if fail != nil {
+		return nil, nil, fail
+	}
+	defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
+	if fresh != nil {
+		cur = fresh
+	}
 	now := o.now()
 	var err error
 	for attempt := 0; attempt < casAttempts; attempt++ {
@@ -63,6 +73,66 @@ func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateVal
 	log.Error("onboarding callback: tokens not stored", zap.Error(err))
 	p := pageStoreDown
 	return nil, nil, &p
+}
+
+// Waiting of lockIdle for a refresh in flight to end.
+const (
+	lockIdleWait = 10 * time.Second // default RefreshWait: a refresh's token_timeout with the defaults
+	lockIdleTTL  = 10 * time.Second // the lock held while the grant is written
+)
+
+// lockIdle takes tenant's refresh lock once no refresh of it is in flight
+// (lock free, no holder's mark on the record), waiting up to RefreshWait.
+// It returns the lock and the record read under it, or the page to answer:
+// pageRefreshInFlight when a refresh stayed in flight, pageTenantGone,
+// pageStoreDown.
+func (o *Onboarder) lockIdle(ctx context.Context, log *zap.Logger, tenant string) (store.Lock, *store.Tenant, *page) {
+	wait := o.RefreshWait
+	if wait <= 0 {
+		wait = lockIdleWait
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	delay := 50 * time.Millisecond
+	for {
+		lock, err := o.Store.TryLock(wctx, "tenant:"+tenant, lockIdleTTL)
+		if err == nil {
+			cur, gerr := o.Store.Get(wctx, tenant)
+			if gerr == nil && !holderMark(cur) {
+				return lock, cur, nil
+			}
+			_ = lock.Release(context.WithoutCancel(ctx))
+			switch {
+			case errors.Is(gerr, store.ErrNotFound):
+				log.Warn("onboarding callback: tenant deleted during the exchange; tokens discarded")
+				p := pageTenantGone
+				return nil, nil, &p
+			case gerr != nil:
+				err = gerr
+			}
+		}
+		if err != nil && !errors.Is(err, store.ErrLockHeld) && wctx.Err() == nil {
+			log.Error("onboarding callback: tokens not stored", zap.Error(err))
+			p := pageStoreDown
+			return nil, nil, &p
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-wctx.Done():
+			t.Stop()
+			log.Warn("onboarding callback refused: a refresh of the tenant stayed in flight; tokens discarded")
+			p := pageRefreshInFlight
+			return nil, nil, &p
+		case <-t.C:
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
+}
+
+// holderMark reports whether t carries a refresh holder's mark (a holder
+// that may still write); an interrupted refresh's undone mark has none.
+func holderMark(t *store.Tenant) bool {
+	return t.RefreshInFlight && (t.RefreshMark != "" || !t.RefreshStartedAt.IsZero())
 }
 
 // mergeExtra returns a copy of extra with params set.

@@ -121,6 +121,10 @@ type Onboarder struct {
 	// Now is the clock for link and state expiry and record timestamps;
 	// nil = time.Now.
 	Now func() time.Time
+	// RefreshWait bounds how long a callback waits for a refresh of its
+	// tenant in flight to end before it answers 409 refresh_in_flight
+	// (SPEC §3 rule 19). 0: 10 s (a refresh's token_timeout by default).
+	RefreshWait time.Duration
 
 	once     sync.Once
 	initErr  error

@@ -70,10 +70,11 @@ func (nopTokens) Retry(context.Context, string) (auth.Token, error)        { ret
 func (nopTokens) Invalidate(string)                                        {}
 
 type fixOpts struct {
-	mode       emulator.Mode
-	pkce       bool
-	secret     string // client secret the Onboarder uses; "" = the right one
-	successURL string
+	refreshWait time.Duration // Onboarder.RefreshWait
+	mode        emulator.Mode
+	pkce        bool
+	secret      string // client secret the Onboarder uses; "" = the right one
+	successURL  string
 }
 
 type fixture struct {
@@ -152,6 +153,7 @@ func newFixture(t *testing.T, o fixOpts) *fixture {
 		Logger:       zap.New(core),
 		OnActivated:  func(tenant string) { f.recovered <- tenant },
 		Now:          f.clock.Now,
+		RefreshWait:  o.refreshWait,
 	}
 	cs := &control.Server{Store: f.st, Tokens: nopTokens{}, AdminToken: adminToken, Onboarding: f.ob,
 		Provider: preset.Name, Logger: zap.NewNop()}
@@ -863,5 +865,52 @@ func TestOnboarderConfig(t *testing.T) {
 	}
 	if _, err := good().AuthorizeLink(context.Background(), "bad id"); err == nil {
 		t.Fatal("invalid tenant id accepted")
+	}
+}
+
+// TestOnboardWaitsForRefreshInFlight (SPEC §3 rule 19): the callback never
+// writes over a refresh in flight. A holder's mark that goes away within
+// the wait lets the new grant be stored; one that stays answers 409
+// refresh_in_flight and changes nothing.
+func TestOnboardWaitsForRefreshInFlight(t *testing.T) {
+	f := newFixture(t, fixOpts{refreshWait: 1500 * time.Millisecond})
+	ctx := context.Background()
+	mark := func(id string) *store.Tenant {
+		t.Helper()
+		cur := f.tenant("acme")
+		cur.MarkRefresh(store.Mark{ID: id, StartedAt: time.Now(), Lease: time.Second, Grace: time.Second})
+		if _, err := f.st.Store.Put(ctx, cur, cur.Version); err != nil {
+			t.Fatal(err)
+		}
+		return cur
+	}
+
+	// The holder writes its grant 300 ms into the callback's wait.
+	f.em.Approve("acme")
+	cb := f.toCallback(f.link("acme"))
+	marked := mark("holder-1")
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the holder's token request
+		done := marked.Clone()
+		done.ApplyGrant(store.Tokens{Access: "at-holder", Refresh: "rt-holder", AccessExpiry: time.Now().Add(time.Hour)}, time.Now())
+		if _, err := f.st.Store.Put(ctx, done, marked.Version); err != nil {
+			t.Error(err)
+		}
+	}()
+	r := get(t, browser, cb)
+	if r.status != http.StatusOK {
+		t.Fatalf("callback after the refresh: %d %s", r.status, r.body)
+	}
+	if got := f.tenant("acme"); got.RefreshToken == "rt-holder" || got.RefreshInFlight || got.AuthorizedAt.IsZero() {
+		t.Fatalf("after the callback: refresh token is the holder's %v, in flight %v", got.RefreshToken == "rt-holder", got.RefreshInFlight)
+	}
+
+	// A mark that stays (its holder still writing after the wait): 409.
+	f.em.Approve("acme")
+	cb = f.toCallback(f.link("acme"))
+	before := mark("holder-2")
+	mustFail(t, get(t, browser, cb), http.StatusConflict, "being refreshed", callbackSecrets(t, cb)...)
+	if got := f.tenant("acme"); !got.HasMark("holder-2") || got.RefreshToken != before.RefreshToken {
+		t.Fatal("the callback wrote over a refresh in flight")
 	}
 }

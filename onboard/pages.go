@@ -135,6 +135,10 @@ var (
 		Heading: "The service is temporarily unavailable",
 		Message: "The connection could not be saved right now. Nothing was changed.",
 		Action:  "Wait a few minutes, then open the link you were sent again."}
+	pageRefreshInFlight = page{Kind: httperr.RefreshInFlight, Title: "Try again in a minute",
+		Heading: "Your account is being updated right now",
+		Message: "The connection could not be saved while the account was being refreshed. Nothing was changed.",
+		Action:  "Wait a minute, then open the link you were sent again."}
 	pageMisconfigured = page{Kind: httperr.OnboardingMisconfigured, Title: "Not available",
 		Heading: "Connecting accounts is not available",
 		Message: "This service is not configured to connect Lightspeed accounts.",

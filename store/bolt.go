@@ -36,7 +36,8 @@ const oncePurgeInterval = time.Minute
 // bucket "once" maps key to 8-byte big-endian expiry (Unix nanoseconds) +
 // value. Expired one-time values are treated as missing and swept by
 // PutOnce at most once a minute. Buckets "due" and "due-of" index tenants
-// by due time (bolt_index.go).
+// by due time (bolt_index.go); bucket "guard" holds the mass-invalid_grant
+// guard's state (bolt_guard.go).
 //
 // All methods are safe for concurrent use.
 type Bolt struct {
@@ -52,6 +53,9 @@ type Bolt struct {
 	locks  map[string]boltLockEntry
 
 	lastPurge time.Time // guarded by bbolt's single writer
+
+	guardMu sync.Mutex
+	guard   *guardScopes // the guard's state (bolt_guard.go); nil: read it from the file
 
 	subMu   sync.RWMutex
 	subs    map[*boltSub]struct{}
@@ -114,6 +118,13 @@ func OpenBolt(dir string, keys *Keyring) (*Bolt, error) {
 		subs:    make(map[*boltSub]struct{}),
 		closing: make(chan struct{}),
 	}, nil
+}
+
+// LostNotifications implements NotifyLosses: always 0, since a bolt
+// store's notifications are this process's own and a dropped one reaches
+// its subscriber as an empty id.
+func (b *Bolt) LostNotifications(ctx context.Context) (uint64, error) {
+	return 0, errCtx(ctx)
 }
 
 // Path returns the data file's path.

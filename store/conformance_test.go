@@ -116,6 +116,7 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"CanceledContext", confCanceledContext},
 		{"Closed", confClosed},
 		{"Locations", confLocations},
+		{"Guard", confGuard},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

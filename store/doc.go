@@ -6,7 +6,8 @@
 // before they reach either backend (see seal.go).
 //
 // Files:
-//   - store.go: the Store and Lock contracts, Tenant, the sentinel errors.
+//   - store.go: the Store and Lock contracts, NotifyLosses (lost change
+//     notifications, rule 21), Tenant, the sentinel errors.
 //   - tenantstate.go: every state transition of a Tenant (mark, grant,
 //     flag, undo, authorize, import) as one method each.
 //   - codec.go: the stored record (tokens sealed), shared by both backends.
@@ -24,5 +25,8 @@
 //   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
 //     (WAIT).
 //   - bolt.go: the bbolt backend; bolt_index.go its due index and paging;
-//     bolt_lock.go its in-memory named locks.
+//     bolt_lock.go its in-memory named locks; bolt_guard.go its guard state.
+//   - guard.go: GuardState, the mass-invalid_grant guard's fleet-wide state
+//     (SPEC §3 rule 20): its rules as one state machine (bolt, MemGuard);
+//     redis_guard.go the same rules on Redis (lua/guard.lua).
 package store

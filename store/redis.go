@@ -61,6 +61,8 @@ type RedisOptions struct {
 //	P lock:{name}       string: owner token, with expiry (other names)
 //	P once:{key}    string: one-time value, with expiry
 //	P changes       pub/sub channel: the id of every written or deleted tenant
+//	P changes:lost  counter: publishes that failed (NotifyLosses)
+//	P guard:{guard}:…  the mass-invalid_grant guard's state (redis_guard.go)
 //
 // All methods are safe for concurrent use.
 type Redis struct {
@@ -296,6 +298,31 @@ func (r *Redis) publish(ctx context.Context, id string) {
 		}
 	}
 	r.report("publish", fmt.Errorf("store: redis publish change of tenant %q (%d attempts): %w", id, publishAttempts, err))
+	// Tell every subscriber that a notification was lost (NotifyLosses):
+	// their caches stop trusting entries past CacheTTL (SPEC §3 rule 21).
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if err := r.client.Incr(pctx, r.lostKey()).Err(); err != nil {
+		r.report("publish", fmt.Errorf("store: redis count a lost change notification: %w", err))
+	}
+}
+
+// lostKey counts change notifications lost by a failed publish.
+func (r *Redis) lostKey() string { return r.prefix + "changes:lost" }
+
+var _ NotifyLosses = (*Redis)(nil)
+
+// LostNotifications implements NotifyLosses: how many publishes failed,
+// by any process sharing the prefix.
+func (r *Redis) LostNotifications(ctx context.Context) (uint64, error) {
+	n, err := r.client.Get(ctx, r.lostKey()).Uint64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: redis read lost notifications: %w", err)
+	}
+	return n, nil
 }
 
 // PutOnce stores value under key for ttl, or returns ErrConflict if the key

@@ -544,3 +544,43 @@ func TestRedisPublishFailureReported(t *testing.T) {
 		t.Fatalf("want 3 rejected PUBLISH attempts; commandstats: %s", stats)
 	}
 }
+
+// A publish that fails counts the lost notification in the store, for
+// every process sharing the prefix (NotifyLosses, SPEC §3 rule 21); a
+// successful one counts nothing.
+func TestRedisCountsLostNotifications(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	if err := srv.Client().Do(ctx, "ACL", "SETUSER", "nopub", "on", ">pw", "~*", "&*", "+@all", "-publish").Err(); err != nil {
+		t.Fatal(err)
+	}
+	prefix := uniquePrefix()
+	keys := mustKeyring(t, testKeys(t, 1)...)
+	open := func(opts *redis.Options) *Redis {
+		s := NewRedis(redis.NewClient(opts), RedisOptions{Prefix: prefix, Keys: keys})
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	reader := open(&redis.Options{Addr: srv.Addr})
+	writer := open(&redis.Options{Addr: srv.Addr, Username: "nopub", Password: "pw"})
+	if n, err := reader.LostNotifications(ctx); err != nil || n != 0 {
+		t.Fatalf("before any write: %d, %v", n, err)
+	}
+	if _, err := reader.Put(ctx, fullTenant("ok"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := reader.LostNotifications(ctx); n != 0 {
+		t.Fatalf("a delivered publish counted as lost: %d", n)
+	}
+	if _, err := writer.Put(ctx, fullTenant("lost"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := reader.LostNotifications(ctx); err != nil || n != 1 {
+		t.Fatalf("after a failed publish: %d, %v, want 1", n, err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := reader.LostNotifications(cctx); err == nil {
+		t.Error("LostNotifications on a canceled context succeeded")
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/lsproxy/lsproxy/internal/defect"
 )
 
 // RekeyOutcome says what Rekey did with one tenant record.
@@ -60,7 +62,7 @@ var rekeyHook func(id string)
 // record is already current.
 //
 // It is safe while other processes use the store: the write is a
-// compare-and-set on the version read, so it never overwrites a newer
+// compare-and-set on the version and write id read, so it never overwrites a newer
 // record; on a conflict it reads again, at most attempts times in all. A
 // refresh whose fenced write meets the version Rekey wrote re-reads, finds
 // its refresh token unchanged and writes its new tokens (auth.Manager), so
@@ -103,7 +105,14 @@ func Rekey(ctx context.Context, s Store, id string, attempts int) (RekeyOutcome,
 		if rekeyHook != nil {
 			rekeyHook(id)
 		}
-		t.WriteID = "" // fenced by version: records from before write ids have none
+		// Fenced on the version and the write id read (t.WriteID, from the
+		// blob): a tenant deleted and created again, or rewritten after a
+		// failover lost writes, repeats the version number but not the
+		// write id (SPEC §3 rules 12 and 19). Records from before write ids
+		// have none and are fenced by the version only.
+		if defect.On(defect.RekeyVersionOnly) {
+			t.WriteID = ""
+		}
 		_, err = s.Put(ctx, t, ver)
 		if errors.Is(err, ErrConflict) {
 			continue // written meanwhile (a refresh, an admin): read again

@@ -185,6 +185,19 @@ type Store interface {
 	Close() error
 }
 
+// NotifyLosses is implemented by stores whose change notifications can be
+// lost without a subscriber seeing a gap: a writer's publish that failed
+// (Redis). A store that does not implement it reports every loss to its
+// subscribers as an empty id (Subscribe). Safe for concurrent use.
+type NotifyLosses interface {
+	// LostNotifications returns a counter, shared by every process on the
+	// store, that grows whenever a change notification was lost. A
+	// subscriber that sees it grow treats every tenant as changed.
+	LostNotifications(ctx context.Context) (uint64, error)
+}
+
+var _ NotifyLosses = (*Bolt)(nil)
+
 // Lock is a held lock. Methods must be safe for concurrent use.
 type Lock interface {
 	// Refresh extends the lock to ttl from now; ErrLockLost if not held.

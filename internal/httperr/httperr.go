@@ -61,13 +61,18 @@ var (
 	// asking to refresh a flagged tenant gets 409 (the tenant's state
 	// conflicts with the request), not the data plane's 401, which would
 	// read as a wrong admin token.
-	AdminDisabled           = &Kind{Code: "admin_disabled", Status: http.StatusNotFound, Message: "the admin API is disabled: set LSPROXY_ADMIN_TOKEN"}
-	AdminUnauthorized       = &Kind{Code: "unauthorized", Status: http.StatusUnauthorized, Message: "a valid admin token is required in Authorization: Bearer <token>"}
-	BadRequest              = &Kind{Code: "bad_request", Status: http.StatusBadRequest, Message: "the body must be a JSON object with refresh_token, optional access_token and expires_in"}
-	BadQuery                = &Kind{Code: "bad_request", Status: http.StatusBadRequest, Message: "a query parameter is invalid"}
-	AdminReauthorization    = &Kind{Code: "reauthorization_required", Status: http.StatusConflict, Message: "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link"}
-	AdminTokenUnavailable   = &Kind{Code: "token_unavailable", Status: http.StatusServiceUnavailable, Message: "the token endpoint or the store is unavailable; retry later", RetryAfter: true}
-	Conflict                = &Kind{Code: "conflict", Status: http.StatusConflict, Message: "the tenant changed concurrently; retry"}
+	AdminDisabled         = &Kind{Code: "admin_disabled", Status: http.StatusNotFound, Message: "the admin API is disabled: set LSPROXY_ADMIN_TOKEN"}
+	AdminUnauthorized     = &Kind{Code: "unauthorized", Status: http.StatusUnauthorized, Message: "a valid admin token is required in Authorization: Bearer <token>"}
+	BadRequest            = &Kind{Code: "bad_request", Status: http.StatusBadRequest, Message: "the body must be a JSON object with refresh_token, optional access_token and expires_in"}
+	BadQuery              = &Kind{Code: "bad_request", Status: http.StatusBadRequest, Message: "a query parameter is invalid"}
+	AdminReauthorization  = &Kind{Code: "reauthorization_required", Status: http.StatusConflict, Message: "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link"}
+	AdminTokenUnavailable = &Kind{Code: "token_unavailable", Status: http.StatusServiceUnavailable, Message: "the token endpoint or the store is unavailable; retry later", RetryAfter: true}
+	Conflict              = &Kind{Code: "conflict", Status: http.StatusConflict, Message: "the tenant changed concurrently; retry"}
+	// An import (PUT /admin/tenants/{id}, a line of POST /admin/import)
+	// never races a refresh nor replaces a live refresh token unasked
+	// (SPEC §3 rule 19).
+	RefreshInFlight         = &Kind{Code: "refresh_in_flight", Status: http.StatusConflict, Message: "a refresh of this tenant is in flight (its outcome is not yet stored); nothing changed, retry later", RetryAfter: true}
+	RefreshTokenDiffers     = &Kind{Code: "refresh_token_differs", Status: http.StatusConflict, Message: "the tenant holds another refresh token (refreshed since it was exported?); nothing changed: delete it first or repeat with ?overwrite=true"}
 	DecryptFailed           = &Kind{Code: "decrypt_failed", Status: http.StatusInternalServerError, Message: "the tenant record cannot be decrypted with the configured keys"}
 	StoreUnavailable        = &Kind{Code: "store_unavailable", Status: http.StatusServiceUnavailable, Message: "the store did not answer; retry later"}
 	OnboardingDisabled      = &Kind{Code: "onboarding_disabled", Status: http.StatusServiceUnavailable, Message: "onboarding is not configured: set LSPROXY_REDIRECT_URL"}
