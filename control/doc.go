@@ -8,6 +8,10 @@
 //     Onboarding interface that package onboard implements.
 //   - admin.go: the admin API's tenant endpoints and TenantView, the
 //     token-free view of a tenant.
+//   - bulkimport.go: POST /admin/import, many tenants a request, each
+//     line on its own.
+//   - ratelimit.go: the rate-limit governor seen from the admin API.
+//   - tenantsgauge.go: lsproxy_tenants{status}, counted from the store.
 //   - list.go: GET /admin/tenants and listPage, the one paging loop (over
 //     store.Lister's cursor, else Store.List) the console lists with too.
 //   - console.go: the operator console under /console/ (routes, security

@@ -15,6 +15,8 @@
 //     compare-and-set; exchange failures mapped to pages.
 //   - pages.go: the merchant's HTML pages, whose statuses and codes come
 //     from the error table in internal/httperr.
+//   - identity.go: the merchant account of an exchanged grant.
+//   - metrics.go: the webhook and onboarding metrics.
 //   - webhook.go: Notifier, delivering signed tenant.flagged /
 //     tenant.recovered events.
 package onboard

@@ -23,6 +23,10 @@
 //   - index.go: the Lister contract (paging, due tenants) of both backends.
 //   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
 //     (WAIT).
+//   - history.go: Tenant.History, its event kinds and bound.
+//   - locations.go: LocationIndex, business location ids to tenants.
+//   - ratelimit.go: the Redis client and key prefix shared with the
+//     rate-limit governor.
 //   - bolt.go: the bbolt backend; bolt_index.go its due index and paging;
 //     bolt_lock.go its in-memory named locks.
 package store

@@ -1,6 +1,7 @@
 // Package httperr is lsproxy's one vocabulary for the answers its listeners
 // make themselves: every error code with its status and message (this
-// file), the one JSON writer (json.go), the one status-recording
+// file, httperr.go), the one JSON writer (json.go), the request id
+// (requestid.go), the one status-recording
 // ResponseWriter (statuswriter.go) and safe descriptions of transport
 // errors (neterr.go). The data plane (proxy), the control listener
 // (control) and the onboarding pages (onboard) all answer through it, so a
