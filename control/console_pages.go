@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
@@ -77,13 +79,23 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 		c.pages.render(w, http.StatusUnauthorized, "signin", d)
 		return
 	}
-	c.sessions.set(w, r, c.sessions.start(op))
+	if err := c.sessions.set(w, r, c.sessions.start(op)); err != nil {
+		c.s.Logger.Warn("console session not stored", zap.Error(err))
+		d.Error = "The store is unavailable: the session could not be kept. Try again in a moment."
+		c.audit(r, op, "signin", "store_unavailable", http.StatusServiceUnavailable)
+		c.pages.render(w, http.StatusServiceUnavailable, "signin", d)
+		return
+	}
 	c.audit(r, op, "signin", "", http.StatusSeeOther)
 	http.Redirect(w, r, "/console/tenants", http.StatusSeeOther)
 }
 
-func (c *console) signout(w http.ResponseWriter, r *http.Request, _ session) int {
-	c.sessions.clear(w, r)
+func (c *console) signout(w http.ResponseWriter, r *http.Request, sess session) int {
+	if err := c.sessions.end(w, r, sess); err != nil {
+		c.s.Logger.Warn("console session not deleted", zap.Error(err))
+		c.pages.fail(w, http.StatusServiceUnavailable, "Store unavailable", "The session could not be ended in the store. Try signing out again.")
+		return http.StatusServiceUnavailable
+	}
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 	return http.StatusSeeOther
 }

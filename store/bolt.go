@@ -296,7 +296,7 @@ func (b *Bolt) PutOnce(ctx context.Context, key string, value []byte, ttl time.D
 			return fmt.Errorf("%w: one-time key exists", ErrConflict)
 		}
 		val := make([]byte, 8+len(value))
-		binary.BigEndian.PutUint64(val, uint64(now.Add(ttl).UnixNano()))
+		putExpiry(val, now.Add(ttl))
 		copy(val[8:], value)
 		return bk.Put([]byte(key), val)
 	})
@@ -308,6 +308,9 @@ func (b *Bolt) PutOnce(ctx context.Context, key string, value []byte, ttl time.D
 	}
 	return nil
 }
+
+// putExpiry writes the expiry at the head of a one-time value.
+func putExpiry(val []byte, at time.Time) { binary.BigEndian.PutUint64(val, uint64(at.UnixNano())) }
 
 func onceExpired(v []byte, now time.Time) bool {
 	return len(v) < 8 || now.UnixNano() >= int64(binary.BigEndian.Uint64(v[:8]))

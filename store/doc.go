@@ -23,6 +23,7 @@
 //   - index.go: the Lister contract (paging, due tenants) of both backends.
 //   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
 //     (WAIT).
+//   - session.go: Sessions, renewable shared values (console sessions).
 //   - history.go: Tenant.History, its event kinds and bound.
 //   - locations.go: LocationIndex, business location ids to tenants.
 //   - ratelimit.go: the Redis client and key prefix shared with the
