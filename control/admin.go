@@ -160,9 +160,7 @@ func (b *importBody) validate() error {
 	if b.AccessToken != "" && b.ExpiresIn <= 0 {
 		problems = append(problems, "expires_in (seconds, > 0) is required with access_token")
 	}
-	if b.ExpiresIn < 0 || b.RefreshExpiresIn < 0 {
-		problems = append(problems, "expires_in and refresh_expires_in must not be negative")
-	}
+	problems = append(problems, lifetimeProblems(b.ExpiresIn, b.RefreshExpiresIn)...)
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}

@@ -10,6 +10,9 @@
 //     token-free view of a tenant.
 //   - bulkimport.go: POST /admin/import, many tenants a request, each
 //     line on its own.
+//   - importcheck.go: the limits of an import shared with the CLI
+//     (MaxImportLine, lifetimes, location ids), line counting before
+//     decoding.
 //   - ratelimit.go: the rate-limit governor seen from the admin API.
 //   - tenantsgauge.go: lsproxy_tenants{status}, counted from the store.
 //   - list.go: GET /admin/tenants and listPage, the one paging loop (over

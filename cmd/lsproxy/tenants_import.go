@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,9 +18,6 @@ import (
 
 	"github.com/lsproxy/lsproxy/control"
 )
-
-// maxImportLine bounds one NDJSON line of an import file.
-const maxImportLine = 64 << 10
 
 // importBatch is a run of file lines sent in one request.
 type importBatch struct {
@@ -144,27 +142,28 @@ func tenantsImport(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
-// readImportFile splits r into batches of non-blank lines; lines too long
-// to send become local error results. total counts every non-blank line.
+// readImportFile splits r into batches of non-blank lines. A line is read
+// at most to the server's limit (control.MaxImportLine, after trimming
+// white space, as the server counts): a longer one stops the reading with
+// its line number before anything is sent, so reading never holds more than
+// one line's limit (an endless line, such as /dev/zero, fails at once).
+// local holds results decided here (none at present: a line is either sent
+// or the file is refused); total counts every non-blank line.
 func readImportFile(r io.Reader, size int) (batches []importBatch, local []control.ImportResult, total int, err error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, control.MaxImportLine+4<<10) // the line and up to 4 KiB of white space around it
 	cur := importBatch{}
 	for n := 1; ; n++ {
-		line, rerr := br.ReadBytes('\n')
-		if len(line) > 0 {
-			trimmed := bytes.TrimSpace(line)
-			switch {
-			case len(trimmed) == 0:
-			case len(trimmed) > maxImportLine:
-				total++
-				local = append(local, control.ImportResult{Line: n, Status: "error", Error: "line longer than 64 KiB"})
-			default:
-				total++
-				cur.lines = append(cur.lines, trimmed)
-				cur.numbers = append(cur.numbers, n)
-				if len(cur.lines) == size {
-					batches, cur = append(batches, cur), importBatch{}
-				}
+		line, rerr := br.ReadSlice('\n')
+		trimmed := bytes.TrimSpace(line)
+		if errors.Is(rerr, bufio.ErrBufferFull) || len(trimmed) > control.MaxImportLine {
+			return nil, nil, 0, fmt.Errorf("line %d is longer than %d KiB (the server's limit for one tenant); nothing was sent", n, control.MaxImportLine>>10)
+		}
+		if len(trimmed) > 0 {
+			total++
+			cur.lines = append(cur.lines, bytes.Clone(trimmed))
+			cur.numbers = append(cur.numbers, n)
+			if len(cur.lines) == size {
+				batches, cur = append(batches, cur), importBatch{}
 			}
 		}
 		if rerr == io.EOF {
