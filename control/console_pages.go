@@ -67,6 +67,14 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
 	op := strings.TrimSpace(r.PostForm.Get("operator"))
 	d := pageData{Title: "Sign in"}
+	client := clientAddr(r)
+	if blocked, wait := c.s.attempts.blocked(client); blocked {
+		d.Error = "Too many wrong admin tokens from your address. Wait a minute and try again."
+		c.audit(r, op, "signin", "throttled", http.StatusTooManyRequests)
+		httperr.Error{Kind: httperr.TooManyAttempts, RetryAfter: wait}.SetHeaders(w.Header())
+		c.pages.render(w, http.StatusTooManyRequests, "signin", d)
+		return
+	}
 	switch {
 	case !validOperator(op):
 		d.Error = "Enter your name (letters, digits, . _ @ -; up to 64) so that your actions are logged under it."
@@ -74,6 +82,7 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 		c.pages.render(w, http.StatusBadRequest, "signin", d)
 		return
 	case !c.adminTokenOK(r.PostForm.Get("token")):
+		c.s.attempts.failed(client)
 		d.Error = "That admin token is not right."
 		c.audit(r, op, "signin", "bad_token", http.StatusUnauthorized)
 		c.pages.render(w, http.StatusUnauthorized, "signin", d)

@@ -10,6 +10,8 @@
 //     token-free view of a tenant.
 //   - bulkimport.go: POST /admin/import, many tenants a request, each
 //     line on its own.
+//   - throttle.go: wrong admin tokens counted per client address (429
+//     too_many_attempts), for the admin API and the console's sign-in.
 //   - importcheck.go: the limits of an import shared with the CLI
 //     (MaxImportLine, lifetimes, location ids), line counting before
 //     decoding.
