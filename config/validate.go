@@ -216,6 +216,8 @@ func (c Config) Validate(mode string) []error {
 		v.add("RateLimitCosts", "must look like GET=1,HEAD=1,*=10 (non-negative units per method); got %q", c.RateLimitCosts)
 	}
 
+	v.secrets(c, required)
+
 	v.httpURL("SuccessURL", c.SuccessURL)
 	v.httpURL("WebhookURL", c.WebhookURL)
 
