@@ -670,7 +670,7 @@ func TestValidate(t *testing.T) {
 	}
 	// Every duration that must be positive.
 	for _, n := range []string{
-		"RefreshBefore", "UpstreamTimeout", "TokenTimeout", "ReadHeaderTimeout", "IdleTimeout",
+		"RefreshBefore", "UpstreamTimeout", "TokenTimeout", "ReadHeaderTimeout", "BodyReadTimeout", "IdleTimeout",
 		"ShutdownTimeout", "BreakerOpenFor", "CacheTTL", "StateTTL", "AuthorizeLinkTTL",
 		"ConsoleSessionIdle", "RefresherInterval", "RefreshIdleMargin",
 	} {
@@ -730,7 +730,7 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 		"LSPROXY_ENCRYPTION_KEY (encryption_key)", "LSPROXY_TENANT_HEADER (tenant_header)",
 		"LSPROXY_LOCATION_HEADER (location_header)", "LSPROXY_LOG_LEVEL (log_level)", "LSPROXY_LOG_FORMAT (log_format)",
 		"LSPROXY_REFRESH_BEFORE (refresh_before)", "LSPROXY_UPSTREAM_TIMEOUT (upstream_timeout)",
-		"LSPROXY_TOKEN_TIMEOUT (token_timeout)", "LSPROXY_READ_HEADER_TIMEOUT (read_header_timeout)",
+		"LSPROXY_TOKEN_TIMEOUT (token_timeout)", "LSPROXY_READ_HEADER_TIMEOUT (read_header_timeout)", "LSPROXY_BODY_READ_TIMEOUT (body_read_timeout)",
 		"LSPROXY_IDLE_TIMEOUT (idle_timeout)", "LSPROXY_SHUTDOWN_TIMEOUT (shutdown_timeout)",
 		"LSPROXY_BREAKER_OPEN_FOR (breaker_open_for)", "LSPROXY_CACHE_TTL (cache_ttl)",
 		"LSPROXY_STATE_TTL (state_ttl)", "LSPROXY_AUTHORIZE_LINK_TTL (authorize_link_ttl)",

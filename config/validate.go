@@ -157,6 +157,7 @@ func (c Config) Validate(mode string) []error {
 		{"UpstreamTimeout", c.UpstreamTimeout},
 		{"TokenTimeout", c.TokenTimeout},
 		{"ReadHeaderTimeout", c.ReadHeaderTimeout},
+		{"BodyReadTimeout", c.BodyReadTimeout},
 		{"IdleTimeout", c.IdleTimeout},
 		{"ShutdownTimeout", c.ShutdownTimeout},
 		{"BreakerOpenFor", c.BreakerOpenFor},

@@ -77,6 +77,13 @@ func OpenBolt(dir string, keys *Keyring) (*Bolt, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: creating data directory: %w", err)
 	}
+	// An existing directory keeps whatever mode it had: tighten it (the
+	// file holds sealed tokens, but its names and metadata are nobody
+	// else's business). A directory this process does not own (a volume
+	// mounted with an fsGroup) is left as the platform made it.
+	if st, err := os.Stat(dir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		_ = os.Chmod(dir, 0o700)
+	}
 	path := filepath.Join(dir, BoltFile)
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
 	if errors.Is(err, bbolt.ErrTimeout) {
@@ -84,6 +91,12 @@ func OpenBolt(dir string, keys *Keyring) (*Bolt, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm() != 0o600 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: making %s readable by its owner only: %w", path, err)
+		}
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{bucketTenants, bucketOnce} {
