@@ -274,6 +274,7 @@ func unjoin(err error) []error {
 func writeJSONOut(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // links keep their "&"
 	if err := enc.Encode(v); err != nil {
 		return fail(exitFailure, err)
 	}

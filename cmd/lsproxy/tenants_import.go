@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/lsproxy/lsproxy/control"
 )
@@ -32,7 +33,7 @@ type importBatch struct {
 // Safe to re-run: lines already imported are "unchanged". Exit 0 when
 // every line was imported (or would be, with --dry-run), 1 otherwise.
 func tenantsImport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("lsproxy tenants import", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("lsproxy tenants import", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dry := fs.Bool("dry-run", false, "check every line and report what would change; write nothing")
 	overwrite := fs.Bool("overwrite", false, "replace tenants that hold another refresh token (careful: see docs/migration.md)")
@@ -45,7 +46,11 @@ func tenantsImport(ctx context.Context, args []string, stdout, stderr io.Writer)
 			"Admin API: LSPROXY_ADMIN_URL (default http://127.0.0.1:8081), LSPROXY_ADMIN_TOKEN.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(longFlags(fs, args)); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "lsproxy tenants import:", err)
 		return 2
 	}
 	if fs.NArg() != 1 || *conc < 1 || *conc > 32 || *batch < 1 || *batch > control.MaxImportLines || (*output != "table" && *output != "json") {
@@ -142,6 +147,22 @@ func tenantsImport(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
+// longFlags accepts the single-dash spelling of fs's long flags (-dry-run,
+// -config FILE) that earlier versions documented, as --dry-run.
+func longFlags(fs *pflag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if name, _, _ := strings.Cut(a, "="); len(name) > 2 && name[0] == '-' && name[1] != '-' && fs.Lookup(name[1:]) != nil {
+			a = "-" + a
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
 // readImportFile splits r into batches of non-blank lines. A line is read
 // at most to the server's limit (control.MaxImportLine, after trimming
 // white space, as the server counts): a longer one stops the reading with
@@ -190,9 +211,12 @@ func newImportClient() (*importClient, error) {
 	if base == "" {
 		base = "http://127.0.0.1:8081"
 	}
-	token := os.Getenv("LSPROXY_ADMIN_TOKEN")
+	token, err := adminToken("")
+	if err != nil {
+		return nil, err
+	}
 	if token == "" {
-		return nil, fmt.Errorf("LSPROXY_ADMIN_TOKEN is required (the admin API's bearer token)")
+		return nil, errNoAdminToken
 	}
 	return &importClient{base: base, token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
 }
@@ -227,6 +251,9 @@ func (c *importClient) importBatch(ctx context.Context, b importBatch, dry, over
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error, Message string }
 		_ = json.Unmarshal(raw, &e)
+		if proxyListenerCode(e.Error) {
+			return nil, wrongListener(c.base, e.Error)
+		}
 		return nil, fmt.Errorf("admin API answered %d %s: %s", resp.StatusCode, e.Error, e.Message)
 	}
 	var out control.ImportResponse

@@ -180,7 +180,8 @@ func TestCLITenants(t *testing.T) {
 }
 
 // TestCheckConfigOperators: unknown LSPROXY_* variables are a problem with a
-// suggestion in check-config and a warning in serve; YAML type errors and
+// suggestion in check-config, serve refuses a near typo and warns about
+// other unknown names; YAML type errors and
 // environment problems are reported together in the file's terms;
 // --print shows the effective configuration with every secret redacted.
 func TestCheckConfigOperators(t *testing.T) {
