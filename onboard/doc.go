@@ -16,7 +16,8 @@
 //   - pages.go: the merchant's HTML pages, whose statuses and codes come
 //     from the error table in internal/httperr.
 //   - identity.go: the merchant account of an exchanged grant.
-//   - metrics.go: the webhook and onboarding metrics.
+//   - metrics.go: the webhook metrics; outcomes.go: the onboarding
+//     outcomes (lsproxy_onboarding_total).
 //   - webhook.go: Notifier, delivering signed tenant.flagged /
 //     tenant.recovered events.
 package onboard

@@ -122,8 +122,15 @@ func storeReason(cfg config.Config) string {
 	return "LSPROXY_REDIS_URL is not set: the embedded store in " + cfg.DataDir + " (one replica only)"
 }
 
+// metricsRegistry is where build registers every metric and what /metrics
+// gathers from (a *prometheus.Registry).
+type metricsRegistry interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+}
+
 // build wires every part from cfg. The caller closes a.store.
-func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometheus.Registry) (*app, error) {
+func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsRegistry) (*app, error) {
 	keys, err := store.ParseKeys(append([]string{cfg.EncryptionKey}, cfg.EncryptionKeys...)...)
 	if err != nil {
 		return nil, err
