@@ -107,9 +107,6 @@ func (tc *tenantsCLI) setup() error {
 	if err != nil {
 		return fail(exitUsage, err)
 	}
-	if token == "" {
-		return fail(exitAuth, errNoAdminToken)
-	}
 	tc.client = &adminClient{base: base, token: token, http: &http.Client{Timeout: tc.timeout}}
 	return nil
 }
@@ -217,6 +214,9 @@ func (e *apiError) exitCode() int {
 // to return from RunE: an *apiError for a non-2xx answer, exitUnavailable
 // when lsproxy cannot be reached.
 func (a *adminClient) do(ctx context.Context, method, path string, query url.Values, body any) ([]byte, error) {
+	if a.token == "" {
+		return nil, fail(exitAuth, errNoAdminToken) // checked here, after the command line was
+	}
 	u := *a.base
 	u.Path += path
 	u.RawQuery = query.Encode()
@@ -232,9 +232,7 @@ func (a *adminClient) do(ctx context.Context, method, path string, query url.Val
 	if err != nil {
 		return nil, fail(exitUsage, err)
 	}
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -269,7 +267,7 @@ func (a *adminClient) do(ctx context.Context, method, path string, query url.Val
 // proxyListenerCode reports whether code is one only the proxy listener
 // answers: the admin URL then points at the proxy port.
 func proxyListenerCode(code string) bool {
-	return code == "missing_tenant" || code == "invalid_tenant" || code == "proxy_auth_required"
+	return code == "missing_tenant" || code == "proxy_auth_required"
 }
 
 // wrongListener explains an admin URL that reached the proxy listener.

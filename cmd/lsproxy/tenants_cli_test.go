@@ -106,6 +106,10 @@ func TestTenantsChecksAdminTokenFirst(t *testing.T) {
 	if n.Load() != 0 {
 		t.Fatalf("%d requests sent without a token", n.Load())
 	}
+	// A bad command line is still reported as such first (exit 2).
+	if code, _, errs := runTenants(t, "tenants", "list", "--status", "flagged"); code != exitUsage || n.Load() != 0 {
+		t.Fatalf("bad --status without a token: exit %d %s", code, errs)
+	}
 	code, _, errs = runTenants(t, "tenants", "import", "/dev/null")
 	if code != 2 || !strings.Contains(errs, "no admin token") || n.Load() != 0 {
 		t.Fatalf("tenants import without a token: exit %d %s (%d requests)", code, errs, n.Load())
