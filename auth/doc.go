@@ -37,6 +37,13 @@
 //	errors.go     sentinel errors and the error types callers switch on
 //	metrics.go    Prometheus metrics
 //	presets.go    Lightspeed endpoint presets
+//	identity.go   Identity: how each preset learns the merchant account of
+//	              a grant
+//	locations.go  the K-Series business locations a grant reaches, kept
+//	              fresh in the background
+//	history.go    fixed failure reasons for a tenant's history
+//	tracing.go    the refresh spans (lsproxy.refresh and its children)
+//	transport.go  NewTokenTransport, the token endpoint's own transport
 //
 // Onboarding (authorize link, callback) and the webhook notifier live in
 // package onboard.

@@ -23,6 +23,12 @@ type Metrics struct {
 	writeRetries   prometheus.Counter
 }
 
+// RefreshOutcomes are every outcome label value of
+// lsproxy_token_refreshes_total; each series exists at 0 from the start,
+// so an alert's rate() sees the first event. (A test checks that every
+// outcome the code records is listed here.)
+var RefreshOutcomes = []string{"ok", "invalid_grant", "held", "transient", "unknown", "not_acked", "lost_race", "discarded"}
+
 // breakerStates are the label values of lsproxy_token_endpoint_breaker_state,
 // indexed by gobreaker.State (closed 0, half-open 1, open 2).
 var breakerStates = [...]string{"closed", "half_open", "open"}
@@ -73,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.breakerState(gobreaker.StateClosed)
 	m.cacheHit = m.cache.WithLabelValues("hit")
 	m.cacheMiss = m.cache.WithLabelValues("miss")
-	for _, o := range []string{"ok", "invalid_grant", "transient", "unknown"} {
+	for _, o := range RefreshOutcomes {
 		m.refreshes.WithLabelValues(o)
 	}
 	return m

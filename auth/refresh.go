@@ -103,9 +103,18 @@ type want struct {
 // 2. acquire reads the record and, when it must be refreshed, takes the
 // tenant's store lock or waits for its holder. Waiting is bounded by
 // WaitFor; the token request and the write are not (ctx has no deadline).
-func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, error) {
+func (m *Manager) acquire(ctx context.Context, tenant string, w want) (tok Token, err error) {
 	waitCtx, cancel := context.WithTimeout(ctx, m.opts.WaitFor)
 	defer cancel()
+	// lsproxy.refresh spans the acquisition from the first lock attempt
+	// on: lsproxy.lock_wait, and the holder's work, are its children.
+	var refreshCtx context.Context
+	var endRefresh func(error)
+	defer func() {
+		if endRefresh != nil {
+			endRefresh(err)
+		}
+	}()
 	w.since = m.watchChanges()
 	rec, err := m.store.Get(waitCtx, tenant)
 	if err != nil {
@@ -122,7 +131,10 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, er
 			return m.staleOrUnavailable(rec, errGuardHeld)
 		}
 		lockStart := m.now()
-		_, endLock := span(waitCtx, "lsproxy.lock_wait", tenant)
+		if endRefresh == nil {
+			refreshCtx, endRefresh = span(ctx, "lsproxy.refresh", tenant)
+		}
+		_, endLock := span(refreshCtx, "lsproxy.lock_wait", tenant)
 		lock, err := m.store.TryLock(waitCtx, lockName(tenant), m.opts.LockTTL)
 		endLock(err)
 		if errors.Is(err, store.ErrLockHeld) {
@@ -135,10 +147,7 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (Token, er
 			return Token{}, m.storeErr(tenant, err)
 		}
 		m.opts.Metrics.lockWait(m.now().Sub(lockStart))
-		ctx, end := span(ctx, "lsproxy.refresh", tenant)
-		tok, err := m.refreshHolding(ctx, waitCtx, lock, tenant, w)
-		end(err)
-		return tok, err
+		return m.refreshHolding(refreshCtx, waitCtx, lock, tenant, w)
 	}
 }
 

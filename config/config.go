@@ -126,8 +126,11 @@ type Config struct {
 	// holder is taken over about LockTTL + 1.5s after it died.
 	LockTTL           time.Duration `yaml:"lock_ttl" env:"LOCK_TTL"`
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" env:"READ_HEADER_TIMEOUT"`
-	IdleTimeout       time.Duration `yaml:"idle_timeout" env:"IDLE_TIMEOUT"`
-	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout" env:"SHUTDOWN_TIMEOUT"`
+	// BodyReadTimeout bounds how long a proxied request's body may take to
+	// arrive, so a client trickling it cannot hold an upstream connection.
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout" env:"BODY_READ_TIMEOUT"`
+	IdleTimeout     time.Duration `yaml:"idle_timeout" env:"IDLE_TIMEOUT"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" env:"SHUTDOWN_TIMEOUT"`
 
 	// MaxReplayBodyBytes bounds the request body kept for one replay after a 401.
 	MaxReplayBodyBytes int64 `yaml:"max_replay_body_bytes" env:"MAX_REPLAY_BODY_BYTES"`

@@ -595,7 +595,21 @@ func TestValidate(t *testing.T) {
 		{"token url bad", ModeServe, func(c *Config) { c.TokenURL = "token" }, []string{"LSPROXY_TOKEN_URL (token_url)"}},
 		{"redirect bad", ModeServe, func(c *Config) { c.RedirectURL = "localhost:8081/oauth/callback" }, []string{"LSPROXY_REDIRECT_URL (redirect_url)"}},
 		{"success bad", ModeServe, func(c *Config) { c.SuccessURL = "mailto:x@example.com" }, []string{"LSPROXY_SUCCESS_URL (success_url)"}},
-		{"webhook bad", ModeServe, func(c *Config) { c.WebhookURL = "https://" }, []string{"LSPROXY_WEBHOOK_URL (webhook_url)"}},
+		{"webhook bad", ModeServe, func(c *Config) { c.WebhookURL = "https://"; c.WebhookSecret = strings.Repeat("s", 16) }, []string{"LSPROXY_WEBHOOK_URL (webhook_url)"}},
+		{"admin token short", ModeServe, func(c *Config) { c.AdminToken = "admin" }, []string{"LSPROXY_ADMIN_TOKEN (admin_token) must be at least 16 characters"}},
+		{"admin token short check", ModeCheck, func(c *Config) { c.AdminToken = strings.Repeat("a", 15) }, []string{"LSPROXY_ADMIN_TOKEN (admin_token) must be at least 16"}},
+		{"admin token short dev", ModeDev, func(c *Config) { c.AdminToken = "admin" }, nil},
+		{"admin token 16", ModeServe, func(c *Config) { c.AdminToken = strings.Repeat("a", 16) }, nil},
+		{"redirect path", ModeServe, func(c *Config) { c.RedirectURL = "https://lsproxy.example.com/callback" }, []string{"LSPROXY_REDIRECT_URL (redirect_url) must end in the path /oauth/callback"}},
+		{"redirect path ok", ModeServe, func(c *Config) { c.RedirectURL = "https://lsproxy.example.com/oauth/callback" }, nil},
+		{"webhook without secret", ModeServe, func(c *Config) { c.WebhookURL = "https://hooks.example/x" }, []string{"LSPROXY_WEBHOOK_SECRET (webhook_secret) is required when LSPROXY_WEBHOOK_URL"}},
+		{"webhook whsec not base64", ModeServe, func(c *Config) { c.WebhookURL = "https://hooks.example/x"; c.WebhookSecret = "whsec_not*base64!" }, []string{"webhook_secret) starts with whsec_ but the rest is not standard base64"}},
+		{"webhook whsec short", ModeServe, func(c *Config) { c.WebhookURL = "https://hooks.example/x"; c.WebhookSecret = "whsec_AAAAAA==" }, []string{"decodes to 4 bytes"}},
+		{"webhook whsec ok", ModeServe, func(c *Config) {
+			c.WebhookURL = "https://hooks.example/x"
+			c.WebhookSecret = "whsec_" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
+		}, nil},
+		{"webhook raw short", ModeServe, func(c *Config) { c.WebhookURL = "https://hooks.example/x"; c.WebhookSecret = "abcd" }, []string{"webhook_secret) must be at least 16 bytes"}},
 		{"custom needs urls", ModeServe, func(c *Config) { c.Provider = "custom" }, []string{
 			"LSPROXY_UPSTREAM_URL (upstream_url) is required when LSPROXY_PROVIDER (provider) is custom",
 			"LSPROXY_AUTHORIZE_URL (authorize_url) is required",
@@ -666,7 +680,7 @@ func TestValidate(t *testing.T) {
 	}
 	// Every duration that must be positive.
 	for _, n := range []string{
-		"RefreshBefore", "UpstreamTimeout", "TokenTimeout", "ReadHeaderTimeout", "IdleTimeout",
+		"RefreshBefore", "UpstreamTimeout", "TokenTimeout", "ReadHeaderTimeout", "BodyReadTimeout", "IdleTimeout",
 		"ShutdownTimeout", "BreakerOpenFor", "CacheTTL", "StateTTL", "AuthorizeLinkTTL",
 		"ConsoleSessionIdle", "RefresherInterval", "RefreshIdleMargin",
 	} {
@@ -726,7 +740,7 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 		"LSPROXY_ENCRYPTION_KEY (encryption_key)", "LSPROXY_TENANT_HEADER (tenant_header)",
 		"LSPROXY_LOCATION_HEADER (location_header)", "LSPROXY_LOG_LEVEL (log_level)", "LSPROXY_LOG_FORMAT (log_format)",
 		"LSPROXY_REFRESH_BEFORE (refresh_before)", "LSPROXY_UPSTREAM_TIMEOUT (upstream_timeout)",
-		"LSPROXY_TOKEN_TIMEOUT (token_timeout)", "LSPROXY_READ_HEADER_TIMEOUT (read_header_timeout)",
+		"LSPROXY_TOKEN_TIMEOUT (token_timeout)", "LSPROXY_READ_HEADER_TIMEOUT (read_header_timeout)", "LSPROXY_BODY_READ_TIMEOUT (body_read_timeout)",
 		"LSPROXY_IDLE_TIMEOUT (idle_timeout)", "LSPROXY_SHUTDOWN_TIMEOUT (shutdown_timeout)",
 		"LSPROXY_BREAKER_OPEN_FOR (breaker_open_for)", "LSPROXY_CACHE_TTL (cache_ttl)",
 		"LSPROXY_STATE_TTL (state_ttl)", "LSPROXY_AUTHORIZE_LINK_TTL (authorize_link_ttl)",
@@ -908,5 +922,21 @@ func TestValidateUpstreamTemplateAndLocationHeader(t *testing.T) {
 				t.Fatalf("want a problem with %s, got %v", tc.field, all)
 			}
 		})
+	}
+}
+
+// Nothing of the control plane on is legal but warned about.
+func TestWarningsAllControlOff(t *testing.T) {
+	c := validConfig()
+	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], "all off") {
+		t.Fatalf("admin API, console and onboarding off: %q", w)
+	}
+	c.AdminToken = strings.Repeat("a", 32)
+	if w := c.Warnings(); len(w) != 0 {
+		t.Fatalf("admin token set: %q", w)
+	}
+	c.AdminToken, c.RedirectURL = "", "https://lsproxy.example.com/oauth/callback"
+	if w := c.Warnings(); len(w) != 0 {
+		t.Fatalf("onboarding on: %q", w)
 	}
 }

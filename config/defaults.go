@@ -26,6 +26,7 @@ func Default() Config {
 		UpstreamTimeout:            30 * time.Second,
 		TokenTimeout:               auth.DefaultTokenTimeout,
 		ReadHeaderTimeout:          10 * time.Second,
+		BodyReadTimeout:            60 * time.Second,
 		IdleTimeout:                120 * time.Second,
 		ShutdownTimeout:            25 * time.Second,
 		MaxReplayBodyBytes:         1 << 20,

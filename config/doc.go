@@ -17,5 +17,7 @@
 //   - env.go: reading LSPROXY_* environment variables.
 //   - unknown.go: UnknownEnv, LSPROXY_* variables that name no option.
 //   - validate.go: Validate, reporting every problem at once.
+//   - checks.go: the admin token's and webhook secret's rules, the
+//     redirect URL's path, Warnings.
 //   - redact.go: Redacted, a copy safe to print.
 package config

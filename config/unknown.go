@@ -17,6 +17,25 @@ var ErrUnknownEnv = errors.New("config: unknown environment variable")
 // mistyped LSPROXY_REDIS_ULR would otherwise silently leave the embedded
 // store in use. Values are never part of the error. Sorted by name.
 func UnknownEnv(environ []string, extra ...string) []error {
+	return unknownEnv(environ, len(EnvPrefix)+100, extra)
+}
+
+// MaxTypoDistance: an unknown LSPROXY_* variable within this many edits of
+// a known one is taken for a typo of it, which serve refuses to start with
+// (MistypedEnv). Others only warn, so that a variable meant for a newer
+// version does not stop an older replica during a rolling upgrade.
+const MaxTypoDistance = 2
+
+// MistypedEnv returns the UnknownEnv errors of variables within
+// MaxTypoDistance edits of a known name (LSPROXY_REDIS_ULR), each saying
+// which name was probably meant.
+func MistypedEnv(environ []string, extra ...string) []error {
+	return unknownEnv(environ, MaxTypoDistance, extra)
+}
+
+// unknownEnv is UnknownEnv limited to names whose suggestion is at most
+// maxDist edits away.
+func unknownEnv(environ []string, maxDist int, extra []string) []error {
 	known := append(Names(), extra...)
 	var names []string
 	for _, kv := range environ {
@@ -28,10 +47,14 @@ func UnknownEnv(environ []string, extra ...string) []error {
 	slices.Sort(names)
 	errs := make([]error, 0, len(names))
 	for _, n := range names {
-		if s := suggest(n, known); s != "" {
+		s := suggest(n, known)
+		switch {
+		case s != "" && editDistance(n, s) <= maxDist:
 			errs = append(errs, fmt.Errorf("%w: %s (did you mean %s?)", ErrUnknownEnv, n, s))
-		} else {
+		case maxDist > MaxTypoDistance && s == "":
 			errs = append(errs, fmt.Errorf("%w: %s (see config.example.yaml for the known ones)", ErrUnknownEnv, n))
+		case maxDist > MaxTypoDistance:
+			errs = append(errs, fmt.Errorf("%w: %s (did you mean %s?)", ErrUnknownEnv, n, s))
 		}
 	}
 	return errs

@@ -72,3 +72,20 @@ func TestFileProblemsAllReported(t *testing.T) {
 		t.Errorf("good key not loaded: listen %q", c.Listen)
 	}
 }
+
+// A name within MaxTypoDistance edits of a known one is a typo (serve
+// refuses it); one further away is not (it only warns).
+func TestMistypedEnv(t *testing.T) {
+	errs := MistypedEnv([]string{"LSPROXY_REDIS_ULR=redis://secret@host", "LSPROXY_LISTN=x", "LSPROXY_FUTURE_FEATURE=1", "LSPROXY_ADMIN_URL=x", "LSPROXY_LISTEN=y"}, "LSPROXY_ADMIN_URL")
+	if len(errs) != 2 {
+		t.Fatalf("MistypedEnv = %v, want LSPROXY_LISTN and LSPROXY_REDIS_ULR", errs)
+	}
+	if !strings.Contains(errs[0].Error(), "LSPROXY_LISTN (did you mean LSPROXY_LISTEN?)") || !strings.Contains(errs[1].Error(), "LSPROXY_REDIS_ULR (did you mean LSPROXY_REDIS_URL?)") {
+		t.Errorf("MistypedEnv = %v", errs)
+	}
+	for _, e := range errs {
+		if strings.Contains(e.Error(), "secret") || !errors.Is(e, ErrUnknownEnv) {
+			t.Errorf("error %q: echoes a value or does not wrap ErrUnknownEnv", e)
+		}
+	}
+}

@@ -158,6 +158,7 @@ func (c Config) Validate(mode string) []error {
 		{"UpstreamTimeout", c.UpstreamTimeout},
 		{"TokenTimeout", c.TokenTimeout},
 		{"ReadHeaderTimeout", c.ReadHeaderTimeout},
+		{"BodyReadTimeout", c.BodyReadTimeout},
 		{"IdleTimeout", c.IdleTimeout},
 		{"ShutdownTimeout", c.ShutdownTimeout},
 		{"BreakerOpenFor", c.BreakerOpenFor},
@@ -223,6 +224,8 @@ func (c Config) Validate(mode string) []error {
 	if _, err := ratelimit.ParseCosts(c.RateLimitCosts); err != nil {
 		v.add("RateLimitCosts", "must look like GET=1,HEAD=1,*=10 (non-negative units per method); got %q", c.RateLimitCosts)
 	}
+
+	v.secrets(c, required)
 
 	v.httpURL("SuccessURL", c.SuccessURL)
 	v.httpURL("WebhookURL", c.WebhookURL)

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -84,9 +84,8 @@ func (l *ImportLine) problems() []string {
 	if l.AccessToken != "" && l.ExpiresIn <= 0 {
 		p = append(p, "expires_in (seconds, > 0) is required with access_token")
 	}
-	if l.ExpiresIn < 0 || l.RefreshExpiresIn < 0 {
-		p = append(p, "expires_in and refresh_expires_in must not be negative")
-	}
+	p = append(p, lifetimeProblems(l.ExpiresIn, l.RefreshExpiresIn)...)
+	p = append(p, locationProblems(l.Locations)...)
 	if l.Status != "" && l.Status != store.StatusActive && l.Status != store.StatusReauthorizationRequired {
 		p = append(p, "status must be active or reauthorization_required")
 	}
@@ -99,12 +98,22 @@ func (l *ImportLine) problems() []string {
 	return p
 }
 
-// parseImport reads an NDJSON body or a JSON array. Lines that do not
-// parse become error results (never echoing their content); blank lines
-// are skipped but counted.
+// errTooManyLines: the request holds more than MaxImportLines tenants,
+// counted before any is decoded.
+var errTooManyLines = fmt.Errorf("control: more than %d tenants in one request; send batches", MaxImportLines)
+
+// parseImport reads an NDJSON body or a JSON array. It counts the tenants
+// before it decodes any (errTooManyLines), so memory stays bounded by the
+// body. Lines that do not parse, are longer than MaxImportLine or are not
+// valid UTF-8 become error results (never echoing their content); blank
+// lines are skipped but counted.
 func parseImport(body []byte) (lines []ImportLine, numbers []int, bad []ImportResult, err error) {
 	trimmed := bytes.TrimSpace(body)
 	decodeOne := func(raw []byte, n int) {
+		if p := lineProblem(raw); p != "" {
+			bad = append(bad, ImportResult{Line: n, Status: "error", Error: p})
+			return
+		}
 		var l ImportLine
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
@@ -119,29 +128,39 @@ func parseImport(body []byte) (lines []ImportLine, numbers []int, bad []ImportRe
 		lines, numbers = append(lines, l), append(numbers, n)
 	}
 	if len(trimmed) > 0 && trimmed[0] == '[' {
+		if !utf8.Valid(trimmed) {
+			return nil, nil, nil, errors.New("the body is not valid UTF-8")
+		}
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		_, _ = dec.Token() // '['
 		var arr []json.RawMessage
-		if err := json.Unmarshal(trimmed, &arr); err != nil {
-			return nil, nil, nil, fmt.Errorf("the body is not a JSON array: %s", jsonProblem(err))
+		for dec.More() {
+			if len(arr) == MaxImportLines {
+				return nil, nil, nil, errTooManyLines
+			}
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return nil, nil, nil, fmt.Errorf("the body is not a JSON array: %s", jsonProblem(err))
+			}
+			arr = append(arr, raw)
+		}
+		if _, err := dec.Token(); err != nil || dec.More() {
+			return nil, nil, nil, errors.New("the body is not a JSON array: it does not end with ]")
 		}
 		for i, raw := range arr {
 			decodeOne(raw, i+1)
 		}
-	} else {
-		sc := bufio.NewScanner(bytes.NewReader(body))
-		sc.Buffer(make([]byte, 64<<10), 64<<10)
-		for n := 1; sc.Scan(); n++ {
-			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-				continue
-			}
-			decodeOne(sc.Bytes(), n)
-		}
-		if sc.Err() != nil {
-			return nil, nil, nil, errors.New("a line is longer than 64 KiB")
-		}
+		return lines, numbers, bad, nil
 	}
-	if len(lines)+len(bad) > MaxImportLines {
-		return nil, nil, nil, fmt.Errorf("at most %d tenants per request; send batches", MaxImportLines)
+	if countLines(body, MaxImportLines) > MaxImportLines {
+		return nil, nil, nil, errTooManyLines
 	}
+	eachLine(body, func(line []byte, n int) bool {
+		if len(bytes.TrimSpace(line)) > 0 {
+			decodeOne(bytes.TrimSpace(line), n)
+		}
+		return true
+	})
 	return lines, numbers, bad, nil
 }
 
@@ -158,11 +177,20 @@ func (s *Server) bulkImport(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	dry, overwrite := q.Get("dry_run") == "true", q.Get("overwrite") == "true"
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxImportBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		httperr.Write(w, httperr.Error{Kind: httperr.TooLarge, Detail: "the body is larger than 16 MiB"})
+		return
+	}
 	if err != nil {
-		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Detail: "body unreadable or larger than 16 MiB; send batches"})
+		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Detail: "body unreadable"})
 		return
 	}
 	lines, numbers, results, err := parseImport(body)
+	if errors.Is(err, errTooManyLines) {
+		httperr.Write(w, httperr.Error{Kind: httperr.TooLarge, Detail: fmt.Sprintf("at most %d tenants per request", MaxImportLines)})
+		return
+	}
 	if err != nil {
 		httperr.Write(w, httperr.Error{Kind: httperr.BadRequest, Detail: err.Error()})
 		return

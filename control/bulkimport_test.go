@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -143,10 +144,111 @@ func TestBulkImportLimits(t *testing.T) {
 	for i := 0; i <= MaxImportLines; i++ {
 		fmt.Fprintf(&b, `{"id":"t%d","refresh_token":"r"}`+"\n", i)
 	}
-	if st, _, raw := importCall(t, f, "", b.String()); st != 400 || !strings.Contains(raw, "batches") {
+	if st, _, raw := importCall(t, f, "", b.String()); st != 413 || !strings.Contains(raw, "too_large") || !strings.Contains(raw, "5000") {
 		t.Errorf("too many lines: %d %s", st, raw)
 	}
 	if st, _, _ := f.call(t, "POST", "/admin/import", "", `{"id":"x","refresh_token":"r"}`); st != 401 {
 		t.Errorf("without admin token: %d", st)
+	}
+}
+
+// A body of many tiny lines is refused whole (413) after counting, before
+// any line is decoded: 1.4 million "{}" lines (4 MB) once took the process
+// to 1.6 GB. The bound is on bytes allocated while the request is served
+// (client and server share this process; the body itself is 4 MB).
+func TestBulkImportCountsLinesBeforeDecoding(t *testing.T) {
+	f := newFixture(t, adminToken)
+	body := strings.Repeat("{}\n", 1_400_000)
+	for _, b := range []string{body, "[" + strings.TrimSuffix(strings.Repeat("{},", 1_400_000), ",") + "]"} {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		st, _, raw := importCall(t, f, "", b)
+		runtime.ReadMemStats(&after)
+		if st != 413 || !strings.Contains(raw, "too_large") {
+			t.Errorf("1.4M tenants in one request (%.10s...): %d %.200s", b, st, raw)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 96<<20 {
+			t.Errorf("refusing 1.4M tenants (%.10s...) allocated %d MiB: lines were decoded before counting", b, alloc>>20)
+		}
+	}
+	if ids, _ := f.store.List(context.Background()); len(ids) != 0 {
+		t.Fatalf("a refused request wrote %v", ids)
+	}
+}
+
+// A line over MaxImportLine (also one of exactly 64 KiB plus one byte) or
+// with invalid UTF-8 fails alone with its line number; the other lines of
+// the batch are imported. Nothing is stored as U+FFFD.
+func TestBulkImportBadLinesFailAlone(t *testing.T) {
+	f := newFixture(t, adminToken)
+	pad := func(n int) string {
+		base := `{"id":"long","refresh_token":"r","scope":""}`
+		return strings.Replace(base, `"scope":""`, `"scope":"`+strings.Repeat("s", n-len(base))+`"`, 1)
+	}
+	exact, over := pad(MaxImportLine), pad(MaxImportLine+1)
+	if len(exact) != MaxImportLine || len(over) != MaxImportLine+1 {
+		t.Fatalf("padding: %d %d", len(exact), len(over))
+	}
+	body := strings.Join([]string{
+		`{"id":"ok1","refresh_token":"RT-1"}`,
+		over,
+		"{\"id\":\"utf\",\"refresh_token\":\"RT-\xff\xfe\"}",
+		`{"id":"ok2","refresh_token":"RT-2"}`,
+		exact,
+	}, "\n")
+	st, resp, raw := importCall(t, f, "", body)
+	if st != 200 {
+		t.Fatalf("import: %d %.300s", st, raw)
+	}
+	want := map[int]string{1: "created", 2: "error", 3: "error", 4: "created", 5: "created"}
+	for _, r := range resp.Results {
+		if want[r.Line] != r.Status {
+			t.Errorf("line %d: %+v, want %s", r.Line, r, want[r.Line])
+		}
+		switch r.Line {
+		case 2:
+			if !strings.Contains(r.Error, "64 KiB") {
+				t.Errorf("line 2: %q, want the 64 KiB limit", r.Error)
+			}
+		case 3:
+			if !strings.Contains(r.Error, "UTF-8") {
+				t.Errorf("line 3: %q, want UTF-8", r.Error)
+			}
+		}
+	}
+	if _, err := f.store.Get(context.Background(), "utf"); err == nil {
+		t.Error("the invalid UTF-8 line was stored")
+	}
+	if _, err := f.store.Get(context.Background(), "long"); err != nil {
+		t.Errorf("a line of exactly 64 KiB was not imported: %v", err)
+	}
+}
+
+// A bad location id or an absurd lifetime refuses the whole line before
+// anything is written (the record is not written without its index), and
+// PUT refuses the same lifetimes.
+func TestBulkImportRefusesBadLocationsAndLifetimes(t *testing.T) {
+	f := newFixture(t, adminToken)
+	body := strings.Join([]string{
+		`{"id":"loc","refresh_token":"RT-1","locations":[{"id":"L1"},{"id":""}]}`,
+		`{"id":"exp","refresh_token":"RT-2","access_token":"AT","expires_in":9300000000000}`,
+		`{"id":"rexp","refresh_token":"RT-3","refresh_expires_in":9300000000000}`,
+		`{"id":"fine","refresh_token":"RT-4","access_token":"AT","expires_in":3600,"locations":[{"id":"L2"}]}`,
+	}, "\n")
+	st, resp, raw := importCall(t, f, "", body)
+	if st != 200 || resp.Counts["error"] != 3 || resp.Counts["created"] != 1 {
+		t.Fatalf("import: %d %s", st, raw)
+	}
+	for _, id := range []string{"loc", "exp", "rexp"} {
+		if _, err := f.store.Get(context.Background(), id); err == nil {
+			t.Errorf("tenant %s was written from a refused line", id)
+		}
+	}
+	if st, raw, _ := f.call(t, "PUT", "/admin/tenants/p", adminToken, `{"refresh_token":"RT","access_token":"AT","expires_in":9300000000000}`); st != 400 || !strings.Contains(raw, "expires_in must be at most") {
+		t.Errorf("PUT with expires_in 9.3e12: %d %s", st, raw)
+	}
+	if st, _, _ := f.call(t, "PUT", "/admin/tenants/p", adminToken, `{"refresh_token":"RT","access_token":"AT","expires_in":3600}`); st != 201 {
+		t.Errorf("PUT with expires_in 3600: %d", st)
 	}
 }

@@ -53,7 +53,7 @@ func (s *Server) mountConsole(mux *http.ServeMux) {
 	}
 	c := &console{
 		s:        s,
-		sessions: newSessions(s.SessionKey, s.ConsoleIdle, s.Now),
+		sessions: newSessions(s.SessionKey, s.AdminToken, sessionStore(s.Store), s.ConsoleIdle, s.Now),
 		pages:    mustParsePages(s.Now),
 		counts:   &countCache{store: s.Store, now: s.Now},
 		csrf:     http.NewCrossOriginProtection(),
@@ -91,6 +91,14 @@ func (s *Server) mountConsole(mux *http.ServeMux) {
 	}))
 }
 
+// sessionStore is st's session keeping, or nil (sessions in process).
+func sessionStore(st store.Store) store.Sessions {
+	if ss, ok := st.(store.Sessions); ok {
+		return ss
+	}
+	return nil
+}
+
 // consoleHeaders are set on every console response.
 func consoleHeaders(h http.Header) {
 	httperr.PageHeaders(h, consoleCSP)
@@ -109,6 +117,9 @@ func (c *console) adminTokenOK(got string) bool {
 func (c *console) view(h func(http.ResponseWriter, *http.Request, session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sess, err := c.sessions.get(r)
+		if c.storeFailed(w, err) {
+			return
+		}
 		if err != nil {
 			c.toSignin(w, r, err)
 			return
@@ -116,6 +127,17 @@ func (c *console) view(h func(http.ResponseWriter, *http.Request, session)) http
 		c.sessions.touch(w, r, sess)
 		h(w, r, sess)
 	}
+}
+
+// storeFailed answers 503 when err is the store failing to say whether a
+// session lives (the cookie is kept: the session may well be alive).
+func (c *console) storeFailed(w http.ResponseWriter, err error) bool {
+	if err == nil || errors.Is(err, errNoSession) || errors.Is(err, errSessionExpired) || errors.Is(err, errSessionInvalid) {
+		return false
+	}
+	c.s.Logger.Warn("console session lookup failed", zap.Error(err))
+	c.pages.fail(w, http.StatusServiceUnavailable, "Store unavailable", "The console cannot check your session right now. Try again in a moment; nothing was changed.")
+	return true
 }
 
 func (c *console) toSignin(w http.ResponseWriter, r *http.Request, err error) {
@@ -135,6 +157,9 @@ func (c *console) action(name string, h func(http.ResponseWriter, *http.Request,
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
 		sess, err := c.sessions.get(r)
+		if c.storeFailed(w, err) {
+			return
+		}
 		if err != nil {
 			c.sessions.clear(w, r)
 			c.audit(r, "", "session_refused", name, http.StatusUnauthorized)

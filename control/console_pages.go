@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
@@ -65,6 +67,14 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
 	op := strings.TrimSpace(r.PostForm.Get("operator"))
 	d := pageData{Title: "Sign in"}
+	client := clientAddr(r)
+	if blocked, wait := c.s.attempts.blocked(client); blocked {
+		d.Error = "Too many wrong admin tokens from your address. Wait a minute and try again."
+		c.audit(r, op, "signin", "throttled", http.StatusTooManyRequests)
+		httperr.Error{Kind: httperr.TooManyAttempts, RetryAfter: wait}.SetHeaders(w.Header())
+		c.pages.render(w, http.StatusTooManyRequests, "signin", d)
+		return
+	}
 	switch {
 	case !validOperator(op):
 		d.Error = "Enter your name (letters, digits, . _ @ -; up to 64) so that your actions are logged under it."
@@ -72,18 +82,29 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 		c.pages.render(w, http.StatusBadRequest, "signin", d)
 		return
 	case !c.adminTokenOK(r.PostForm.Get("token")):
+		c.s.attempts.failed(client)
 		d.Error = "That admin token is not right."
 		c.audit(r, op, "signin", "bad_token", http.StatusUnauthorized)
 		c.pages.render(w, http.StatusUnauthorized, "signin", d)
 		return
 	}
-	c.sessions.set(w, r, c.sessions.start(op))
+	if err := c.sessions.set(w, r, c.sessions.start(op)); err != nil {
+		c.s.Logger.Warn("console session not stored", zap.Error(err))
+		d.Error = "The store is unavailable: the session could not be kept. Try again in a moment."
+		c.audit(r, op, "signin", "store_unavailable", http.StatusServiceUnavailable)
+		c.pages.render(w, http.StatusServiceUnavailable, "signin", d)
+		return
+	}
 	c.audit(r, op, "signin", "", http.StatusSeeOther)
 	http.Redirect(w, r, "/console/tenants", http.StatusSeeOther)
 }
 
-func (c *console) signout(w http.ResponseWriter, r *http.Request, _ session) int {
-	c.sessions.clear(w, r)
+func (c *console) signout(w http.ResponseWriter, r *http.Request, sess session) int {
+	if err := c.sessions.end(w, r, sess); err != nil {
+		c.s.Logger.Warn("console session not deleted", zap.Error(err))
+		c.pages.fail(w, http.StatusServiceUnavailable, "Store unavailable", "The session could not be ended in the store. Try signing out again.")
+		return http.StatusServiceUnavailable
+	}
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 	return http.StatusSeeOther
 }

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,7 +11,10 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // Console session defaults.
@@ -33,8 +37,9 @@ var (
 )
 
 // session is what the console cookie carries, signed with the session key.
-// It holds no token and nothing derived from the admin token: the operator's
-// name, a random id (the CSRF token is derived from it) and timestamps.
+// It holds no token: the operator's name, a random id (the CSRF token is
+// derived from it) and timestamps. A signed cookie is not enough: its id
+// must also name a live record in the store (sign-out deletes it).
 type session struct {
 	Operator string `json:"op"`
 	ID       string `json:"sid"`
@@ -42,17 +47,21 @@ type session struct {
 	Seen     int64  `json:"seen"` // unix seconds: last operator action (idle clock)
 }
 
-// sessions signs and checks console session cookies. The key is derived
-// from the encryption key (see cmd/lsproxy), so every replica sharing the
-// store accepts a session any of them issued; nothing is kept server-side.
-// It is immutable after construction and safe for concurrent use.
+// sessions signs and checks console session cookies and keeps each
+// session's record in the store (store.Sessions), with the idle timeout as
+// its lifetime, so that every replica sharing the store accepts a session
+// any of them issued and signing out on one ends it on all. The signing key
+// is derived from the session key (from the encryption key, see
+// cmd/lsproxy) and the admin token: rotating the admin token ends every
+// session. It is immutable after construction and safe for concurrent use.
 type sessions struct {
-	key  []byte
-	idle time.Duration
-	now  func() time.Time
+	key   []byte
+	idle  time.Duration
+	now   func() time.Time
+	store store.Sessions
 }
 
-func newSessions(key []byte, idle time.Duration, now func() time.Time) *sessions {
+func newSessions(key []byte, adminToken string, st store.Sessions, idle time.Duration, now func() time.Time) *sessions {
 	if len(key) == 0 {
 		// No key configured: sessions work on this process only.
 		key = make([]byte, 32)
@@ -61,7 +70,20 @@ func newSessions(key []byte, idle time.Duration, now func() time.Time) *sessions
 	if idle <= 0 {
 		idle = DefaultConsoleIdle
 	}
-	return &sessions{key: key, idle: idle, now: now}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("lsproxy/console-session-key/v2\x00"))
+	m.Write([]byte(adminToken))
+	if st == nil {
+		st = newMemSessions(now)
+	}
+	return &sessions{key: m.Sum(nil), idle: idle, now: now, store: st}
+}
+
+// recordKey is the store key of a session: a hash of its id, so that the
+// store holds nothing a cookie could be made from.
+func recordKey(id string) string {
+	h := sha256.Sum256([]byte("lsproxy/console-session-record\x00" + id))
+	return hex.EncodeToString(h[:])
 }
 
 // cookieName is __Secure- prefixed on TLS (the browser then refuses it
@@ -93,7 +115,13 @@ func (s *sessions) start(operator string) session {
 // on TLS, scoped to /console/. It is a browser-session cookie (no Max-Age):
 // the server enforces the idle timeout, so that an expired session is
 // answered as such rather than as never signed in.
-func (s *sessions) set(w http.ResponseWriter, r *http.Request, sess session) {
+//
+// It writes the session's record first (renewing its lifetime); when the
+// store fails, no cookie is set and the error is returned.
+func (s *sessions) set(w http.ResponseWriter, r *http.Request, sess session) error {
+	if err := s.store.PutSession(r.Context(), recordKey(sess.ID), []byte(sess.Operator), s.idle); err != nil {
+		return err
+	}
 	payload, _ := json.Marshal(sess)
 	v := "v1." + base64.RawURLEncoding.EncodeToString(payload) + "." +
 		base64.RawURLEncoding.EncodeToString(s.mac("lsproxy/console-session/v1", payload))
@@ -101,6 +129,15 @@ func (s *sessions) set(w http.ResponseWriter, r *http.Request, sess session) {
 		Name: cookieName(r), Value: v, Path: "/console/",
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
 	})
+	return nil
+}
+
+// end deletes the session's record (every copy of its cookie is dead) and
+// removes the cookie.
+func (s *sessions) end(w http.ResponseWriter, r *http.Request, sess session) error {
+	err := s.store.DeleteSession(r.Context(), recordKey(sess.ID))
+	s.clear(w, r)
+	return err
 }
 
 // clear removes the session cookie.
@@ -112,8 +149,10 @@ func (s *sessions) clear(w http.ResponseWriter, r *http.Request) {
 }
 
 // get returns the request's session: errNoSession without a cookie,
-// errSessionInvalid for a cookie this key did not sign, errSessionExpired
-// after the idle timeout or the maximum age.
+// errSessionInvalid for a cookie this key did not sign (also one signed
+// before the admin token changed), errSessionExpired after the idle timeout
+// or the maximum age, or when its record is gone (signed out, expired in
+// the store). A store failure is returned as is.
 func (s *sessions) get(r *http.Request) (session, error) {
 	c, err := r.Cookie(cookieName(r))
 	if err != nil || c.Value == "" {
@@ -136,6 +175,16 @@ func (s *sessions) get(r *http.Request) (session, error) {
 	if now.Sub(time.Unix(sess.Seen, 0)) > s.idle || now.Sub(time.Unix(sess.Issued, 0)) > consoleMaxAge {
 		return session{}, errSessionExpired
 	}
+	op, err := s.store.GetSession(r.Context(), recordKey(sess.ID))
+	if errors.Is(err, store.ErrNotFound) {
+		return session{}, errSessionExpired
+	}
+	if err != nil {
+		return session{}, err
+	}
+	if string(op) != sess.Operator {
+		return session{}, errSessionInvalid
+	}
 	return sess, nil
 }
 
@@ -147,7 +196,7 @@ func (s *sessions) touch(w http.ResponseWriter, r *http.Request, sess session) {
 		return
 	}
 	sess.Seen = now.Unix()
-	s.set(w, r, sess)
+	_ = s.set(w, r, sess) // a failed renewal leaves the session as it was
 }
 
 // csrf is the synchronizer token of sess: every console form carries it
@@ -174,4 +223,51 @@ func validOperator(s string) bool {
 		}
 	}
 	return true
+}
+
+// memSessions is the in-process store.Sessions for a Store that does not
+// keep sessions (test fakes): sessions then live on this process only.
+type memSessions struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[string]memSession
+}
+
+type memSession struct {
+	v   []byte
+	exp time.Time
+}
+
+func newMemSessions(now func() time.Time) *memSessions {
+	return &memSessions{now: now, m: map[string]memSession{}}
+}
+
+func (m *memSessions) PutSession(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for k, v := range m.m {
+		if !now.Before(v.exp) {
+			delete(m.m, k)
+		}
+	}
+	m.m[key] = memSession{v: append([]byte(nil), value...), exp: now.Add(ttl)}
+	return nil
+}
+
+func (m *memSessions) GetSession(_ context.Context, key string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.m[key]
+	if !ok || !m.now().Before(v.exp) {
+		return nil, store.ErrNotFound
+	}
+	return v.v, nil
+}
+
+func (m *memSessions) DeleteSession(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.m, key)
+	return nil
 }

@@ -40,6 +40,12 @@ func newConsoleFixture(t *testing.T, admin string, key []byte) *consoleFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	return newConsoleFixtureOn(t, admin, key, s)
+}
+
+// newConsoleFixtureOn is a console on an existing store: another replica.
+func newConsoleFixtureOn(t *testing.T, admin string, key []byte, s *store.Bolt) *consoleFixture {
+	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	clock := testclock.New(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 	ft := &fakeTokens{}
@@ -307,8 +313,8 @@ func TestConsoleSessionExpiry(t *testing.T) {
 	if r := f.get(t, "/console/tenants"); r.status != http.StatusSeeOther {
 		t.Errorf("cookie of another key: %d", r.status)
 	}
-	// The same key (another replica) accepts it.
-	h := newConsoleFixture(t, adminToken, []byte(strings.Repeat("z", 32)))
+	// The same key (another replica on the same store) accepts it.
+	h := newConsoleFixtureOn(t, adminToken, []byte(strings.Repeat("z", 32)), g.store)
 	hu, _ := url.Parse(h.srv.URL + "/console/")
 	h.client.Jar.SetCookies(hu, g.client.Jar.Cookies(u))
 	if r := h.get(t, "/console/tenants"); r.status != http.StatusOK {
@@ -489,4 +495,88 @@ func mustURL(s string) *url.URL {
 		panic(err)
 	}
 	return u
+}
+
+// copyCookies gives to's browser from's console cookies (a stolen or
+// copied cookie).
+func copyCookies(t *testing.T, from, to *consoleFixture) {
+	t.Helper()
+	u, _ := url.Parse(from.srv.URL + "/console/")
+	tu, _ := url.Parse(to.srv.URL + "/console/")
+	to.client.Jar.SetCookies(tu, from.client.Jar.Cookies(u))
+}
+
+// Signing out ends the session in the store: a copy of the cookie made
+// before is refused afterwards, on this replica and on another.
+func TestConsoleSignoutEndsCopiedSession(t *testing.T) {
+	key := []byte(strings.Repeat("k", 32))
+	f := newConsoleFixture(t, adminToken, key)
+	other := newConsoleFixtureOn(t, adminToken, key, f.store)
+	thief := newConsoleFixtureOn(t, adminToken, key, f.store)
+	f.signin(t, "alice", adminToken)
+	token := f.csrf(t)
+	copyCookies(t, f, thief)
+	copyCookies(t, f, other)
+	if r := thief.get(t, "/console/tenants"); r.status != http.StatusOK {
+		t.Fatalf("copied cookie before sign-out: %d", r.status)
+	}
+	if r := f.post(t, "/console/signout", url.Values{"csrf": {token}}); r.status != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d %s", r.status, r.body)
+	}
+	for name, c := range map[string]*consoleFixture{"same replica": thief, "other replica": other} {
+		if r := c.get(t, "/console/tenants"); r.status != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), "/console/signin") {
+			t.Errorf("%s: copied cookie after sign-out: %d %s", name, r.status, r.header.Get("Location"))
+		}
+	}
+	f.put(t, &store.Tenant{ID: "acme", RefreshToken: "RT-1", Status: store.StatusActive})
+	copyCookies(t, f, thief) // the jar of f dropped the cookie; thief's was cleared by the refusal
+	r := other.post(t, "/console/tenants/acme/delete", url.Values{"confirm": {"acme"}, "csrf": {token}})
+	if r.status != http.StatusUnauthorized {
+		t.Errorf("action with a signed-out session: %d", r.status)
+	}
+	if _, err := f.store.Get(context.Background(), "acme"); err != nil {
+		t.Fatalf("a signed-out session deleted the tenant: %v", err)
+	}
+}
+
+// Rotating the admin token (the answer to a leaked one) ends every console
+// session signed in with the old token, although the record is still in
+// the store and the encryption key is the same.
+func TestConsoleAdminTokenRotationEndsSessions(t *testing.T) {
+	key := []byte(strings.Repeat("k", 32))
+	f := newConsoleFixture(t, adminToken, key)
+	f.signin(t, "alice", adminToken)
+	if r := f.get(t, "/console/tenants"); r.status != http.StatusOK {
+		t.Fatalf("signed in: %d", r.status)
+	}
+	rotated := newConsoleFixtureOn(t, adminToken+"-rotated", key, f.store)
+	copyCookies(t, f, rotated)
+	if r := rotated.get(t, "/console/tenants"); r.status != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), "/console/signin") {
+		t.Fatalf("session of the old admin token after rotation: %d %s", r.status, r.header.Get("Location"))
+	}
+	// The new token signs in as usual.
+	rotated.signin(t, "alice", adminToken+"-rotated")
+	if r := rotated.get(t, "/console/tenants"); r.status != http.StatusOK {
+		t.Fatalf("sign-in with the new token: %d", r.status)
+	}
+}
+
+// When the store cannot say whether a session lives, pages answer 503 and
+// keep the cookie (the session may be alive); nothing is changed.
+func TestConsoleSessionStoreDown(t *testing.T) {
+	f := newConsoleFixture(t, adminToken, []byte(strings.Repeat("k", 32)))
+	f.signin(t, "alice", adminToken)
+	token := f.csrf(t)
+	f.store.Close()
+	if r := f.get(t, "/console/tenants"); r.status != http.StatusServiceUnavailable || r.header.Get("Set-Cookie") != "" {
+		t.Errorf("page with the store down: %d, Set-Cookie %q", r.status, r.header.Get("Set-Cookie"))
+	}
+	if r := f.post(t, "/console/tenants/acme/delete", url.Values{"confirm": {"acme"}, "csrf": {token}}); r.status != http.StatusServiceUnavailable {
+		t.Errorf("action with the store down: %d", r.status)
+	}
+	g := newConsoleFixture(t, adminToken, []byte(strings.Repeat("k", 32)))
+	g.store.Close()
+	if r := g.signin(t, "bob", adminToken); r.status != http.StatusServiceUnavailable || r.header.Get("Set-Cookie") != "" {
+		t.Errorf("sign-in with the store down: %d, Set-Cookie %q", r.status, r.header.Get("Set-Cookie"))
+	}
 }

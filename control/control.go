@@ -64,6 +64,7 @@ type Server struct {
 	ConsoleIdle time.Duration
 
 	adminMux *http.ServeMux // the admin routes, without bearer check and audit (the console calls them)
+	attempts *attempts      // wrong admin tokens per client (throttle.go), shared with the console
 }
 
 // Onboarding starts and finishes the OAuth authorization-code flow.
@@ -95,6 +96,7 @@ func (s *Server) Handler() http.Handler {
 	if s.Now == nil {
 		s.Now = time.Now
 	}
+	s.attempts = newAttempts(s.Now)
 	g := s.Gatherer
 	if g == nil {
 		g = prometheus.DefaultGatherer
@@ -167,10 +169,16 @@ func (s *Server) requireAdmin(next http.Handler) http.Handler {
 			httperr.Write(w, httperr.Error{Kind: httperr.AdminDisabled})
 			return
 		}
+		client := clientAddr(r)
+		if blocked, wait := s.attempts.blocked(client); blocked {
+			httperr.Write(w, httperr.Error{Kind: httperr.TooManyAttempts, RetryAfter: wait})
+			return
+		}
 		const prefix = "Bearer "
 		h := r.Header.Get("Authorization")
 		got := sha256.Sum256([]byte(h[min(len(prefix), len(h)):]))
 		if len(h) < len(prefix) || h[:len(prefix)] != prefix || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			s.attempts.failed(client)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="lsproxy-admin"`)
 			httperr.Write(w, httperr.Error{Kind: httperr.AdminUnauthorized})
 			return

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/internal/testclock"
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -298,5 +300,81 @@ func TestAuthorizeWithoutOnboarding(t *testing.T) {
 	}
 	if code, _, _ := f.call(t, "GET", "/oauth/callback?code=x&state=y", "", ""); code != 503 {
 		t.Fatalf("callback: %d", code)
+	}
+}
+
+// Wrong admin tokens are throttled per client: after the burst, the next
+// request (even with the right token) is answered 429 too_many_attempts
+// with Retry-After, before its token is compared; the allowance comes back
+// with time. The console's sign-in shares the allowance.
+func TestAdminTokenGuessingThrottled(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	keys, _ := store.NewKeyring([]byte(strings.Repeat("c", 32)))
+	s, err := store.OpenBolt(t.TempDir(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	cs := &Server{Store: s, Tokens: &fakeTokens{}, AdminToken: adminToken, Gatherer: prometheus.NewRegistry(), Provider: "k-series", Now: clock.Now}
+	srv := httptest.NewServer(cs.Handler())
+	t.Cleanup(srv.Close)
+	f := &fixture{srv: srv, store: s}
+	for i := range DefaultAdminAttempts {
+		if st, _, _ := f.call(t, "GET", "/admin/tenants", "wrong-token", ""); st != 401 {
+			t.Fatalf("wrong token %d: %d, want 401", i+1, st)
+		}
+	}
+	st, raw, h := f.call(t, "GET", "/admin/tenants", adminToken, "")
+	if st != 429 || h.Get("X-Lsproxy-Error") != "too_many_attempts" || h.Get("Retry-After") == "" || !strings.Contains(raw, "too_many_attempts") {
+		t.Fatalf("after %d wrong tokens: %d %s (Retry-After %q)", DefaultAdminAttempts, st, raw, h.Get("Retry-After"))
+	}
+	form := url.Values{"operator": {"alice"}, "token": {adminToken}}
+	resp, err := http.PostForm(srv.URL+"/console/signin", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("console sign-in from a throttled client: %d", resp.StatusCode)
+	}
+	clock.Advance(adminAttemptEvery)
+	if st, _, _ := f.call(t, "GET", "/admin/tenants", adminToken, ""); st != 200 {
+		t.Fatalf("right token after the wait: %d, want 200", st)
+	}
+	// A right token costs nothing.
+	for range 3 * DefaultAdminAttempts {
+		if st, _, _ := f.call(t, "GET", "/admin/tenants", adminToken, ""); st != 200 {
+			t.Fatalf("right token: %d", st)
+		}
+	}
+}
+
+// Wrong sign-ins on the console are throttled like wrong admin tokens.
+func TestConsoleSigninThrottled(t *testing.T) {
+	f := newConsoleFixture(t, adminToken, []byte(strings.Repeat("k", 32)))
+	for i := range DefaultAdminAttempts {
+		if r := f.signin(t, "mallory", "guess"); r.status != 401 {
+			t.Fatalf("wrong sign-in %d: %d", i+1, r.status)
+		}
+	}
+	r := f.signin(t, "mallory", adminToken)
+	if r.status != 429 || r.header.Get("X-Lsproxy-Error") != "too_many_attempts" || !strings.Contains(r.body, "Too many wrong admin tokens") {
+		t.Fatalf("sign-in after %d wrong ones: %d %s", DefaultAdminAttempts, r.status, r.header)
+	}
+	if l := auditLines(f.logs, "signin"); len(l) == 0 || l[len(l)-1]["status"] != int64(429) {
+		t.Errorf("throttled sign-in audit: %v", l[len(l)-1])
+	}
+}
+
+// The throttle remembers a bounded number of clients.
+func TestAttemptsBounded(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	a := newAttempts(clock.Now)
+	for i := range maxThrottled + 50 {
+		a.failed(fmt.Sprintf("10.0.%d.%d", i/256, i%256))
+		clock.Advance(time.Millisecond)
+	}
+	if len(a.m) > maxThrottled {
+		t.Fatalf("%d clients remembered, want at most %d", len(a.m), maxThrottled)
 	}
 }

@@ -10,6 +10,13 @@
 //     token-free view of a tenant.
 //   - bulkimport.go: POST /admin/import and importTenant, the one import
 //     write path it shares with PUT /admin/tenants/{id} (SPEC §3 rule 19).
+//   - throttle.go: wrong admin tokens counted per client address (429
+//     too_many_attempts), for the admin API and the console's sign-in.
+//   - importcheck.go: the limits of an import shared with the CLI
+//     (MaxImportLine, lifetimes, location ids), line counting before
+//     decoding.
+//   - ratelimit.go: the rate-limit governor seen from the admin API.
+//   - tenantsgauge.go: lsproxy_tenants{status}, counted from the store.
 //   - list.go: GET /admin/tenants and listPage, the one paging loop (over
 //     store.Lister's cursor, else Store.List) the console lists with too.
 //   - console.go: the operator console under /console/ (routes, security

@@ -4,10 +4,15 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lsproxy/lsproxy/config"
 )
 
 // TestSchemaRejectsWrongValues: values.schema.json makes helm lint --strict
@@ -55,8 +60,8 @@ func TestSchemaCoversValues(t *testing.T) {
 	var walk func(path string, v map[string]any, s map[string]any)
 	walk = func(path string, v map[string]any, s map[string]any) {
 		props, _ := s["properties"].(map[string]any)
-		if props == nil {
-			return // free-form
+		if props == nil || path == "config." {
+			return // free-form, or config: every lsproxy option is typed, values.yaml sets a few
 		}
 		if s["additionalProperties"] != false {
 			t.Errorf("schema %s: a closed object must set additionalProperties: false", path)
@@ -126,5 +131,104 @@ func TestChartExtensions(t *testing.T) {
 	tls := dig(sm, "spec", "endpoints", 0, "tlsConfig")
 	if dig(tls, "insecureSkipVerify") == true || !strings.HasSuffix(str(dig(tls, "serverName")), ".svc") {
 		t.Errorf("ServiceMonitor tlsConfig %v: want verification with serverName <control Service>.<namespace>.svc", tls)
+	}
+}
+
+// TestConfigSchemaTyped: every lsproxy option has a typed entry under
+// config in values.schema.json, of the kind its Go field has (durations as
+// strings with a unit, whole numbers, booleans, lists), and nothing else.
+func TestConfigSchemaTyped(t *testing.T) {
+	var schema struct {
+		Properties struct {
+			Config struct {
+				Properties map[string]struct {
+					Type    []string `json:"type"`
+					Pattern string   `json:"pattern"`
+					Enum    []any    `json:"enum"`
+				} `json:"properties"`
+			} `json:"config"`
+		} `json:"properties"`
+	}
+	b, err := os.ReadFile(chartDir + "/values.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	props := schema.Properties.Config.Properties
+	rt := reflect.TypeFor[config.Config]()
+	seen := map[string]bool{}
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		key := f.Tag.Get("yaml")
+		seen[key] = true
+		p, ok := props[key]
+		if !ok {
+			t.Errorf("config.%s has no typed entry in values.schema.json", key)
+			continue
+		}
+		want := ""
+		switch {
+		case f.Type == reflect.TypeFor[time.Duration]():
+			want = "string"
+			if p.Pattern == "" || !regexp.MustCompile(p.Pattern).MatchString("1h30m") || regexp.MustCompile(p.Pattern).MatchString("30") {
+				t.Errorf("config.%s: a duration needs a pattern requiring the unit; got %q", key, p.Pattern)
+			}
+		case f.Type.Kind() == reflect.Bool || f.Type == reflect.TypeFor[*bool]():
+			want = "boolean"
+		case f.Type.Kind() == reflect.Int || f.Type.Kind() == reflect.Int64:
+			want = "integer"
+		case f.Type.Kind() == reflect.Float64:
+			want = "number"
+		case f.Type.Kind() == reflect.Slice:
+			want = "array"
+		case f.Type.Kind() == reflect.String:
+			want = "string"
+		}
+		if len(p.Type) == 0 || p.Type[0] != want {
+			t.Errorf("config.%s: schema type %v, want %s first (Go %v)", key, p.Type, want, f.Type)
+		}
+	}
+	for key := range props {
+		if !seen[key] {
+			t.Errorf("values.schema.json types config.%s, which is no lsproxy option", key)
+		}
+	}
+	for _, key := range []string{"provider", "environment", "log_format", "log_level", "client_auth"} {
+		if len(props[key].Enum) == 0 {
+			t.Errorf("config.%s: no enum", key)
+		}
+	}
+	for _, key := range []string{"redirect_url", "upstream_url", "token_url", "authorize_url", "webhook_url", "success_url"} {
+		if !strings.Contains(props[key].Pattern, "https?://") {
+			t.Errorf("config.%s: no URL pattern", key)
+		}
+	}
+}
+
+// TestSchemaRejectsBadConfigValues: helm refuses config values lsproxy
+// would refuse at start (the pod would crash-loop): a duration without a
+// unit, a value outside an enum, a URL that is not one, a word for a
+// number; and accepts the right ones.
+func TestSchemaRejectsBadConfigValues(t *testing.T) {
+	for _, tc := range []struct{ set, path string }{
+		{"config.refresh_before=30", "/config/refresh_before"},
+		{"config.log_format=xml", "/config/log_format"},
+		{"config.provider=k-seris", "/config/provider"},
+		{"config.redirect_url=lsproxy.example.com/oauth/callback", "/config/redirect_url"},
+		{"config.breaker_failures=five", "/config/breaker_failures"},
+	} {
+		out, err := helmTemplate(t, []string{chartDir + "/ci/existing-secret-values.yaml"}, tc.set)
+		if err == nil {
+			t.Errorf("helm template --set %s rendered:\n%.300s", tc.set, out)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.path) {
+			t.Errorf("helm template --set %s: the refusal does not name %s: %v", tc.set, tc.path, err)
+		}
+	}
+	if _, err := helmTemplate(t, []string{chartDir + "/ci/existing-secret-values.yaml"}, "config.refresh_before=45s", "config.log_format=console", "config.breaker_failures=7"); err != nil {
+		t.Errorf("right config values refused: %v", err)
 	}
 }

@@ -156,6 +156,7 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		o.OnActivated(sv.Tenant)
 	}
 	if o.SuccessURL != "" {
+		countOutcome(pageSuccess(sv.Tenant, o.Preset.Name))
 		noStore(w.Header())
 		http.Redirect(w, r, o.SuccessURL, http.StatusFound)
 		return

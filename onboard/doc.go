@@ -16,6 +16,9 @@
 //     flight (SPEC §3 rule 19); exchange failures mapped to pages.
 //   - pages.go: the merchant's HTML pages, whose statuses and codes come
 //     from the error table in internal/httperr.
+//   - identity.go: the merchant account of an exchanged grant.
+//   - metrics.go: the webhook metrics; outcomes.go: the onboarding
+//     outcomes (lsproxy_onboarding_total).
 //   - webhook.go: Notifier, delivering signed tenant.flagged /
 //     tenant.recovered events.
 package onboard

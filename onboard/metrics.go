@@ -12,8 +12,10 @@ type webhookCollector struct {
 var _ prometheus.Collector = webhookCollector{}
 
 // RegisterWebhookMetrics registers the webhook counters of n (nil when no
-// webhook is configured: the series exist and stay 0) with reg.
+// webhook is configured: the series exist and stay 0) and the onboarding
+// outcomes (lsproxy_onboarding_total, outcomes.go) with reg.
 func RegisterWebhookMetrics(reg prometheus.Registerer, n *Notifier) {
+	reg.MustRegister(onboardingTotal())
 	reg.MustRegister(webhookCollector{n: n, desc: prometheus.NewDesc("lsproxy_webhook_events_total",
 		"Webhook events by outcome: delivered (2xx), failed (gave up after retries or a final status), dropped (queue full).",
 		[]string{"outcome"}, nil)})

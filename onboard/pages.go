@@ -71,6 +71,7 @@ func noStore(h http.Header) {
 
 // renderPage writes p as a complete HTML response.
 func renderPage(w http.ResponseWriter, p page) {
+	countOutcome(p)
 	var buf bytes.Buffer
 	if err := pageTemplate.Execute(&buf, p); err != nil {
 		// Fixed template and plain strings: cannot fail; keep a fallback.

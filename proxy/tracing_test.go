@@ -42,6 +42,9 @@ func TestSpanAnnotatedOnlyWithTracing(t *testing.T) {
 			t.Fatalf("tracing off: attributes %v", attrs)
 		}
 		for k, v := range attrs {
+			if v == "" {
+				t.Errorf("attribute %s is sent empty (no caller key, no error)", k)
+			}
 			if v == "tok-acme" {
 				t.Fatalf("attribute %s carries the token", k)
 			}

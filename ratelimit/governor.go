@@ -8,6 +8,11 @@
 // one that does not waits, in arrival order per tenant, up to Wait, and is
 // then refused with a RefusedError. A tenant whose upstream never reported a
 // budget costs nothing: no store command, only a map lookup.
+//
+// Files: governor.go (Governor, booking and waiting), headers.go (Parse:
+// budgets from upstream headers), backend.go (the Backend contract),
+// memory.go and redis.go (the in-process and the shared Backend),
+// transport.go (token-endpoint pacing), metrics.go (Prometheus metrics).
 package ratelimit
 
 import (

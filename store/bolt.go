@@ -81,6 +81,13 @@ func OpenBolt(dir string, keys *Keyring) (*Bolt, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: creating data directory: %w", err)
 	}
+	// An existing directory keeps whatever mode it had: tighten it (the
+	// file holds sealed tokens, but its names and metadata are nobody
+	// else's business). A directory this process does not own (a volume
+	// mounted with an fsGroup) is left as the platform made it.
+	if st, err := os.Stat(dir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		_ = os.Chmod(dir, 0o700)
+	}
 	path := filepath.Join(dir, BoltFile)
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
 	if errors.Is(err, bbolt.ErrTimeout) {
@@ -88,6 +95,12 @@ func OpenBolt(dir string, keys *Keyring) (*Bolt, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm() != 0o600 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: making %s readable by its owner only: %w", path, err)
+		}
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{bucketTenants, bucketOnce} {
@@ -307,7 +320,7 @@ func (b *Bolt) PutOnce(ctx context.Context, key string, value []byte, ttl time.D
 			return fmt.Errorf("%w: one-time key exists", ErrConflict)
 		}
 		val := make([]byte, 8+len(value))
-		binary.BigEndian.PutUint64(val, uint64(now.Add(ttl).UnixNano()))
+		putExpiry(val, now.Add(ttl))
 		copy(val[8:], value)
 		return bk.Put([]byte(key), val)
 	})
@@ -319,6 +332,9 @@ func (b *Bolt) PutOnce(ctx context.Context, key string, value []byte, ttl time.D
 	}
 	return nil
 }
+
+// putExpiry writes the expiry at the head of a one-time value.
+func putExpiry(val []byte, at time.Time) { binary.BigEndian.PutUint64(val, uint64(at.UnixNano())) }
 
 func onceExpired(v []byte, now time.Time) bool {
 	return len(v) < 8 || now.UnixNano() >= int64(binary.BigEndian.Uint64(v[:8]))

@@ -386,3 +386,41 @@ func TestBoltBuildsDueIndexOnOpen(t *testing.T) {
 		t.Fatalf("ListDue = %v, %v", due, err)
 	}
 }
+
+// An existing data directory and bolt file with loose modes are tightened
+// to 0700 and 0600 when the store opens.
+func TestBoltTightensExistingPermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	keys := mustKeyring(t, testKeys(t, 1)...)
+	s, err := OpenBolt(dir, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.Chmod(filepath.Join(dir, BoltFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenBolt(dir, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for path, want := range map[string]os.FileMode{dir: 0o700, filepath.Join(dir, BoltFile): 0o600} {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %o, want %o", path, got, want)
+		}
+	}
+}

@@ -108,6 +108,7 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"LockRefresh", confLockRefresh},
 		{"Once", confOnce},
 		{"OnceExpiry", confOnceExpiry},
+		{"Sessions", confSessions},
 		{"Subscribe", confSubscribe},
 		{"SubscribeReportsLoss", confSubscribeReportsLoss},
 		{"ConcurrentCAS", confConcurrentCAS},
@@ -851,5 +852,58 @@ func confClosed(t *testing.T, h harness) {
 	}
 	if _, err := s.Subscribe(ctx); err == nil {
 		t.Fatal("Subscribe after Close: no error")
+	}
+}
+
+// confSessions: a session is read many times, replaced, expires after its
+// ttl, and is gone once deleted; it shares nothing with one-time values.
+func confSessions(t *testing.T, h harness) {
+	ctx := testCtx(t)
+	s := h.Open(t, mustKeyring(t, testKeys(t, 1)...))
+	ss, ok := s.(Sessions)
+	if !ok {
+		t.Fatalf("%T does not implement Sessions", s)
+	}
+	if _, err := ss.GetSession(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetSession of a missing key: %v, want ErrNotFound", err)
+	}
+	if err := ss.PutSession(ctx, "a", []byte("v1"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if got, err := ss.GetSession(ctx, "a"); err != nil || string(got) != "v1" {
+			t.Fatalf("GetSession = %q, %v; want v1", got, err)
+		}
+	}
+	if err := ss.PutSession(ctx, "a", []byte("v2"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ss.GetSession(ctx, "a"); err != nil || string(got) != "v2" {
+		t.Fatalf("GetSession after a replace = %q, %v; want v2", got, err)
+	}
+	if _, err := s.TakeOnce(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("TakeOnce of a session key: %v, want ErrNotFound (separate namespaces)", err)
+	}
+	if err := ss.DeleteSession(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ss.GetSession(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetSession after DeleteSession: %v, want ErrNotFound", err)
+	}
+	if err := ss.DeleteSession(ctx, "a"); err != nil {
+		t.Fatalf("DeleteSession of a missing key: %v", err)
+	}
+	if err := ss.PutSession(ctx, "short", []byte("v"), shortTTL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(shortTTL + 50*time.Millisecond) // waiting for the ttl itself
+	if _, err := ss.GetSession(ctx, "short"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetSession after its ttl: %v, want ErrNotFound", err)
+	}
+	if err := ss.PutSession(ctx, "", []byte("v"), longTTL); err == nil {
+		t.Fatal("PutSession with an empty key: no error")
+	}
+	if err := ss.PutSession(ctx, "b", []byte("v"), 0); err == nil {
+		t.Fatal("PutSession with ttl 0: no error")
 	}
 }

@@ -24,6 +24,11 @@
 //   - index.go: the Lister contract (paging, due tenants) of both backends.
 //   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
 //     (WAIT).
+//   - session.go: Sessions, renewable shared values (console sessions).
+//   - history.go: Tenant.History, its event kinds and bound.
+//   - locations.go: LocationIndex, business location ids to tenants.
+//   - ratelimit.go: the Redis client and key prefix shared with the
+//     rate-limit governor.
 //   - bolt.go: the bbolt backend; bolt_index.go its due index and paging;
 //     bolt_lock.go its in-memory named locks; bolt_guard.go its guard state.
 //   - guard.go: GuardState, the mass-invalid_grant guard's fleet-wide state

@@ -40,12 +40,18 @@ var (
 	bucketTenantLocations = []byte("tenant_locations")
 )
 
+// ValidLocationID reports whether id can be a business location id in the
+// location index: 1 to 128 bytes, no NUL.
+func ValidLocationID(id string) bool {
+	return id != "" && len(id) <= 128 && !slices.Contains([]byte(id), 0)
+}
+
 func validLocationArgs(tenant string, locations []string) error {
 	if tenant == "" {
 		return errors.New("store: tenant id is empty")
 	}
 	for _, l := range locations {
-		if l == "" || len(l) > 128 || slices.Contains([]byte(l), 0) {
+		if !ValidLocationID(l) {
 			return fmt.Errorf("store: invalid location id for tenant %q", tenant)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/config"
 	"github.com/lsproxy/lsproxy/proxy"
 )
@@ -71,6 +72,9 @@ variables lsproxy does not know. Exit 1 on any problem.
 			}
 			if code != 0 {
 				return fail(code, nil)
+			}
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintln(c.stderr, "lsproxy: warning:", w)
 			}
 			fmt.Fprintln(c.stdout, "configuration OK")
 			return nil
@@ -197,11 +201,16 @@ func loadConfig(mode, path string, stderr io.Writer) (config.Config, int) {
 	if !errors.Is(err, config.ErrFileUnusable) {
 		problems = append(problems, cfg.Validate(mode)...)
 	}
-	if mode == config.ModeCheck {
-		// serve only warns (startupLog): an unknown variable is most
-		// likely a typo, but refusing to start over one would turn a
-		// stray variable into an outage.
+	switch mode {
+	case config.ModeCheck:
 		problems = append(problems, config.UnknownEnv(os.Environ(), clientEnv...)...)
+	case config.ModeServe:
+		// A name a small edit away from a known one is a typo
+		// (LSPROXY_REDIS_ULR would leave the embedded store in use):
+		// refused. Any other unknown name only warns (startupLog), so a
+		// variable meant for a newer version does not stop an older
+		// replica during a rolling upgrade.
+		problems = append(problems, config.MistypedEnv(os.Environ(), clientEnv...)...)
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(stderr, "lsproxy: %d configuration problem(s):\n", len(problems))
@@ -265,6 +274,7 @@ func unjoin(err error) []error {
 func writeJSONOut(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // links keep their "&"
 	if err := enc.Encode(v); err != nil {
 		return fail(exitFailure, err)
 	}
@@ -272,15 +282,40 @@ func writeJSONOut(w io.Writer, v any) error {
 }
 
 // printConfig writes cfg as YAML in the config file's keys, secrets redacted
-// (config.Config.Redacted).
+// (config.Config.Redacted), with the preset's values in effect where the
+// configuration leaves them to the preset (URLs, scopes, client
+// authentication, PKCE).
 func printConfig(w io.Writer, cfg config.Config) error {
-	b, err := yaml.Marshal(cfg.Redacted())
+	b, err := yaml.Marshal(resolvePreset(cfg).Redacted())
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(w, "# effective configuration (secrets redacted)")
 	_, err = w.Write(b)
 	return err
+}
+
+// resolvePreset fills what cfg leaves to its preset with the preset's
+// values; an unknown provider or environment leaves cfg as it is
+// (Validate reports those).
+func resolvePreset(cfg config.Config) config.Config {
+	preset, ep, err := auth.LookupPreset(cfg.Provider, cfg.Environment)
+	if err != nil {
+		return cfg
+	}
+	ep = overrideEndpoints(ep, cfg)
+	cfg.UpstreamURL, cfg.AuthorizeURL, cfg.TokenURL = ep.API, ep.Authorize, ep.Token
+	if cfg.Scopes == "" {
+		cfg.Scopes = strings.Join(preset.Scopes, " ")
+	}
+	if cfg.ClientAuth == "" {
+		cfg.ClientAuth = preset.ClientAuth
+	}
+	if cfg.PKCE == nil {
+		pkce := preset.PKCE
+		cfg.PKCE = &pkce
+	}
+	return cfg
 }
 
 // startupLog writes the build and every unknown LSPROXY_* variable (a

@@ -26,6 +26,13 @@ const demoTenant = "demo"
 // Lightspeed emulator as provider and upstream, and one demo tenant
 // onboarded through the real authorize → callback path.
 // listen and controlListen, when not "", override the configured listeners.
+//
+// What the user set is honoured: LSPROXY_ADMIN_TOKEN (else a random one),
+// LSPROXY_DATA_DIR (kept after exit, so `lsproxy tenants export` can read
+// it once dev stopped; else a temporary directory, removed),
+// LSPROXY_ENCRYPTION_KEY (else a random one), and the OTEL_* variables
+// (tracing, as for serve). It prints the export lines for the tenants
+// commands.
 func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Writer) error {
 	cfg, err := config.Load("", os.Environ())
 	if err != nil {
@@ -37,11 +44,14 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 	if controlListen != "" {
 		cfg.ControlListen = controlListen
 	}
-	dir, err := os.MkdirTemp("", "lsproxy-dev-")
-	if err != nil {
-		return err
+	dir, keepDir := os.Getenv("LSPROXY_DATA_DIR"), true
+	if dir == "" {
+		keepDir = false
+		if dir, err = os.MkdirTemp("", "lsproxy-dev-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
 	}
-	defer os.RemoveAll(dir)
 
 	// Bind the control listener first: the emulator must know the exact
 	// redirect URL, which contains its port.
@@ -77,8 +87,12 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 	cfg.ClientID, cfg.ClientSecret = ec.ClientID, ec.ClientSecret
 	cfg.RedisURL, cfg.RedisSentinelAddrs, cfg.RedisClusterAddrs = "", nil, nil
 	cfg.DataDir = dir
-	cfg.EncryptionKey = randomB64(32)
-	cfg.AdminToken = "dev-" + randomHex(16)
+	if cfg.EncryptionKey == "" {
+		cfg.EncryptionKey = randomB64(32)
+	}
+	if cfg.AdminToken == "" {
+		cfg.AdminToken = "dev-" + randomHex(16)
+	}
 	cfg.LogFormat = "console"
 	if problems := cfg.Validate(config.ModeDev); len(problems) > 0 {
 		return errors.Join(problems...)
@@ -89,6 +103,11 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 		return err
 	}
 	defer closeLog()
+	stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	a, err := build(ctx, cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		return err
@@ -102,20 +121,35 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 	if err := onboardDemo(ctx, controlAddr, cfg.AdminToken); err != nil {
 		return fmt.Errorf("onboarding the demo tenant: %w", err)
 	}
+	exportHint := "Start dev with LSPROXY_DATA_DIR=DIR to keep the store and export it after stopping."
+	if keepDir {
+		exportHint = fmt.Sprintf("After stopping dev (the embedded store serves one process):\n  LSPROXY_DATA_DIR=%s LSPROXY_ENCRYPTION_KEY=%s lsproxy tenants export tenants.ndjson", dir, cfg.EncryptionKey)
+	}
+	tracingLine := "Tracing: off (set OTEL_EXPORTER_OTLP_ENDPOINT to export spans)."
+	if tracingOn() {
+		tracingLine = "Tracing: on, OTLP/HTTP per the OTEL_* variables."
+	}
 	fmt.Fprintf(stdout, `lsproxy dev is running (embedded store in %s, Lightspeed emulator at %s).
 Tenant %q was onboarded through the real OAuth authorize → callback flow.
 
 Try it:
   curl -H 'X-Tenant: %s' http://%s/f/data/businesses
 
-Admin API (token %s):
-  curl -H 'Authorization: Bearer %s' http://%s/admin/tenants/%s
+The tenants commands, in this shell:
+  export LSPROXY_ADMIN_URL=http://%s LSPROXY_ADMIN_TOKEN=%s
+  lsproxy tenants list
+
+Admin API:
+  curl -H "Authorization: Bearer $LSPROXY_ADMIN_TOKEN" http://%s/admin/tenants/%s
 
 Operator console (sign in with the admin token):
   http://%s/console/
 
+Export: %s
+%s
+
 Press Ctrl-C to stop.
-`, dir, emuURL, demoTenant, demoTenant, proxyAddr, cfg.AdminToken, cfg.AdminToken, controlAddr, demoTenant, controlAddr)
+`, dir, emuURL, demoTenant, demoTenant, proxyAddr, controlAddr, cfg.AdminToken, controlAddr, demoTenant, controlAddr, exportHint, tracingLine)
 	return <-done
 }
 

@@ -6,7 +6,13 @@
 // commands.go the server-side commands (serve, dev, check-config, ...);
 // tenants.go the `tenants` tree with its admin API client, and one
 // tenants_<verb>.go file per `tenants` subcommand, each registering itself
-// with registerTenantsCommand from an init function.
+// with registerTenantsCommand from an init function: tenants_list.go,
+// tenants_get.go, tenants_authorize.go, tenants_refresh.go,
+// tenants_retry.go, tenants_delete.go, tenants_import.go,
+// tenants_export.go, and tenants_migrate.go (the line format import and
+// export share). serve.go runs the proxy (tls.go its certificate reloads,
+// tracing.go the OTLP setup, ratelimit.go the governor's wiring); dev.go is
+// the sandbox; rekey.go and version.go the commands of those names.
 package main
 
 import (
@@ -90,6 +96,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// unknownSubcommand is the Args check of a command whose arguments can
+// only be subcommands: an unknown one is refused with the closest names
+// ("did you mean ...?").
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += " (did you mean " + strings.Join(s, " or ") + "?)"
+	}
+	return errors.New(msg)
+}
+
 // compatArgs accepts the single-dash long flags of the flag package that
 // earlier versions used (-config FILE, -listen ADDR); pflag would read them
 // as bundles of one-letter flags.
@@ -133,7 +156,7 @@ func (c *cli) rootCommand() *cobra.Command {
 		Short:         "A Lightspeed OAuth2 token-injecting reverse proxy",
 		Long:          rootLong,
 		Version:       currentBuild().String(),
-		Args:          cobra.NoArgs,
+		Args:          unknownSubcommand,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {

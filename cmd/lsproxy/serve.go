@@ -108,8 +108,29 @@ func openStore(ctx context.Context, cfg config.Config, keys *store.Keyring, onEr
 	return s, "embedded", nil
 }
 
+// storeReason says why openStore chose the store it did, for the startup
+// log (never a URL: it may carry a password).
+func storeReason(cfg config.Config) string {
+	switch {
+	case len(cfg.RedisClusterAddrs) > 0:
+		return "LSPROXY_REDIS_CLUSTER_ADDRS is set: Redis Cluster"
+	case len(cfg.RedisSentinelAddrs) > 0:
+		return "LSPROXY_REDIS_SENTINEL_ADDRS is set: Redis through Sentinel"
+	case cfg.RedisURL != "":
+		return "LSPROXY_REDIS_URL is set"
+	}
+	return "LSPROXY_REDIS_URL is not set: the embedded store in " + cfg.DataDir + " (one replica only)"
+}
+
+// metricsRegistry is where build registers every metric and what /metrics
+// gathers from (a *prometheus.Registry).
+type metricsRegistry interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+}
+
 // build wires every part from cfg. The caller closes a.store.
-func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometheus.Registry) (*app, error) {
+func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsRegistry) (*app, error) {
 	keys, err := store.ParseKeys(append([]string{cfg.EncryptionKey}, cfg.EncryptionKeys...)...)
 	if err != nil {
 		return nil, err
@@ -148,7 +169,10 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 	if err != nil {
 		return nil, err
 	}
-	log.Info("store opened", zap.String("kind", kind))
+	log.Info("store opened", zap.String("kind", kind), zap.String("why", storeReason(cfg)))
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	if r, ok := s.(*store.Redis); ok {
 		logReplication(ctx, r, log)
 	}
@@ -304,7 +328,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: cs.Handler(), locations: locations, locRefresher: locRefresher}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: tracedControl(cs.Handler()), locations: locations, locRefresher: locRefresher}, nil
 }
 
 // consoleSessionKey derives the console's session-signing key from the

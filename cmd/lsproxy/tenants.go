@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -67,7 +69,7 @@ The admin API is found at --admin-url (default $LSPROXY_ADMIN_URL, else
 ` + defaultAdminURL + `); the admin token is read from $LSPROXY_ADMIN_TOKEN, or from the
 file named by --admin-token-file or $LSPROXY_ADMIN_TOKEN_FILE (never from a
 flag: command lines are visible to other users).`,
-		Args: cobra.NoArgs,
+		Args: unknownSubcommand,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return tc.setup()
@@ -109,9 +111,12 @@ func (tc *tenantsCLI) setup() error {
 	return nil
 }
 
+// errNoAdminToken: the CLI checks its own precondition before it sends
+// anything (a request without a token could only be answered 401).
+var errNoAdminToken = errors.New("no admin token: set LSPROXY_ADMIN_TOKEN (the server's admin token), or LSPROXY_ADMIN_TOKEN_FILE / --admin-token-file naming a file that holds it")
+
 // adminToken reads the token from file, else $LSPROXY_ADMIN_TOKEN, else
-// the file in $LSPROXY_ADMIN_TOKEN_FILE. An empty token is allowed here:
-// the server answers 401, which names the problem.
+// the file in $LSPROXY_ADMIN_TOKEN_FILE; "" when none is set.
 func adminToken(file string) (string, error) {
 	if file == "" {
 		if t := os.Getenv(envAdminToken); t != "" {
@@ -143,6 +148,7 @@ type apiError struct {
 	Code      string `json:"error"`
 	Message   string `json:"message"`
 	Reason    string `json:"reason,omitempty"`
+	Tenant    string `json:"tenant,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
 }
 
@@ -151,13 +157,35 @@ func (e *apiError) Error() string {
 	if e.Code != "" {
 		msg += " " + e.Code
 	}
-	if e.Message != "" {
-		msg += ": " + e.Message
+	message := e.Message
+	if hint := e.commandHint(); hint != "" {
+		message = hint // the server's text names an HTTP call; a CLI user wants the command
+	}
+	if message != "" {
+		msg += ": " + message
 	}
 	if e.Reason != "" {
 		msg += " (reason: " + e.Reason + ")"
 	}
 	return msg
+}
+
+// commandHint is what to run next for an answer whose server message
+// names an admin API call, or "".
+func (e *apiError) commandHint() string {
+	tenant := e.Tenant
+	if tenant == "" {
+		tenant = "TENANT"
+	}
+	switch e.Code {
+	case "reauthorization_required":
+		return "the merchant must re-authorize; get a link to send them with: lsproxy tenants authorize " + tenant
+	case "conflict":
+		return "the tenant changed concurrently; run the command again"
+	case "onboarding_disabled":
+		return "onboarding is not configured on the server: set LSPROXY_REDIRECT_URL there"
+	}
+	return ""
 }
 
 // exitCode maps the answer to the CLI's exit codes.
@@ -186,6 +214,9 @@ func (e *apiError) exitCode() int {
 // to return from RunE: an *apiError for a non-2xx answer, exitUnavailable
 // when lsproxy cannot be reached.
 func (a *adminClient) do(ctx context.Context, method, path string, query url.Values, body any) ([]byte, error) {
+	if a.token == "" {
+		return nil, fail(exitAuth, errNoAdminToken) // checked here, after the command line was
+	}
 	u := *a.base
 	u.Path += path
 	u.RawQuery = query.Encode()
@@ -201,9 +232,7 @@ func (a *adminClient) do(ctx context.Context, method, path string, query url.Val
 	if err != nil {
 		return nil, fail(exitUsage, err)
 	}
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -222,13 +251,29 @@ func (a *adminClient) do(ctx context.Context, method, path string, query url.Val
 		return data, nil
 	}
 	ae := &apiError{Status: resp.StatusCode}
-	if json.Unmarshal(data, ae) != nil || ae.Code == "" {
+	parsed := json.Unmarshal(data, ae) == nil
+	if parsed && proxyListenerCode(ae.Code) {
+		return nil, fail(exitFailure, wrongListener(a.base.String(), ae.Code))
+	}
+	if !parsed || ae.Code == "" {
 		ae.Code, ae.Message = "", strings.TrimSpace(firstLine(string(data)))
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
 			ae.Message = "this lsproxy has no " + method + " " + path + " (an older version?)"
 		}
 	}
 	return nil, fail(ae.exitCode(), ae)
+}
+
+// proxyListenerCode reports whether code is one only the proxy listener
+// answers: the admin URL then points at the proxy port.
+func proxyListenerCode(code string) bool {
+	return code == "missing_tenant" || code == "proxy_auth_required"
+}
+
+// wrongListener explains an admin URL that reached the proxy listener.
+func wrongListener(base, code string) error {
+	return fmt.Errorf("%s answered %s, as lsproxy's proxy listener does: the admin API is on the control listener "+
+		"(LSPROXY_CONTROL_LISTEN, default 127.0.0.1:8081); set LSPROXY_ADMIN_URL or --admin-url to it", base, code)
 }
 
 func firstLine(s string) string {
@@ -274,10 +319,13 @@ func (tc *tenantsCLI) completeTenantIDs(cmd *cobra.Command, args []string, prefi
 	return ids, cobra.ShellCompDirectiveNoFileComp
 }
 
-// printJSON writes raw JSON indented.
+// printJSON writes raw JSON indented, numbers and "&", "<", ">" as they
+// are (no \u0026 escapes in links).
 func printJSON(w io.Writer, raw []byte) error {
 	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
 		return fail(exitFailure, fmt.Errorf("the admin API answered invalid JSON: %w", err))
 	}
 	return writeJSONOut(w, v)

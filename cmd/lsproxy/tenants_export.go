@@ -5,11 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/lsproxy/lsproxy/config"
 	"github.com/lsproxy/lsproxy/control"
@@ -24,7 +25,7 @@ import (
 // not belong on a screen or in a scrollback. Access tokens are written
 // with their remaining lifetime; expired ones are left out.
 func tenantsExport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("lsproxy tenants export", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("lsproxy tenants export", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "YAML configuration file (store and encryption keys)")
 	force := fs.Bool("force", false, "replace OUT if it exists")
@@ -34,7 +35,11 @@ func tenantsExport(ctx context.Context, args []string, stdout, stderr io.Writer)
 			"Stop lsproxy's refreshing first when you migrate out: a token refreshed after the export is spent in the file.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(longFlags(fs, args)); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "lsproxy tenants export:", err)
 		return 2
 	}
 	if fs.NArg() != 1 {

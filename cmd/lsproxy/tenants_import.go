@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,11 +15,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/lsproxy/lsproxy/control"
 )
-
-// maxImportLine bounds one NDJSON line of an import file.
-const maxImportLine = 64 << 10
 
 // importBatch is a run of file lines sent in one request.
 type importBatch struct {
@@ -34,7 +33,7 @@ type importBatch struct {
 // Safe to re-run: lines already imported are "unchanged". Exit 0 when
 // every line was imported (or would be, with --dry-run), 1 otherwise.
 func tenantsImport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("lsproxy tenants import", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("lsproxy tenants import", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dry := fs.Bool("dry-run", false, "check every line and report what would change; write nothing")
 	overwrite := fs.Bool("overwrite", false, "replace tenants that hold another refresh token (careful: see docs/migration.md)")
@@ -47,7 +46,11 @@ func tenantsImport(ctx context.Context, args []string, stdout, stderr io.Writer)
 			"Admin API: LSPROXY_ADMIN_URL (default http://127.0.0.1:8081), LSPROXY_ADMIN_TOKEN.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(longFlags(fs, args)); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "lsproxy tenants import:", err)
 		return 2
 	}
 	if fs.NArg() != 1 || *conc < 1 || *conc > 32 || *batch < 1 || *batch > control.MaxImportLines || (*output != "table" && *output != "json") {
@@ -144,27 +147,44 @@ func tenantsImport(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
-// readImportFile splits r into batches of non-blank lines; lines too long
-// to send become local error results. total counts every non-blank line.
+// longFlags accepts the single-dash spelling of fs's long flags (-dry-run,
+// -config FILE) that earlier versions documented, as --dry-run.
+func longFlags(fs *pflag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if name, _, _ := strings.Cut(a, "="); len(name) > 2 && name[0] == '-' && name[1] != '-' && fs.Lookup(name[1:]) != nil {
+			a = "-" + a
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// readImportFile splits r into batches of non-blank lines. A line is read
+// at most to the server's limit (control.MaxImportLine, after trimming
+// white space, as the server counts): a longer one stops the reading with
+// its line number before anything is sent, so reading never holds more than
+// one line's limit (an endless line, such as /dev/zero, fails at once).
+// local holds results decided here (none at present: a line is either sent
+// or the file is refused); total counts every non-blank line.
 func readImportFile(r io.Reader, size int) (batches []importBatch, local []control.ImportResult, total int, err error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, control.MaxImportLine+4<<10) // the line and up to 4 KiB of white space around it
 	cur := importBatch{}
 	for n := 1; ; n++ {
-		line, rerr := br.ReadBytes('\n')
-		if len(line) > 0 {
-			trimmed := bytes.TrimSpace(line)
-			switch {
-			case len(trimmed) == 0:
-			case len(trimmed) > maxImportLine:
-				total++
-				local = append(local, control.ImportResult{Line: n, Status: "error", Error: "line longer than 64 KiB"})
-			default:
-				total++
-				cur.lines = append(cur.lines, trimmed)
-				cur.numbers = append(cur.numbers, n)
-				if len(cur.lines) == size {
-					batches, cur = append(batches, cur), importBatch{}
-				}
+		line, rerr := br.ReadSlice('\n')
+		trimmed := bytes.TrimSpace(line)
+		if errors.Is(rerr, bufio.ErrBufferFull) || len(trimmed) > control.MaxImportLine {
+			return nil, nil, 0, fmt.Errorf("line %d is longer than %d KiB (the server's limit for one tenant); nothing was sent", n, control.MaxImportLine>>10)
+		}
+		if len(trimmed) > 0 {
+			total++
+			cur.lines = append(cur.lines, bytes.Clone(trimmed))
+			cur.numbers = append(cur.numbers, n)
+			if len(cur.lines) == size {
+				batches, cur = append(batches, cur), importBatch{}
 			}
 		}
 		if rerr == io.EOF {
@@ -191,9 +211,12 @@ func newImportClient() (*importClient, error) {
 	if base == "" {
 		base = "http://127.0.0.1:8081"
 	}
-	token := os.Getenv("LSPROXY_ADMIN_TOKEN")
+	token, err := adminToken("")
+	if err != nil {
+		return nil, err
+	}
 	if token == "" {
-		return nil, fmt.Errorf("LSPROXY_ADMIN_TOKEN is required (the admin API's bearer token)")
+		return nil, errNoAdminToken
 	}
 	return &importClient{base: base, token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
 }
@@ -228,6 +251,9 @@ func (c *importClient) importBatch(ctx context.Context, b importBatch, dry, over
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error, Message string }
 		_ = json.Unmarshal(raw, &e)
+		if proxyListenerCode(e.Error) {
+			return nil, wrongListener(c.base, e.Error)
+		}
 		return nil, fmt.Errorf("admin API answered %d %s: %s", resp.StatusCode, e.Error, e.Message)
 	}
 	var out control.ImportResponse

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -23,9 +24,11 @@ const certCheckInterval = 3 * time.Second
 // newProxyServer returns the http.Server of the proxied-traffic listener,
 // exactly as serve runs it: bounded header read time and size, idle
 // connections closed, no WriteTimeout (proxied responses may stream).
+//
+// A request body must arrive within cfg.BodyReadTimeout (bodyDeadline).
 func newProxyServer(cfg config.Config, h http.Handler, errLog *log.Logger) *http.Server {
 	return &http.Server{
-		Handler: h,
+		Handler: bodyDeadline(h, cfg.BodyReadTimeout),
 		// Slow or idle clients cannot hold connections forever.
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
@@ -37,9 +40,12 @@ func newProxyServer(cfg config.Config, h http.Handler, errLog *log.Logger) *http
 // newControlServer returns the http.Server of the control listener: as the
 // proxy's, plus read and write timeouts (admin bodies are small and nothing
 // streams there).
+//
+// On TLS every answer carries Strict-Transport-Security: a browser that
+// once reached the console over HTTPS never falls back to plain HTTP.
 func newControlServer(cfg config.Config, h http.Handler, errLog *log.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           hsts(h),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -47,6 +53,59 @@ func newControlServer(cfg config.Config, h http.Handler, errLog *log.Logger) *ht
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          errLog,
 	}
+}
+
+// hstsValue: one year, the usual minimum for HSTS to protect anything.
+const hstsValue = "max-age=31536000"
+
+// hsts sets Strict-Transport-Security on answers to TLS requests.
+func hsts(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			w.Header().Set("Strict-Transport-Security", hstsValue)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// bodyDeadline gives a request with a body a read deadline d from now
+// (http.ResponseController), so a client trickling its body cannot hold
+// the upstream connection it was given. Once the body has been read to
+// its end the deadline is lifted: the server's background read of the
+// connection must not end a long response that follows.
+func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	if d <= 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(d)); err != nil {
+			h.ServeHTTP(w, r) // not supported by this connection: as before
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the connection's read deadline at the body's end.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // listener is a bound listener and how to serve srv on it: TLS when a

@@ -42,6 +42,15 @@ func traced(rt http.RoundTripper, name string) http.RoundTripper {
 	return tracing.Transport(rt, name)
 }
 
+// tracedControl wraps the control listener's handler in server spans when
+// tracing is on.
+func tracedControl(h http.Handler) http.Handler {
+	if !tracingOn() {
+		return h
+	}
+	return tracing.ControlHandler(h)
+}
+
 // tracedHandler wraps the proxied-traffic handler in server spans when
 // tracing is on.
 func tracedHandler(h http.Handler) http.Handler {

@@ -1,6 +1,7 @@
 // Package httperr is lsproxy's one vocabulary for the answers its listeners
 // make themselves: every error code with its status and message (this
-// file), the one JSON writer (json.go), the one status-recording
+// file, httperr.go), the one JSON writer (json.go), the request id
+// (requestid.go), the one status-recording
 // ResponseWriter (statuswriter.go) and safe descriptions of transport
 // errors (neterr.go). The data plane (proxy), the control listener
 // (control) and the onboarding pages (onboard) all answer through it, so a
@@ -77,6 +78,11 @@ var (
 	StoreUnavailable        = &Kind{Code: "store_unavailable", Status: http.StatusServiceUnavailable, Message: "the store did not answer; retry later"}
 	OnboardingDisabled      = &Kind{Code: "onboarding_disabled", Status: http.StatusServiceUnavailable, Message: "onboarding is not configured: set LSPROXY_REDIRECT_URL"}
 	OnboardingMisconfigured = &Kind{Code: "onboarding_misconfigured", Status: http.StatusServiceUnavailable, Message: "onboarding is misconfigured; see the server log"}
+	// Bounded input and throttling (control listener): a request refused
+	// whole before it is decoded; a client that sent too many wrong admin
+	// tokens.
+	TooLarge        = &Kind{Code: "too_large", Status: http.StatusRequestEntityTooLarge, Message: "the request is larger than allowed; send smaller batches"}
+	TooManyAttempts = &Kind{Code: "too_many_attempts", Status: http.StatusTooManyRequests, Message: "too many wrong admin tokens from this client; retry after the Retry-After delay", RetryAfter: true}
 	// The operator console's JSON feed (its pages are HTML for people).
 	ConsoleSignedOut = &Kind{Code: "console_signed_out", Status: http.StatusUnauthorized, Message: "sign in to the console at /console/signin"}
 

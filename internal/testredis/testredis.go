@@ -9,6 +9,10 @@
 // arguments say otherwise; its working directory is a t.TempDir(). A missing
 // redis-server fails the test (it is not skipped): install it with
 // apt-get install -y redis-server.
+//
+// Files: testredis.go (one server, Sentinel), cluster.go (a Cluster of
+// masters with replicas), pdeathsig_linux.go and pdeathsig_other.go (the
+// server dies with the test process where the OS allows).
 package testredis
 
 import (

@@ -99,6 +99,40 @@ func Handler(h http.Handler) http.Handler {
 	}))
 }
 
+// ControlHandler wraps the control listener's handler in a server span per
+// request, so that an admin refresh or an OAuth code exchange is a trace of
+// its own with lsproxy's spans as children. Names are bounded: "control
+// admin <METHOD>", "control oauth start|callback", "control console
+// <METHOD>"; health, readiness and metrics scrapes make no span.
+func ControlHandler(h http.Handler) http.Handler {
+	return otelhttp.NewHandler(h, "control",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return ControlSpanName(r) }),
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			switch r.URL.Path {
+			case "/healthz", "/readyz", "/metrics":
+				return false
+			}
+			return true
+		}))
+}
+
+// ControlSpanName is the bounded span name of a control listener request
+// (no tenant id, no query).
+func ControlSpanName(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/admin/"):
+		return "control admin " + r.Method
+	case p == "/oauth/start":
+		return "control oauth start"
+	case p == "/oauth/callback":
+		return "control oauth callback"
+	case strings.HasPrefix(p, "/console/"):
+		return "control console " + r.Method
+	}
+	return "control " + r.Method
+}
+
 // Transport wraps rt in a client span per request and injects traceparent.
 func Transport(rt http.RoundTripper, name string) http.RoundTripper {
 	return otelhttp.NewTransport(rt, otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {

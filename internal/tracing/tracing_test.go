@@ -132,6 +132,16 @@ func TestSpans(t *testing.T) {
 	if p, c := byName["lsproxy.token_request"], byName["token endpoint POST"]; p != nil && c != nil && c.Parent().SpanID() != p.SpanContext().SpanID() {
 		t.Error("the token endpoint's client span is not a child of lsproxy.token_request")
 	}
+	if p, c := byName["lsproxy.refresh"], byName["lsproxy.lock_wait"]; p != nil && c != nil && c.Parent().SpanID() != p.SpanContext().SpanID() {
+		t.Error("lsproxy.lock_wait is not a child of lsproxy.refresh")
+	}
+	for _, sp := range rec.Ended() {
+		for _, kv := range sp.Attributes() {
+			if kv.Value.Emit() == "" {
+				t.Errorf("span %s sends the empty attribute %s", sp.Name(), kv.Key)
+			}
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(upstreamTraceparent) != 1 || !strings.Contains(upstreamTraceparent[0], traceID) {
@@ -160,4 +170,61 @@ func stub(s sdktrace.ReadOnlySpan) map[string]any {
 	return map[string]any{"name": s.Name(), "kind": s.SpanKind().String(), "trace_id": s.SpanContext().TraceID().String(),
 		"span_id": s.SpanContext().SpanID().String(), "parent_span_id": s.Parent().SpanID().String(),
 		"duration": s.EndTime().Sub(s.StartTime()).String(), "status": s.Status().Code.String(), "attributes": attrs}
+}
+
+// The control listener makes server spans with bounded names (an admin
+// refresh is a trace of its own, lsproxy's spans its children), none for
+// health and metrics, and never a query in an attribute.
+func TestControlSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := tracing.NewProvider(nil, rec)
+	prevTP := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(prevTP)
+		_ = tp.Shutdown(context.Background())
+	})
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
+			return
+		}
+		_, child := otel.Tracer("test").Start(r.Context(), "lsproxy.refresh")
+		child.End()
+	})
+	srv := httptest.NewServer(tracing.ControlHandler(inner))
+	t.Cleanup(srv.Close)
+	for _, p := range []string{"/healthz", "/metrics", "/admin/tenants/acme/refresh", "/oauth/callback?code=hunter2-code&state=s"} {
+		method := "GET"
+		if strings.HasPrefix(p, "/admin/") {
+			method = "POST"
+		}
+		req, _ := http.NewRequest(method, srv.URL+p, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	_ = tp.ForceFlush(context.Background())
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	for _, sp := range rec.Ended() {
+		byName[sp.Name()] = sp
+		for _, kv := range sp.Attributes() {
+			if strings.Contains(kv.Value.Emit(), "hunter2") || strings.Contains(kv.Value.Emit(), "acme") && kv.Key != "url.path" && kv.Key != "url.full" {
+				t.Errorf("span %s attribute %s: %s", sp.Name(), kv.Key, kv.Value.Emit())
+			}
+		}
+	}
+	admin, callback := byName["control admin POST"], byName["control oauth callback"]
+	if admin == nil || callback == nil {
+		t.Fatalf("no control server spans: %v", names(rec.Ended()))
+	}
+	if len(rec.Ended()) != 4 { // admin + its child, callback + its child; no health or metrics spans
+		t.Errorf("spans %v, want 4", names(rec.Ended()))
+	}
+	for _, sp := range rec.Ended() {
+		if sp.Name() == "lsproxy.refresh" && sp.Parent().TraceID() != admin.SpanContext().TraceID() && sp.Parent().TraceID() != callback.SpanContext().TraceID() {
+			t.Errorf("lsproxy.refresh is an orphan root")
+		}
+	}
 }

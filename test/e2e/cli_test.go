@@ -180,7 +180,8 @@ func TestCLITenants(t *testing.T) {
 }
 
 // TestCheckConfigOperators: unknown LSPROXY_* variables are a problem with a
-// suggestion in check-config and a warning in serve; YAML type errors and
+// suggestion in check-config, serve refuses a near typo and warns about
+// other unknown names; YAML type errors and
 // environment problems are reported together in the file's terms;
 // --print shows the effective configuration with every secret redacted.
 func TestCheckConfigOperators(t *testing.T) {
@@ -192,9 +193,18 @@ func TestCheckConfigOperators(t *testing.T) {
 		t.Errorf("check-config with a mistyped variable: exit %d\n%s", r.code, r.stderr)
 	}
 
-	p := startProxy(t, env)
-	if !strings.Contains(p.Logs(), `"msg":"unknown environment variable ignored","problem":"unknown environment variable: LSPROXY_REDIS_ULR (did you mean LSPROXY_REDIS_URL?)"`) {
+	// serve refuses a near typo of a known variable (it would have left the
+	// embedded store in use) and only warns about a name far from any.
+	r = runCLI(t, env, "serve")
+	if r.code != 1 || !strings.Contains(r.stderr, "LSPROXY_REDIS_ULR (did you mean LSPROXY_REDIS_URL?)") {
+		t.Errorf("serve with a mistyped variable: exit %d\n%s", r.code, r.stderr)
+	}
+	p := startProxy(t, with(env, "LSPROXY_REDIS_ULR", "", "LSPROXY_FROM_A_NEWER_VERSION", "1"))
+	if !strings.Contains(p.Logs(), `"msg":"unknown environment variable ignored","problem":"unknown environment variable: LSPROXY_FROM_A_NEWER_VERSION (see config.example.yaml for the known ones)"`) {
 		t.Errorf("serve did not warn:\n%s", p.Logs())
+	}
+	if !strings.Contains(p.Logs(), `"msg":"store opened","kind":"embedded","why":"LSPROXY_REDIS_URL is not set: the embedded store in `) {
+		t.Errorf("no startup line naming the store and why:\n%s", p.Logs())
 	}
 	if !regexp.MustCompile(`"msg":"lsproxy starting","version":"[^"]+","revision":"[^"]+","goversion":"go1\.`).MatchString(p.Logs()) {
 		t.Errorf("no build in the startup log:\n%s", p.Logs())

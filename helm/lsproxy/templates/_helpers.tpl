@@ -98,7 +98,7 @@ lsproxy knows (config.Names), and nothing else.
   "upstream_url" "authorize_url" "token_url" "client_auth" "pkce"
   "tenant_header" "location_header" "refresh_before" "log_level" "log_format"
   "upstream_timeout" "token_timeout" "lock_ttl"
-  "read_header_timeout" "idle_timeout" "shutdown_timeout"
+  "read_header_timeout" "body_read_timeout" "idle_timeout" "shutdown_timeout"
   "max_replay_body_bytes" "max_header_bytes"
   "breaker_failures" "breaker_open_for" "cache_ttl"
   "redis_wait_replicas" "redis_wait_timeout"
