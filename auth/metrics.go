@@ -27,7 +27,7 @@ type Metrics struct {
 // lsproxy_token_refreshes_total; each series exists at 0 from the start,
 // so an alert's rate() sees the first event. (A test checks that every
 // outcome the code records is listed here.)
-var RefreshOutcomes = []string{"ok", "invalid_grant", "held", "transient", "unknown", "not_acked", "lost_race", "discarded"}
+var RefreshOutcomes = []string{"ok", "invalid_grant", "held", "transient", "unknown", "not_acked", "paced", "lease_lost", "shutdown", "lost_race", "discarded"}
 
 // breakerStates are the label values of lsproxy_token_endpoint_breaker_state,
 // indexed by gobreaker.State (closed 0, half-open 1, open 2).
