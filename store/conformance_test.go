@@ -116,6 +116,9 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"CanceledContext", confCanceledContext},
 		{"Closed", confClosed},
 		{"Locations", confLocations},
+		{"Outbox", confOutbox},
+		{"OutboxInvalid", confOutboxInvalid},
+		{"OutboxConcurrentClaims", confOutboxConcurrentClaims},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
