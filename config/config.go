@@ -159,6 +159,19 @@ type Config struct {
 	WebhookURL        string `yaml:"webhook_url" env:"WEBHOOK_URL"`
 	WebhookSecret     string `yaml:"webhook_secret" env:"WEBHOOK_SECRET"`
 	WebhookSecretFile string `yaml:"webhook_secret_file" env:"WEBHOOK_SECRET_FILE"`
+	// WebhookSecrets are more secrets, each adding a signature (rotation).
+	WebhookSecrets []string `yaml:"webhook_secrets" env:"WEBHOOK_SECRETS"`
+	// WebhookRetrySchedule is the wait after each failed delivery attempt,
+	// comma-separated durations; "" means the Standard Webhooks schedule
+	// (onboard.DefaultWebhookSchedule). After the last, a dead letter.
+	WebhookRetrySchedule string `yaml:"webhook_retry_schedule" env:"WEBHOOK_RETRY_SCHEDULE"`
+	// WebhookTimeout bounds one delivery attempt.
+	WebhookTimeout time.Duration `yaml:"webhook_timeout" env:"WEBHOOK_TIMEOUT"`
+	// WebhookLease is how long a replica holds a claimed event before any
+	// other replica may take it over (more than WebhookTimeout).
+	WebhookLease time.Duration `yaml:"webhook_lease" env:"WEBHOOK_LEASE"`
+	// WebhookPollInterval is how often each replica looks for due events.
+	WebhookPollInterval time.Duration `yaml:"webhook_poll_interval" env:"WEBHOOK_POLL_INTERVAL"`
 
 	// RefresherInterval is the background refresher's scan period.
 	RefresherInterval    time.Duration `yaml:"refresher_interval" env:"REFRESHER_INTERVAL"`
@@ -398,7 +411,7 @@ func isSecret(goName string) bool {
 			return true
 		}
 	}
-	return goName == "EncryptionKeys" || goName == "ClientKeys"
+	return goName == "EncryptionKeys" || goName == "ClientKeys" || goName == "WebhookSecrets"
 }
 
 // byKey indexes fields by YAML key.

@@ -44,6 +44,9 @@ func Default() Config {
 		RefresherConcurrency:       auth.DefaultRefresherConcurrency,
 		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
 		RateLimitWait:              time.Second,
+		WebhookTimeout:             onboard.DefaultWebhookTimeout,
+		WebhookLease:               onboard.DefaultWebhookLease,
+		WebhookPollInterval:        onboard.DefaultWebhookPoll,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/ratelimit"
 )
 
@@ -218,6 +219,20 @@ func (c Config) Validate(mode string) []error {
 
 	v.httpURL("SuccessURL", c.SuccessURL)
 	v.httpURL("WebhookURL", c.WebhookURL)
+	if _, err := onboard.ParseSchedule(c.WebhookRetrySchedule); err != nil {
+		v.add("WebhookRetrySchedule", "must be comma-separated positive durations such as 5s,5m,30m,2h; got %q", c.WebhookRetrySchedule)
+	}
+	for _, d := range []struct {
+		name string
+		val  time.Duration
+	}{{"WebhookTimeout", c.WebhookTimeout}, {"WebhookLease", c.WebhookLease}, {"WebhookPollInterval", c.WebhookPollInterval}} {
+		if c.WebhookURL != "" && d.val <= 0 {
+			v.add(d.name, "must be greater than 0; got %s", d.val)
+		}
+	}
+	if c.WebhookURL != "" && c.WebhookTimeout > 0 && c.WebhookLease > 0 && c.WebhookLease <= c.WebhookTimeout {
+		v.add("WebhookLease", "must be longer than LSPROXY_WEBHOOK_TIMEOUT (webhook_timeout) (%s), or a slow attempt is sent twice", c.WebhookTimeout)
+	}
 
 	v.tlsPair("TLSCertFile", "TLSKeyFile", c.TLSCertFile, c.TLSKeyFile)
 	v.tlsPair("ControlTLSCertFile", "ControlTLSKeyFile", c.ControlTLSCertFile, c.ControlTLSKeyFile)
