@@ -73,6 +73,7 @@ var (
 	OnboardingDisabled      = &Kind{Code: "onboarding_disabled", Status: http.StatusServiceUnavailable, Message: "onboarding is not configured: set LSPROXY_REDIRECT_URL"}
 	OnboardingMisconfigured = &Kind{Code: "onboarding_misconfigured", Status: http.StatusServiceUnavailable, Message: "onboarding is misconfigured; see the server log"}
 	// The operator console's JSON feed (its pages are HTML for people).
+	UnknownEvent     = &Kind{Code: "unknown_event", Status: http.StatusNotFound, Message: "no queued or dead webhook event has this id"}
 	ConsoleSignedOut = &Kind{Code: "console_signed_out", Status: http.StatusUnauthorized, Message: "sign in to the console at /console/signin"}
 
 	// Onboarding (/oauth/start, /oauth/callback): HTML pages for the
