@@ -155,6 +155,7 @@ func (c *cli) rootCommand() *cobra.Command {
 		c.rekeyCommand(),
 		c.versionCommand(),
 		c.tenantsCommand(),
+		c.webhooksCommand(),
 	)
 	return root
 }
