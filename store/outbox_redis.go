@@ -79,10 +79,35 @@ func (r *Redis) OutboxAdd(ctx context.Context, ev OutboxEvent) error {
 		created = time.Now()
 	}
 	s := outboxShard(ev.Tenant)
-	err := outboxAddScript.Run(ctx, r.client, r.obKeys(s, ev.ID, ev.Tenant),
-		ev.ID, ev.Tenant, ev.Type, ev.Payload, created.UnixMilli()).Err()
+	keys := r.obKeys(s, ev.ID, ev.Tenant)
+	args := []any{ev.ID, ev.Tenant, ev.Type, ev.Payload, created.UnixMilli()}
+	need := r.replicaWait(ctx)
+	if need == 0 {
+		if err := outboxAddScript.Run(ctx, r.client, keys, args...).Err(); err != nil {
+			return fmt.Errorf("store: redis outbox add: %w", err)
+		}
+		return nil
+	}
+	// With replicas, as PutAcked: the event must survive a failover (the
+	// Notifier retries an add that was not acknowledged).
+	node, err := r.nodeFor(ctx, keys[0])
 	if err != nil {
 		return fmt.Errorf("store: redis outbox add: %w", err)
+	}
+	conn := node.Conn()
+	defer conn.Close()
+	if err := outboxAddScript.Run(ctx, conn, keys, args...).Err(); err != nil {
+		return fmt.Errorf("store: redis outbox add: %w", err)
+	}
+	acked, err := conn.Wait(ctx, need, r.waitTimeout).Result()
+	if err != nil {
+		return fmt.Errorf("%w: outbox event %q: WAIT: %v", ErrNotAcked, ev.ID, err)
+	}
+	if int(acked) < need {
+		if n, err := r.readReplicas(ctx, replicaRecheckMin); err == nil && n == 0 {
+			return nil
+		}
+		return fmt.Errorf("%w: outbox event %q: %d of %d replicas within %v", ErrNotAcked, ev.ID, acked, need, r.waitTimeout)
 	}
 	return nil
 }

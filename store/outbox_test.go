@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lsproxy/lsproxy/internal/testredis"
 )
 
 // Conformance of the Outbox methods, run by runConformance for every
@@ -272,5 +274,40 @@ func confOutboxConcurrentClaims(t *testing.T, h harness) {
 	}
 	if st, err := ob.OutboxStats(ctx); err != nil || st.Queued != 0 {
 		t.Errorf("after draining: %+v, %v", st, err)
+	}
+}
+
+// TestRedisOutboxAddWaitsForReplica: with replicas, an added event is on
+// the replica when OutboxAdd returns (it survives a failover); a frozen
+// replica makes the add report ErrNotAcked, and the retried add (same id)
+// is then acknowledged without a second copy.
+func TestRedisOutboxAddWaitsForReplica(t *testing.T) {
+	master := testredis.Start(t, masterArgs...)
+	rep := startReplica(t, master)
+	ctx := testCtx(t)
+	keys := mustKeyring(t, testKeys(t, 1)...)
+	r := NewRedis(master.Client(), RedisOptions{Keys: keys, WaitReplicas: 1, WaitTimeout: 5 * time.Second})
+	if info, err := r.DetectReplicas(ctx); err != nil || info.Wait != 1 {
+		t.Fatalf("DetectReplicas = %+v, %v", info, err)
+	}
+	if err := r.OutboxAdd(ctx, obEvent("e1", "acme", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	s := outboxShard("acme")
+	if n, err := rep.Client().Exists(ctx, r.obEv(s, "e1")).Result(); err != nil || n != 1 {
+		t.Fatalf("event on the replica after OutboxAdd: %d, %v", n, err)
+	}
+	short := NewRedis(master.Client(), RedisOptions{Keys: keys, WaitReplicas: 1, WaitTimeout: 300 * time.Millisecond})
+	rep.Freeze()
+	err := short.OutboxAdd(ctx, obEvent("e2", "acme", time.Now()))
+	rep.Thaw()
+	if !errors.Is(err, ErrNotAcked) {
+		t.Fatalf("add with a frozen replica = %v, want ErrNotAcked", err)
+	}
+	if err := r.OutboxAdd(ctx, obEvent("e2", "acme", time.Now())); err != nil {
+		t.Fatalf("retried add: %v", err)
+	}
+	if st, err := r.OutboxStats(ctx); err != nil || st.Queued != 2 {
+		t.Fatalf("stats = %+v, %v; want 2 queued", st, err)
 	}
 }

@@ -3,8 +3,10 @@
 -- queued zset, KEYS[5] dead zset (one shard's hash tag).
 -- ARGV[1] id, ARGV[2] tenant, ARGV[3] type, ARGV[4] payload, ARGV[5]
 -- created (Unix ms).
--- Returns 1 when added, 0 when the id is already queued or dead.
+-- Returns 1 when added, 0 when the id is already queued or dead (then
+-- one idempotent write, so that a WAIT after a retried add covers it).
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 't', ARGV[2])
   return 0
 end
 redis.call('HSET', KEYS[1], 't', ARGV[2], 'y', ARGV[3], 'p', ARGV[4], 'c', ARGV[5], 'a', 0, 'n', ARGV[5])
