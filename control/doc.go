@@ -8,6 +8,8 @@
 //     Onboarding interface that package onboard implements.
 //   - admin.go: the admin API's tenant endpoints and TenantView, the
 //     token-free view of a tenant.
+//   - webhooks.go: the webhook outbox endpoints (GET /admin/webhooks/events,
+//     redeliver one or all) and WebhookEventView.
 //   - list.go: GET /admin/tenants and listPage, the one paging loop (over
 //     store.Lister's cursor, else Store.List) the console lists with too.
 //   - console.go: the operator console under /console/ (routes, security

@@ -15,6 +15,8 @@
 //     compare-and-set; exchange failures mapped to pages.
 //   - pages.go: the merchant's HTML pages, whose statuses and codes come
 //     from the error table in internal/httperr.
-//   - webhook.go: Notifier, delivering signed tenant.flagged /
-//     tenant.recovered events.
+//   - webhook.go: Notifier, writing tenant events to the store's outbox and
+//     delivering them from there (any replica; Standard Webhooks payload,
+//     signatures and retry schedule; dead letters), ParseSchedule.
+//   - metrics.go: the webhook counters and the outbox gauges.
 package onboard

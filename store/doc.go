@@ -1,4 +1,5 @@
-// Package store keeps tenant records, per-tenant locks and one-time values.
+// Package store keeps tenant records, per-tenant locks, one-time values and
+// the webhook outbox.
 //
 // Two implementations share one contract (see conformance_test.go): Redis
 // (distributed, for any number of replicas) and an embedded bbolt file (one
@@ -23,6 +24,10 @@
 //   - index.go: the Lister contract (paging, due tenants) of both backends.
 //   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
 //     (WAIT).
+//   - outbox.go: the Outbox contract (the durable webhook queue: per-tenant
+//     order, leased claims, dead letters) and OutboxEvent;
+//     outbox_redis.go its Redis side (16 hash-tagged shards,
+//     lua/outbox_*.lua), outbox_bolt.go its bbolt side.
 //   - bolt.go: the bbolt backend; bolt_index.go its due index and paging;
 //     bolt_lock.go its in-memory named locks.
 package store

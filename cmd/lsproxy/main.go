@@ -6,7 +6,9 @@
 // commands.go the server-side commands (serve, dev, check-config, ...);
 // tenants.go the `tenants` tree with its admin API client, and one
 // tenants_<verb>.go file per `tenants` subcommand, each registering itself
-// with registerTenantsCommand from an init function.
+// with registerTenantsCommand from an init function; webhooks_cli.go the
+// `webhooks` tree (the same admin client), webhooks.go the server's
+// webhook notifier wiring.
 package main
 
 import (
