@@ -17,12 +17,13 @@ type WebhookEventView struct {
 	ID            string     `json:"id"`
 	Tenant        string     `json:"tenant,omitempty"`
 	Type          string     `json:"type"`
-	State         string     `json:"state"` // queued, failed (queued, an attempt failed) or dead
+	State         string     `json:"state"` // queued, failed (queued, an attempt failed), dead or delivered (state=recent)
 	CreatedAt     time.Time  `json:"created_at"`
 	Attempts      int        `json:"attempts"`
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 	LastError     string     `json:"last_error,omitempty"`
 	DeadAt        *time.Time `json:"dead_at,omitempty"`
+	DeliveredAt   *time.Time `json:"delivered_at,omitempty"`
 }
 
 // WebhookEventsView is GET /admin/webhooks/events.
@@ -38,8 +39,10 @@ type WebhookEventsView struct {
 // WebhookEventViewOf renders ev.
 func WebhookEventViewOf(ev store.OutboxEvent) WebhookEventView {
 	v := WebhookEventView{ID: ev.ID, Tenant: ev.Tenant, Type: ev.Type, State: "queued", CreatedAt: ev.CreatedAt.UTC(),
-		Attempts: ev.Attempts, LastError: ev.LastError, DeadAt: ts(ev.DeadAt)}
+		Attempts: ev.Attempts, LastError: ev.LastError, DeadAt: ts(ev.DeadAt), DeliveredAt: ts(ev.DeliveredAt)}
 	switch {
+	case !ev.DeliveredAt.IsZero():
+		v.State = "delivered"
 	case !ev.DeadAt.IsZero():
 		v.State = "dead"
 	case ev.Attempts > 0:
@@ -71,8 +74,9 @@ func (s *Server) outbox() store.Outbox {
 }
 
 // WebhookEvents lists the outbox: state "dead" (default), "failed"
-// (queued events whose last attempt failed) or "queued"; tenant, when
-// set, keeps that tenant's events only.
+// (queued events whose last attempt failed), "queued", or "recent" (the
+// tenant's last outcomes: delivered or buried; tenant required); tenant,
+// when set, keeps that tenant's events only.
 func (s *Server) WebhookEvents(r *http.Request, state, tenant string, limit int) (WebhookEventsView, error) {
 	out := WebhookEventsView{Events: []WebhookEventView{}}
 	ob := s.outbox()
@@ -84,6 +88,16 @@ func (s *Server) WebhookEvents(r *http.Request, state, tenant string, limit int)
 		return out, err
 	}
 	out.Queued, out.Dead, out.OldestQueuedAt = st.Queued, st.Dead, ts(st.Oldest)
+	if state == "recent" {
+		evs, err := ob.OutboxRecent(r.Context(), tenant, min(limit, store.OutboxRecentMax))
+		if err != nil {
+			return out, err
+		}
+		for _, ev := range evs {
+			out.Events = append(out.Events, WebhookEventViewOf(ev))
+		}
+		return out, nil
+	}
 	// A filter reads more than limit events to find limit matches.
 	read := limit
 	if state == "failed" || tenant != "" {
@@ -111,13 +125,17 @@ func (s *Server) webhookEvents(w http.ResponseWriter, r *http.Request) {
 	if state == "" {
 		state = "dead"
 	}
-	if state != "dead" && state != "failed" && state != "queued" {
-		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "state must be dead, failed or queued"})
+	if state != "dead" && state != "failed" && state != "queued" && state != "recent" {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "state must be dead, failed, queued or recent"})
 		return
 	}
 	tenant := q.Get("tenant")
 	if tenant != "" && !store.ValidTenantID(tenant) {
 		httperr.Write(w, httperr.Error{Kind: httperr.InvalidTenant})
+		return
+	}
+	if state == "recent" && tenant == "" {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "state=recent needs a tenant"})
 		return
 	}
 	limit := 100

@@ -61,7 +61,10 @@ func TestAdminWebhookEvents(t *testing.T) {
 	if v = list("?state=queued&tenant=acme"); len(v.Events) != 1 || v.Events[0].ID != "evt_c" || v.Events[0].State != "queued" {
 		t.Fatalf("queued acme list %+v", v)
 	}
-	for _, q := range []string{"?state=nope", "?limit=0", "?limit=1001", "?tenant=-bad"} {
+	if v = list("?state=recent&tenant=acme"); len(v.Events) != 1 || v.Events[0].ID != "evt_a" || v.Events[0].State != "dead" {
+		t.Fatalf("recent acme list %+v", v)
+	}
+	for _, q := range []string{"?state=nope", "?limit=0", "?limit=1001", "?tenant=-bad", "?state=recent"} {
 		if code, body, _ := f.call(t, http.MethodGet, "/admin/webhooks/events"+q, adminToken, ""); code != http.StatusBadRequest {
 			t.Errorf("GET %s = %d %s, want 400", q, code, body)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -61,7 +62,15 @@ type Outbox interface {
 	// OutboxStats counts queued and dead events and finds the oldest queued
 	// one.
 	OutboxStats(ctx context.Context) (OutboxStats, error)
+	// OutboxRecent returns up to limit (at most OutboxRecentMax) of the
+	// tenant's last outcomes, newest first: events delivered (DeliveredAt
+	// set) or buried (DeadAt set), without their payload. A best-effort
+	// record for operators, written by OutboxDone and OutboxBury.
+	OutboxRecent(ctx context.Context, tenant string, limit int) ([]OutboxEvent, error)
 }
+
+// OutboxRecentMax is how many outcomes OutboxRecent keeps per tenant.
+const OutboxRecentMax = 20
 
 var (
 	_ Outbox = (*Bolt)(nil)
@@ -79,6 +88,8 @@ type OutboxEvent struct {
 	NextAt    time.Time // when it is due (queued events)
 	LastError string    // why the last attempt failed; "" none yet
 	DeadAt    time.Time // when it was buried; zero while queued
+	// DeliveredAt is when it was delivered (OutboxRecent only).
+	DeliveredAt time.Time
 	// Claim is the lease token of a claimed event (set by OutboxClaim);
 	// "" otherwise.
 	Claim string
@@ -133,6 +144,39 @@ func newClaimToken() string {
 	var b [16]byte
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// recentEntry is one OutboxRecent record at rest (both backends).
+type recentEntry struct {
+	ID        string `json:"id"`
+	Type      string `json:"type"`
+	Created   int64  `json:"created"`
+	Attempts  int    `json:"attempts"`
+	Delivered int64  `json:"delivered,omitempty"`
+	Dead      int64  `json:"dead,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// newRecentEntry records ev's outcome at: delivered (after ev.Attempts
+// failures) or buried (dead, with lastErr).
+func newRecentEntry(ev OutboxEvent, at time.Time, dead bool, lastErr string) []byte {
+	e := recentEntry{ID: ev.ID, Type: ev.Type, Created: ev.CreatedAt.UnixMilli(), Attempts: ev.Attempts + 1}
+	if dead {
+		e.Dead, e.LastError = max(at.UnixMilli(), 1), lastErr
+	} else {
+		e.Delivered = max(at.UnixMilli(), 1)
+	}
+	b, _ := json.Marshal(e)
+	return b
+}
+
+func parseRecent(tenant string, raw []byte) (OutboxEvent, bool) {
+	var e recentEntry
+	if json.Unmarshal(raw, &e) != nil || e.ID == "" {
+		return OutboxEvent{}, false
+	}
+	return OutboxEvent{ID: e.ID, Tenant: tenant, Type: e.Type, CreatedAt: fromMillis(e.Created), Attempts: e.Attempts,
+		DeliveredAt: fromMillis(e.Delivered), DeadAt: fromMillis(e.Dead), LastError: e.LastError}, true
 }
 
 func fromMillis(ms int64) time.Time {

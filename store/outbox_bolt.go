@@ -14,12 +14,14 @@ import (
 
 // Bolt outbox layout: bucket "outbox" maps an 8-byte big-endian sequence
 // number (the order events were added in) to the JSON boltOutboxRecord;
-// bucket "outbox_ids" maps an event id to its sequence number. The file
+// bucket "outbox_ids" maps an event id to its sequence number; bucket
+// "outbox_recent" maps "t:" + tenant to its last outcomes. The file
 // has one process, so claims scan the bucket (the outbox is small: it
 // holds undelivered events only).
 var (
-	bucketOutbox    = []byte("outbox")
-	bucketOutboxIDs = []byte("outbox_ids")
+	bucketOutbox       = []byte("outbox")
+	bucketOutboxIDs    = []byte("outbox_ids")
+	bucketOutboxRecent = []byte("outbox_recent") // tenant → JSON list of outcomes, newest first
 )
 
 type boltOutboxRecord struct {
@@ -195,8 +197,73 @@ func (b *Bolt) OutboxDone(ctx context.Context, ev OutboxEvent) error {
 		if err := events.Delete(key); err != nil {
 			return err
 		}
-		return ids.Delete([]byte(ev.ID))
+		if err := ids.Delete([]byte(ev.ID)); err != nil {
+			return err
+		}
+		return obRecord(events.Tx(), ev.Tenant, newRecentEntry(ev, b.now(), false, ""))
 	})
+}
+
+// recentKey is tenant's key in "outbox_recent" ("t:" + tenant: bbolt
+// keys cannot be empty, the tenant of events about no tenant is).
+func recentKey(tenant string) []byte { return []byte("t:" + tenant) }
+
+// obRecord prepends an outcome to tenant's recent list, keeping
+// OutboxRecentMax.
+func obRecord(tx *bbolt.Tx, tenant string, entry []byte) error {
+	bk, err := tx.CreateBucketIfNotExists(bucketOutboxRecent)
+	if err != nil {
+		return err
+	}
+	var list []json.RawMessage
+	if raw := bk.Get(recentKey(tenant)); raw != nil {
+		_ = json.Unmarshal(raw, &list)
+	}
+	list = append([]json.RawMessage{entry}, list...)
+	if len(list) > OutboxRecentMax {
+		list = list[:OutboxRecentMax]
+	}
+	raw, err := json.Marshal(list)
+	if err != nil {
+		return err
+	}
+	return bk.Put(recentKey(tenant), raw)
+}
+
+// OutboxRecent implements Outbox.
+func (b *Bolt) OutboxRecent(ctx context.Context, tenant string, limit int) ([]OutboxEvent, error) {
+	if err := errCtx(ctx); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, errors.New("store: outbox recent needs limit > 0")
+	}
+	var out []OutboxEvent
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		bk := tx.Bucket(bucketOutboxRecent)
+		if bk == nil {
+			return nil
+		}
+		var list []json.RawMessage
+		if raw := bk.Get(recentKey(tenant)); raw != nil {
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return fmt.Errorf("corrupt outbox outcomes: %w", err)
+			}
+		}
+		for _, e := range list {
+			if len(out) == limit {
+				break
+			}
+			if ev, ok := parseRecent(tenant, e); ok {
+				out = append(out, ev)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: bolt outbox recent: %w", err)
+	}
+	return out, nil
 }
 
 // OutboxRetry implements Outbox.
@@ -217,7 +284,10 @@ func (b *Bolt) OutboxBury(ctx context.Context, ev OutboxEvent, at time.Time, las
 		rec.Dead = max(at.UnixMilli(), 1)
 		rec.LastError = lastErr
 		rec.Claim, rec.LeaseEnd = "", 0
-		return obPut(events, key, rec)
+		if err := obPut(events, key, rec); err != nil {
+			return err
+		}
+		return obRecord(events.Tx(), ev.Tenant, newRecentEntry(ev, at, true, lastErr))
 	})
 }
 

@@ -47,6 +47,7 @@ const OutboxShards = 16
 //	                            time, or by lease end while claimed
 //	P outbox:all:{obS}          zset: queued ids by creation time
 //	P outbox:dead:{obS}         zset: dead letters by burial time
+//	P outbox:recent:{obS}:<t>   list: the tenant's last outcomes (JSON), newest first
 func outboxShard(tenant string) int {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(tenant))
@@ -63,6 +64,9 @@ func (r *Redis) obQueue(s int, tenant string) string {
 func (r *Redis) obDue(s int) string  { return r.prefix + "outbox:due:" + r.obTag(s) }
 func (r *Redis) obAll(s int) string  { return r.prefix + "outbox:all:" + r.obTag(s) }
 func (r *Redis) obDead(s int) string { return r.prefix + "outbox:dead:" + r.obTag(s) }
+func (r *Redis) obRecent(s int, tenant string) string {
+	return r.prefix + "outbox:recent:" + r.obTag(s) + ":" + tenant
+}
 
 // obKeys are the five keys of the add, done and redeliver scripts.
 func (r *Redis) obKeys(s int, id, tenant string) []string {
@@ -173,7 +177,9 @@ func (r *Redis) obFinish(ctx context.Context, ev OutboxEvent, mode string, at ti
 		return err
 	}
 	s := outboxShard(ev.Tenant)
-	n, err := outboxDoneScript.Run(ctx, r.client, r.obKeys(s, ev.ID, ev.Tenant), ev.ID, ev.Claim, at.UnixMilli(), mode, lastErr).Int()
+	keys := append(r.obKeys(s, ev.ID, ev.Tenant), r.obRecent(s, ev.Tenant))
+	rec := newRecentEntry(ev, at, mode == "bury", lastErr)
+	n, err := outboxDoneScript.Run(ctx, r.client, keys, ev.ID, ev.Claim, at.UnixMilli(), mode, lastErr, rec, OutboxRecentMax).Int()
 	if err != nil {
 		return fmt.Errorf("store: redis outbox %s: %w", mode, err)
 	}
@@ -380,4 +386,23 @@ func (r *Redis) OutboxStats(ctx context.Context) (OutboxStats, error) {
 		}
 	}
 	return st, nil
+}
+
+// OutboxRecent implements Outbox.
+func (r *Redis) OutboxRecent(ctx context.Context, tenant string, limit int) ([]OutboxEvent, error) {
+	if limit <= 0 {
+		return nil, errors.New("store: outbox recent needs limit > 0")
+	}
+	limit = min(limit, OutboxRecentMax)
+	raws, err := r.client.LRange(ctx, r.obRecent(outboxShard(tenant), tenant), 0, int64(limit-1)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: redis outbox recent: %w", err)
+	}
+	out := make([]OutboxEvent, 0, len(raws))
+	for _, raw := range raws {
+		if ev, ok := parseRecent(tenant, []byte(raw)); ok {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
 }

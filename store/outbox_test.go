@@ -101,6 +101,14 @@ func confOutbox(t *testing.T, h harness) {
 	if err := ob.OutboxDone(ctx, claimed["a1"]); !errors.Is(err, ErrLockLost) {
 		t.Errorf("second done = %v, want ErrLockLost", err)
 	}
+	recent, err := peer.OutboxRecent(ctx, "acme", 5)
+	if err != nil || len(recent) != 1 || recent[0].ID != "a1" || recent[0].DeliveredAt.IsZero() || !recent[0].DeadAt.IsZero() ||
+		recent[0].Attempts != 1 || recent[0].Type != "tenant.flagged" || !recent[0].CreatedAt.Equal(base) || recent[0].Tenant != "acme" {
+		t.Fatalf("recent of acme = %+v, %v", recent, err)
+	}
+	if recent, err := peer.OutboxRecent(ctx, "bolt", 5); err != nil || len(recent) != 0 {
+		t.Fatalf("recent of bolt = %+v, %v; want none", recent, err)
+	}
 	if ids, _ = claimIDs(t, peer, base.Add(3*time.Second), lease, 10); !slices.Equal(ids, []string{"a2"}) {
 		t.Fatalf("after a1 delivered: claim = %v, want [a2]", ids)
 	}
@@ -147,6 +155,10 @@ func confOutbox(t *testing.T, h harness) {
 	st, err = ob.OutboxStats(ctx)
 	if err != nil || st.Queued != 3 || st.Dead != 1 {
 		t.Fatalf("stats after bury = %+v, %v; want 3 queued (a2 a3 b1), 1 dead", st, err)
+	}
+	if recent, err := ob.OutboxRecent(ctx, "", 5); err != nil || len(recent) != 1 || recent[0].ID != "g1" ||
+		!recent[0].DeadAt.Equal(now) || recent[0].LastError != "connection refused" || recent[0].Attempts != 1 {
+		t.Fatalf("recent of the tenant-less group = %+v, %v", recent, err)
 	}
 	if err := ob.OutboxAdd(ctx, obEvent("g1", "", now)); err != nil {
 		t.Fatal(err)
@@ -209,6 +221,9 @@ func confOutboxInvalid(t *testing.T, h harness) {
 	}
 	if _, err := ob.OutboxList(ctx, false, 0); err == nil {
 		t.Error("list with limit 0: no error")
+	}
+	if _, err := ob.OutboxRecent(ctx, "acme", 0); err == nil {
+		t.Error("recent with limit 0: no error")
 	}
 	if st, err := ob.OutboxStats(ctx); err != nil || st != (OutboxStats{}) {
 		t.Errorf("after invalid calls: %+v, %v", st, err)

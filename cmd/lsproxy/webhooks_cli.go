@@ -42,15 +42,19 @@ func webhooksListCommand(tc *tenantsCLI) *cobra.Command {
 	var state, tenant string
 	var limit int
 	cmd := &cobra.Command{
-		Use:   "list [--state dead|failed|queued] [--tenant TENANT] [--limit N]",
+		Use:   "list [--state dead|failed|queued|recent] [--tenant TENANT] [--limit N]",
 		Short: "List dead letters (default), failed or all queued webhook events",
 		Example: `  lsproxy webhooks list
   lsproxy webhooks list --state failed
-  lsproxy webhooks list --tenant acme --state queued -o json`,
+  lsproxy webhooks list --tenant acme --state queued -o json
+  lsproxy webhooks list --tenant acme --state recent`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if state != "dead" && state != "failed" && state != "queued" {
-				return fail(exitUsage, fmt.Errorf("--state %q: want dead, failed or queued", state))
+			if state != "dead" && state != "failed" && state != "queued" && state != "recent" {
+				return fail(exitUsage, fmt.Errorf("--state %q: want dead, failed, queued or recent", state))
+			}
+			if state == "recent" && tenant == "" {
+				return fail(exitUsage, errors.New("--state recent needs --tenant"))
 			}
 			if limit < 1 || limit > 1000 {
 				return fail(exitUsage, fmt.Errorf("--limit %d: want 1 to 1000", limit))
@@ -74,10 +78,10 @@ func webhooksListCommand(tc *tenantsCLI) *cobra.Command {
 			return printWebhookEvents(tc, v)
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "dead", "dead (dead letters), failed (queued, the last attempt failed) or queued (every undelivered event)")
+	cmd.Flags().StringVar(&state, "state", "dead", "dead (dead letters), failed (queued, the last attempt failed), queued (every undelivered event) or recent (a --tenant's last outcomes, delivered or dead)")
 	cmd.Flags().StringVar(&tenant, "tenant", "", "only this tenant's events")
 	cmd.Flags().IntVar(&limit, "limit", 100, "show at most N events (1 to 1000)")
-	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"dead", "failed", "queued"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"dead", "failed", "queued", "recent"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -87,6 +91,8 @@ func printWebhookEvents(tc *tenantsCLI, v control.WebhookEventsView) error {
 	for _, e := range v.Events {
 		when := "-"
 		switch {
+		case e.DeliveredAt != nil:
+			when = "delivered " + e.DeliveredAt.Format(time.RFC3339)
 		case e.DeadAt != nil:
 			when = "dead " + e.DeadAt.Format(time.RFC3339)
 		case e.NextAttemptAt != nil:
