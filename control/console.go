@@ -81,6 +81,7 @@ func (s *Server) mountConsole(mux *http.ServeMux) {
 	cm.HandleFunc("POST /console/tenants/{id}/retry", c.action("retry", c.retry))
 	cm.HandleFunc("POST /console/tenants/{id}/delete", c.action("delete", c.del))
 	cm.HandleFunc("POST /console/import", c.action("import", c.importTenant))
+	c.mountWebhooks(cm)
 	cm.HandleFunc("/console/", func(w http.ResponseWriter, _ *http.Request) {
 		c.pages.fail(w, http.StatusNotFound, "Not found", "There is no such console page.")
 	})

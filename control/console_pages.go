@@ -165,6 +165,8 @@ type tenantBody struct {
 	Rebind  bool
 	Counts  counts
 	Problem string
+	// Webhooks is the tenant's webhook section (console_webhooks.go).
+	Webhooks tenantWebhooks
 }
 
 func (c *console) tenant(w http.ResponseWriter, r *http.Request, sess session) {
@@ -185,6 +187,7 @@ func (c *console) renderTenant(w http.ResponseWriter, r *http.Request, sess sess
 		return res.Status
 	}
 	b.T, b.Counts = rw, c.counts.get(r.Context())
+	b.Webhooks = c.tenantWebhooks(r, id, c.sessions.csrf(sess))
 	c.pages.render(w, status, "tenant", c.data(r, sess, "Tenant "+id, b))
 	return status
 }

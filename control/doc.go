@@ -16,6 +16,7 @@
 //     headers, session and CSRF checks, audit); it acts through the admin
 //     handlers. console_session.go: signed session cookies and CSRF tokens.
 //     console_pages.go: page and action handlers. console_view.go:
-//     templates, reasons in words, live counts. console/: the embedded
+//     templates, reasons in words, live counts. console_webhooks.go: the
+//     webhooks page and a tenant's webhook section. console/: the embedded
 //     templates, script and stylesheet.
 package control
