@@ -182,6 +182,9 @@ func (c *console) renderTenant(w http.ResponseWriter, r *http.Request, sess sess
 		return http.StatusBadRequest
 	}
 	rw, res := c.getRow(r, id)
+	if res.Status == http.StatusNotFound && res.obj()["error"] == "unknown_tenant" {
+		return c.unknownTenant(w, r, sess, id, b.Problem)
+	}
 	if res.Status != http.StatusOK {
 		c.pages.fail(w, res.Status, "Tenant "+id, res.message())
 		return res.Status

@@ -17,6 +17,7 @@
 //     handlers. console_session.go: signed session cookies and CSRF tokens.
 //     console_pages.go: page and action handlers. console_view.go:
 //     templates, reasons in words, live counts. console_webhooks.go: the
-//     webhooks page and a tenant's webhook section. console/: the embedded
+//     webhooks page and a tenant's webhook section. console_extra.go: the
+//     unknown-tenant page, the rate budget in words. console/: the embedded
 //     templates, script and stylesheet.
 package control

@@ -1,0 +1,65 @@
+package control
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Console pages and words added in issue 24's round two: the unknown-tenant
+// page and the rate budget in words.
+
+// unknownTenant answers 404 with the console's navigation and a form that
+// creates an authorization link for id (which makes a placeholder the
+// merchant's authorization completes). problem, when set, says why the
+// last action failed.
+func (c *console) unknownTenant(w http.ResponseWriter, r *http.Request, sess session, id, problem string) int {
+	d := c.data(r, sess, "Tenant "+id, map[string]string{"ID": id})
+	d.Error = problem
+	c.pages.render(w, http.StatusNotFound, "unknown-tenant", d)
+	return http.StatusNotFound
+}
+
+// budgetWords says a rate budget (ratelimit.Budget's JSON) in words; ""
+// when it is not one.
+func budgetWords(b map[string]any) string {
+	num := func(k string) (float64, bool) { v, ok := b[k].(float64); return v, ok }
+	at := func(k string) string {
+		s, _ := b[k].(string)
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return ""
+		}
+		return t.UTC().Format("15:04:05 UTC")
+	}
+	units := func(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+	var out string
+	switch b["kind"] {
+	case "bucket":
+		level, _ := num("level")
+		size, _ := num("size")
+		drip, _ := num("drip_rate")
+		if size <= 0 {
+			return ""
+		}
+		out = fmt.Sprintf("%s of %s units free (%.0f%% used), refilling %s per second", units(max(size-level, 0)), units(size), 100*level/size, units(drip))
+	case "window":
+		limit, _ := num("limit")
+		used, _ := num("used")
+		if limit <= 0 {
+			return ""
+		}
+		out = fmt.Sprintf("%s of %s requests left in this window", units(max(limit-used, 0)), units(limit))
+		if r := at("reset_at"); r != "" {
+			out += ", which resets at " + r
+		}
+	}
+	if blocked := at("blocked_until"); blocked != "" {
+		if out != "" {
+			out += "; "
+		}
+		out += "Lightspeed asked to wait (429) until " + blocked
+	}
+	return out
+}
