@@ -119,6 +119,7 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"Outbox", confOutbox},
 		{"OutboxInvalid", confOutboxInvalid},
 		{"OutboxConcurrentClaims", confOutboxConcurrentClaims},
+		{"Actions", confActions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,6 +28,8 @@
 //     order, leased claims, dead letters) and OutboxEvent;
 //     outbox_redis.go its Redis side (16 hash-tagged shards,
 //     lua/outbox_*.lua), outbox_bolt.go its bbolt side.
+//   - actions.go: ActionLog, each tenant's last operator actions, on both
+//     backends.
 //   - bolt.go: the bbolt backend; bolt_index.go its due index and paging;
 //     bolt_lock.go its in-memory named locks.
 package store

@@ -326,3 +326,4 @@ func TestRedisOutboxAddWaitsForReplica(t *testing.T) {
 		t.Fatalf("stats = %+v, %v; want 2 queued", st, err)
 	}
 }
+
