@@ -326,4 +326,3 @@ func TestRedisOutboxAddWaitsForReplica(t *testing.T) {
 		t.Fatalf("stats = %+v, %v; want 2 queued", st, err)
 	}
 }
-
