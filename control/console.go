@@ -152,8 +152,12 @@ func (c *console) action(name string, h func(http.ResponseWriter, *http.Request,
 			return
 		}
 		c.sessions.touch(w, r, sess)
+		r = withActionNote(r)
 		status := h(w, r, sess)
 		c.audit(r, sess.Operator, name, "", status)
+		if tenant := actionTenant(r, name); tenant != "" && status != http.StatusNotFound { // actions.go
+			c.s.recordAction(r.Context(), tenant, sess.Operator, name, status, "", actionNote(r))
+		}
 	}
 }
 

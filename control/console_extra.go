@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -60,6 +61,45 @@ func budgetWords(b map[string]any) string {
 			out += "; "
 		}
 		out += "Lightspeed asked to wait (429) until " + blocked
+	}
+	return out
+}
+
+// actionRow is an operator action as the tenant page shows it.
+type actionRow struct {
+	When, Who, What, Result, Detail string
+	OK                              bool
+}
+
+// actionWords name the console's and the admin API's actions.
+var actionWords = map[string]string{
+	"authorize": "created an authorization link", "refresh": "forced a refresh", "retry": "retried the stored grant",
+	"import": "imported tokens", "delete": "deleted the tenant", "bulk_import": "imported tokens (bulk)",
+	"locations": "re-read the account and locations",
+}
+
+func (c *console) tenantActions(r *http.Request, id string) []actionRow {
+	res := c.callAdmin(r.Context(), http.MethodGet, tenantPath(id, "/actions"), nil)
+	var v ActionsView
+	if res.Status != http.StatusOK || json.Unmarshal(res.Body, &v) != nil {
+		return nil
+	}
+	out := make([]actionRow, 0, len(v.Actions))
+	for _, a := range v.Actions {
+		what := actionWords[a.Action]
+		if what == "" {
+			what = a.Action
+		}
+		who := a.Operator
+		if who == "admin-token" {
+			who = "admin API"
+		}
+		row := actionRow{When: c.pages.when(a.At), Who: who, What: what, Detail: a.Detail, OK: a.Result == "ok"}
+		row.Result = "done"
+		if !row.OK {
+			row.Result = "failed (" + a.Result + ")"
+		}
+		out = append(out, row)
 	}
 	return out
 }

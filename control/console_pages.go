@@ -167,6 +167,8 @@ type tenantBody struct {
 	Problem string
 	// Webhooks is the tenant's webhook section (console_webhooks.go).
 	Webhooks tenantWebhooks
+	// Actions are the operators' last actions on it (actions.go).
+	Actions []actionRow
 }
 
 func (c *console) tenant(w http.ResponseWriter, r *http.Request, sess session) {
@@ -191,6 +193,7 @@ func (c *console) renderTenant(w http.ResponseWriter, r *http.Request, sess sess
 	}
 	b.T, b.Counts = rw, c.counts.get(r.Context())
 	b.Webhooks = c.tenantWebhooks(r, id, c.sessions.csrf(sess))
+	b.Actions = c.tenantActions(r, id)
 	c.pages.render(w, status, "tenant", c.data(r, sess, "Tenant "+id, b))
 	return status
 }
@@ -213,6 +216,11 @@ func (c *console) authorize(w http.ResponseWriter, r *http.Request, sess session
 	if res.Status != http.StatusOK || link == "" {
 		return c.renderTenant(w, r, sess, res.Status, tenantBody{Problem: "No link was created: " + res.message()})
 	}
+	note := linkExpiry(link)
+	if rebind {
+		note += " (may connect another account)"
+	}
+	setActionNote(r, note)
 	return c.renderTenant(w, r, sess, http.StatusOK, tenantBody{Link: link, Rebind: rebind})
 }
 

@@ -8,6 +8,9 @@
 //     Onboarding interface that package onboard implements.
 //   - admin.go: the admin API's tenant endpoints and TenantView, the
 //     token-free view of a tenant.
+//   - actions.go: each tenant's operator actions (store.ActionLog), recorded
+//     after console actions and changing admin calls;
+//     GET /admin/tenants/{id}/actions.
 //   - webhooks.go: the webhook outbox endpoints (GET /admin/webhooks/events,
 //     redeliver one or all) and WebhookEventView.
 //   - list.go: GET /admin/tenants and listPage, the one paging loop (over
