@@ -1,6 +1,9 @@
 package control
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -102,4 +105,60 @@ func (c *console) tenantActions(r *http.Request, id string) []actionRow {
 		out = append(out, row)
 	}
 	return out
+}
+
+// Authorize links after a POST: the console answers the POST with a
+// redirect (a reload repeats nothing), and the link waits for the GET in
+// the shared store (any replica answers), under a random nonce bound to
+// the operator's session, for linkShowTTL. The link is never in a URL.
+const linkShowTTL = 15 * time.Minute
+
+type shownLink struct {
+	Tenant  string `json:"tenant"`
+	Link    string `json:"link"`
+	Rebind  bool   `json:"rebind,omitempty"`
+	Session string `json:"session"` // sha256 of the session id
+}
+
+func sessionTag(sess session) string {
+	h := sha256.Sum256([]byte("console link\x00" + sess.ID))
+	return hex.EncodeToString(h[:])
+}
+
+func linkKey(nonce string) string { return "console-link:" + nonce }
+
+// keepLink stores link for the GET after the redirect and returns the
+// nonce; "" when the store did not take it.
+func (c *console) keepLink(r *http.Request, sess session, tenant, link string, rebind bool) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return ""
+	}
+	nonce := hex.EncodeToString(b[:])
+	raw, _ := json.Marshal(shownLink{Tenant: tenant, Link: link, Rebind: rebind, Session: sessionTag(sess)})
+	if err := c.s.Store.PutOnce(r.Context(), linkKey(nonce), raw, linkShowTTL); err != nil {
+		return ""
+	}
+	return nonce
+}
+
+// shownLinkFor returns the link kept under nonce for this session and
+// tenant, and keeps it for another linkShowTTL (a reload shows it again).
+func (c *console) shownLinkFor(r *http.Request, sess session, tenant, nonce string) (shownLink, bool) {
+	if len(nonce) != 32 {
+		return shownLink{}, false
+	}
+	raw, err := c.s.Store.TakeOnce(r.Context(), linkKey(nonce))
+	if err != nil {
+		return shownLink{}, false
+	}
+	var l shownLink
+	if json.Unmarshal(raw, &l) != nil {
+		return shownLink{}, false
+	}
+	_ = c.s.Store.PutOnce(r.Context(), linkKey(nonce), raw, linkShowTTL) // put back, whoever asked
+	if l.Tenant != tenant || l.Session != sessionTag(sess) {
+		return shownLink{}, false
+	}
+	return l, true
 }

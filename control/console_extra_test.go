@@ -99,7 +99,7 @@ func TestConsoleActionLog(t *testing.T) {
 	t.Cleanup(f.srv.Close)
 	f.signin(t, "alice", adminToken)
 	token := f.csrf(t)
-	if r := f.post(t, "/console/tenants/acme/authorize", url.Values{"csrf": {token}}); r.status != http.StatusOK {
+	if r := f.post(t, "/console/tenants/acme/authorize", url.Values{"csrf": {token}}); r.status != http.StatusSeeOther {
 		t.Fatalf("authorize %d", r.status)
 	}
 	if r := f.post(t, "/console/tenants/acme/refresh", url.Values{"csrf": {token}}); r.status != http.StatusSeeOther {

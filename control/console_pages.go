@@ -172,7 +172,15 @@ type tenantBody struct {
 }
 
 func (c *console) tenant(w http.ResponseWriter, r *http.Request, sess session) {
-	c.renderTenant(w, r, sess, http.StatusOK, tenantBody{})
+	b := tenantBody{}
+	if nonce := r.URL.Query().Get("link"); nonce != "" {
+		if l, ok := c.shownLinkFor(r, sess, r.PathValue("id"), nonce); ok {
+			b.Link, b.Rebind = l.Link, l.Rebind
+		} else {
+			b.Problem = "That authorization link is no longer shown here (it is shown for 15 minutes, to the operator who created it). It still works until it expires; create another to see one."
+		}
+	}
+	c.renderTenant(w, r, sess, http.StatusOK, b)
 }
 
 // renderTenant shows the tenant page with b's link or problem; it returns
@@ -221,6 +229,10 @@ func (c *console) authorize(w http.ResponseWriter, r *http.Request, sess session
 		note += " (may connect another account)"
 	}
 	setActionNote(r, note)
+	if nonce := c.keepLink(r, sess, id, link, rebind); nonce != "" { // POST-redirect-GET (console_extra.go)
+		http.Redirect(w, r, "/console/tenants/"+url.PathEscape(id)+"?link="+nonce+"#link", http.StatusSeeOther)
+		return http.StatusOK
+	}
 	return c.renderTenant(w, r, sess, http.StatusOK, tenantBody{Link: link, Rebind: rebind})
 }
 
