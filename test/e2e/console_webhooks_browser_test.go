@@ -106,3 +106,72 @@ func TestConsoleWebhooksInBrowser(t *testing.T) {
 		t.Errorf("no audit line for redeliver all")
 	}
 }
+
+// TestConsoleRoundTwoInBrowser: the unknown-tenant page keeps the
+// navigation and creates a link; the link page survives a reload (POST-
+// redirect-GET); a placeholder offers no refresh or retry; every action is
+// in the tenant's action log with who, what, when, result and the link's
+// expiry; a reload after a forced refresh refreshes nothing again; 390 px
+// without horizontal overflow.
+func TestConsoleRoundTwoInBrowser(t *testing.T) {
+	exe := requireChromium(t)
+	var emu *upstream
+	p := startProxyAt(t, func(controlAddr string) map[string]string {
+		redirect := "http://" + controlAddr + "/oauth/callback"
+		emu = startEmulator(t, emulator.Config{RedirectURL: redirect})
+		return with(baseEnv(emu), "LSPROXY_DATA_DIR", t.TempDir(), "LSPROXY_REDIRECT_URL", redirect)
+	})
+	p.importTenant(t, "shop-active", emu.IssueGrant("shop-active"))
+
+	b := newBrowser(t, exe, 90*time.Second)
+	b.signIn(p.ControlURL, "dora", p.adminToken)
+	b.do("unknown tenant", chromedp.Navigate(p.ControlURL+"/console/tenants/shop-new"), chromedp.WaitVisible(`#create-link`))
+	if nav := b.text(`header nav`); !strings.Contains(nav, "Tenants") || !strings.Contains(nav, "Webhooks") {
+		t.Errorf("unknown-tenant page without navigation: %q", nav)
+	}
+	b.snap("console-unknown-tenant")
+	b.act("create link", `#authorize-link`, chromedp.Click(`#create-link`))
+	link := get(b, "read link", chromedp.Value(`#authorize-link`))
+	if loc := b.location(); strings.Contains(loc, "sig=") || !strings.Contains(loc, "/console/tenants/shop-new?link=") {
+		t.Errorf("after creating the link at %s", loc)
+	}
+	b.do("reload the link page", chromedp.Reload())
+	b.waitFor("link after reload", `#authorize-link`)
+	if again := get(b, "read link again", chromedp.Value(`#authorize-link`)); again != link {
+		t.Errorf("after a reload the link is %q, was %q", again, link)
+	}
+	if v := p.getTenant(t, "shop-new"); v.HasRefreshToken {
+		t.Fatalf("placeholder %+v", v)
+	}
+	for _, sel := range []string{`#force-refresh`, `#retry`} {
+		if n := get(b, "count "+sel, chromedp.Evaluate[int](`document.querySelectorAll(`+jsString(sel)+`).length`)); n != 0 {
+			t.Errorf("a placeholder offers %s", sel)
+		}
+	}
+	if log := b.text(`#actions-log`); !strings.Contains(log, "dora") || !strings.Contains(log, "created an authorization link") ||
+		!strings.Contains(log, "link valid until") || !strings.Contains(log, "done") {
+		t.Errorf("action log after creating a link: %q", log)
+	}
+	b.do("phone viewport", chromedp.EmulateViewport(390, 844))
+	b.do("reload at 390", chromedp.Reload())
+	b.waitFor("page at 390", `footer`)
+	if w := b.overflow(); w != 0 {
+		t.Errorf("the tenant page at 390 px is %d px wide", w)
+	}
+	b.snap("console-link-390")
+	b.do("desktop viewport", chromedp.EmulateViewport(1280, 900))
+
+	// A forced refresh, then a reload of the result page: one refresh.
+	b.do("active tenant", chromedp.Navigate(p.ControlURL+"/console/tenants/shop-active"), chromedp.WaitVisible(`#force-refresh`))
+	before := emu.RefreshCount("shop-active")
+	b.act("force refresh", `p.flash`, chromedp.Click(`#force-refresh`))
+	b.do("reload the result", chromedp.Reload())
+	b.waitFor("result after reload", `#actions-log`)
+	if n := emu.RefreshCount("shop-active") - before; n != 1 {
+		t.Errorf("%d refreshes after a forced refresh and a reload, want 1", n)
+	}
+	if log := b.text(`#actions-log`); !strings.Contains(log, "forced a refresh") || !strings.Contains(log, "dora") {
+		t.Errorf("action log after a refresh: %q", log)
+	}
+	b.snap("console-actions-log")
+}
