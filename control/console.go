@@ -39,6 +39,7 @@ type console struct {
 	pages    *consolePages
 	counts   *countCache
 	csrf     *http.CrossOriginProtection
+	oidc     *oidcLogin // nil: no OIDC sign-in (console_oidc.go)
 }
 
 // mountConsole registers /console/ on mux. With no admin token the console
@@ -82,6 +83,7 @@ func (s *Server) mountConsole(mux *http.ServeMux) {
 	cm.HandleFunc("POST /console/tenants/{id}/delete", c.action("delete", c.del))
 	cm.HandleFunc("POST /console/import", c.action("import", c.importTenant))
 	c.mountWebhooks(cm)
+	c.mountOIDC(cm)
 	cm.HandleFunc("/console/", func(w http.ResponseWriter, _ *http.Request) {
 		c.pages.fail(w, http.StatusNotFound, "Not found", "There is no such console page.")
 	})

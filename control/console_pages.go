@@ -52,7 +52,7 @@ func (c *console) signinPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/console/tenants", http.StatusSeeOther)
 		return
 	}
-	d := pageData{Title: "Sign in"}
+	d := pageData{Title: "Sign in", Body: c.signinBody()}
 	if r.URL.Query().Get("expired") != "" {
 		d.Error = "Your session expired. Sign in again."
 	}
@@ -64,7 +64,7 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
 	_ = r.ParseForm()
 	op := strings.TrimSpace(r.PostForm.Get("operator"))
-	d := pageData{Title: "Sign in"}
+	d := pageData{Title: "Sign in", Body: c.signinBody()}
 	switch {
 	case !validOperator(op):
 		d.Error = "Enter your name (letters, digits, . _ @ -; up to 64) so that your actions are logged under it."

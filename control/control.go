@@ -62,6 +62,9 @@ type Server struct {
 	// ConsoleIdle ends a console session after this long without an
 	// operator action; 0 means DefaultConsoleIdle.
 	ConsoleIdle time.Duration
+	// ConsoleOIDC, when set, adds sign-in with an OpenID Connect provider
+	// to the console (console_oidc.go); nil = the admin token only.
+	ConsoleOIDC *ConsoleOIDC
 
 	adminMux *http.ServeMux // the admin routes, without bearer check and audit (the console calls them)
 }
