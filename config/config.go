@@ -153,6 +153,19 @@ type Config struct {
 	// ConsoleSessionIdle ends an operator console session after this long
 	// without an action.
 	ConsoleSessionIdle time.Duration `yaml:"console_session_idle" env:"CONSOLE_SESSION_IDLE"`
+	// ConsoleOIDCIssuer turns on console sign-in with that OpenID Connect
+	// provider (the admin token stays as the fallback); the client is
+	// ConsoleOIDCClientID/Secret, registered with ConsoleOIDCRedirectURL
+	// (the public URL of /console/oidc/callback); a person may sign in when
+	// their verified email is in ConsoleOIDCAllowedEmails or a group of
+	// theirs in ConsoleOIDCAllowedGroups.
+	ConsoleOIDCIssuer           string   `yaml:"console_oidc_issuer" env:"CONSOLE_OIDC_ISSUER"`
+	ConsoleOIDCClientID         string   `yaml:"console_oidc_client_id" env:"CONSOLE_OIDC_CLIENT_ID"`
+	ConsoleOIDCClientSecret     string   `yaml:"console_oidc_client_secret" env:"CONSOLE_OIDC_CLIENT_SECRET"`
+	ConsoleOIDCClientSecretFile string   `yaml:"console_oidc_client_secret_file" env:"CONSOLE_OIDC_CLIENT_SECRET_FILE"`
+	ConsoleOIDCRedirectURL      string   `yaml:"console_oidc_redirect_url" env:"CONSOLE_OIDC_REDIRECT_URL"`
+	ConsoleOIDCAllowedEmails    []string `yaml:"console_oidc_allowed_emails" env:"CONSOLE_OIDC_ALLOWED_EMAILS"`
+	ConsoleOIDCAllowedGroups    []string `yaml:"console_oidc_allowed_groups" env:"CONSOLE_OIDC_ALLOWED_GROUPS"`
 	// SuccessURL is where a successful callback redirects; "" = built-in page.
 	SuccessURL string `yaml:"success_url" env:"SUCCESS_URL"`
 
@@ -258,6 +271,7 @@ var secrets = []secret{
 	{"EncryptionKey", "EncryptionKeyFile"},
 	{"RedisPassword", "RedisPasswordFile"},
 	{"WebhookSecret", "WebhookSecretFile"},
+	{"ConsoleOIDCClientSecret", "ConsoleOIDCClientSecretFile"},
 }
 
 func (c *Config) str(goName string) *string {

@@ -218,6 +218,7 @@ func (c Config) Validate(mode string) []error {
 	}
 
 	v.httpURL("SuccessURL", c.SuccessURL)
+	v.consoleOIDC(c)
 	v.httpURL("WebhookURL", c.WebhookURL)
 	if _, err := onboard.ParseSchedule(c.WebhookRetrySchedule); err != nil {
 		v.add("WebhookRetrySchedule", "must be comma-separated positive durations such as 5s,5m,30m,2h; got %q", c.WebhookRetrySchedule)
@@ -418,4 +419,36 @@ var reservedHeaders = map[string]bool{
 	"Keep-Alive":          true,
 	"Proxy-Connection":    true,
 	"Cookie":              true,
+}
+
+// consoleOIDC checks the console's OpenID Connect sign-in: all or nothing.
+func (v *validator) consoleOIDC(c Config) {
+	if c.ConsoleOIDCIssuer == "" {
+		for _, n := range []string{"ConsoleOIDCClientID", "ConsoleOIDCClientSecret", "ConsoleOIDCRedirectURL"} {
+			if *c.str(n) != "" {
+				v.add(n, "is set but LSPROXY_CONSOLE_OIDC_ISSUER (console_oidc_issuer) is not")
+			}
+		}
+		return
+	}
+	v.httpURL("ConsoleOIDCIssuer", c.ConsoleOIDCIssuer)
+	v.httpURL("ConsoleOIDCRedirectURL", c.ConsoleOIDCRedirectURL)
+	switch {
+	case c.ConsoleOIDCRedirectURL == "":
+		v.add("ConsoleOIDCRedirectURL", "is required with LSPROXY_CONSOLE_OIDC_ISSUER (console_oidc_issuer): the public URL of /console/oidc/callback")
+	case !strings.HasSuffix(strings.SplitN(c.ConsoleOIDCRedirectURL, "?", 2)[0], "/console/oidc/callback"):
+		v.add("ConsoleOIDCRedirectURL", "must end in /console/oidc/callback")
+	}
+	if c.ConsoleOIDCClientID == "" {
+		v.add("ConsoleOIDCClientID", "is required with LSPROXY_CONSOLE_OIDC_ISSUER (console_oidc_issuer)")
+	}
+	if c.ConsoleOIDCClientSecret == "" {
+		v.add("ConsoleOIDCClientSecret", "is required with LSPROXY_CONSOLE_OIDC_ISSUER (console_oidc_issuer) (or set LSPROXY_CONSOLE_OIDC_CLIENT_SECRET_FILE (console_oidc_client_secret_file))")
+	}
+	if len(c.ConsoleOIDCAllowedEmails) == 0 && len(c.ConsoleOIDCAllowedGroups) == 0 {
+		v.add("ConsoleOIDCAllowedEmails", "or LSPROXY_CONSOLE_OIDC_ALLOWED_GROUPS (console_oidc_allowed_groups) must name who may sign in")
+	}
+	if c.AdminToken == "" {
+		v.add("ConsoleOIDCIssuer", "needs LSPROXY_ADMIN_TOKEN (admin_token): the console is on only with an admin token")
+	}
 }

@@ -21,6 +21,7 @@
 //     console_pages.go: page and action handlers. console_view.go:
 //     templates, reasons in words, live counts. console_webhooks.go: the
 //     webhooks page and a tenant's webhook section. console_extra.go: the
-//     unknown-tenant page, the rate budget in words. console/: the embedded
+//     unknown-tenant page, the rate budget in words, the link page after a
+//     redirect. console_oidc.go: sign-in with an OpenID Connect provider. console/: the embedded
 //     templates, script and stylesheet.
 package control

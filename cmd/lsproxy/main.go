@@ -8,7 +8,7 @@
 // tenants_<verb>.go file per `tenants` subcommand, each registering itself
 // with registerTenantsCommand from an init function; webhooks_cli.go the
 // `webhooks` tree (the same admin client), webhooks.go the server's
-// webhook notifier wiring.
+// webhook notifier and console OIDC wiring.
 package main
 
 import (

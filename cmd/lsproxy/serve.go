@@ -272,6 +272,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		// key, so any replica accepts a session another one issued.
 		SessionKey:  consoleSessionKey(cfg.EncryptionKey),
 		ConsoleIdle: cfg.ConsoleSessionIdle,
+		ConsoleOIDC: consoleOIDC(cfg),
 	}
 	if governor != nil {
 		cs.RateLimits = governor

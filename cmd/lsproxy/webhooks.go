@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lsproxy/lsproxy/config"
+	"github.com/lsproxy/lsproxy/control"
 	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/store"
 )
@@ -46,5 +47,16 @@ func (a *app) waitNotifier(d time.Duration) {
 	case <-a.notifier.Done():
 	case <-t.C:
 		a.log.Warn("webhook notifier did not stop in time")
+	}
+}
+
+// consoleOIDC is the console's OpenID Connect sign-in of cfg; nil when off.
+func consoleOIDC(cfg config.Config) *control.ConsoleOIDC {
+	if cfg.ConsoleOIDCIssuer == "" {
+		return nil
+	}
+	return &control.ConsoleOIDC{
+		Issuer: cfg.ConsoleOIDCIssuer, ClientID: cfg.ConsoleOIDCClientID, ClientSecret: cfg.ConsoleOIDCClientSecret,
+		RedirectURL: cfg.ConsoleOIDCRedirectURL, AllowedEmails: cfg.ConsoleOIDCAllowedEmails, AllowedGroups: cfg.ConsoleOIDCAllowedGroups,
 	}
 }
