@@ -99,7 +99,10 @@ func TestConsoleWebhooksInBrowser(t *testing.T) {
 			t.Errorf("delivered %s, not a dead letter's id", d.id)
 		}
 	}
-	if !eventually(5*time.Second, func() bool { v, code := outboxView(t, p, "queued"); return code == http.StatusOK && v.Queued == 0 && v.Dead == 0 }) {
+	if !eventually(5*time.Second, func() bool {
+		v, code := outboxView(t, p, "queued")
+		return code == http.StatusOK && v.Queued == 0 && v.Dead == 0
+	}) {
 		t.Error("outbox not empty after redeliver all")
 	}
 	if audit := p.Logs(); !strings.Contains(audit, `"operator":"carol","action":"webhook_redeliver_all"`) {
