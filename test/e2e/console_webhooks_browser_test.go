@@ -12,7 +12,7 @@ import (
 	"github.com/lsproxy/lsproxy/internal/emulator"
 )
 
-// noOverflow reports the page's scroll width when it is wider than the
+// overflow reports the page's scroll width when it is wider than the
 // viewport, else 0.
 func (b *browser) overflow() int {
 	b.t.Helper()
@@ -163,6 +163,12 @@ func TestConsoleRoundTwoInBrowser(t *testing.T) {
 	}
 	b.snap("console-link-390")
 	b.do("desktop viewport", chromedp.EmulateViewport(1280, 900))
+	for _, path := range []string{"/console/tenants", "/console/tenants/shop-new", "/console/webhooks"} {
+		b.do("open "+path+" at 1280", chromedp.Navigate(p.ControlURL+path), chromedp.WaitVisible(`footer`))
+		if w := b.overflow(); w != 0 {
+			t.Errorf("%s at 1280 px: the page is %d px wide", path, w)
+		}
+	}
 
 	// A forced refresh, then a reload of the result page: one refresh.
 	b.do("active tenant", chromedp.Navigate(p.ControlURL+"/console/tenants/shop-active"), chromedp.WaitVisible(`#force-refresh`))

@@ -291,10 +291,21 @@ func TestWebhookOutboxThroughBinary(t *testing.T) {
 	if v, _ := outboxView(t, b, "queued"); v.Queued < 45 {
 		t.Fatalf("after the failover the outbox holds %d events, want 45 (events lost with the master)", v.Queued)
 	}
-	// 6. The five recover, through b, on the new master.
+	// 6. The five recover, through b, on the new master (b's connections
+	// may take a moment to follow the failover: the link is asked again).
 	for _, id := range ids[:5] {
 		emu.Approve(id)
-		onboard(t, b, id)
+		var link string
+		if !eventually(15*time.Second, func() bool {
+			r := b.admin(t, http.MethodPost, "/admin/tenants/"+id+"/authorize", nil)
+			link = r.str("authorize_url")
+			return r.Status == http.StatusOK && link != ""
+		}) {
+			t.Fatalf("no authorize link for %s after the failover", id)
+		}
+		if r, final := followLink(t, link); r.Status != http.StatusOK || final.Path != "/oauth/callback" {
+			t.Fatalf("onboarding %s after the failover: %d at %s: %s", id, r.Status, final.Path, r.Body)
+		}
 		note(id, "tenant.recovered")
 	}
 	if got, _ := recv.deliveries(); len(got) != 0 {
