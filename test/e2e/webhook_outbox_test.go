@@ -33,6 +33,10 @@ type hookReceiver struct {
 	srv     *http.Server
 	got     []hookDelivery
 	changed chan struct{} // closed and replaced on every request
+	// hanging: requests are read and never answered (until the sender
+	// gives up); their ids go to hung, not got.
+	hanging bool
+	hung    []string
 }
 
 type hookDelivery struct {
@@ -73,14 +77,39 @@ func (h *hookReceiver) up(t *testing.T) {
 func (h *hookReceiver) down() {
 	h.mu.Lock()
 	srv := h.srv
-	h.srv = nil
+	h.srv, h.hanging = nil, false
 	h.mu.Unlock()
 	if srv != nil {
 		_ = srv.Close()
 	}
 }
 
+// hang makes the receiver listen but never answer.
+func (h *hookReceiver) hang(t *testing.T) {
+	h.mu.Lock()
+	h.hanging = true
+	h.mu.Unlock()
+	h.up(t)
+}
+
+// hungIDs are the ids of the requests left unanswered.
+func (h *hookReceiver) hungIDs() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.hung)
+}
+
 func (h *hookReceiver) serve(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	hanging := h.hanging
+	if hanging {
+		h.hung = append(h.hung, r.Header.Get("webhook-id"))
+	}
+	h.mu.Unlock()
+	if hanging {
+		<-r.Context().Done() // the sender's timeout, or down()
+		return
+	}
 	b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	var p struct {
 		Type string
@@ -208,7 +237,8 @@ func flagThrough(t *testing.T, p *proc, emu *upstream, tenant string) {
 
 // TestWebhookOutboxThroughBinary: three replicas on Redis behind Sentinel,
 // the webhook receiver down. 20 tenants are flagged (through two
-// replicas), the replica that flagged half of them is SIGKILLed, every
+// replicas), the receiver hangs until requests are in flight, the replica
+// that flagged half of them is SIGKILLed (holding claims), every
 // tenant recovers by re-authorizing (through the third), 5 are flagged
 // again, the Redis master is SIGKILLed and Sentinel fails over, and the 5
 // recover. Then the receiver comes back: every event arrives (none
@@ -261,8 +291,16 @@ func TestWebhookOutboxThroughBinary(t *testing.T) {
 		t.Fatalf("outbox holds %d events after 20 flags, want 20", v.Queued)
 	}
 	failed, _ := outboxView(t, b, "failed")
-	// 2. a dies with whatever it had claimed.
+	// 2. The receiver hangs (accepts, never answers) until a has requests
+	// in flight, then a dies holding their claims: the others take them
+	// over once the lease (2 s) ends. Then the receiver is down.
+	recv.hang(t)
+	if !eventually(10*time.Second, func() bool { return len(recv.hungIDs()) > 0 }) {
+		t.Fatal("no request reached the hanging receiver")
+	}
 	a.Kill()
+	recv.down()
+	inFlight := len(recv.hungIDs())
 	// 3. Every tenant re-authorizes (through b).
 	for _, id := range ids {
 		emu.Approve(id)
@@ -367,9 +405,9 @@ func TestWebhookOutboxThroughBinary(t *testing.T) {
 	if len(seen) != total {
 		t.Errorf("%d distinct events, want %d", len(seen), total)
 	}
-	t.Logf("webhook outbox: %d events (%d failed before the receiver came back, sample), %d duplicates; "+
-		"failover %v; all arrived %v and the outbox drained %v after the receiver returned",
-		total, len(failed.Events), dups, failover.Round(time.Millisecond), arrived.Round(time.Millisecond), drained.Round(time.Millisecond))
+	t.Logf("webhook outbox: %d events (%d failed before the receiver came back, sample; %d requests in flight when a replica was killed), "+
+		"%d duplicates; failover %v; all arrived %v and the outbox drained %v after the receiver returned",
+		total, len(failed.Events), inFlight, dups, failover.Round(time.Millisecond), arrived.Round(time.Millisecond), drained.Round(time.Millisecond))
 
 	// Metrics: the outbox gauges read 0.
 	r, err := do(context.Background(), http.MethodGet, b.ControlURL+"/metrics", nil, nil)
