@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -327,6 +328,11 @@ func (n *Notifier) write(ctx context.Context) {
 		for attempt := 1; ; attempt++ {
 			err := n.add(ctx, ev)
 			if err == nil {
+				break
+			}
+			if errors.Is(err, store.ErrOutboxInvalid) { // retrying cannot help; the next event must not wait
+				n.dropped.Add(1)
+				n.log.Error("webhook event dropped: the outbox refuses it", zap.String("event", ev.Event), zap.Error(err))
 				break
 			}
 			if ctx.Err() != nil {

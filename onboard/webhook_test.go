@@ -458,3 +458,19 @@ func TestSignStandardRawSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWebhookInvalidEventDropped: an event the outbox refuses (a tenant
+// id with a NUL byte) is dropped, and the next one is not held up.
+func TestWebhookInvalidEventDropped(t *testing.T) {
+	srv, ch := hookServer(t, func(int, string) int { return http.StatusOK })
+	n := newNotifier(srv.URL, testOutbox(t))
+	startNotifier(t, n)
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "bad\x00id"})
+	n.Notify(onboard.Event{Event: onboard.EventFlagged, Tenant: "acme"})
+	if r := recv(t, ch); r.tenant != "acme" {
+		t.Fatalf("delivered %q", r.tenant)
+	}
+	if n.Dropped() != 1 {
+		t.Errorf("dropped %d, want 1", n.Dropped())
+	}
+}
