@@ -158,12 +158,38 @@ type Config struct {
 	// ConsoleSessionIdle ends an operator console session after this long
 	// without an action.
 	ConsoleSessionIdle time.Duration `yaml:"console_session_idle" env:"CONSOLE_SESSION_IDLE"`
+	// ConsoleOIDCIssuer turns on console sign-in with that OpenID Connect
+	// provider (the admin token stays as the fallback); the client is
+	// ConsoleOIDCClientID/Secret, registered with ConsoleOIDCRedirectURL
+	// (the public URL of /console/oidc/callback); a person may sign in when
+	// their verified email is in ConsoleOIDCAllowedEmails or a group of
+	// theirs in ConsoleOIDCAllowedGroups.
+	ConsoleOIDCIssuer           string   `yaml:"console_oidc_issuer" env:"CONSOLE_OIDC_ISSUER"`
+	ConsoleOIDCClientID         string   `yaml:"console_oidc_client_id" env:"CONSOLE_OIDC_CLIENT_ID"`
+	ConsoleOIDCClientSecret     string   `yaml:"console_oidc_client_secret" env:"CONSOLE_OIDC_CLIENT_SECRET"`
+	ConsoleOIDCClientSecretFile string   `yaml:"console_oidc_client_secret_file" env:"CONSOLE_OIDC_CLIENT_SECRET_FILE"`
+	ConsoleOIDCRedirectURL      string   `yaml:"console_oidc_redirect_url" env:"CONSOLE_OIDC_REDIRECT_URL"`
+	ConsoleOIDCAllowedEmails    []string `yaml:"console_oidc_allowed_emails" env:"CONSOLE_OIDC_ALLOWED_EMAILS"`
+	ConsoleOIDCAllowedGroups    []string `yaml:"console_oidc_allowed_groups" env:"CONSOLE_OIDC_ALLOWED_GROUPS"`
 	// SuccessURL is where a successful callback redirects; "" = built-in page.
 	SuccessURL string `yaml:"success_url" env:"SUCCESS_URL"`
 
 	WebhookURL        string `yaml:"webhook_url" env:"WEBHOOK_URL"`
 	WebhookSecret     string `yaml:"webhook_secret" env:"WEBHOOK_SECRET"`
 	WebhookSecretFile string `yaml:"webhook_secret_file" env:"WEBHOOK_SECRET_FILE"`
+	// WebhookSecrets are more secrets, each adding a signature (rotation).
+	WebhookSecrets []string `yaml:"webhook_secrets" env:"WEBHOOK_SECRETS"`
+	// WebhookRetrySchedule is the wait after each failed delivery attempt,
+	// comma-separated durations; "" means the Standard Webhooks schedule
+	// (onboard.DefaultWebhookSchedule). After the last, a dead letter.
+	WebhookRetrySchedule string `yaml:"webhook_retry_schedule" env:"WEBHOOK_RETRY_SCHEDULE"`
+	// WebhookTimeout bounds one delivery attempt.
+	WebhookTimeout time.Duration `yaml:"webhook_timeout" env:"WEBHOOK_TIMEOUT"`
+	// WebhookLease is how long a replica holds a claimed event before any
+	// other replica may take it over (more than WebhookTimeout).
+	WebhookLease time.Duration `yaml:"webhook_lease" env:"WEBHOOK_LEASE"`
+	// WebhookPollInterval is how often each replica looks for due events.
+	WebhookPollInterval time.Duration `yaml:"webhook_poll_interval" env:"WEBHOOK_POLL_INTERVAL"`
 
 	// RefresherInterval is the background refresher's scan period.
 	RefresherInterval    time.Duration `yaml:"refresher_interval" env:"REFRESHER_INTERVAL"`
@@ -254,6 +280,7 @@ var secrets = []secret{
 	{"EncryptionKey", "EncryptionKeyFile"},
 	{"RedisPassword", "RedisPasswordFile"},
 	{"WebhookSecret", "WebhookSecretFile"},
+	{"ConsoleOIDCClientSecret", "ConsoleOIDCClientSecretFile"},
 }
 
 func (c *Config) str(goName string) *string {
@@ -407,7 +434,7 @@ func isSecret(goName string) bool {
 			return true
 		}
 	}
-	return goName == "EncryptionKeys" || goName == "ClientKeys"
+	return goName == "EncryptionKeys" || goName == "ClientKeys" || goName == "WebhookSecrets"
 }
 
 // byKey indexes fields by YAML key.

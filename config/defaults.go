@@ -47,6 +47,9 @@ func Default() Config {
 		RefreshIdleMargin:          auth.DefaultRefreshIdleMargin,
 		RateLimitWait:              time.Second,
 		RateLimitMaxBlock:          ratelimit.DefaultMaxBlock,
+		WebhookTimeout:             onboard.DefaultWebhookTimeout,
+		WebhookLease:               onboard.DefaultWebhookLease,
+		WebhookPollInterval:        onboard.DefaultWebhookPoll,
 	}
 }
 

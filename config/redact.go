@@ -23,6 +23,12 @@ func (c Config) Redacted() Config {
 			r.EncryptionKeys[i] = redactedValue
 		}
 	}
+	if c.WebhookSecrets != nil {
+		r.WebhookSecrets = make([]string, len(c.WebhookSecrets))
+		for i := range r.WebhookSecrets {
+			r.WebhookSecrets[i] = redactedValue
+		}
+	}
 	if c.ClientKeys != nil {
 		r.ClientKeys = make([]string, len(c.ClientKeys))
 		for i, k := range c.ClientKeys {

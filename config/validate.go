@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/lsproxy/lsproxy/auth"
+	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/ratelimit"
 )
 
@@ -228,7 +229,22 @@ func (c Config) Validate(mode string) []error {
 	v.secrets(c, required)
 
 	v.httpURL("SuccessURL", c.SuccessURL)
+	v.consoleOIDC(c)
 	v.httpURL("WebhookURL", c.WebhookURL)
+	if _, err := onboard.ParseSchedule(c.WebhookRetrySchedule); err != nil {
+		v.add("WebhookRetrySchedule", "must be comma-separated positive durations such as 5s,5m,30m,2h; got %q", c.WebhookRetrySchedule)
+	}
+	for _, d := range []struct {
+		name string
+		val  time.Duration
+	}{{"WebhookTimeout", c.WebhookTimeout}, {"WebhookLease", c.WebhookLease}, {"WebhookPollInterval", c.WebhookPollInterval}} {
+		if c.WebhookURL != "" && d.val <= 0 {
+			v.add(d.name, "must be greater than 0; got %s", d.val)
+		}
+	}
+	if c.WebhookURL != "" && c.WebhookTimeout > 0 && c.WebhookLease > 0 && c.WebhookLease <= c.WebhookTimeout {
+		v.add("WebhookLease", "must be longer than LSPROXY_WEBHOOK_TIMEOUT (webhook_timeout) (%s), or a slow attempt is sent twice", c.WebhookTimeout)
+	}
 
 	v.tlsPair("TLSCertFile", "TLSKeyFile", c.TLSCertFile, c.TLSKeyFile)
 	v.tlsPair("ControlTLSCertFile", "ControlTLSKeyFile", c.ControlTLSCertFile, c.ControlTLSKeyFile)
@@ -414,4 +430,36 @@ var reservedHeaders = map[string]bool{
 	"Keep-Alive":          true,
 	"Proxy-Connection":    true,
 	"Cookie":              true,
+}
+
+// consoleOIDC checks the console's OpenID Connect sign-in: all or nothing.
+func (v *validator) consoleOIDC(c Config) {
+	if c.ConsoleOIDCIssuer == "" {
+		for _, n := range []string{"ConsoleOIDCClientID", "ConsoleOIDCClientSecret", "ConsoleOIDCRedirectURL"} {
+			if *c.str(n) != "" {
+				v.add(n, "is set but LSPROXY_CONSOLE_OIDC_ISSUER (console_oidc_issuer) is not")
+			}
+		}
+		return
+	}
+	v.httpURL("ConsoleOIDCIssuer", c.ConsoleOIDCIssuer)
+	v.httpURL("ConsoleOIDCRedirectURL", c.ConsoleOIDCRedirectURL)
+	switch {
+	case c.ConsoleOIDCRedirectURL == "":
+		v.add("ConsoleOIDCRedirectURL", "is required with LSPROXY_CONSOLE_OIDC_ISSUER (console_oidc_issuer): the public URL of /console/oidc/callback")
+	case !strings.HasSuffix(strings.SplitN(c.ConsoleOIDCRedirectURL, "?", 2)[0], "/console/oidc/callback"):
+		v.add("ConsoleOIDCRedirectURL", "must end in /console/oidc/callback")
+	}
+	if c.ConsoleOIDCClientID == "" {
+		v.add("ConsoleOIDCClientID", "is required with LSPROXY_CONSOLE_OIDC_ISSUER (console_oidc_issuer)")
+	}
+	if c.ConsoleOIDCClientSecret == "" {
+		v.add("ConsoleOIDCClientSecret", "is required with LSPROXY_CONSOLE_OIDC_ISSUER (console_oidc_issuer) (or set LSPROXY_CONSOLE_OIDC_CLIENT_SECRET_FILE (console_oidc_client_secret_file))")
+	}
+	if len(c.ConsoleOIDCAllowedEmails) == 0 && len(c.ConsoleOIDCAllowedGroups) == 0 {
+		v.add("ConsoleOIDCAllowedEmails", "or LSPROXY_CONSOLE_OIDC_ALLOWED_GROUPS (console_oidc_allowed_groups) must name who may sign in")
+	}
+	if c.AdminToken == "" {
+		v.add("ConsoleOIDCIssuer", "needs LSPROXY_ADMIN_TOKEN (admin_token): the console is on only with an admin token")
+	}
 }

@@ -122,6 +122,9 @@ func (s *Server) audited(next http.Handler) http.Handler {
 			ce.Write(zap.String("who", who), zap.String("action", action), zap.String("tenant", tenant),
 				zap.String("method", r.Method), zap.Int("status", status), zap.String("remote", r.RemoteAddr))
 		}
+		if who == "admin-token" && r.Method != http.MethodGet && status != http.StatusNotFound { // actions.go
+			s.recordAction(r.Context(), tenant, who, action, status, sw.Header().Get("X-Lsproxy-Error"), "")
+		}
 	})
 }
 

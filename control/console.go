@@ -39,6 +39,7 @@ type console struct {
 	pages    *consolePages
 	counts   *countCache
 	csrf     *http.CrossOriginProtection
+	oidc     *oidcLogin // nil: no OIDC sign-in (console_oidc.go)
 }
 
 // mountConsole registers /console/ on mux. With no admin token the console
@@ -81,6 +82,8 @@ func (s *Server) mountConsole(mux *http.ServeMux) {
 	cm.HandleFunc("POST /console/tenants/{id}/retry", c.action("retry", c.retry))
 	cm.HandleFunc("POST /console/tenants/{id}/delete", c.action("delete", c.del))
 	cm.HandleFunc("POST /console/import", c.action("import", c.importTenant))
+	c.mountWebhooks(cm)
+	c.mountOIDC(cm)
 	cm.HandleFunc("/console/", func(w http.ResponseWriter, _ *http.Request) {
 		c.pages.fail(w, http.StatusNotFound, "Not found", "There is no such console page.")
 	})
@@ -176,8 +179,12 @@ func (c *console) action(name string, h func(http.ResponseWriter, *http.Request,
 			return
 		}
 		c.sessions.touch(w, r, sess)
+		r = withActionNote(r)
 		status := h(w, r, sess)
 		c.audit(r, sess.Operator, name, "", status)
+		if tenant := actionTenant(r, name); tenant != "" && status != http.StatusNotFound { // actions.go
+			c.s.recordAction(r.Context(), tenant, sess.Operator, name, status, "", actionNote(r))
+		}
 	}
 }
 

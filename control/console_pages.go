@@ -54,7 +54,7 @@ func (c *console) signinPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/console/tenants", http.StatusSeeOther)
 		return
 	}
-	d := pageData{Title: "Sign in"}
+	d := pageData{Title: "Sign in", Body: c.signinBody()}
 	if r.URL.Query().Get("expired") != "" {
 		d.Error = "Your session expired. Sign in again."
 	}
@@ -66,7 +66,7 @@ func (c *console) signin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
 	_ = r.ParseForm()
 	op := strings.TrimSpace(r.PostForm.Get("operator"))
-	d := pageData{Title: "Sign in"}
+	d := pageData{Title: "Sign in", Body: c.signinBody()}
 	client := clientAddr(r)
 	if blocked, wait := c.s.attempts.blocked(client); blocked {
 		d.Error = "Too many wrong admin tokens from your address. Wait a minute and try again."
@@ -186,10 +186,22 @@ type tenantBody struct {
 	Rebind  bool
 	Counts  counts
 	Problem string
+	// Webhooks is the tenant's webhook section (console_webhooks.go).
+	Webhooks tenantWebhooks
+	// Actions are the operators' last actions on it (actions.go).
+	Actions []actionRow
 }
 
 func (c *console) tenant(w http.ResponseWriter, r *http.Request, sess session) {
-	c.renderTenant(w, r, sess, http.StatusOK, tenantBody{})
+	b := tenantBody{}
+	if nonce := r.URL.Query().Get("link"); nonce != "" {
+		if l, ok := c.shownLinkFor(r, sess, r.PathValue("id"), nonce); ok {
+			b.Link, b.Rebind = l.Link, l.Rebind
+		} else {
+			b.Problem = "That authorization link is no longer shown here (it is shown for 15 minutes, to the operator who created it). It still works until it expires; create another to see one."
+		}
+	}
+	c.renderTenant(w, r, sess, http.StatusOK, b)
 }
 
 // renderTenant shows the tenant page with b's link or problem; it returns
@@ -201,11 +213,16 @@ func (c *console) renderTenant(w http.ResponseWriter, r *http.Request, sess sess
 		return http.StatusBadRequest
 	}
 	rw, res := c.getRow(r, id)
+	if res.Status == http.StatusNotFound && res.obj()["error"] == "unknown_tenant" {
+		return c.unknownTenant(w, r, sess, id, b.Problem)
+	}
 	if res.Status != http.StatusOK {
 		c.pages.fail(w, res.Status, "Tenant "+id, res.message())
 		return res.Status
 	}
 	b.T, b.Counts = rw, c.counts.get(r.Context())
+	b.Webhooks = c.tenantWebhooks(r, id, c.sessions.csrf(sess))
+	b.Actions = c.tenantActions(r, id)
 	c.pages.render(w, status, "tenant", c.data(r, sess, "Tenant "+id, b))
 	return status
 }
@@ -227,6 +244,15 @@ func (c *console) authorize(w http.ResponseWriter, r *http.Request, sess session
 	link, _ := res.obj()["authorize_url"].(string)
 	if res.Status != http.StatusOK || link == "" {
 		return c.renderTenant(w, r, sess, res.Status, tenantBody{Problem: "No link was created: " + res.message()})
+	}
+	note := linkExpiry(link)
+	if rebind {
+		note += " (may connect another account)"
+	}
+	setActionNote(r, note)
+	if nonce := c.keepLink(r, sess, id, link, rebind); nonce != "" { // POST-redirect-GET (console_extra.go)
+		http.Redirect(w, r, "/console/tenants/"+url.PathEscape(id)+"?link="+nonce+"#link", http.StatusSeeOther)
+		return http.StatusOK
 	}
 	return c.renderTenant(w, r, sess, http.StatusOK, tenantBody{Link: link, Rebind: rebind})
 }

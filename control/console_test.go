@@ -440,8 +440,9 @@ func TestConsolePagesShowNoSecrets(t *testing.T) {
 	}
 }
 
-// An authorize link is shown in the POST answer only, and rebind is sent
-// to the admin API only when ticked.
+// An authorize link is never in a URL: the POST redirects (a reload
+// repeats nothing) to the tenant page, which shows the link kept for the
+// operator's session (again on a reload, never to another session).
 func TestConsoleAuthorizeLink(t *testing.T) {
 	f := newConsoleFixture(t, adminToken, nil)
 	f.put(t, &store.Tenant{ID: "acme", Status: store.StatusReauthorizationRequired, Reason: "awaiting the merchant's first authorization"})
@@ -462,9 +463,24 @@ func TestConsoleAuthorizeLink(t *testing.T) {
 	g.srvOnboarding(t)
 	g.signin(t, "alice", adminToken)
 	r = g.post(t, "/console/tenants/acme/authorize", url.Values{"csrf": {g.csrf(t)}})
-	if r.status != http.StatusOK || !strings.Contains(r.body, `value="https://merchant.example/start?tenant=acme&amp;sig=abc"`) || r.header.Get("Location") != "" {
-		t.Fatalf("authorize: %d %s", r.status, r.body)
+	loc := r.header.Get("Location")
+	if r.status != http.StatusSeeOther || !strings.HasPrefix(loc, "/console/tenants/acme?link=") || strings.Contains(loc, "sig=") {
+		t.Fatalf("authorize: %d to %q", r.status, loc)
 	}
+	for i := 0; i < 2; i++ { // the page, then a reload
+		r = g.get(t, loc)
+		if r.status != http.StatusOK || !strings.Contains(r.body, `value="https://merchant.example/start?tenant=acme&amp;sig=abc"`) {
+			t.Fatalf("tenant page after authorize (%d): %d %s", i, r.status, r.body)
+		}
+	}
+	other := newConsoleFixture(t, adminToken, nil)
+	other.srv.Close()
+	other.srv = g.srv
+	other.signin(t, "mallory", adminToken)
+	if r := other.get(t, loc); strings.Contains(r.body, "sig=abc") || !strings.Contains(r.body, "no longer shown here") {
+		t.Errorf("another session's view of the link page: %s", r.body)
+	}
+	r = g.get(t, loc)
 	if !strings.Contains(r.body, "awaiting") && !strings.Contains(r.body, "has not completed the authorization") {
 		t.Error("the reason is not explained")
 	}

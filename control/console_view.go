@@ -198,6 +198,9 @@ func budget(raw map[string]any) string {
 		switch v := raw[k].(type) {
 		case nil:
 		case map[string]any:
+			if words := budgetWords(v); words != "" {
+				return words
+			}
 			keys := make([]string, 0, len(v))
 			for k := range v {
 				keys = append(keys, k)

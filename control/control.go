@@ -62,6 +62,9 @@ type Server struct {
 	// ConsoleIdle ends a console session after this long without an
 	// operator action; 0 means DefaultConsoleIdle.
 	ConsoleIdle time.Duration
+	// ConsoleOIDC, when set, adds sign-in with an OpenID Connect provider
+	// to the console (console_oidc.go); nil = the admin token only.
+	ConsoleOIDC *ConsoleOIDC
 
 	adminMux *http.ServeMux // the admin routes, without bearer check and audit (the console calls them)
 	attempts *attempts      // wrong admin tokens per client (throttle.go), shared with the console
@@ -120,6 +123,8 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
 	admin.HandleFunc("POST /admin/import", s.bulkImport)
 	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)
+	s.mountWebhooks(admin)
+	s.mountActions(admin)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 	s.adminMux = admin
 	s.mountConsole(mux)

@@ -17,12 +17,20 @@
 //     decoding.
 //   - ratelimit.go: the rate-limit governor seen from the admin API.
 //   - tenantsgauge.go: lsproxy_tenants{status}, counted from the store.
+//   - actions.go: each tenant's operator actions (store.ActionLog), recorded
+//     after console actions and changing admin calls;
+//     GET /admin/tenants/{id}/actions.
+//   - webhooks.go: the webhook outbox endpoints (GET /admin/webhooks/events,
+//     redeliver one or all) and WebhookEventView.
 //   - list.go: GET /admin/tenants and listPage, the one paging loop (over
 //     store.Lister's cursor, else Store.List) the console lists with too.
 //   - console.go: the operator console under /console/ (routes, security
 //     headers, session and CSRF checks, audit); it acts through the admin
 //     handlers. console_session.go: signed session cookies and CSRF tokens.
 //     console_pages.go: page and action handlers. console_view.go:
-//     templates, reasons in words, live counts. console/: the embedded
+//     templates, reasons in words, live counts. console_webhooks.go: the
+//     webhooks page and a tenant's webhook section. console_extra.go: the
+//     unknown-tenant page, the rate budget in words, the link page after a
+//     redirect. console_oidc.go: sign-in with an OpenID Connect provider. console/: the embedded
 //     templates, script and stylesheet.
 package control

@@ -1033,6 +1033,7 @@ func TestChartCoversEveryOption(t *testing.T) {
 	unused := map[string]bool{ // file-backed or secretKeyRef'd instead
 		"LSPROXY_CLIENT_SECRET": true, "LSPROXY_ADMIN_TOKEN": true, "LSPROXY_ENCRYPTION_KEY": true,
 		"LSPROXY_REDIS_PASSWORD": true, "LSPROXY_WEBHOOK_SECRET_FILE": true,
+		"LSPROXY_CONSOLE_OIDC_CLIENT_SECRET_FILE": true,
 	}
 	for _, n := range config.Names() {
 		key := strings.ToLower(strings.TrimPrefix(n, config.EnvPrefix))

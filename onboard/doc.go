@@ -16,9 +16,10 @@
 //     flight (SPEC §3 rule 19); exchange failures mapped to pages.
 //   - pages.go: the merchant's HTML pages, whose statuses and codes come
 //     from the error table in internal/httperr.
+//   - webhook.go: Notifier, writing tenant events to the store's outbox and
+//     delivering them from there (any replica; Standard Webhooks payload,
+//     signatures and retry schedule; dead letters), ParseSchedule.
 //   - identity.go: the merchant account of an exchanged grant.
-//   - metrics.go: the webhook metrics; outcomes.go: the onboarding
-//     outcomes (lsproxy_onboarding_total).
-//   - webhook.go: Notifier, delivering signed tenant.flagged /
-//     tenant.recovered events.
+//   - metrics.go: the webhook counters and the outbox gauges; outcomes.go:
+//     the onboarding outcomes (lsproxy_onboarding_total).
 package onboard

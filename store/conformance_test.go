@@ -118,6 +118,10 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"Closed", confClosed},
 		{"Locations", confLocations},
 		{"Guard", confGuard},
+		{"Outbox", confOutbox},
+		{"OutboxInvalid", confOutboxInvalid},
+		{"OutboxConcurrentClaims", confOutboxConcurrentClaims},
+		{"Actions", confActions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

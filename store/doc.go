@@ -1,4 +1,5 @@
-// Package store keeps tenant records, per-tenant locks and one-time values.
+// Package store keeps tenant records, per-tenant locks, one-time values and
+// the webhook outbox.
 //
 // Two implementations share one contract (see conformance_test.go): Redis
 // (distributed, for any number of replicas) and an embedded bbolt file (one
@@ -29,6 +30,12 @@
 //   - locations.go: LocationIndex, business location ids to tenants.
 //   - ratelimit.go: the Redis client and key prefix shared with the
 //     rate-limit governor.
+//   - outbox.go: the Outbox contract (the durable webhook queue: per-tenant
+//     order, leased claims, dead letters) and OutboxEvent;
+//     outbox_redis.go its Redis side (16 hash-tagged shards,
+//     lua/outbox_*.lua), outbox_bolt.go its bbolt side.
+//   - actions.go: ActionLog, each tenant's last operator actions, on both
+//     backends.
 //   - bolt.go: the bbolt backend; bolt_index.go its due index and paging;
 //     bolt_lock.go its in-memory named locks; bolt_guard.go its guard state.
 //   - guard.go: GuardState, the mass-invalid_grant guard's fleet-wide state

@@ -12,7 +12,9 @@
 // tenants_export.go, and tenants_migrate.go (the line format import and
 // export share). serve.go runs the proxy (tls.go its certificate reloads,
 // tracing.go the OTLP setup, ratelimit.go the governor's wiring); dev.go is
-// the sandbox; rekey.go and version.go the commands of those names.
+// the sandbox; rekey.go and version.go the commands of those names;
+// webhooks_cli.go the `webhooks` tree (the same admin client), webhooks.go
+// the server's webhook notifier and console OIDC wiring.
 package main
 
 import (
@@ -178,6 +180,7 @@ func (c *cli) rootCommand() *cobra.Command {
 		c.rekeyCommand(),
 		c.versionCommand(),
 		c.tenantsCommand(),
+		c.webhooksCommand(),
 	)
 	return root
 }

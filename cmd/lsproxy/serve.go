@@ -41,6 +41,9 @@ type app struct {
 	// locRefresher re-reads K-Series locations after grant refreshes.
 	locations    *proxy.LocationResolver
 	locRefresher *auth.LocationRefresher
+	// notifier delivers webhooks from the store's outbox; nil without a
+	// webhook URL.
+	notifier *onboard.Notifier
 }
 
 // newLogger builds the process logger (access lines buffered, see
@@ -190,7 +193,11 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge())
 	var notifier *onboard.Notifier
 	if cfg.WebhookURL != "" {
-		notifier = &onboard.Notifier{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Logger: log.Named("webhook")}
+		notifier, err = newNotifier(cfg, s, log.Named("webhook"))
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
 		notifier.Start(ctx)
 	}
 	onboard.RegisterWebhookMetrics(reg, notifier)
@@ -289,6 +296,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 		// key, so any replica accepts a session another one issued.
 		SessionKey:  consoleSessionKey(cfg.EncryptionKey),
 		ConsoleIdle: cfg.ConsoleSessionIdle,
+		ConsoleOIDC: consoleOIDC(cfg),
 	}
 	if governor != nil {
 		cs.RateLimits = governor
@@ -328,7 +336,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: tracedControl(cs.Handler()), locations: locations, locRefresher: locRefresher}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: tracedControl(cs.Handler()), locations: locations, locRefresher: locRefresher, notifier: notifier}, nil
 }
 
 // consoleSessionKey derives the console's session-signing key from the
@@ -374,7 +382,9 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	defer a.store.Close()
-	return a.run(ctx, nil)
+	err = a.run(ctx, nil)
+	a.waitNotifier(5 * time.Second)
+	return err
 }
 
 // start runs a in the background and returns once both listeners are bound

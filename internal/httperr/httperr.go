@@ -84,6 +84,7 @@ var (
 	TooLarge        = &Kind{Code: "too_large", Status: http.StatusRequestEntityTooLarge, Message: "the request is larger than allowed; send smaller batches"}
 	TooManyAttempts = &Kind{Code: "too_many_attempts", Status: http.StatusTooManyRequests, Message: "too many wrong admin tokens from this client; retry after the Retry-After delay", RetryAfter: true}
 	// The operator console's JSON feed (its pages are HTML for people).
+	UnknownEvent     = &Kind{Code: "unknown_event", Status: http.StatusNotFound, Message: "no queued or dead webhook event has this id"}
 	ConsoleSignedOut = &Kind{Code: "console_signed_out", Status: http.StatusUnauthorized, Message: "sign in to the console at /console/signin"}
 
 	// Onboarding (/oauth/start, /oauth/callback): HTML pages for the

@@ -104,6 +104,9 @@ lsproxy knows (config.Names), and nothing else.
   "redis_wait_replicas" "redis_wait_timeout"
   "invalid_grant_guard_threshold" "invalid_grant_guard_window"
   "state_ttl" "authorize_link_ttl" "console_session_idle" "success_url" "webhook_url"
+  "webhook_retry_schedule" "webhook_timeout" "webhook_lease" "webhook_poll_interval"
+  "console_oidc_issuer" "console_oidc_client_id" "console_oidc_redirect_url"
+  "console_oidc_allowed_emails" "console_oidc_allowed_groups"
   "refresher_interval" "refresher_concurrency" "refresh_idle_margin"
   "rate_limit" "rate_limit_wait" "rate_limit_max_block" "rate_limit_costs" "rate_limit_key_share"
   "allow_unauthenticated" | toJson }}
@@ -125,6 +128,9 @@ lsproxy knows (config.Names), and nothing else.
   "client_keys" "secrets.clientKeys (Secret key client-keys)"
   "webhook_secret" "secrets.webhookSecret (Secret key webhook-secret)"
   "webhook_secret_file" "secrets.webhookSecret (Secret key webhook-secret)"
+  "webhook_secrets" "secrets.webhookSecrets (Secret key webhook-secrets)"
+  "console_oidc_client_secret" "secrets.consoleOidcClientSecret (Secret key console-oidc-client-secret)"
+  "console_oidc_client_secret_file" "secrets.consoleOidcClientSecret (Secret key console-oidc-client-secret)"
   "redis_url" "redis.mode and redis.standalone.url"
   "redis_sentinel_master" "redis.sentinel.masterName"
   "redis_sentinel_addrs" "redis.sentinel.addrs"
@@ -356,6 +362,18 @@ env:
       secretKeyRef:
         name: {{ include "lsproxy.secretName" . }}
         key: webhook-secret
+        optional: true
+  - name: LSPROXY_WEBHOOK_SECRETS
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "lsproxy.secretName" . }}
+        key: webhook-secrets
+        optional: true
+  - name: LSPROXY_CONSOLE_OIDC_CLIENT_SECRET
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "lsproxy.secretName" . }}
+        key: console-oidc-client-secret
         optional: true
   {{- if and (ne $v.redis.mode "none") $v.redis.auth.enabled }}
   - name: LSPROXY_REDIS_PASSWORD_FILE
