@@ -28,6 +28,10 @@ type lease struct {
 	lock   store.Lock
 	lost   bool
 	markID string
+	// retaken: the lock was lost and taken again while free. Between the
+	// two a successor may have held it, taken the mark over, sent and
+	// released, so the mark must be re-read before anything is sent.
+	retaken bool
 	// coverUntil (monotonic): until then every renewal keeps the lock at
 	// least this far out, so a send's cover is never shortened (rule 17).
 	coverUntil time.Time
@@ -76,7 +80,7 @@ func (l *lease) renew(ctx context.Context) {
 	}
 	if nl, err := m.store.TryLock(ctx, lockName(l.tenant), m.opts.LockTTL); err == nil {
 		l.mu.Lock()
-		l.lock, l.lost = nl, false
+		l.lock, l.lost, l.retaken = nl, false, true
 		l.mu.Unlock()
 		m.log.Warn("lock lost and taken again", zap.String("tenant", l.tenant))
 		return
@@ -146,6 +150,14 @@ func (l *lease) setMark(id string) {
 	l.mu.Lock()
 	l.markID = id
 	l.mu.Unlock()
+}
+
+// wasRetaken reports whether the lock was lost and taken again at some
+// point of this lease.
+func (l *lease) wasRetaken() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.retaken
 }
 
 // held reports whether the last renewal found the lock ours.

@@ -290,6 +290,9 @@ func (m *Manager) leaseForSend(ctx context.Context, l *lease, tenant string) err
 			cover = m.opts.LockTTL // (the defect: the lease need not cover the send)
 		}
 		start, err := l.coverSend(ctx, cover)
+		if err == nil && l.wasRetaken() {
+			err = m.markStillOurs(ctx, l, tenant, start)
+		}
 		if err == nil && !fresh(start) {
 			err = fmt.Errorf("%w (took %v, at most %v)", errLeaseStale, time.Since(start).Round(time.Millisecond), sendRenewFresh)
 		}
@@ -300,6 +303,32 @@ func (m *Manager) leaseForSend(ctx context.Context, l *lease, tenant string) err
 		}
 	}
 	return m.closingLeaves(tenant)
+}
+
+// errMarkTakenOver: the lock had been lost and taken again, and the record
+// no longer carries this holder's mark: a successor took over (and may
+// have sent) meanwhile; nothing was sent.
+var errMarkTakenOver = errors.New("auth: the lock was lost and taken again and the in-flight mark is no longer ours; refresh token not sent")
+
+// markStillOurs re-reads the record after the lock covering the send was
+// renewed, for a lease that lost its lock and took it again while it was
+// free: a successor that held the lock meanwhile replaced the mark before
+// it sent anything, so the mark still being ours proves nobody sent. The
+// read counts against the renewal's freshness.
+func (m *Manager) markStillOurs(ctx context.Context, l *lease, tenant string, renewed time.Time) error {
+	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), renewed.Add(sendRenewFresh))
+	defer cancel()
+	t, err := m.store.Get(rctx, tenant)
+	if err != nil {
+		return fmt.Errorf("auth: re-reading the mark after the lock was taken again: %w", err)
+	}
+	l.mu.Lock()
+	markID := l.markID
+	l.mu.Unlock()
+	if markID == "" || !t.HasMark(markID) {
+		return errMarkTakenOver
+	}
+	return nil
 }
 
 // closingLeaves refuses, once FinishRefreshes was called with a deadline,
