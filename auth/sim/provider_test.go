@@ -360,4 +360,3 @@ func (w *world) oauthClient(p *proc) auth.Refresher {
 		HTTPClient: &http.Client{Transport: rt},
 	}
 }
-

@@ -17,22 +17,22 @@ import (
 type eventKind string
 
 const (
-	evPartition  eventKind = "partition"   // slot's store calls fail / hang / lose their answers
-	evFlaky      eventKind = "flaky"       // slot's store calls fail with probability p
-	evPause      eventKind = "pause"       // the whole process stops (SIGSTOP)
-	evKill       eventKind = "kill"        // SIGKILL, restarted after dur
-	evShutdown   eventKind = "shutdown"    // graceful stop (FinishRefreshes), restarted after dur
-	evStall      eventKind = "stall"       // replication stops; a failover follows after dur
-	evFailover   eventKind = "failover"    // the replica is promoted (group: split brain for dur)
-	evLostPub    eventKind = "lost-publish" // notifications lost with probability p for dur
-	evProvider   eventKind = "provider"    // the token endpoint's answer mix changes for dur
-	evMisconfig  eventKind = "misconfig"   // slots restart with wrong credentials, fixed after dur
-	evRevoke     eventKind = "revoke"      // the merchant revokes the grant
-	evReauth     eventKind = "reauth"      // a flagged tenant is authorized again (onboarding)
-	evPutRetry   eventKind = "put-retry"   // the import PUT of the tenant is sent again
-	evForce      eventKind = "force"       // POST /admin/tenants/{id}/refresh
-	evRetry      eventKind = "retry"       // POST /admin/tenants/{id}/retry
-	evRekey      eventKind = "rekey"       // the record is rewritten as is (rekey)
+	evPartition eventKind = "partition"    // slot's store calls fail / hang / lose their answers
+	evFlaky     eventKind = "flaky"        // slot's store calls fail with probability p
+	evPause     eventKind = "pause"        // the whole process stops (SIGSTOP)
+	evKill      eventKind = "kill"         // SIGKILL, restarted after dur
+	evShutdown  eventKind = "shutdown"     // graceful stop (FinishRefreshes), restarted after dur
+	evStall     eventKind = "stall"        // replication stops; a failover follows after dur
+	evFailover  eventKind = "failover"     // the replica is promoted (group: split brain for dur)
+	evLostPub   eventKind = "lost-publish" // notifications lost with probability p for dur
+	evProvider  eventKind = "provider"     // the token endpoint's answer mix changes for dur
+	evMisconfig eventKind = "misconfig"    // slots restart with wrong credentials, fixed after dur
+	evRevoke    eventKind = "revoke"       // the merchant revokes the grant
+	evReauth    eventKind = "reauth"       // a flagged tenant is authorized again (onboarding)
+	evPutRetry  eventKind = "put-retry"    // the import PUT of the tenant is sent again
+	evForce     eventKind = "force"        // POST /admin/tenants/{id}/refresh
+	evRetry     eventKind = "retry"        // POST /admin/tenants/{id}/retry
+	evRekey     eventKind = "rekey"        // the record is rewritten as is (rekey)
 )
 
 type trigger string

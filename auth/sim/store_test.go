@@ -79,7 +79,7 @@ type memStore struct {
 	split      map[int]bool
 	seq        int // write ids, lock owners
 	subs       map[*sub]struct{}
-	lostPub    float64 // probability a write's notification is lost (see drop)
+	lostPub    float64                    // probability a write's notification is lost (see drop)
 	everStored map[string]map[string]bool // tenant → refresh tokens ever written (any node)
 	lostWrites map[string]bool            // refresh tokens whose only writes a failover discarded
 }
