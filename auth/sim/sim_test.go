@@ -20,6 +20,7 @@ var (
 	flagSeed    = flag.Int64("sim.seed", -1, "replay this one seed and print its trace")
 	flagTrace   = flag.Int("sim.trace", 400, "trace lines printed for a failing seed (0: all)")
 	flagWorkers = flag.Int("sim.workers", 0, "schedules run at once (0: GOMAXPROCS)")
+	flagRepeat  = flag.Int("sim.repeat", 20, "with -sim.seed: runs of the seed until one breaks an invariant (goroutine order and the refresher's jitter are not the seed's)")
 )
 
 // rulesMerged says whether the fixes of issue 21 (SPEC §3 rules 17–21)
@@ -150,7 +151,10 @@ func describe(f seedResult) string {
 func TestSimulation(t *testing.T) {
 	o := defaultOptions()
 	if *flagSeed >= 0 {
-		r := runSeed(t, uint64(*flagSeed), o, *flagTrace)
+		var r seedResult
+		for i := 0; i < max(1, *flagRepeat) && len(r.violations) == 0; i++ {
+			r = runSeed(t, uint64(*flagSeed), o, *flagTrace)
+		}
 		if len(r.violations) == 0 {
 			t.Logf("seed %d: no invariant broken; trace:\n%s", *flagSeed, r.trace)
 			return

@@ -786,6 +786,11 @@ func (w *world) checkState() {
 			allowedResend[rs.tok] = true
 			continue
 		}
+		if excused && w.guardPlausiblyTrippedLocked(rs.at, rejections) {
+			// The guard held the first re-send's rejection back (it
+			// keeps the token): once it clears, the token is sent again.
+			continue
+		}
 		why := fmt.Sprintf("its answer was %s", g.outcome)
 		if g.outcome == "delivered" {
 			why = fmt.Sprintf("its answer reached %s at %s", g.proc.name, w.ts(g.outcomeAt))
@@ -860,6 +865,18 @@ func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
 		}
 	}
 	return len(distinct) < guardThreshold
+}
+
+// guardPlausiblyTrippedLocked reports whether threshold distinct tenants
+// were rejected within the guard's window before at.
+func (w *world) guardPlausiblyTrippedLocked(at time.Time, rej []rejection) bool {
+	distinct := map[string]bool{}
+	for _, r := range rej {
+		if d := at.Sub(r.at); d >= 0 && d <= w.opts.GuardWindow {
+			distinct[r.tenant] = true
+		}
+	}
+	return len(distinct) >= guardThreshold
 }
 
 // checkEnd: nothing to check after teardown today; kept as the hook for
