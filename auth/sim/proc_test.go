@@ -30,6 +30,13 @@ type proc struct {
 	flaky     float64   // probability a store call fails
 	changed   chan struct{}
 	callSeq   uint64
+	// cutSince is when the process last lost the store (partitioned or
+	// paused; zero while it reaches it); cuts are the ended intervals.
+	cutSince time.Time
+	cuts     [][2]time.Time
+	// nParts and nPauses count overlapping partitions and pauses: the
+	// fault ends when the last one does.
+	nParts, nPauses int
 }
 
 type faultKind int
@@ -82,6 +89,14 @@ func (p *proc) now() time.Time { return time.Now().Add(p.skew) }
 func (p *proc) set(f func()) {
 	p.mu.Lock()
 	f()
+	cut := p.part != faultNone || p.paused
+	switch now := time.Now(); {
+	case cut && p.cutSince.IsZero():
+		p.cutSince = now
+	case !cut && !p.cutSince.IsZero():
+		p.cuts = append(p.cuts, [2]time.Time{p.cutSince, now})
+		p.cutSince = time.Time{}
+	}
 	close(p.changed)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
@@ -150,4 +165,20 @@ func (p *proc) isDead() (bool, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.dead, p.exitCause
+}
+
+// cutThrough reports whether the process could not reach the store during
+// all of [from, until].
+func (p *proc) cutThrough(from, until time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.cutSince.IsZero() && !p.cutSince.After(from) {
+		return true
+	}
+	for _, c := range p.cuts {
+		if !c[0].After(from) && !c[1].Before(until) {
+			return true
+		}
+	}
+	return false
 }

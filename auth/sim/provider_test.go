@@ -58,8 +58,10 @@ type grant struct {
 // lostExcused reports whether a lost answer is one the protocol cannot
 // prevent: the network or the provider lost it, the provider answered
 // after token_timeout, or the holder was killed.
-func (g *grant) lostExcused() bool {
-	switch g.outcome {
+func (g *grant) lostExcused() bool { return excusedLoss(g.outcome) }
+
+func excusedLoss(outcome string) bool {
+	switch outcome {
 	case "lost:net", "lost:slow", "lost:kill":
 		return true
 	}
@@ -73,6 +75,7 @@ type resend struct {
 	at          time.Time
 	g           *grant // the grant that spent it
 	nth         int
+	outcome     string // as grant.outcome: was its rejection seen?
 }
 
 // rejection is an invalid_grant answer (for the guard's allowance).
@@ -89,7 +92,7 @@ type provider struct {
 	access     map[string]accessTok
 	n          map[string]int // tenant → tokens issued
 	grants     []*grant
-	resends    []resend
+	resends    []*resend
 	rejections []rejection
 	attempts   map[string]int // refresh token → requests seen
 	sends      int
@@ -205,6 +208,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	kind := w.pickAnswer(rt, pv.attempts[rt])
 	tok := pv.toks[rt]
 	var g *grant
+	var rs *resend
 	status, delay := 0, w.answerDelay(kind, rt, pv.attempts[rt])
 	var payload string
 	var hdr http.Header
@@ -226,7 +230,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// never answers, commits nothing
 	case tok.state == tokSpent:
 		tok.resends++
-		pv.resends = append(pv.resends, resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends})
+		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends}
+		pv.resends = append(pv.resends, rs)
 		status, payload = 400, `{"error":"invalid_grant","error_description":"refresh token already used"}`
 		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", at: sentAt})
 		w.tracef("provider: %s re-sent the spent %s (spent by %s's grant at %s)", p.name, rt, tok.spentBy.proc.name, w.ts(tok.spentBy.at))
@@ -252,6 +257,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	lose := func(why string) {
+		if rs != nil {
+			pv.mu.Lock()
+			rs.outcome = why
+			pv.mu.Unlock()
+		}
 		if g == nil {
 			return
 		}
@@ -278,13 +288,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case <-timer.C:
 			waiting = false
 		case <-ctx.Done():
-			if g != nil {
-				why := "lost:slow"
-				if time.Since(g.at) < w.opts.TokenTimeout-50*time.Millisecond {
-					why = "lost:early" // the client gave up before token_timeout
-				}
-				lose(why)
+			why := "lost:slow"
+			if time.Since(sentAt) < w.opts.TokenTimeout-50*time.Millisecond {
+				why = "lost:early" // the client gave up before token_timeout
 			}
+			lose(why)
 			return nil, ctx.Err()
 		case <-ch:
 		}
@@ -296,9 +304,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if paused {
 		waitPause(p, func(cause string) { lose("lost:" + cause) })
 		if ctx.Err() != nil {
-			if g != nil {
-				lose("lost:slow") // frozen past its timeout: as a slow network
-			}
+			lose("lost:slow") // frozen past its timeout: as a slow network
 			return nil, ctx.Err()
 		}
 	}
@@ -306,11 +312,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		lose("lost:net")
 		return nil, fmt.Errorf("read tcp: connection reset by peer")
 	}
+	pv.mu.Lock()
 	if g != nil {
-		pv.mu.Lock()
 		g.outcome, g.outcomeAt = "delivered", time.Now()
-		pv.mu.Unlock()
 	}
+	if rs != nil {
+		rs.outcome = "delivered"
+	}
+	pv.mu.Unlock()
 	return jsonResp(req, status, payload, hdr), nil
 }
 

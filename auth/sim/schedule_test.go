@@ -170,10 +170,14 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 	}
 	add := func(e event) { s.events = append(s.events, e) }
 
-	n := 2 + r.IntN(4)
+	pool := themes
+	if len(o.Themes) > 0 {
+		pool = o.Themes
+	}
+	n := min(2+r.IntN(4), len(pool))
 	picked := map[string]bool{}
 	for len(picked) < n {
-		picked[themes[r.IntN(len(themes))]] = true
+		picked[pool[r.IntN(len(pool))]] = true
 	}
 	for _, th := range themes {
 		if !picked[th] {
@@ -184,7 +188,11 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 		for range times {
 			switch th {
 			case "partition":
-				add(event{at: at(), kind: evPartition, slot: slot(), mode: faultKind(1 + r.IntN(3)), dur: dur(2*time.Second, 40*time.Second),
+				d := dur(2*time.Second, 40*time.Second)
+				if r.IntN(2) == 0 { // around lease + grace: where takeover and holder meet
+					d = dur(8*time.Second, 14*time.Second)
+				}
+				add(event{at: at(), kind: evPartition, slot: slot(), mode: faultKind(1 + r.IntN(3)), dur: d,
 					trig: trig(trigNone, trigMark, trigSend, trigSend)})
 			case "flaky":
 				add(event{at: at(), kind: evFlaky, slot: slot(), p: 0.2 + 0.5*r.Float64(), dur: dur(10*time.Second, 60*time.Second)})
@@ -193,9 +201,12 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 			case "kill":
 				add(event{at: at(), kind: evKill, slot: slot(), dur: dur(time.Second, 20*time.Second), trig: trig(trigNone, trigSend, trigMark)})
 			case "shutdown":
-				add(event{at: at(), kind: evShutdown, slot: slot(), dur: dur(time.Second, 10*time.Second), trig: trig(trigNone, trigLockHeld, trigLockHeld)})
-				if r.IntN(2) == 0 { // a holder dies first, so a successor waits
-					add(event{at: at(), kind: evKill, slot: slot(), dur: dur(time.Second, 20*time.Second), trig: trigSend})
+				e, sl := at(), slot()
+				add(event{at: e, kind: evShutdown, slot: sl, dur: dur(time.Second, 10*time.Second), trig: trig(trigNone, trigLockHeld, trigLockHeld)})
+				if r.IntN(2) == 0 { // a holder dies first, so a successor waits, then sends late
+					add(event{at: e - dur(0, 5*time.Second), kind: evKill, slot: (sl + 1) % s.replicas, dur: dur(time.Second, 20*time.Second), trig: trigSend})
+					add(event{at: e, kind: evProvider, dur: dur(30*time.Second, 90*time.Second), mix: answerMix{ansOK: 1, ansSlowOK: 1 + r.Float64()}})
+					add(event{at: e, kind: evFlaky, slot: sl, p: 0.03 + 0.07*r.Float64(), dur: dur(20*time.Second, 60*time.Second)})
 				}
 			case "failover":
 				e := at()

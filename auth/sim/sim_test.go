@@ -20,6 +20,7 @@ var (
 	flagSeed    = flag.Int64("sim.seed", -1, "replay this one seed and print its trace")
 	flagTrace   = flag.Int("sim.trace", 400, "trace lines printed for a failing seed (0: all)")
 	flagWorkers = flag.Int("sim.workers", 0, "schedules run at once (0: GOMAXPROCS)")
+	flagThemes  = flag.String("sim.themes", "", "comma-separated themes schedules pick from (default: all; see schedule_test.go)")
 	flagRepeat  = flag.Int("sim.repeat", 20, "with -sim.seed: runs of the seed until one breaks an invariant (goroutine order and the refresher's jitter are not the seed's)")
 )
 
@@ -150,6 +151,14 @@ func describe(f seedResult) string {
 // -sim.seed=S it replays one schedule and prints its trace.
 func TestSimulation(t *testing.T) {
 	o := defaultOptions()
+	if *flagThemes != "" {
+		for _, th := range strings.Split(*flagThemes, ",") {
+			if !slices.Contains(themes, th) {
+				t.Fatalf("-sim.themes: unknown theme %q (known: %v)", th, themes)
+			}
+			o.Themes = append(o.Themes, th)
+		}
+	}
 	if *flagSeed >= 0 {
 		var r seedResult
 		for i := 0; i < max(1, *flagRepeat) && len(r.violations) == 0; i++ {

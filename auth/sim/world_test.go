@@ -35,6 +35,9 @@ type simOptions struct {
 	// Settle is the bound of invariant (d): FaultPhase + Settle after the
 	// start every tenant is served or flagged by every replica.
 	Settle time.Duration
+	// Themes, when not empty, limits the faults a schedule picks from
+	// (-sim.themes).
+	Themes []string
 }
 
 func defaultOptions() simOptions {
@@ -330,14 +333,18 @@ func (w *world) apply(e event, p *proc) {
 		if p == nil {
 			return
 		}
-		p.set(func() { p.part = e.mode })
+		p.set(func() { p.part, p.nParts = e.mode, p.nParts+1 })
 		w.store.mu.Lock()
 		w.store.dropSubsLocked(func(s *sub) bool { return s.p == p })
 		w.store.mu.Unlock()
 		w.tracef("%s cut off from the store (%s) for %s", p.name, e.mode, e.dur)
 		go func() {
 			time.Sleep(e.dur)
-			p.set(func() { p.part = faultNone })
+			p.set(func() {
+				if p.nParts--; p.nParts <= 0 {
+					p.part, p.nParts = faultNone, 0
+				}
+			})
 			w.tracef("%s: store partition healed", p.name)
 		}()
 	case evFlaky:
@@ -353,11 +360,15 @@ func (w *world) apply(e event, p *proc) {
 		if p == nil {
 			return
 		}
-		p.set(func() { p.paused = true })
+		p.set(func() { p.paused, p.nPauses = true, p.nPauses+1 })
 		w.tracef("%s paused for %s", p.name, e.dur)
 		go func() {
 			time.Sleep(e.dur)
-			p.set(func() { p.paused = false })
+			p.set(func() {
+				if p.nPauses--; p.nPauses <= 0 {
+					p.paused, p.nPauses = false, 0
+				}
+			})
 			w.tracef("%s resumed", p.name)
 		}()
 	case evKill:
@@ -659,7 +670,7 @@ func (w *world) heal() {
 		if p == nil {
 			continue
 		}
-		p.set(func() { p.part, p.flaky, p.paused = faultNone, 0, false })
+		p.set(func() { p.part, p.flaky, p.paused, p.nParts, p.nPauses = faultNone, 0, false, 0, 0 })
 		pr := rtOf(p)
 		p.mu.Lock()
 		pr.armed = nil
@@ -753,7 +764,7 @@ func (w *world) checkState() {
 	pv, ms := w.prov, w.store
 	pv.mu.Lock()
 	grants := append([]*grant(nil), pv.grants...)
-	resends := append([]resend(nil), pv.resends...)
+	resends := append([]*resend(nil), pv.resends...)
 	rejections := append([]rejection(nil), pv.rejections...)
 	pv.mu.Unlock()
 	ms.mu.Lock()
@@ -779,13 +790,16 @@ func (w *world) checkState() {
 	// committed, except once after a lost answer, and the tenant then ends
 	// flagged, never active on the dead chain.
 	allowedResend := map[string]bool{}
+	prevLost := map[string]bool{} // token → every earlier re-send's answer was lost too
 	for _, rs := range resends {
 		g := rs.g
-		excused := g.lostExcused() || lost[g.to]
-		if excused && rs.nth == 1 {
+		excused := g.lostExcused() || lost[g.to] || w.cutOff(g)
+		if excused && (rs.nth == 1 || prevLost[rs.tok]) {
 			allowedResend[rs.tok] = true
+			prevLost[rs.tok] = excusedLoss(rs.outcome)
 			continue
 		}
+		prevLost[rs.tok] = false
 		if excused && w.guardPlausiblyTrippedLocked(rs.at, rejections) {
 			// The guard held the first re-send's rejection back (it
 			// keeps the token): once it clears, the token is sent again.
@@ -832,7 +846,7 @@ func (w *world) checkState() {
 				"%s abandoned grant %s → %s (%s) %s after sending it with %s of token_timeout left",
 				g.proc.name, g.from, g.to, g.outcome, g.outcomeAt.Sub(g.at).Round(time.Millisecond), g.timeout.Round(time.Millisecond))})
 		case "delivered":
-			if stored[g.tenant][g.to] || lost[g.to] {
+			if stored[g.tenant][g.to] || lost[g.to] || w.cutOff(g) {
 				continue
 			}
 			if dead, cause := g.proc.isDead(); dead && cause == "kill" {
@@ -865,6 +879,20 @@ func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
 		}
 	}
 	return len(distinct) < guardThreshold
+}
+
+// writeRetryInterval is the holder's write-retry interval (a backoff of at
+// most 1 s plus one 1 s store call: auth's writeRetryMax and
+// storeCallTimeout).
+const writeRetryInterval = 2 * time.Second
+
+// cutOff reports whether g's holder could not reach the store from the
+// answer's arrival until the longest lease a holder may have had for it
+// ran out (token_timeout plus the write-retry interval after the send):
+// a successor may then take over, and the grant is lost although its
+// holder lives (docs/reliability.md, "Failure modes that remain").
+func (w *world) cutOff(g *grant) bool {
+	return g.outcome == "delivered" && g.proc.cutThrough(g.outcomeAt, g.at.Add(w.opts.TokenTimeout+writeRetryInterval))
 }
 
 // guardPlausiblyTrippedLocked reports whether threshold distinct tenants
