@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
@@ -30,10 +31,7 @@ type proc struct {
 	flaky     float64   // probability a store call fails
 	changed   chan struct{}
 	callSeq   uint64
-	// cutSince is when the process last lost the store (partitioned or
-	// paused; zero while it reaches it); cuts are the ended intervals.
-	cutSince time.Time
-	cuts     [][2]time.Time
+	contacts  []time.Time // when its store calls got answers, in order
 	// nParts and nPauses count overlapping partitions and pauses: the
 	// fault ends when the last one does.
 	nParts, nPauses int
@@ -89,14 +87,6 @@ func (p *proc) now() time.Time { return time.Now().Add(p.skew) }
 func (p *proc) set(f func()) {
 	p.mu.Lock()
 	f()
-	cut := p.part != faultNone || p.paused
-	switch now := time.Now(); {
-	case cut && p.cutSince.IsZero():
-		p.cutSince = now
-	case !cut && !p.cutSince.IsZero():
-		p.cuts = append(p.cuts, [2]time.Time{p.cutSince, now})
-		p.cutSince = time.Time{}
-	}
 	close(p.changed)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
@@ -167,18 +157,19 @@ func (p *proc) isDead() (bool, string) {
 	return p.dead, p.exitCause
 }
 
+// contact records a store call that reached the store and whose answer
+// the process received.
+func (p *proc) contact() {
+	p.mu.Lock()
+	p.contacts = append(p.contacts, time.Now())
+	p.mu.Unlock()
+}
+
 // cutThrough reports whether the process could not reach the store during
-// all of [from, until].
+// all of [from, until]: no call of its got an answer then.
 func (p *proc) cutThrough(from, until time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.cutSince.IsZero() && !p.cutSince.After(from) {
-		return true
-	}
-	for _, c := range p.cuts {
-		if !c[0].After(from) && !c[1].Before(until) {
-			return true
-		}
-	}
-	return false
+	i, _ := slices.BinarySearchFunc(p.contacts, from, func(a, b time.Time) int { return a.Compare(b) })
+	return i == len(p.contacts) || p.contacts[i].After(until)
 }

@@ -301,6 +301,7 @@ func (c *conn) callThen(ctx context.Context, op, key string, apply func(n *node)
 		then(err)
 	}
 	p.gate()
+	p.contact()
 	return err
 }
 

@@ -704,6 +704,10 @@ func (w *world) finalCheck() {
 		for _, t := range w.tenants {
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			tok, err := m.Token(ctx, t)
+			if _, ok := w.prov.accessOK(tok.AccessToken); err == nil && !ok {
+				// The upstream answers 401: the proxy calls Recover (rule 8).
+				tok, err = m.Recover(ctx, t, tok.AccessToken)
+			}
 			cancel()
 			rec := w.store.masterRecord(t)
 			var re *auth.ReauthError
@@ -886,11 +890,12 @@ func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
 // storeCallTimeout).
 const writeRetryInterval = 2 * time.Second
 
-// cutOff reports whether g's holder could not reach the store from the
-// answer's arrival until the longest lease a holder may have had for it
-// ran out (token_timeout plus the write-retry interval after the send):
-// a successor may then take over, and the grant is lost although its
-// holder lives (docs/reliability.md, "Failure modes that remain").
+// cutOff reports whether g's holder could not reach the store (no call
+// answered: partitioned, paused, or every call failing) from the answer's
+// arrival until the longest lease a holder may have had for it ran out
+// (token_timeout plus the write-retry interval after the send): a
+// successor may then take over, and the grant is lost although its holder
+// lives (docs/reliability.md, "Failure modes that remain").
 func (w *world) cutOff(g *grant) bool {
 	return g.outcome == "delivered" && g.proc.cutThrough(g.outcomeAt, g.at.Add(w.opts.TokenTimeout+writeRetryInterval))
 }
