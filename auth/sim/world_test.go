@@ -557,13 +557,13 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// drive is one tenant's traffic through p: a request every 0.5–4 s, and a
+// drive is one tenant's traffic through p: a request every 1–8 s, and a
 // Recover when the upstream would answer 401.
 func (w *world) drive(ctx context.Context, p *proc, tenant string) {
 	m := rtOf(p).m
 	last := ""
 	for i := 0; ; i++ {
-		d := w.between(500*time.Millisecond, 4*time.Second, "traffic", p.name, tenant, i)
+		d := w.between(time.Second, 8*time.Second, "traffic", p.name, tenant, i)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
