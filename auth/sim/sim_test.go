@@ -21,6 +21,7 @@ var (
 	flagTrace   = flag.Int("sim.trace", 400, "trace lines printed for a failing seed (0: all)")
 	flagWorkers = flag.Int("sim.workers", 0, "schedules run at once (0: GOMAXPROCS)")
 	flagThemes  = flag.String("sim.themes", "", "comma-separated themes schedules pick from (default: all; see schedule_test.go)")
+	flagDefect  = flag.Int("sim.defect", 0, "switch this internal/defect defect on for TestSimulation (to explore or replay a mutation)")
 	flagRepeat  = flag.Int("sim.repeat", 20, "with -sim.seed: runs of the seed until one breaks an invariant (goroutine order and the refresher's jitter are not the seed's)")
 )
 
@@ -151,6 +152,10 @@ func describe(f seedResult) string {
 // -sim.seed=S it replays one schedule and prints its trace.
 func TestSimulation(t *testing.T) {
 	o := defaultOptions()
+	if *flagDefect != 0 {
+		defer defect.Enable(defect.Defect(*flagDefect))()
+		t.Logf("defect %s switched on", defect.Defect(*flagDefect))
+	}
 	if *flagThemes != "" {
 		for _, th := range strings.Split(*flagThemes, ",") {
 			if !slices.Contains(themes, th) {
