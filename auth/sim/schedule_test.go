@@ -42,6 +42,7 @@ const (
 	trigMark     trigger = "mark"      // when the slot's next in-flight mark is written
 	trigSend     trigger = "send"      // when the slot's next token request arrives
 	trigLockHeld trigger = "lock-held" // when the slot next finds a tenant lock held
+	trigMarkSeen trigger = "mark-seen" // when the slot next reads a record with a refresh in flight
 )
 
 type event struct {
@@ -202,7 +203,7 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 				add(event{at: at(), kind: evKill, slot: slot(), dur: dur(time.Second, 20*time.Second), trig: trig(trigNone, trigSend, trigMark)})
 			case "shutdown":
 				e, sl := at(), slot()
-				add(event{at: e, kind: evShutdown, slot: sl, dur: dur(time.Second, 10*time.Second), trig: trig(trigNone, trigLockHeld, trigLockHeld)})
+				add(event{at: e, kind: evShutdown, slot: sl, dur: dur(time.Second, 10*time.Second), trig: trig(trigNone, trigLockHeld, trigMarkSeen, trigMarkSeen)})
 				if r.IntN(2) == 0 { // a holder dies first, so a successor waits, then sends late
 					add(event{at: e - dur(0, 5*time.Second), kind: evKill, slot: (sl + 1) % s.replicas, dur: dur(time.Second, 20*time.Second), trig: trigSend})
 					add(event{at: e, kind: evProvider, dur: dur(30*time.Second, 90*time.Second), mix: answerMix{ansOK: 1, ansSlowOK: 1 + r.Float64()}})

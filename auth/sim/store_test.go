@@ -307,7 +307,7 @@ func (c *conn) callThen(ctx context.Context, op, key string, apply func(n *node)
 
 func (c *conn) Get(ctx context.Context, id string) (*store.Tenant, error) {
 	var out *store.Tenant
-	err := c.call(ctx, "get", id, func(n *node) error {
+	err := c.callThen(ctx, "get", id, func(n *node) error {
 		r := n.recs[id]
 		if r == nil {
 			return fmt.Errorf("%w: tenant %s", store.ErrNotFound, id)
@@ -315,6 +315,10 @@ func (c *conn) Get(ctx context.Context, id string) (*store.Tenant, error) {
 		out = r.Clone()
 		out.Version, out.WriteID = r.Version, r.WriteID
 		return nil
+	}, func(err error) {
+		if err == nil && out.RefreshInFlight {
+			c.p.fire(trigMarkSeen)
+		}
 	})
 	return out, err
 }
