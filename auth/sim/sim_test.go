@@ -1,3 +1,14 @@
+// Package sim is the schedule-exploring simulation of the refresh protocol
+// (SPEC §3; docs/reliability.md, "The simulation"). It has only test files:
+// nothing here is linked into a binary.
+//
+//	sim_test.go       the tests and their flags (-sim.seeds, -sim.seed, ...)
+//	schedule_test.go  seed → schedule: replicas, tenants, skews, fault events
+//	world_test.go     one schedule's run: replicas, traffic, admin, the checks
+//	proc_test.go      a replica process and its faults (pause, partition, death)
+//	store_test.go     the in-memory store (store.Store, store.AckedPutter)
+//	provider_test.go  the token endpoint (an http.RoundTripper) and the wiring
+//	fakes_test.go     tests of the fakes themselves
 package sim
 
 import (
