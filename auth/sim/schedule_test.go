@@ -206,7 +206,10 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 				add(event{at: e, kind: evShutdown, slot: sl, dur: dur(time.Second, 10*time.Second), trig: trig(trigNone, trigLockHeld, trigMarkSeen, trigMarkSeen)})
 				if r.IntN(2) == 0 { // a holder dies first, so a successor waits, then sends late
 					add(event{at: e - dur(0, 5*time.Second), kind: evKill, slot: (sl + 1) % s.replicas, dur: dur(time.Second, 20*time.Second), trig: trigSend})
-					add(event{at: e, kind: evProvider, dur: dur(30*time.Second, 90*time.Second), mix: answerMix{ansOK: 1, ansSlowOK: 1 + r.Float64()}})
+					// Answers lost after the commit leave marks to take over
+					// (late sends); slow ones outlast a short budget.
+					add(event{at: max(e-10*time.Second, 0), kind: evProvider, dur: o.FaultPhase, // until the heal: the trigger may fire late
+						mix: answerMix{ansOK: 1, ansSlowOK: 1 + r.Float64(), ansTooSlow: 0.5 * r.Float64(), ansHang: 0.5 + 0.5*r.Float64(), ansResetAfterCommit: 0.3 * r.Float64()}})
 					add(event{at: e, kind: evFlaky, slot: sl, p: 0.03 + 0.07*r.Float64(), dur: dur(20*time.Second, 60*time.Second)})
 				}
 			case "failover":
