@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ var (
 	flagWorkers = flag.Int("sim.workers", 0, "schedules run at once (0: GOMAXPROCS)")
 	flagThemes  = flag.String("sim.themes", "", "comma-separated themes schedules pick from (default: all; see schedule_test.go)")
 	flagDefect  = flag.Int("sim.defect", 0, "switch this internal/defect defect on for TestSimulation (to explore or replay a mutation)")
+	flagMutants = flag.String("sim.mutations", "", "comma-separated defect numbers TestSimulationMutations tries (default: 1-6, 8-11)")
 	flagRepeat  = flag.Int("sim.repeat", 20, "with -sim.seed: runs of the seed until one breaks an invariant (goroutine order and the refresher's jitter are not the seed's)")
 )
 
@@ -161,12 +163,9 @@ func describe(f seedResult) string {
 // admin handlers against fault-injecting fakes, and checks invariants
 // (a)–(e) after each (docs/reliability.md, "The simulation"). With
 // -sim.seed=S it replays one schedule and prints its trace.
-func TestSimulation(t *testing.T) {
+// options are defaultOptions with -sim.themes applied.
+func options(t *testing.T) simOptions {
 	o := defaultOptions()
-	if *flagDefect != 0 {
-		defer defect.Enable(defect.Defect(*flagDefect))()
-		t.Logf("defect %s switched on", defect.Defect(*flagDefect))
-	}
 	if *flagThemes != "" {
 		for _, th := range strings.Split(*flagThemes, ",") {
 			if !slices.Contains(themes, th) {
@@ -174,6 +173,15 @@ func TestSimulation(t *testing.T) {
 			}
 			o.Themes = append(o.Themes, th)
 		}
+	}
+	return o
+}
+
+func TestSimulation(t *testing.T) {
+	o := options(t)
+	if *flagDefect != 0 {
+		defer defect.Enable(defect.Defect(*flagDefect))()
+		t.Logf("defect %s switched on", defect.Defect(*flagDefect))
 	}
 	if *flagSeed >= 0 {
 		var r seedResult
@@ -225,7 +233,18 @@ func TestSimulationMutations(t *testing.T) {
 	if !rulesMerged {
 		t.Skip("meaningless until SPEC §3 rules 17–21 are merged: today's code has the defects with every switch off (rulesMerged)")
 	}
-	o := defaultOptions()
+	o := options(t)
+	list := mutations
+	if *flagMutants != "" {
+		list = nil
+		for _, f := range strings.Split(*flagMutants, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > len(defect.All()) {
+				t.Fatalf("-sim.mutations: %q is not a defect number", f)
+			}
+			list = append(list, defect.Defect(n))
+		}
+	}
 	base := min(*flagSeeds, 300)
 	fails, ran, took := explore(t, 1, base, o, true)
 	if len(fails) > 0 {
@@ -234,7 +253,7 @@ func TestSimulationMutations(t *testing.T) {
 	t.Logf("baseline: %d schedules clean in %s", ran, took.Round(time.Millisecond))
 	var table strings.Builder
 	table.WriteString("| Defect | Seeds needed | Invariants broken | Wall time |\n|---|---|---|---|\n")
-	for _, d := range mutations {
+	for _, d := range list {
 		restore := defect.Enable(d)
 		fails, ran, took := explore(t, 1, *flagSeeds, o, true)
 		restore()
