@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -55,29 +56,7 @@ func newProc(w *world, slot, inc int, skew time.Duration) *proc {
 }
 
 func procName(slot, inc int) string {
-	return "r" + itoa(slot) + "#" + itoa(inc)
-}
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b [20]byte
-	n := len(b)
-	neg := i < 0
-	if neg {
-		i = -i
-	}
-	for i > 0 {
-		n--
-		b[n] = byte('0' + i%10)
-		i /= 10
-	}
-	if neg {
-		n--
-		b[n] = '-'
-	}
-	return string(b[n:])
+	return "r" + strconv.Itoa(slot) + "#" + strconv.Itoa(inc)
 }
 
 // now is the process's wall clock (skewed).

@@ -644,7 +644,6 @@ func (w *world) run() []violation {
 	time.Sleep(w.opts.Settle)
 	w.finalCheck()
 	w.teardown()
-	w.checkEnd()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]violation(nil), w.violations...)
@@ -911,9 +910,5 @@ func (w *world) guardPlausiblyTrippedLocked(at time.Time, rej []rejection) bool 
 	}
 	return len(distinct) >= guardThreshold
 }
-
-// checkEnd: nothing to check after teardown today; kept as the hook for
-// checks that need every process gone.
-func (w *world) checkEnd() {}
 
 func dieNow() { runtime.Goexit() }
