@@ -116,6 +116,8 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"CanceledContext", confCanceledContext},
 		{"Closed", confClosed},
 		{"Locations", confLocations},
+		{"Candidate", confCandidate},
+		{"PlaceholderReadsPending", confPlaceholderReadsPending},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
