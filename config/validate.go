@@ -163,6 +163,7 @@ func (c Config) Validate(mode string) []error {
 		{"CacheTTL", c.CacheTTL},
 		{"StateTTL", c.StateTTL},
 		{"AuthorizeLinkTTL", c.AuthorizeLinkTTL},
+		{"IdentifyRetry", c.IdentifyRetry},
 		{"ConsoleSessionIdle", c.ConsoleSessionIdle},
 		{"RefresherInterval", c.RefresherInterval},
 		{"RefreshIdleMargin", c.RefreshIdleMargin},

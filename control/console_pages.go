@@ -121,7 +121,7 @@ func (c *console) tenants(w http.ResponseWriter, r *http.Request, sess session) 
 	q := r.URL.Query()
 	body := listBody{Query: strings.TrimSpace(q.Get("q")), Status: q.Get("status")}
 	after := q.Get("after")
-	if body.Status != "" && body.Status != string(store.StatusActive) && body.Status != string(store.StatusReauthorizationRequired) {
+	if body.Status != "" && !store.ValidStatus(store.Status(body.Status)) {
 		body.Status = ""
 	}
 	pos, err := decodeCursor(after)

@@ -117,6 +117,7 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/tenants/{id}/authorize", s.authorize)
 	admin.HandleFunc("POST /admin/import", s.bulkImport)
 	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)
+	admin.HandleFunc("POST /admin/tenants/{id}/accept-candidate", s.acceptCandidate)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 	s.adminMux = admin
 	s.mountConsole(mux)
@@ -192,6 +193,8 @@ func adminError(w http.ResponseWriter, tenant string, err error) {
 		e.Kind, e.RetryAfter = httperr.AdminTokenUnavailable, unavail.RetryAfter
 	case errors.Is(err, store.ErrConflict):
 		e.Kind = httperr.Conflict
+	case errors.Is(err, store.ErrNoCandidate):
+		e.Kind = httperr.NoCandidate
 	case errors.Is(err, onboard.ErrMisconfigured):
 		e.Kind = httperr.OnboardingMisconfigured
 	case errors.Is(err, store.ErrDecrypt):

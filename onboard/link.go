@@ -30,7 +30,7 @@ func (o *Onboarder) linkMAC(tenant string, iat, exp int64, rebind bool) []byte {
 // AuthorizeLink returns a link for the merchant of tenant, valid for
 // LinkTTL and reusable until the merchant completes an authorization with
 // it. When the tenant does not exist, a placeholder record is created
-// (status reauthorization_required, reason AwaitingFirstAuthorization) so
+// (status pending, reason AwaitingFirstAuthorization) so
 // that a later delete is detected by the callback. The link itself is not
 // stored.
 //
@@ -59,7 +59,7 @@ func (o *Onboarder) link(ctx context.Context, tenant string, rebind bool) (strin
 	if errors.Is(err, store.ErrNotFound) {
 		t = &store.Tenant{
 			ID: tenant, Provider: o.Preset.Name,
-			Status: store.StatusReauthorizationRequired, Reason: AwaitingFirstAuthorization,
+			Status: store.StatusPending, Reason: AwaitingFirstAuthorization,
 			CreatedAt: now, UpdatedAt: now,
 		}
 		_, err = o.Store.Put(ctx, t, 0)
@@ -78,6 +78,9 @@ func (o *Onboarder) link(ctx context.Context, tenant string, rebind bool) (strin
 	// before it was issued, even within the same second.
 	if !t.AuthorizedAt.IsZero() && t.AuthorizedAt.Unix() >= iat {
 		iat = t.AuthorizedAt.Unix() + 1
+	}
+	if t.Candidate != nil && t.Candidate.ReceivedAt.Unix() >= iat {
+		iat = t.Candidate.ReceivedAt.Unix() + 1
 	}
 	exp := now.Add(o.linkTTL()).Unix()
 	q := url.Values{
@@ -125,6 +128,11 @@ func (o *Onboarder) parseLink(q url.Values) (tenant string, iat, exp int64, rebi
 	return tenant, iat, exp, rebind, true
 }
 
+// linkUsed: an authorization (or a candidate grant) was completed with a
+// link issued at iat or earlier.
 func linkUsed(t *store.Tenant, iat int64) bool {
+	if t.Candidate != nil && t.Candidate.ReceivedAt.Unix() >= iat {
+		return true
+	}
 	return !t.AuthorizedAt.IsZero() && t.AuthorizedAt.Unix() >= iat
 }

@@ -86,6 +86,7 @@ type fixture struct {
 	clock     *testclock.Clock
 	logs      *observer.ObservedLogs
 	recovered chan string
+	connected chan string
 }
 
 func newFixture(t *testing.T, o fixOpts) *fixture {
@@ -102,7 +103,7 @@ func newFixture(t *testing.T, o fixOpts) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bolt.Close() })
-	f := &fixture{t: t, st: &spyStore{Store: bolt}, clock: testclock.New(time.Now()), recovered: make(chan string, 16)}
+	f := &fixture{t: t, st: &spyStore{Store: bolt}, clock: testclock.New(time.Now()), recovered: make(chan string, 16), connected: make(chan string, 16)}
 
 	ctl := httptest.NewUnstartedServer(nil)
 	f.ctlURL = "http://" + ctl.Listener.Addr().String()
@@ -151,6 +152,7 @@ func newFixture(t *testing.T, o fixOpts) *fixture {
 		SuccessURL:   o.successURL,
 		Logger:       zap.New(core),
 		OnActivated:  func(tenant string) { f.recovered <- tenant },
+		OnConnected:  func(tenant string) { f.connected <- tenant },
 		Now:          f.clock.Now,
 	}
 	cs := &control.Server{Store: f.st, Tokens: nopTokens{}, AdminToken: adminToken, Onboarding: f.ob,
@@ -309,7 +311,7 @@ func TestOnboardKSeriesEndToEnd(t *testing.T) {
 	link := f.link("acme")
 
 	ph := f.tenant("acme")
-	if ph.Status != store.StatusReauthorizationRequired || ph.Reason != onboard.AwaitingFirstAuthorization ||
+	if ph.Status != store.StatusPending || ph.Reason != onboard.AwaitingFirstAuthorization ||
 		ph.Provider != "k-series" || ph.AccessToken != "" || ph.RefreshToken != "" || ph.CreatedAt.IsZero() {
 		t.Fatalf("placeholder: %+v", ph)
 	}
@@ -318,8 +320,14 @@ func TestOnboardKSeriesEndToEnd(t *testing.T) {
 	}
 
 	r := f.open(link)
-	if r.status != http.StatusOK || !strings.Contains(r.body, "Connected") || !strings.Contains(r.body, "acme") {
+	if r.status != http.StatusOK || !strings.Contains(r.body, "Connected") {
 		t.Fatalf("success page: %d %s", r.status, r.body)
+	}
+	// Merchant pages speak to merchants: no tenant id, no status code.
+	for _, internal := range []string{"acme", "HTTP 200", "tenant"} {
+		if strings.Contains(r.body, internal) {
+			t.Errorf("success page names %q", internal)
+		}
 	}
 	if code := r.header.Get("X-Lsproxy-Error"); code != "" {
 		t.Errorf("success page carries X-Lsproxy-Error %q", code)
@@ -343,12 +351,17 @@ func TestOnboardKSeriesEndToEnd(t *testing.T) {
 		t.Fatalf("emulator: %+v", st)
 	}
 	select {
-	case got := <-f.recovered:
+	case got := <-f.connected:
 		if got != "acme" {
-			t.Fatalf("OnActivated(%q)", got)
+			t.Fatalf("OnConnected(%q)", got)
 		}
 	default:
-		t.Fatal("OnActivated not called for the first authorization")
+		t.Fatal("OnConnected not called for the first authorization")
+	}
+	select {
+	case got := <-f.recovered:
+		t.Fatalf("OnActivated(%q) for a first authorization", got)
+	default:
 	}
 
 	// Replaying the callback URL fails and changes nothing.
@@ -397,7 +410,7 @@ func TestOnboardPKCERequiredButOff(t *testing.T) {
 	ph := f.tenant("resto-1")
 	r := f.open(link)
 	mustFail(t, r, http.StatusBadRequest, "invalid_request")
-	if rec := f.tenant("resto-1"); rec.Version != ph.Version || rec.Status != store.StatusReauthorizationRequired {
+	if rec := f.tenant("resto-1"); rec.Version != ph.Version || rec.Status != store.StatusPending {
 		t.Fatal("tenant changed")
 	}
 	if f.em.Stats().TokenRequests != 0 {
@@ -681,7 +694,7 @@ func TestOnboardReauthorizeFlagged(t *testing.T) {
 	if r := f.open(f.link("acme")); r.status != http.StatusOK {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
-	<-f.recovered // first authorization
+	<-f.connected // first authorization
 	first := f.tenant("acme")
 
 	// The token manager flags it.

@@ -41,6 +41,8 @@ type app struct {
 	// locRefresher re-reads K-Series locations after grant refreshes.
 	locations    *proxy.LocationResolver
 	locRefresher *auth.LocationRefresher
+	// verifier finishes identifications the callback could not complete.
+	verifier *onboard.Verifier
 }
 
 // newLogger builds the process logger (access lines buffered, see
@@ -252,7 +254,26 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		HTTPClient: &http.Client{Transport: newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout, MaxIdleConnsPerHost: 4})},
 		Timeout:    cfg.UpstreamTimeout,
 	}
+	if !cfg.Identify {
+		// Apps whose scopes do not cover the identity endpoint: no account
+		// is learnt (x-series still checks the callback's domain_prefix).
+		identifier.Identity = auth.Identity{FromExtra: preset.Identity.FromExtra}
+		log.Info("merchant identification off (identify: false)")
+	}
+	notify := func(ev onboard.Event) {
+		if notifier != nil {
+			notifier.Notify(ev)
+		}
+	}
 	locRefresher := &auth.LocationRefresher{Store: s, Identifier: identifier, Token: m.Token, Logger: log.Named("locations")}
+	verifier := &onboard.Verifier{
+		Store: s, Identifier: identifier, Token: m.Token, Retry: cfg.IdentifyRetry,
+		Invalidate: m.Invalidate, Logger: log.Named("identify"),
+		OnDropped: func(tenant string, _ store.Account) {
+			notify(onboard.Event{Event: onboard.EventCandidateDropped, Tenant: tenant,
+				Reason: "the re-authorization's grant belongs to another merchant account; the served grant stays", At: time.Now()})
+		},
+	}
 	cs := &control.Server{
 		Store:      s,
 		Tokens:     m,
@@ -287,11 +308,13 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 			// After every code exchange: who is the merchant (SPEC §8)?
 			// Asked on the tenant's own upstream host only.
 			Identifier: identifier,
+			Verifier:   verifier,
+			Invalidate: m.Invalidate,
 			OnActivated: func(tenant string) {
-				m.Invalidate(tenant)
-				if notifier != nil {
-					notifier.Notify(onboard.Event{Event: onboard.EventRecovered, Tenant: tenant, At: time.Now()})
-				}
+				notify(onboard.Event{Event: onboard.EventRecovered, Tenant: tenant, At: time.Now()})
+			},
+			OnConnected: func(tenant string) {
+				notify(onboard.Event{Event: onboard.EventConnected, Tenant: tenant, At: time.Now()})
 			},
 		}
 	}
@@ -304,7 +327,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: cs.Handler(), locations: locations, locRefresher: locRefresher}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: cs.Handler(), locations: locations, locRefresher: locRefresher, verifier: verifier}, nil
 }
 
 // consoleSessionKey derives the console's session-signing key from the
@@ -398,6 +421,9 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 				a.log.Error("K-Series locations are not re-read after refreshes", zap.Error(err))
 			}
 		}()
+	}
+	if a.verifier != nil {
+		go a.verifier.Run(runCtx)
 	}
 	if a.locations != nil {
 		go func() {

@@ -185,6 +185,9 @@ type Emulator struct {
 	tokenHold    time.Duration
 	dropN        int
 	apiDelay     time.Duration
+	// identityStatus, when not 0, is what the identity endpoint answers
+	// (SetIdentityStatus).
+	identityStatus int
 	accounts     map[string]Account
 	users        map[string]user
 	brownout     Brownout
@@ -384,6 +387,16 @@ func (e *Emulator) SetTokenDropAfterGrant(n int) {
 func (e *Emulator) SetAPIDelay(d time.Duration) {
 	e.mu.Lock()
 	e.apiDelay = d
+	e.mu.Unlock()
+}
+
+// SetIdentityStatus makes the mode's identity endpoint (K-Series
+// /f/data/businesses, R-Series Account.json, O-Series companies/me.json)
+// answer status n (e.g. 503 for an outage, 403 for an app whose scopes do
+// not cover it) to every valid token; 0 answers normally again.
+func (e *Emulator) SetIdentityStatus(n int) {
+	e.mu.Lock()
+	e.identityStatus = n
 	e.mu.Unlock()
 }
 

@@ -56,6 +56,9 @@ var (
 	// location an active grant covers.
 	NoUpstreamHost  = &Kind{Code: "upstream_unavailable", Status: http.StatusBadGateway, Message: "this tenant has no valid domain_prefix naming its upstream host; re-authorize it"}
 	UnknownLocation = &Kind{Code: "unknown_location", Status: http.StatusNotFound, Message: "no active tenant's grant covers this business location"}
+	// AmbiguousLocation: two tenants the caller may use cover the location
+	// and none is configured as its preferred tenant.
+	AmbiguousLocation = &Kind{Code: "ambiguous_location", Status: http.StatusConflict, Message: "several tenants this caller may use cover this business location; send the tenant header"}
 
 	// Control listener (LSPROXY_CONTROL_LISTEN): the admin API. An admin
 	// asking to refresh a flagged tenant gets 409 (the tenant's state
@@ -68,6 +71,7 @@ var (
 	AdminReauthorization    = &Kind{Code: "reauthorization_required", Status: http.StatusConflict, Message: "the merchant must re-authorize; POST /admin/tenants/{id}/authorize for a link"}
 	AdminTokenUnavailable   = &Kind{Code: "token_unavailable", Status: http.StatusServiceUnavailable, Message: "the token endpoint or the store is unavailable; retry later", RetryAfter: true}
 	Conflict                = &Kind{Code: "conflict", Status: http.StatusConflict, Message: "the tenant changed concurrently; retry"}
+	NoCandidate             = &Kind{Code: "no_candidate", Status: http.StatusConflict, Message: "the tenant has no re-authorization grant awaiting verification"}
 	DecryptFailed           = &Kind{Code: "decrypt_failed", Status: http.StatusInternalServerError, Message: "the tenant record cannot be decrypted with the configured keys"}
 	StoreUnavailable        = &Kind{Code: "store_unavailable", Status: http.StatusServiceUnavailable, Message: "the store did not answer; retry later"}
 	OnboardingDisabled      = &Kind{Code: "onboarding_disabled", Status: http.StatusServiceUnavailable, Message: "onboarding is not configured: set LSPROXY_REDIRECT_URL"}
