@@ -188,10 +188,10 @@ type Emulator struct {
 	// identityStatus, when not 0, is what the identity endpoint answers
 	// (SetIdentityStatus).
 	identityStatus int
-	accounts     map[string]Account
-	users        map[string]user
-	brownout     Brownout
-	brownoutFrom time.Time
+	accounts       map[string]Account
+	users          map[string]user
+	brownout       Brownout
+	brownoutFrom   time.Time
 
 	rl rateLimiter // ratelimit.go
 }
