@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lsproxy/lsproxy/control"
+	"github.com/lsproxy/lsproxy/internal/emulator"
+)
+
+// startKSeriesEnv is startKSeries with extra environment.
+func startKSeriesEnv(t *testing.T, kv ...string) (*proc, *upstream) {
+	t.Helper()
+	var emu *upstream
+	p := startProxyAt(t, func(controlAddr string) map[string]string {
+		redirect := "http://" + controlAddr + "/oauth/callback"
+		emu = startEmulator(t, emulator.Config{Mode: emulator.ModeKSeries, RedirectURL: redirect, RequireState: true})
+		kSeriesBusiness(emu)
+		return with(with(baseEnv(emu), "LSPROXY_DATA_DIR", t.TempDir(), "LSPROXY_REDIRECT_URL", redirect), kv...)
+	})
+	return p, emu
+}
+
+// waitTenant polls the admin view of tenant until ok holds (at most 20 s).
+func waitTenant(t *testing.T, p *proc, tenant, what string, ok func(v control.TenantView) bool) control.TenantView {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v := p.getTenant(t, tenant)
+		if ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s; last view %+v (identify %+v)", what, v, v.Identify)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the admin API: there is no signal to wait on
+	}
+}
+
+// TestIdentifyKeepsGrantsThroughBinary (issue 22, "Done when"): the
+// identity endpoint down (503) or forbidden (403) during a first
+// authorization → the tenant is active and served, identified after the
+// endpoint recovers; the same during a re-authorization → the old grant
+// keeps serving, the candidate is promoted after recovery; another
+// account → 409, grant kept, a rebind link works.
+func TestIdentifyKeepsGrantsThroughBinary(t *testing.T) {
+	for _, status := range []int{http.StatusServiceUnavailable, http.StatusForbidden} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			p, emu := startKSeriesEnv(t, "LSPROXY_IDENTIFY_RETRY", "200ms")
+
+			// First authorization while the identity endpoint fails.
+			emu.SetIdentityStatus(status)
+			emu.Approve("alice")
+			r, _ := followLink(t, p.authorizeLink(t, "biz"))
+			if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte("verification pending")) {
+				t.Fatalf("first authorization page: %d %s", r.Status, r.Body)
+			}
+			v := p.getTenant(t, "biz")
+			if v.Status != "active" || v.Account != nil || v.Identify == nil || v.Identify.State != "pending" || v.Identify.LastError == "" || v.Identify.NextAt == nil {
+				t.Fatalf("admin view after a first authorization without identification: %+v identify %+v", v, v.Identify)
+			}
+			if got := p.mustGet(t, "biz", "/o/op/data/items"); got.Status != 200 || got.str("tenant") != "alice" {
+				t.Fatalf("not served meanwhile: %d %s", got.Status, got.Body)
+			}
+			emu.SetIdentityStatus(0)
+			v = waitTenant(t, p, "biz", "identified after recovery", func(v control.TenantView) bool {
+				return v.Account != nil && v.Identify == nil
+			})
+			if v.Account.ID != "1234" || len(v.Locations) != 2 {
+				t.Fatalf("identified as %+v %+v", v.Account, v.Locations)
+			}
+
+			// Re-authorization (bob, same business) while it fails again.
+			aliceFP := p.mustGet(t, "biz", "/o/op/data/items").str("token_fp")
+			emu.SetIdentityStatus(status)
+			emu.Approve("bob")
+			r, _ = followLink(t, p.authorizeLink(t, "biz"))
+			if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte("verification pending")) {
+				t.Fatalf("re-authorization page: %d %s", r.Status, r.Body)
+			}
+			v = p.getTenant(t, "biz")
+			if v.Candidate == nil || v.Identify == nil || v.Account == nil || v.Account.ID != "1234" {
+				t.Fatalf("no candidate: %+v candidate %+v identify %+v", v, v.Candidate, v.Identify)
+			}
+			if got := p.mustGet(t, "biz", "/o/op/data/items"); got.str("tenant") != "alice" || got.str("token_fp") != aliceFP {
+				t.Fatalf("the unverified grant is served: %s", got.Body)
+			}
+			emu.SetIdentityStatus(0)
+			waitTenant(t, p, "biz", "candidate promoted after recovery", func(v control.TenantView) bool {
+				return v.Candidate == nil && v.Identify == nil
+			})
+			if got := p.mustGet(t, "biz", "/o/op/data/items"); got.Status != 200 || got.str("tenant") != "bob" {
+				t.Fatalf("after promotion: %d %s", got.Status, got.Body)
+			}
+
+			// Another account, identified: refused, grant kept; rebind works.
+			emu.Approve("carol")
+			r, _ = followLink(t, p.authorizeLink(t, "biz"))
+			if r.Status != http.StatusConflict || r.Header.Get("X-Lsproxy-Error") != "other_account" {
+				t.Fatalf("other account: %d %s", r.Status, r.Body)
+			}
+			if got := p.mustGet(t, "biz", "/o/op/data/items"); got.str("tenant") != "bob" {
+				t.Fatalf("after the refusal: %s", got.Body)
+			}
+			rb := p.admin(t, http.MethodPost, "/admin/tenants/biz/authorize", map[string]any{"rebind": true})
+			if r, _ := followLink(t, rb.str("authorize_url")); r.Status != 200 {
+				t.Fatalf("rebind: %d %s", r.Status, r.Body)
+			}
+			if got := p.mustGet(t, "biz", "/o/op/data/items"); got.str("tenant") != "carol" {
+				t.Fatalf("after rebind: %s", got.Body)
+			}
+			if v := p.getTenant(t, "biz"); v.Account == nil || v.Account.ID != "9876" {
+				t.Fatalf("after rebind: %+v", v.Account)
+			}
+			for _, body := range p.adminResponses() {
+				for _, s := range emu.issued() {
+					if bytes.Contains([]byte(body), []byte(s)) {
+						t.Fatal("an admin response carries a token or code")
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestPendingTenantThroughBinary: a tenant created by an authorize link is
+// pending (not flagged) in the admin API, its filter and the metrics, and
+// becomes active on its first authorization.
+func TestPendingTenantThroughBinary(t *testing.T) {
+	p, emu := startKSeriesEnv(t)
+	link := p.authorizeLink(t, "newbie")
+	if v := p.getTenant(t, "newbie"); v.Status != "pending" || v.FlaggedAt != nil {
+		t.Fatalf("placeholder: %+v", v)
+	}
+	list := p.admin(t, http.MethodGet, "/admin/tenants?status=pending", nil)
+	if list.Status != 200 || !bytes.Contains(list.Body, []byte(`"newbie"`)) {
+		t.Fatalf("status=pending: %d %s", list.Status, list.Body)
+	}
+	if flagged := p.admin(t, http.MethodGet, "/admin/tenants?status=reauthorization_required", nil); bytes.Contains(flagged.Body, []byte(`"newbie"`)) {
+		t.Fatalf("pending listed as flagged: %s", flagged.Body)
+	}
+	metrics := getBody(t, p.ControlURL+"/metrics")
+	if !strings.Contains(metrics, `lsproxy_tenants{status="pending"} 1`) ||
+		!strings.Contains(metrics, `lsproxy_tenants{status="reauthorization_required"} 0`) {
+		t.Fatalf("metrics do not count the pending tenant as pending:\n%s", metrics)
+	}
+	emu.Approve("alice")
+	if r, _ := followLink(t, link); r.Status != http.StatusOK {
+		t.Fatalf("first authorization: %d %s", r.Status, r.Body)
+	}
+	if v := p.getTenant(t, "newbie"); v.Status != "active" || v.Account == nil {
+		t.Fatalf("after the first authorization: %+v", v)
+	}
+}
