@@ -201,6 +201,9 @@ func (b *importBody) validate() error {
 	if b.ExpiresIn < 0 || b.RefreshExpiresIn < 0 {
 		problems = append(problems, "expires_in and refresh_expires_in must not be negative")
 	}
+	if b.DomainPrefix != "" && !auth.ValidDomainPrefix(b.DomainPrefix) {
+		problems = append(problems, "domain_prefix must be one DNS label (letters, digits, inner hyphens)") // as bulk import
+	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}

@@ -193,6 +193,8 @@ func adminError(w http.ResponseWriter, tenant string, err error) {
 		e.Kind, e.RetryAfter = httperr.AdminTokenUnavailable, unavail.RetryAfter
 	case errors.Is(err, store.ErrConflict):
 		e.Kind = httperr.Conflict
+	case errors.Is(err, auth.ErrNoTokenHost):
+		e.Kind = httperr.NoUpstreamHost
 	case errors.Is(err, store.ErrNoCandidate):
 		e.Kind = httperr.NoCandidate
 	case errors.Is(err, onboard.ErrMisconfigured):
