@@ -108,6 +108,10 @@ type Config struct {
 	// without the tenant header but with this one goes to the active
 	// tenant whose grant covers the location.
 	LocationHeader string `yaml:"location_header" env:"LOCATION_HEADER"`
+	// LocationPreferred names, per location id, the tenant chosen when
+	// several tenants the caller may use cover it (else 409
+	// ambiguous_location): "location=tenant,location=tenant".
+	LocationPreferred string `yaml:"location_preferred" env:"LOCATION_PREFERRED"`
 	// RefreshBefore: refresh an access token this long before it expires.
 	RefreshBefore time.Duration `yaml:"refresh_before" env:"REFRESH_BEFORE"`
 

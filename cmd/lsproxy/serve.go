@@ -210,7 +210,8 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		oauthClient.HTTPClient.Transport = &ratelimit.TokenTransport{Governor: governor, Base: oauthClient.HTTPClient.Transport}
 	}
 
-	locations := &proxy.LocationResolver{Store: s, TTL: cfg.CacheTTL}
+	preferred, _ := cfg.LocationPreferences() // validated
+	locations := &proxy.LocationResolver{Store: s, TTL: cfg.CacheTTL, Preferred: preferred}
 	ph := &proxy.Handler{
 		UpstreamTemplate: upstream.String(),
 		Tokens:           m,
@@ -231,6 +232,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometh
 		}
 		callers := proxy.NewCallerAuth(keys)
 		ph.Authenticate = callers.Authenticate
+		ph.Caller = callers.Caller
 		if governor != nil {
 			governor.CallerKey = callers.KeyID
 		}

@@ -103,7 +103,7 @@ lsproxy knows (config.Names), and nothing else.
   "breaker_failures" "breaker_open_for" "cache_ttl"
   "redis_wait_replicas" "redis_wait_timeout"
   "invalid_grant_guard_threshold" "invalid_grant_guard_window"
-  "state_ttl" "authorize_link_ttl" "identify" "identify_retry" "console_session_idle" "success_url" "webhook_url"
+  "state_ttl" "authorize_link_ttl" "identify" "identify_retry" "location_preferred" "console_session_idle" "success_url" "webhook_url"
   "refresher_interval" "refresher_concurrency" "refresh_idle_margin"
   "rate_limit" "rate_limit_wait" "rate_limit_costs" "rate_limit_key_share"
   "allow_unauthenticated" | toJson }}
