@@ -132,6 +132,7 @@ var adminActions = map[string]string{
 	"POST /admin/tenants/{id}/authorize": "authorize",
 
 	"POST /admin/tenants/{id}/accept-candidate": "accept_candidate",
+	"POST /admin/tenants/{id}/revoke-links":     "revoke_links",
 }
 
 // audited writes one "admin" log line for every request to /admin/, after
@@ -325,6 +326,25 @@ func (s *Server) acceptCandidate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.Tokens.Invalidate(id)
+	httperr.WriteJSON(w, http.StatusOK, View(t))
+}
+
+// revokeLinks makes every authorize link issued so far for the tenant stop
+// working (its link generation changes; flows already started are refused
+// at the callback): 200 with the tenant.
+func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	t, err := store.Update(r.Context(), s.Store, id, func(t *store.Tenant) error {
+		t.RevokeLinks(s.Now())
+		return nil
+	})
+	if err != nil {
+		adminError(w, id, err)
+		return
+	}
 	httperr.WriteJSON(w, http.StatusOK, View(t))
 }
 

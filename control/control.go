@@ -118,6 +118,7 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/import", s.bulkImport)
 	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)
 	admin.HandleFunc("POST /admin/tenants/{id}/accept-candidate", s.acceptCandidate)
+	admin.HandleFunc("POST /admin/tenants/{id}/revoke-links", s.revokeLinks)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 	s.adminMux = admin
 	s.mountConsole(mux)

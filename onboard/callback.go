@@ -57,6 +57,13 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, pageBadState)
 		return
 	}
+	if !o.browserBound(r, state) {
+		// Not the browser that opened the link (a forged callback, a
+		// link forwarded mid-flow): the state stays for its own browser.
+		o.log.Info("onboarding callback rejected", zap.String("why", "state not bound to this browser"), zap.String("remote", r.RemoteAddr))
+		renderPage(w, pageOtherBrowser)
+		return
+	}
 	raw, err := o.Store.TakeOnce(r.Context(), stateKeyPrefix+state)
 	if errors.Is(err, store.ErrNotFound) {
 		o.log.Info("onboarding callback rejected", zap.String("why", "unknown, used or expired state"), zap.String("remote", r.RemoteAddr))
@@ -108,6 +115,10 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		log.Error("onboarding callback: store read failed", zap.Error(err))
 		renderPage(w, pageStoreDown)
+		return
+	case cur.LinkGeneration != sv.Gen:
+		log.Info("onboarding callback rejected", zap.String("why", "link revoked during the flow"))
+		renderPage(w, pageLinkRevoked)
 		return
 	case linkUsed(cur, sv.IAT):
 		log.Info("onboarding callback rejected", zap.String("why", "link already used"))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -204,8 +205,10 @@ func get(t *testing.T, client *http.Client, u string) result {
 }
 
 var (
-	browser    = &http.Client{Timeout: 10 * time.Second}
-	noRedirect = &http.Client{Timeout: 10 * time.Second,
+	// One browser: the OAuth state is bound to its cookies.
+	browserJar, _ = cookiejar.New(nil)
+	browser       = &http.Client{Timeout: 10 * time.Second, Jar: browserJar}
+	noRedirect    = &http.Client{Timeout: 10 * time.Second, Jar: browserJar,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 )
 
@@ -530,14 +533,16 @@ func TestOnboardCallbackBadInput(t *testing.T) {
 		{"no state", "?code=abc"},
 		{"short state", "?code=abc&state=xyz"},
 		{"state not base64url", "?code=abc&state=" + strings.Repeat("*", 43)},
-		{"unknown state", "?code=abc&state=" + unknown},
 		{"repeated state", "?code=abc&state=" + unknown + "&state=" + unknown},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			mustFail(t, get(t, browser, cb+c.query), http.StatusBadRequest, "could not be matched")
 		})
 	}
-	if f.st.takeOnce.Load() != 1 { // only the well-formed unknown state reached the store
+	// A well-formed state this browser never started: refused before the
+	// store is asked (the state stays for the browser it belongs to).
+	mustFail(t, get(t, browser, cb+"?code=abc&state="+unknown), http.StatusBadRequest, "another browser")
+	if f.st.takeOnce.Load() != 0 {
 		t.Fatalf("TakeOnce called %d times", f.st.takeOnce.Load())
 	}
 

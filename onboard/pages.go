@@ -103,6 +103,14 @@ var (
 		Heading: "This link was already used",
 		Message: "Your Lightspeed account was already connected with this link. Each link connects once; nothing was changed now.",
 		Action:  "If you need to connect again, " + lower(askNewLink)}
+	pageLinkRevoked = page{Kind: httperr.LinkRevoked, Title: "Link withdrawn",
+		Heading: "This link was withdrawn",
+		Message: "The person who sent you this link has withdrawn it. Nothing was changed.",
+		Action:  askNewLink}
+	pageOtherBrowser = page{Kind: httperr.StateInvalid, Title: "Different browser",
+		Heading: "Finish in the browser you started in",
+		Message: "This sign-in was started in another browser (or its cookies were cleared), so it cannot be finished here. Nothing was stored.",
+		Action:  "Open the link you were sent again, in this browser, and finish there."}
 	pageTenantGone = page{Kind: httperr.TenantGone, Title: "Connection removed",
 		Heading: "This connection no longer exists",
 		Message: "The connection this link was made for has been removed. Nothing was stored.",

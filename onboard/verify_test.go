@@ -189,12 +189,25 @@ func TestOnboardCandidateOtherAccountDropped(t *testing.T) {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
 	cand := f.tenant("biz").Candidate
-	got, err := onboard.AcceptCandidate(context.Background(), f.st, "biz", f.clock.Now())
-	if err != nil || got.AccessToken != cand.AccessToken || got.Candidate != nil || got.Identify != nil || got.Account.ID != "1234" {
-		t.Fatalf("accept: %v %+v", err, got)
+	accept := func() (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, f.ctlURL+"/admin/tenants/biz/accept-candidate", nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("X-Lsproxy-Error")
 	}
-	if _, err := onboard.AcceptCandidate(context.Background(), f.st, "biz", f.clock.Now()); err == nil {
-		t.Fatal("accepting without a candidate succeeded")
+	if st, code := accept(); st != http.StatusOK {
+		t.Fatalf("accept-candidate: %d %s", st, code)
+	}
+	got := f.tenant("biz")
+	if got.AccessToken != cand.AccessToken || got.Candidate != nil || got.Identify != nil || got.Account.ID != "1234" {
+		t.Fatalf("after accept-candidate: %+v", got)
+	}
+	if st, code := accept(); st != http.StatusConflict || code != "no_candidate" {
+		t.Fatalf("accepting without a candidate: %d %s", st, code)
 	}
 	if _, ok := v.Attempt(context.Background(), "biz"); ok {
 		t.Fatal("an attempt after acceptance asks for another")

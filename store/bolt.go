@@ -202,7 +202,8 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 	if expect < 0 {
 		return 0, fmt.Errorf("store: negative expected version %d", expect)
 	}
-	blob, writeID, err := encodeTenant(b.keys, t)
+	t, created := withLinkGeneration(t, expect)
+	blob, writeID, err := encodeTenant(b.keys, created)
 	if err != nil {
 		return 0, err
 	}
@@ -240,6 +241,7 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 	}
 	b.notify(id)
 	t.Version, t.WriteID = cur+1, writeID
+	t.LinkGeneration = created.LinkGeneration
 	return cur + 1, nil
 }
 

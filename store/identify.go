@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"time"
 )
@@ -166,4 +168,26 @@ func (t *Tenant) RevokeLinks(now time.Time) {
 	t.LinkGeneration++
 	t.UpdatedAt = now
 	t.Record(now, EventLinksRevoked, "every onboarding link issued so far was revoked")
+}
+
+// withLinkGeneration returns t to write, or, for a creation (expect 0)
+// without a link generation, a shallow copy with a new one: every
+// creation of a tenant id (authorize link, import, bulk import) starts a
+// generation of its own, so a link issued before a delete never works for
+// the tenant created again under that id. The caller copies it back to t
+// once the write succeeded (t is unchanged by a failed Put).
+func withLinkGeneration(t *Tenant, expect int64) (orig, write *Tenant) {
+	if expect != 0 || t.LinkGeneration != 0 {
+		return t, t
+	}
+	c := *t
+	c.LinkGeneration = newLinkGeneration()
+	return t, &c
+}
+
+// newLinkGeneration is a random positive 62-bit generation.
+func newLinkGeneration() int64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails on supported platforms
+	return int64(binary.BigEndian.Uint64(b[:])>>2) | 1
 }

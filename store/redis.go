@@ -212,7 +212,8 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	if expect < 0 {
 		return 0, fmt.Errorf("store: negative expected version %d", expect)
 	}
-	blob, writeID, err := encodeTenant(r.keys, t)
+	t, created := withLinkGeneration(t, expect)
+	blob, writeID, err := encodeTenant(r.keys, created)
 	if err != nil {
 		return 0, err
 	}
@@ -241,6 +242,7 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	}
 	r.publish(ctx, id)
 	t.Version, t.WriteID = res[1], writeID
+	t.LinkGeneration = created.LinkGeneration
 	return res[1], nil
 }
 

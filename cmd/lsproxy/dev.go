@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"time"
 
@@ -136,7 +137,8 @@ func onboardDemo(ctx context.Context, controlAddr, adminToken string) error {
 		return err
 	}
 	req, _ = http.NewRequestWithContext(ctx, "GET", body.AuthorizeURL, nil)
-	resp, err = (&http.Client{Timeout: 10 * time.Second}).Do(req) // follows the redirects
+	jar, _ := cookiejar.New(nil)                                            // a browser: the OAuth state is bound to its cookie
+	resp, err = (&http.Client{Timeout: 10 * time.Second, Jar: jar}).Do(req) // follows the redirects
 	if err != nil {
 		return err
 	}

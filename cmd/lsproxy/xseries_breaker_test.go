@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -91,7 +92,8 @@ func TestXSeriesBreakerPerStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
+	jar, _ := cookiejar.New(nil) // the merchant's browser: the OAuth state is bound to its cookie
+	client := &http.Client{Timeout: 10 * time.Second, Jar: jar}
 	call := func(method, url, body string, hdr map[string]string) (int, map[string]any) {
 		t.Helper()
 		req, _ := http.NewRequest(method, url, strings.NewReader(body))

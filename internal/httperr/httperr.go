@@ -86,6 +86,7 @@ var (
 	LinkInvalid        = &Kind{Code: "link_invalid", Status: http.StatusBadRequest, Message: "the authorize link is malformed or its signature is wrong"}
 	LinkExpired        = &Kind{Code: "link_expired", Status: http.StatusGone, Message: "the authorize link has expired"}
 	LinkUsed           = &Kind{Code: "link_used", Status: http.StatusGone, Message: "the authorize link was already used"}
+	LinkRevoked        = &Kind{Code: "link_revoked", Status: http.StatusGone, Message: "the authorize link was revoked (POST /admin/tenants/{id}/revoke-links) or the tenant was created again"}
 	TenantGone         = &Kind{Code: "tenant_gone", Status: http.StatusGone, Message: "the tenant was deleted"}
 	StateInvalid       = &Kind{Code: "state_invalid", Status: http.StatusBadRequest, Message: "the state is missing, unknown, used or expired"}
 	CallbackIncomplete = &Kind{Code: "callback_incomplete", Status: http.StatusBadRequest, Message: "the callback lacks a code or a required parameter"}
