@@ -25,6 +25,8 @@
 //	defaults.go   every default of the manager (config uses the same values)
 //	               and ShutdownBudget (rule 16)
 //	refresher.go  the background refresher (expiring and idle tenants)
+//	breakers.go   one token-endpoint circuit breaker per token host
+//	              (X-Series stores), ErrNoTokenHost
 //	oauth.go      OAuthClient: refresh and code grants, error classification
 //	errors.go     sentinel errors and the error types callers switch on
 //	metrics.go    Prometheus metrics

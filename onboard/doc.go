@@ -13,8 +13,16 @@
 //     provider parameters checked, the code exchanged.
 //   - grant.go: the exchanged grant applied to the tenant record with
 //     compare-and-set; exchange failures mapped to pages.
+//   - identity.go: identification after the exchange (a grant is
+//     discarded only when it is positively another account), the
+//     once-per-process 401/403 hint, the location index update.
+//   - verify.go: Verifier, finishing identifications in the background
+//     (promotes or drops candidate grants); AcceptCandidate.
+//   - browser.go: the OAuth state bound to the browser (HMAC cookie set at
+//     /oauth/start, required at the callback).
 //   - pages.go: the merchant's HTML pages, whose statuses and codes come
 //     from the error table in internal/httperr.
 //   - webhook.go: Notifier, delivering signed tenant.flagged /
-//     tenant.recovered events.
+//     tenant.recovered / tenant.connected / tenant.candidate_dropped
+//     events.
 package onboard
