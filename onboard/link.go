@@ -152,7 +152,6 @@ func (o *Onboarder) parseLink(q url.Values) (linkParams, bool) {
 	return linkParams{tenant: tenant, iat: iat, exp: exp, gen: gen, rebind: rebind}, true
 }
 
-
 // linkUsed: an authorization (or a candidate grant) was completed with a
 // link issued at iat or earlier.
 func linkUsed(t *store.Tenant, iat int64) bool {
