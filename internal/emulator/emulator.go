@@ -64,6 +64,13 @@ type Config struct {
 	PKCE bool
 	// RequireState makes authorize reject requests without a state parameter.
 	RequireState bool
+	// SignInPage: an authorize request with neither login_hint nor an
+	// approved login (Approve) answers an HTML sign-in page listing the
+	// registered users (AddUser) as links that repeat the request with
+	// login_hint=<login>, and a "deny" link (emulator_deny=1); for people
+	// trying the sandbox in a browser (lsproxy dev). Off: such a request
+	// is denied (access_denied).
+	SignInPage bool
 	// AccessTTL is the access token lifetime; 0 = DefaultAccessTTL (1h).
 	AccessTTL time.Duration
 	// RefreshIdleTTL: 0 = refresh tokens never expire; otherwise a refresh
