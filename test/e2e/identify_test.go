@@ -142,12 +142,21 @@ func TestPendingTenantThroughBinary(t *testing.T) {
 	if flagged := p.admin(t, http.MethodGet, "/admin/tenants?status=reauthorization_required", nil); bytes.Contains(flagged.Body, []byte(`"newbie"`)) {
 		t.Fatalf("pending listed as flagged: %s", flagged.Body)
 	}
+	cli := map[string]string{"LSPROXY_ADMIN_URL": p.ControlURL, "LSPROXY_ADMIN_TOKEN": p.adminToken}
+	runCLI(t, cli, "tenants", "list", "--status", "pending").expect(t, []string{"tenants", "list", "--status", "pending"}, 0, `(?s)^TENANT +STATUS [^\n]*\nnewbie +pending [^\n]*\n$`)
+	runCLI(t, cli, "tenants", "list", "--status", "reauthorization_required").expect(t, []string{"--status", "reauthorization_required"}, 0, `(?s)^TENANT +STATUS [^\n]*\n$`)
+	// Revoke the link: it stops working; a new one works.
+	runCLI(t, cli, "tenants", "revoke-links", "newbie").expect(t, []string{"tenants", "revoke-links", "newbie"}, 0, `revoked`)
+	emu.Approve("alice")
+	if r, _ := followLink(t, link); r.Status != http.StatusGone || r.Header.Get("X-Lsproxy-Error") != "link_revoked" {
+		t.Fatalf("revoked link: %d %s", r.Status, r.Body)
+	}
+	link = p.authorizeLink(t, "newbie")
 	metrics := getBody(t, p.ControlURL+"/metrics")
 	if !strings.Contains(metrics, `lsproxy_tenants{status="pending"} 1`) ||
 		!strings.Contains(metrics, `lsproxy_tenants{status="reauthorization_required"} 0`) {
 		t.Fatalf("metrics do not count the pending tenant as pending:\n%s", metrics)
 	}
-	emu.Approve("alice")
 	if r, _ := followLink(t, link); r.Status != http.StatusOK {
 		t.Fatalf("first authorization: %d %s", r.Status, r.Body)
 	}
