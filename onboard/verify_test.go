@@ -213,3 +213,25 @@ func TestOnboardCandidateOtherAccountDropped(t *testing.T) {
 		t.Fatal("an attempt after acceptance asks for another")
 	}
 }
+
+// Every write of the callback drops the handling replica's cached token
+// before the page is answered (a rebind served the previous grant once).
+func TestOnboardInvalidatesSynchronously(t *testing.T) {
+	f := identityFixture(t)
+	var invalidated []string
+	f.ob.Invalidate = func(tenant string) { invalidated = append(invalidated, tenant) }
+	f.em.Approve("alice")
+	if r := f.open(f.link("biz")); r.status != http.StatusOK || len(invalidated) != 1 {
+		t.Fatalf("first authorization: %d, invalidated %v", r.status, invalidated)
+	}
+	f.clock.Advance(2 * time.Second)
+	f.em.Approve("carol")
+	if r := f.open(f.rebindLink("biz")); r.status != http.StatusOK || len(invalidated) != 2 || invalidated[1] != "biz" {
+		t.Fatalf("rebind of an active tenant: %d, invalidated %v", r.status, invalidated)
+	}
+	f.clock.Advance(2 * time.Second)
+	f.em.SetIdentityStatus(http.StatusServiceUnavailable)
+	if r := f.open(f.link("biz")); r.status != http.StatusOK || len(invalidated) != 3 {
+		t.Fatalf("candidate write: %d, invalidated %v", r.status, invalidated)
+	}
+}
