@@ -66,7 +66,7 @@ func (o *Onboarder) link(ctx context.Context, tenant string, rebind bool) (strin
 		t = &store.Tenant{
 			ID: tenant, Provider: o.Preset.Name,
 			Status: store.StatusPending, Reason: AwaitingFirstAuthorization,
-			CreatedAt: now, UpdatedAt: now,
+			CreatedAt: now, UpdatedAt: now, LinkGeneration: store.NewLinkGeneration(),
 		}
 		_, err = o.Store.Put(ctx, t, 0)
 		if errors.Is(err, store.ErrConflict) {
@@ -74,6 +74,21 @@ func (o *Onboarder) link(ctx context.Context, tenant string, rebind bool) (strin
 			t, err = o.Store.Get(ctx, tenant)
 		} else if err == nil {
 			o.log.Info("onboarding placeholder created", zap.String("tenant", tenant))
+		}
+	}
+	if err == nil && t.LinkGeneration == 0 {
+		// A record from an import or an earlier version: give it a
+		// generation, so this link (and every later one) dies with the
+		// record: a tenant created again under the id starts without one.
+		t, err = store.Update(ctx, o.Store, tenant, func(t *store.Tenant) error {
+			if t.LinkGeneration != 0 {
+				return store.ErrSkip
+			}
+			t.LinkGeneration = store.NewLinkGeneration()
+			return nil
+		})
+		if errors.Is(err, store.ErrSkip) {
+			err = nil
 		}
 	}
 	if err != nil {

@@ -175,7 +175,11 @@ func (v *Verifier) Run(ctx context.Context) {
 
 // sweep schedules every tenant whose record has a pending identification.
 func (v *Verifier) sweep(ctx context.Context, due map[string]time.Time) {
-	ids, err := v.Store.List(ctx)
+	list := v.Store.List // every record (the embedded store: one process, small)
+	if il, ok := v.Store.(store.IdentifyLister); ok {
+		list = il.ListIdentifyPending // Redis: from the index
+	}
+	ids, err := list(ctx)
 	if err != nil {
 		v.log.Warn("identification sweep: tenants not listed", zap.Error(err))
 		return

@@ -202,8 +202,7 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 	if expect < 0 {
 		return 0, fmt.Errorf("store: negative expected version %d", expect)
 	}
-	t, created := withLinkGeneration(t, expect)
-	blob, writeID, err := encodeTenant(b.keys, created)
+	blob, writeID, err := encodeTenant(b.keys, t)
 	if err != nil {
 		return 0, err
 	}
@@ -241,7 +240,6 @@ func (b *Bolt) Put(ctx context.Context, t *Tenant, expect int64) (int64, error) 
 	}
 	b.notify(id)
 	t.Version, t.WriteID = cur+1, writeID
-	t.LinkGeneration = created.LinkGeneration
 	return cur + 1, nil
 }
 

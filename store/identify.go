@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -63,6 +64,15 @@ const (
 	EventCandidateDropped  = "candidate_dropped"  // the candidate grant belonged to another account
 	EventLinksRevoked      = "links_revoked"      // every authorize link issued so far stopped working
 )
+
+// IdentifyLister lists the tenants with a background identification
+// pending without reading every record. Redis implements it; callers fall
+// back to List and Get for a Store that does not. Safe for concurrent use.
+type IdentifyLister interface {
+	// ListIdentifyPending returns those ids (it may return ids whose
+	// identification has finished meanwhile: callers check the record).
+	ListIdentifyPending(ctx context.Context) ([]string, error)
+}
 
 // ErrNoCandidate: the tenant has no candidate grant.
 var ErrNoCandidate = errors.New("store: the tenant has no candidate grant")
@@ -170,23 +180,8 @@ func (t *Tenant) RevokeLinks(now time.Time) {
 	t.Record(now, EventLinksRevoked, "every onboarding link issued so far was revoked")
 }
 
-// withLinkGeneration returns t to write, or, for a creation (expect 0)
-// without a link generation, a shallow copy with a new one: every
-// creation of a tenant id (authorize link, import, bulk import) starts a
-// generation of its own, so a link issued before a delete never works for
-// the tenant created again under that id. The caller copies it back to t
-// once the write succeeded (t is unchanged by a failed Put).
-func withLinkGeneration(t *Tenant, expect int64) (orig, write *Tenant) {
-	if expect != 0 || t.LinkGeneration != 0 {
-		return t, t
-	}
-	c := *t
-	c.LinkGeneration = newLinkGeneration()
-	return t, &c
-}
-
-// newLinkGeneration is a random positive 62-bit generation.
-func newLinkGeneration() int64 {
+// NewLinkGeneration returns a random positive 62-bit link generation.
+func NewLinkGeneration() int64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand never fails on supported platforms
 	return int64(binary.BigEndian.Uint64(b[:])>>2) | 1

@@ -212,8 +212,7 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	if expect < 0 {
 		return 0, fmt.Errorf("store: negative expected version %d", expect)
 	}
-	t, created := withLinkGeneration(t, expect)
-	blob, writeID, err := encodeTenant(r.keys, created)
+	blob, writeID, err := encodeTenant(r.keys, t)
 	if err != nil {
 		return 0, err
 	}
@@ -242,7 +241,6 @@ func (r *Redis) Put(ctx context.Context, t *Tenant, expect int64) (int64, error)
 	}
 	r.publish(ctx, id)
 	t.Version, t.WriteID = res[1], writeID
-	t.LinkGeneration = created.LinkGeneration
 	return res[1], nil
 }
 

@@ -46,6 +46,8 @@ func indexShard(id string) int {
 //	P due:i:{ixS}     sorted set: id by last activity (Unix ms), when the provider gave no expiry
 //	P flagged:{ixS}   set of the ids of flagged tenants, for CountByStatus
 //	P pending:{ixS}   set of the ids of pending tenants, for CountByStatus
+//	P identify:{ixS}  set of the ids of tenants with a background
+//	                  identification pending, for ListIdentifyPending
 //	P tenants         the single id set of earlier versions, still read
 //	P index:v2        marker: the due index was built from that set
 //	P index:status    marker: the flagged and pending sets were built from
@@ -53,7 +55,7 @@ func indexShard(id string) int {
 //	                  predates the pending sets and is not enough)
 func (r *Redis) shardKeys(s int) []string {
 	tag := "{ix" + strconv.Itoa(s) + "}"
-	return []string{r.prefix + "tenants:" + tag, r.prefix + "due:e:" + tag, r.prefix + "due:i:" + tag, r.prefix + "flagged:" + tag, r.prefix + "pending:" + tag}
+	return []string{r.prefix + "tenants:" + tag, r.prefix + "due:e:" + tag, r.prefix + "due:i:" + tag, r.prefix + "flagged:" + tag, r.prefix + "pending:" + tag, r.prefix + "identify:" + tag}
 }
 
 func (r *Redis) indexMarker() string   { return r.prefix + "index:v2" }
@@ -74,7 +76,11 @@ func (r *Redis) index(ctx context.Context, t *Tenant) error {
 	if t.Status == StatusPending {
 		pending = "1"
 	}
-	return indexPutScript.Run(ctx, r.client, r.shardKeys(indexShard(t.ID)), t.ID, k, at.UnixMilli(), flagged, pending).Err()
+	identify := "0"
+	if t.Identify != nil {
+		identify = "1"
+	}
+	return indexPutScript.Run(ctx, r.client, r.shardKeys(indexShard(t.ID)), t.ID, k, at.UnixMilli(), flagged, pending, identify).Err()
 }
 
 // unindex removes id from its shard's id set and due index, and from the
@@ -368,4 +374,29 @@ func (r *Redis) buildFlagged() {
 			r.report("index", fmt.Errorf("store: redis build flagged index: %w", err))
 		}
 	}()
+}
+
+var _ IdentifyLister = (*Redis)(nil)
+
+// ListIdentifyPending returns the ids of tenants whose record has a
+// background identification pending (Tenant.Identify), from the index:
+// one SMEMBERS per shard. It may return ids whose identification finished
+// meanwhile; callers check the record.
+func (r *Redis) ListIdentifyPending(ctx context.Context) ([]string, error) {
+	cmds := make([]*redis.StringSliceCmd, IndexShards)
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := 0; s < IndexShards; s++ {
+			cmds[s] = p.SMembers(ctx, r.shardKeys(s)[5])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: redis list pending identifications: %w", err)
+	}
+	var ids []string
+	for _, c := range cmds {
+		ids = append(ids, c.Val()...)
+	}
+	sort.Strings(ids)
+	return ids, nil
 }

@@ -182,3 +182,41 @@ func TestRedisCountByStatus(t *testing.T) {
 		t.Fatalf("want %d SCARD for one count:\n%s", 3*IndexShards, stats)
 	}
 }
+
+// ListIdentifyPending follows records whose background identification is
+// pending: set by a write with Identify, removed when it ends or the
+// tenant is deleted.
+func TestRedisListIdentifyPending(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	r := newTestRedis(t, srv, "")
+	now := time.Unix(1_800_000_000, 0)
+	a, b := fullTenant("id-a"), fullTenant("id-b")
+	a.StartIdentify("identity endpoint answered 503", now.Add(time.Second), now)
+	for _, tn := range []*Tenant{a, b} {
+		if _, err := r.Put(ctx, tn, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids, err := r.ListIdentifyPending(ctx); err != nil || len(ids) != 1 || ids[0] != "id-a" {
+		t.Fatalf("pending identifications %v %v, want [id-a]", ids, err)
+	}
+	got, _ := r.Get(ctx, "id-a")
+	got.Identified(Account{ID: "1", Name: "x"}, nil, now)
+	if _, err := r.Put(ctx, got, got.Version); err != nil {
+		t.Fatal(err)
+	}
+	b.StartIdentify("again", now, now)
+	if _, err := r.Put(ctx, b, b.Version); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := r.ListIdentifyPending(ctx); err != nil || len(ids) != 1 || ids[0] != "id-b" {
+		t.Fatalf("after identifying a: %v %v, want [id-b]", ids, err)
+	}
+	if err := r.Delete(ctx, "id-b"); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := r.ListIdentifyPending(ctx); err != nil || len(ids) != 0 {
+		t.Fatalf("after deleting b: %v %v", ids, err)
+	}
+}

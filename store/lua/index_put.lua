@@ -4,11 +4,13 @@
 -- KEYS[3]  due by last activity (score: Unix ms)
 -- KEYS[4]  ids of flagged tenants (reauthorization_required)
 -- KEYS[5]  ids of pending tenants (awaiting their first authorization)
+-- KEYS[6]  ids of tenants with a background identification pending
 -- ARGV[1]  tenant id
 -- ARGV[2]  'e', 'i' or '' (not due: flagged or no refresh token)
 -- ARGV[3]  score
 -- ARGV[4]  '1' when the tenant is flagged, else '0'
 -- ARGV[5]  '1' when the tenant is pending, else '0'
+-- ARGV[6]  '1' when its identification is pending, else '0'
 redis.call('SADD', KEYS[1], ARGV[1])
 if ARGV[2] == 'e' then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -29,5 +31,10 @@ if ARGV[5] == '1' then
   redis.call('SADD', KEYS[5], ARGV[1])
 elseif redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 1 then
   redis.call('SREM', KEYS[5], ARGV[1])
+end
+if ARGV[6] == '1' then
+  redis.call('SADD', KEYS[6], ARGV[1])
+elseif redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
+  redis.call('SREM', KEYS[6], ARGV[1])
 end
 return 1
