@@ -812,7 +812,7 @@ func TestOnboardXSeriesDomainPrefix(t *testing.T) {
 	q := u.Query()
 	q.Set("domain_prefix", "evil.example.com/x")
 	u.RawQuery = q.Encode()
-	mustFail(t, get(t, browser, u.String()), http.StatusBadRequest, "domain_prefix")
+	mustFail(t, get(t, browser, u.String()), http.StatusBadRequest, "address")
 	if f.em.Stats().TokenRequests != 0 {
 		t.Fatal("token request sent with a bad domain prefix")
 	}

@@ -41,7 +41,7 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
-<title>{{.Title}} · lsproxy</title>
+<title>{{.Title}} · Lightspeed connection</title>
 <style>
 body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f5f7;color:#1d2330}
 main{max-width:34rem;margin:10vh auto;padding:2rem 2.25rem;background:#fff;border-radius:10px;box-shadow:0 1px 4px rgba(0,0,0,.08)}
@@ -54,7 +54,7 @@ footer{margin-top:1.5rem;font-size:.8rem;color:#6b7385}
 </head>
 <body>
 <main class="{{if .OK}}ok{{else}}fail{{end}}">
-<p class="brand">lsproxy · Lightspeed connection</p>
+<p class="brand">Lightspeed connection</p>
 <h1>{{.Heading}}</h1>
 <p>{{.Message}}</p>
 {{if .Action}}<p class="action">{{.Action}}</p>{{end}}
@@ -75,7 +75,7 @@ func renderPage(w http.ResponseWriter, p page) {
 	if err := pageTemplate.Execute(&buf, p); err != nil {
 		// Fixed template and plain strings: cannot fail; keep a fallback.
 		buf.Reset()
-		buf.WriteString("<!doctype html><title>lsproxy</title><p>" + http.StatusText(p.Status()) + "</p>")
+		buf.WriteString("<!doctype html><title>Lightspeed connection</title><p>Something went wrong.</p>")
 	}
 	h := w.Header()
 	noStore(h)
@@ -160,9 +160,13 @@ func pageProviderError(code string) page {
 }
 
 func pageMissingParam(name string) page {
+	what := "a required value"
+	if name == "domain_prefix" {
+		what = "your store's address"
+	}
 	return page{Kind: httperr.CallbackIncomplete, Title: "Incomplete answer",
 		Heading: "Lightspeed's answer was incomplete",
-		Message: "The redirect from Lightspeed did not include a valid \u201c" + name + "\u201d. Nothing was stored.",
+		Message: "The redirect from Lightspeed did not include " + what + ". Nothing was stored.",
 		Action:  "Open the link you were sent again to start over."}
 }
 
