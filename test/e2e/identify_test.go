@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/lsproxy/lsproxy/control"
 	"github.com/lsproxy/lsproxy/internal/emulator"
+	"github.com/lsproxy/lsproxy/proxy"
 )
 
 // startKSeriesEnv is startKSeries with extra environment.
@@ -162,5 +164,63 @@ func TestPendingTenantThroughBinary(t *testing.T) {
 	}
 	if v := p.getTenant(t, "newbie"); v.Status != "active" || v.Account == nil {
 		t.Fatalf("after the first authorization: %+v", v)
+	}
+}
+
+// TestLocationsBehindCallerKeyThroughBinary (issue 22): with client keys,
+// an X-Location request is authenticated before any lookup (401, no
+// tenant named, for known and unknown locations alike), routed only among
+// the key's tenants, and a location two of the key's tenants cover answers
+// 409 ambiguous_location unless LSPROXY_LOCATION_PREFERRED names one.
+func TestLocationsBehindCallerKeyThroughBinary(t *testing.T) {
+	keyA, hashA, err := proxy.NewClientKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyAll, hashAll, _ := proxy.NewClientKey()
+	p, emu := startKSeriesEnv(t,
+		"LSPROXY_CLIENT_KEYS", "app-a:"+hashA+":biz-a ops:"+hashAll+":biz-*",
+		"LSPROXY_LOCATION_PREFERRED", "1002=biz-a")
+	emu.Approve("alice") // 1001, 1002
+	onboard(t, p, "biz-a")
+	onboard(t, p, "biz-c") // alice again: the same locations
+	emu.Approve("bob")     // 1003
+	onboard(t, p, "biz-b")
+	get := func(key, loc string) result {
+		t.Helper()
+		h := http.Header{"X-Location": {loc}}
+		if key != "" {
+			h.Set("Proxy-Authorization", "Bearer "+key)
+		}
+		r, err := do(context.Background(), http.MethodGet, p.ProxyURL+"/o/op/data/items?businessLocationId="+loc, h, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, loc := range []string{"1001", "424242"} {
+		r := get("", loc)
+		if r.Status != http.StatusUnauthorized || r.Header.Get("X-Lsproxy-Error") != "proxy_auth_required" || bytes.Contains(r.Body, []byte("biz-")) {
+			t.Errorf("no key, location %s: %d %s", loc, r.Status, r.Body)
+		}
+	}
+	for _, c := range []struct {
+		key, loc, code, login string
+		status                int
+	}{
+		{keyA, "1001", "", "alice", 200},
+		{keyA, "1003", "unknown_location", "", 404}, // only biz-b covers it
+		{keyA, "424242", "unknown_location", "", 404},
+		{keyAll, "1001", "ambiguous_location", "", 409},
+		{keyAll, "1002", "", "alice", 200}, // preferred biz-a
+		{keyAll, "1003", "", "bob", 200},
+	} {
+		r := get(c.key, c.loc)
+		if r.Status != c.status || r.Header.Get("X-Lsproxy-Error") != c.code || c.login != "" && r.str("tenant") != c.login {
+			t.Errorf("location %s: %d %s %s", c.loc, r.Status, r.Header.Get("X-Lsproxy-Error"), r.Body)
+		}
+		if c.status != 200 && bytes.Contains(r.Body, []byte("biz-")) {
+			t.Errorf("location %s: the error body names a tenant: %s", c.loc, r.Body)
+		}
 	}
 }
