@@ -252,7 +252,7 @@ func (m *Manager) revalidate(tenant string, e *cacheEntry) {
 			m.log.Debug("cache re-read failed; serving the cached token", zap.String("tenant", tenant), zap.Error(err))
 		case rec.Version < e.tok.Version:
 			// An older replica answered (a Redis replica lagging): keep ours.
-		case rec.Status == store.StatusReauthorizationRequired:
+		case rec.Status != store.StatusActive: // flagged or pending
 			re := &ReauthError{Tenant: rec.ID, Reason: rec.Reason, Since: rec.FlaggedAt}
 			m.cache[tenant] = m.trustedEntry(e, Token{}, now, time.Time{}, re, w)
 		case m.fresh(rec.AccessExpiresAt, now):

@@ -32,6 +32,8 @@
 //	defaults.go   every default of the manager (config uses the same values),
 //	               LockTTLFor and CheckLease (rule 17), ShutdownBudget (rule 16)
 //	refresher.go  the background refresher (expiring and idle tenants)
+//	breakers.go   one token-endpoint circuit breaker per token host
+//	              (X-Series stores), ErrNoTokenHost
 //	oauth.go      OAuthClient: refresh and code grants, pacing (Pacer,
 //	              TokenPacer), error classification
 //	errors.go     sentinel errors and the error types callers switch on

@@ -51,6 +51,11 @@ type Identified struct {
 // ErrIdentify: the provider's identity answer was unusable or unreachable.
 var ErrIdentify = errors.New("auth: cannot identify the merchant account")
 
+// ErrIdentifyForbidden: the identity endpoint answered 401 or 403 (the
+// app's scopes probably do not cover it). Errors wrapping it wrap
+// ErrIdentify too.
+var ErrIdentifyForbidden = errors.New("auth: the identity endpoint refused the token")
+
 // maxIdentityBody bounds the identity answer (K-Series: up to 500
 // locations per business).
 const maxIdentityBody = 4 << 20
@@ -127,6 +132,9 @@ func (c *Identifier) fetch(ctx context.Context, accessToken, domainPrefix string
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			return nil, fmt.Errorf("%w: %w: %s answered %d", ErrIdentify, ErrIdentifyForbidden, c.Identity.Path, resp.StatusCode)
+		}
 		return nil, fmt.Errorf("%w: %s answered %d", ErrIdentify, c.Identity.Path, resp.StatusCode)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxIdentityBody+1))

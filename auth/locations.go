@@ -83,10 +83,15 @@ func (r *LocationRefresher) RefreshLocations(ctx context.Context, tenant string)
 		return nil, fmt.Errorf("%w: the grant now identifies account %s, not %s", ErrIdentify, ident.Account.ID, cur.Account.ID)
 	}
 	next := cur.Clone()
-	a := ident.Account
-	next.Account = &a
-	next.Locations = ident.Locations
-	next.LocationsAt = r.now()
+	if next.Candidate == nil {
+		// Also ends a background identification of the served grant.
+		next.Identified(ident.Account, ident.Locations, r.now())
+	} else {
+		a := ident.Account
+		next.Account = &a
+		next.Locations = ident.Locations
+		next.LocationsAt = r.now()
+	}
 	v, err := r.Store.Put(ctx, next, cur.Version)
 	if err != nil {
 		return nil, err

@@ -134,7 +134,7 @@ type Manager struct {
 	store     store.Store
 	refresher Refresher
 	opts      ManagerOptions
-	breaker   *gobreaker.CircuitBreaker[*Grant]
+	breakers  *breakers
 	group     singleflight.Group
 	guard     *grantGuard
 	log       *zap.Logger
@@ -206,8 +206,7 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		m.now = time.Now
 	}
 	m.pacer, _ = r.(Pacer)
-	m.breaker = gobreaker.NewCircuitBreaker[*Grant](gobreaker.Settings{
-		Name:        "token-endpoint",
+	m.breakers = newBreakers(gobreaker.Settings{
 		MaxRequests: 1,
 		Timeout:     opts.BreakerOpenFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= opts.BreakerFailures },
@@ -215,11 +214,7 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		IsSuccessful: func(err error) bool { return err == nil || errors.Is(err, ErrInvalidGrant) },
 		// A paced refusal sent nothing: no breaker failure (rule 18).
 		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) || errors.Is(err, ErrPaced) },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			m.log.Warn("token endpoint breaker", zap.String("from", from.String()), zap.String("to", to.String()))
-			opts.Metrics.breakerState(to)
-		},
-	})
+	}, m.log, opts.Metrics) // one per token host (breakers.go)
 	return m
 }
 
@@ -249,8 +244,8 @@ func (m *Manager) FinishRefreshes(ctx context.Context) error {
 	}
 }
 
-// BreakerOpen reports whether the token endpoint breaker rejects requests.
-func (m *Manager) BreakerOpen() bool { return m.breaker.State() == gobreaker.StateOpen }
+// BreakerOpen reports whether some token host's breaker rejects requests.
+func (m *Manager) BreakerOpen() bool { return m.breakers.anyOpen() }
 
 // Token returns a valid access token for tenant.
 //

@@ -204,7 +204,9 @@ func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, 
 			cur, interrupted = next, false
 		}
 	}
-	if m.BreakerOpen() {
+	if open, err := m.breakerOpenFor(cur); err != nil {
+		return Token{}, err // no token host: nothing sent, no breaker counts it
+	} else if open {
 		return m.staleOrUnavailable(cur, ErrBreakerOpen)
 	}
 	// 18. Wait for the token endpoint's rate budget before anything is
@@ -435,7 +437,7 @@ func (m *Manager) sendGrant(ctx context.Context, cur *store.Tenant) (*Grant, err
 	defer cancel()
 	start := m.now()
 	tctx, end := span(tctx, "lsproxy.token_request", cur.ID)
-	g, err := m.breaker.Execute(func() (*Grant, error) { return m.refresher.Refresh(tctx, cur) })
+	g, err := m.execute(tctx, cur, func() (*Grant, error) { return m.refresher.Refresh(tctx, cur) })
 	end(err)
 	m.opts.Metrics.refreshLatency(m.now().Sub(start))
 	return g, err

@@ -10,11 +10,13 @@ import (
 // Answers from a record without a refresh, used along the acquisition
 // path in refresh.go: before it refreshes and after it failed.
 
-// useStored decides from a record alone when it can: a flagged tenant, a
+// useStored decides from a record alone when it can: a flagged or pending
+// tenant (pending: awaiting its first authorization, answered like a
+// flagged one, with its reason), a
 // token another process already refreshed, or a fresh one. It returns
 // done=false when the record must be refreshed.
 func (m *Manager) useStored(rec *store.Tenant, w want) (Token, bool, error) {
-	if rec.Status == store.StatusReauthorizationRequired {
+	if rec.Status != store.StatusActive {
 		if w.retry && rec.RefreshToken != "" {
 			return Token{}, false, nil
 		}

@@ -108,6 +108,10 @@ type Config struct {
 	// without the tenant header but with this one goes to the active
 	// tenant whose grant covers the location.
 	LocationHeader string `yaml:"location_header" env:"LOCATION_HEADER"`
+	// LocationPreferred names, per location id, the tenant chosen when
+	// several tenants the caller may use cover it (else 409
+	// ambiguous_location): "location=tenant,location=tenant".
+	LocationPreferred string `yaml:"location_preferred" env:"LOCATION_PREFERRED"`
 	// RefreshBefore: refresh an access token this long before it expires.
 	RefreshBefore time.Duration `yaml:"refresh_before" env:"REFRESH_BEFORE"`
 
@@ -155,6 +159,13 @@ type Config struct {
 	// AuthorizeLinkTTL is how long the admin's link stays valid.
 	StateTTL         time.Duration `yaml:"state_ttl" env:"STATE_TTL"`
 	AuthorizeLinkTTL time.Duration `yaml:"authorize_link_ttl" env:"AUTHORIZE_LINK_TTL"`
+	// Identify asks the preset's identity endpoint, after every code
+	// exchange, which merchant account a grant belongs to (SPEC §8);
+	// false for apps whose scopes do not cover it. IdentifyRetry is the
+	// first wait before an identification that could not be completed is
+	// retried in the background (doubling up to 10 minutes).
+	Identify      bool          `yaml:"identify" env:"IDENTIFY"`
+	IdentifyRetry time.Duration `yaml:"identify_retry" env:"IDENTIFY_RETRY"`
 	// ConsoleSessionIdle ends an operator console session after this long
 	// without an action.
 	ConsoleSessionIdle time.Duration `yaml:"console_session_idle" env:"CONSOLE_SESSION_IDLE"`

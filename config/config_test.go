@@ -682,7 +682,7 @@ func TestValidate(t *testing.T) {
 	for _, n := range []string{
 		"RefreshBefore", "UpstreamTimeout", "TokenTimeout", "ReadHeaderTimeout", "BodyReadTimeout", "IdleTimeout",
 		"ShutdownTimeout", "BreakerOpenFor", "CacheTTL", "StateTTL", "AuthorizeLinkTTL",
-		"ConsoleSessionIdle", "RefresherInterval", "RefreshIdleMargin",
+		"ConsoleSessionIdle", "RefresherInterval", "RefreshIdleMargin", "IdentifyRetry",
 	} {
 		tests = append(tests, struct {
 			name   string
@@ -743,7 +743,7 @@ func TestValidateReportsEveryProblemAtOnce(t *testing.T) {
 		"LSPROXY_TOKEN_TIMEOUT (token_timeout)", "LSPROXY_READ_HEADER_TIMEOUT (read_header_timeout)", "LSPROXY_BODY_READ_TIMEOUT (body_read_timeout)",
 		"LSPROXY_IDLE_TIMEOUT (idle_timeout)", "LSPROXY_SHUTDOWN_TIMEOUT (shutdown_timeout)",
 		"LSPROXY_BREAKER_OPEN_FOR (breaker_open_for)", "LSPROXY_CACHE_TTL (cache_ttl)",
-		"LSPROXY_STATE_TTL (state_ttl)", "LSPROXY_AUTHORIZE_LINK_TTL (authorize_link_ttl)",
+		"LSPROXY_STATE_TTL (state_ttl)", "LSPROXY_AUTHORIZE_LINK_TTL (authorize_link_ttl)", "LSPROXY_IDENTIFY_RETRY (identify_retry)",
 		"LSPROXY_CONSOLE_SESSION_IDLE (console_session_idle)",
 		"LSPROXY_REFRESHER_INTERVAL (refresher_interval)", "LSPROXY_REFRESH_IDLE_MARGIN (refresh_idle_margin)",
 		"LSPROXY_MAX_HEADER_BYTES (max_header_bytes)", "LSPROXY_BREAKER_FAILURES (breaker_failures)",

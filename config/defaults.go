@@ -41,6 +41,8 @@ func Default() Config {
 		CacheTTL:                   auth.DefaultCacheTTL,
 		StateTTL:                   onboard.DefaultStateTTL,
 		AuthorizeLinkTTL:           onboard.DefaultLinkTTL,
+		Identify:                   true,
+		IdentifyRetry:              onboard.DefaultIdentifyRetry,
 		ConsoleSessionIdle:         15 * time.Minute, // control.DefaultConsoleIdle (config may not import control)
 		RefresherInterval:          auth.DefaultRefresherInterval,
 		RefresherConcurrency:       auth.DefaultRefresherConcurrency,

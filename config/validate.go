@@ -19,6 +19,7 @@ import (
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/ratelimit"
+	"github.com/lsproxy/lsproxy/store"
 )
 
 // Modes accepted by Validate.
@@ -136,6 +137,9 @@ func (c Config) Validate(mode string) []error {
 		v.add("TenantHeader", "must not be %s", http.CanonicalHeaderKey(c.TenantHeader))
 	}
 
+	if _, err := c.LocationPreferences(); err != nil {
+		v.add("LocationPreferred", "%v", err)
+	}
 	if !validHeaderName(c.LocationHeader) {
 		v.add("LocationHeader", "must be a valid HTTP header name")
 	} else if reservedHeaders[http.CanonicalHeaderKey(c.LocationHeader)] {
@@ -166,6 +170,7 @@ func (c Config) Validate(mode string) []error {
 		{"CacheTTL", c.CacheTTL},
 		{"StateTTL", c.StateTTL},
 		{"AuthorizeLinkTTL", c.AuthorizeLinkTTL},
+		{"IdentifyRetry", c.IdentifyRetry},
 		{"ConsoleSessionIdle", c.ConsoleSessionIdle},
 		{"RefresherInterval", c.RefresherInterval},
 		{"RefreshIdleMargin", c.RefreshIdleMargin},
@@ -462,4 +467,24 @@ func (v *validator) consoleOIDC(c Config) {
 	if c.AdminToken == "" {
 		v.add("ConsoleOIDCIssuer", "needs LSPROXY_ADMIN_TOKEN (admin_token): the console is on only with an admin token")
 	}
+}
+
+// LocationPreferences parses LocationPreferred ("location=tenant,...")
+// into a map; each side must be a valid id, each location named once.
+func (c Config) LocationPreferences() (map[string]string, error) {
+	if strings.TrimSpace(c.LocationPreferred) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, pair := range strings.Split(c.LocationPreferred, ",") {
+		loc, tenant, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || !store.ValidTenantID(loc) || !store.ValidTenantID(tenant) {
+			return nil, fmt.Errorf("must look like location=tenant,location=tenant (ids matching ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$); got %q", strings.TrimSpace(pair))
+		}
+		if _, dup := out[loc]; dup {
+			return nil, fmt.Errorf("names location %q twice", loc)
+		}
+		out[loc] = tenant
+	}
+	return out, nil
 }

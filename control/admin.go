@@ -15,6 +15,7 @@ import (
 	"github.com/lsproxy/lsproxy/auth"
 	"github.com/lsproxy/lsproxy/internal/defect"
 	"github.com/lsproxy/lsproxy/internal/httperr"
+	"github.com/lsproxy/lsproxy/onboard"
 	"github.com/lsproxy/lsproxy/ratelimit"
 	"github.com/lsproxy/lsproxy/store"
 )
@@ -46,10 +47,18 @@ type TenantView struct {
 	RateLimit *ratelimit.Budget `json:"rate_limit,omitempty"`
 	// Account is the merchant account behind the grant (SPEC §8);
 	// Locations the K-Series business locations it reaches.
-	Account     *store.Account   `json:"account,omitempty"`
-	Locations   []store.Location `json:"locations,omitempty"`
-	LocationsAt *time.Time       `json:"locations_at,omitempty"`
-	History     []store.Event    `json:"history,omitempty"`
+	// Account is null while it is not known (imported, identification
+	// off, or Identify pending).
+	Account   *store.Account   `json:"account"`
+	Locations []store.Location `json:"locations,omitempty"`
+	// Identify is a background identification in progress (SPEC §8,
+	// amended): {"state": "pending", "last_error", "next_at"}.
+	Identify *IdentifyView `json:"identify,omitempty"`
+	// Candidate is a re-authorization's grant awaiting verification (not
+	// served); POST .../accept-candidate promotes it by hand.
+	Candidate   *CandidateView `json:"candidate,omitempty"`
+	LocationsAt *time.Time     `json:"locations_at,omitempty"`
+	History     []store.Event  `json:"history,omitempty"`
 }
 
 func ts(t time.Time) *time.Time {
@@ -60,8 +69,35 @@ func ts(t time.Time) *time.Time {
 	return &u
 }
 
+// IdentifyView is TenantView.Identify.
+type IdentifyView struct {
+	State     string     `json:"state"`
+	LastError string     `json:"last_error,omitempty"`
+	NextAt    *time.Time `json:"next_at,omitempty"`
+	Since     *time.Time `json:"since,omitempty"`
+	Attempts  int        `json:"attempts"`
+}
+
+// CandidateView is TenantView.Candidate: never a token.
+type CandidateView struct {
+	ReceivedAt           *time.Time `json:"received_at,omitempty"`
+	AccessTokenExpiresAt *time.Time `json:"access_token_expires_at,omitempty"`
+	Scope                string     `json:"scope,omitempty"`
+}
+
 // View renders a tenant for the admin API.
 func View(t *store.Tenant) TenantView {
+	v := view(t)
+	if i := t.Identify; i != nil {
+		v.Identify = &IdentifyView{State: i.State, LastError: i.LastError, NextAt: ts(i.NextAt), Since: ts(i.Since), Attempts: i.Attempts}
+	}
+	if c := t.Candidate; c != nil {
+		v.Candidate = &CandidateView{ReceivedAt: ts(c.ReceivedAt), AccessTokenExpiresAt: ts(c.AccessExpiresAt), Scope: c.Scope}
+	}
+	return v
+}
+
+func view(t *store.Tenant) TenantView {
 	return TenantView{
 		ID: t.ID, Provider: t.Provider, Status: t.Status, Reason: t.Reason, FlaggedAt: ts(t.FlaggedAt),
 		AccessTokenExpiresAt: ts(t.AccessExpiresAt), RefreshTokenExpiresAt: ts(t.RefreshExpiresAt),
@@ -95,6 +131,9 @@ var adminActions = map[string]string{
 	"POST /admin/tenants/{id}/refresh":   "refresh",
 	"POST /admin/tenants/{id}/retry":     "retry",
 	"POST /admin/tenants/{id}/authorize": "authorize",
+
+	"POST /admin/tenants/{id}/accept-candidate": "accept_candidate",
+	"POST /admin/tenants/{id}/revoke-links":     "revoke_links",
 }
 
 // audited writes one "admin" log line for every request to /admin/, after
@@ -246,6 +285,42 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Tokens.Invalidate(id)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// acceptCandidate promotes a re-authorization's grant awaiting
+// verification by hand: 200 with the tenant, 409 no_candidate when there
+// is none, 409 conflict while a refresh is in flight.
+func (s *Server) acceptCandidate(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	t, err := onboard.AcceptCandidate(r.Context(), s.Store, id, s.Now())
+	if err != nil {
+		adminError(w, id, err)
+		return
+	}
+	s.Tokens.Invalidate(id)
+	httperr.WriteJSON(w, http.StatusOK, View(t))
+}
+
+// revokeLinks makes every authorize link issued so far for the tenant stop
+// working (its link generation changes; flows already started are refused
+// at the callback): 200 with the tenant.
+func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request) {
+	id := pathTenant(w, r)
+	if id == "" {
+		return
+	}
+	t, err := store.Update(r.Context(), s.Store, id, func(t *store.Tenant) error {
+		t.RevokeLinks(s.Now())
+		return nil
+	})
+	if err != nil {
+		adminError(w, id, err)
+		return
+	}
+	httperr.WriteJSON(w, http.StatusOK, View(t))
 }
 
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {

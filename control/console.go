@@ -80,6 +80,8 @@ func (s *Server) mountConsole(mux *http.ServeMux) {
 	cm.HandleFunc("POST /console/tenants/{id}/authorize", c.action("authorize", c.authorize))
 	cm.HandleFunc("POST /console/tenants/{id}/refresh", c.action("refresh", c.refresh))
 	cm.HandleFunc("POST /console/tenants/{id}/retry", c.action("retry", c.retry))
+	cm.HandleFunc("POST /console/tenants/{id}/revoke-links", c.action("revoke_links", c.revokeLinks))
+	cm.HandleFunc("POST /console/tenants/{id}/accept-candidate", c.action("accept_candidate", c.acceptCandidate))
 	cm.HandleFunc("POST /console/tenants/{id}/delete", c.action("delete", c.del))
 	cm.HandleFunc("POST /console/import", c.action("import", c.importTenant))
 	c.mountWebhooks(cm)

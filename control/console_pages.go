@@ -47,6 +47,9 @@ var doneText = map[string]string{
 	"retried":   "The flag was cleared and the stored grant works again.",
 	"imported":  "The tenant was imported.",
 	"deleted":   "The tenant was deleted.",
+
+	"links_revoked":      "Every onboarding link sent so far stopped working; new links work.",
+	"candidate_accepted": "The re-authorization's grant is served now.",
 }
 
 func (c *console) signinPage(w http.ResponseWriter, r *http.Request) {
@@ -142,7 +145,7 @@ func (c *console) tenants(w http.ResponseWriter, r *http.Request, sess session) 
 	q := r.URL.Query()
 	body := listBody{Query: strings.TrimSpace(q.Get("q")), Status: q.Get("status")}
 	after := q.Get("after")
-	if body.Status != "" && body.Status != string(store.StatusActive) && body.Status != string(store.StatusReauthorizationRequired) {
+	if body.Status != "" && !store.ValidStatus(store.Status(body.Status)) {
 		body.Status = ""
 	}
 	pos, err := decodeCursor(after)
@@ -285,6 +288,22 @@ func (c *console) retry(w http.ResponseWriter, r *http.Request, sess session) in
 		return c.renderTenant(w, r, sess, 0, tenantBody{})
 	}
 	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/retry"), nil), "retried", "retry")
+}
+
+func (c *console) revokeLinks(w http.ResponseWriter, r *http.Request, sess session) int {
+	id := r.PathValue("id")
+	if !store.ValidTenantID(id) {
+		return c.renderTenant(w, r, sess, 0, tenantBody{})
+	}
+	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/revoke-links"), nil), "links_revoked", "revocation")
+}
+
+func (c *console) acceptCandidate(w http.ResponseWriter, r *http.Request, sess session) int {
+	id := r.PathValue("id")
+	if !store.ValidTenantID(id) {
+		return c.renderTenant(w, r, sess, 0, tenantBody{})
+	}
+	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/accept-candidate"), nil), "candidate_accepted", "acceptance")
 }
 
 // deletePage asks the operator to type the tenant id to confirm.

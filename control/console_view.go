@@ -104,6 +104,8 @@ func statusText(s store.Status) string {
 		return "active"
 	case store.StatusReauthorizationRequired:
 		return "needs re-authorization"
+	case store.StatusPending:
+		return "awaiting first authorization"
 	}
 	return string(s)
 }
@@ -140,13 +142,18 @@ func explain(reason string) string {
 
 // eventKinds names history event kinds.
 var eventKinds = map[string]string{
-	store.EventRefreshed:     "Token refreshed",
-	store.EventRefreshFailed: "Refresh failed (will retry)",
-	store.EventFlagged:       "Flagged: needs re-authorization",
-	store.EventAuthorized:    "Merchant authorized",
-	store.EventImported:      "Imported",
-	store.EventRetried:       "Recovered by retry",
-	store.EventUnflagged:     "Flag reverted",
+	store.EventRefreshed:         "Token refreshed",
+	store.EventRefreshFailed:     "Refresh failed (will retry)",
+	store.EventFlagged:           "Flagged: needs re-authorization",
+	store.EventAuthorized:        "Merchant authorized",
+	store.EventImported:          "Imported",
+	store.EventRetried:           "Recovered by retry",
+	store.EventUnflagged:         "Flag reverted",
+	store.EventIdentified:        "Merchant account identified",
+	store.EventCandidateKept:     "Re-authorized: new grant awaits verification",
+	store.EventCandidatePromoted: "New grant verified and in use",
+	store.EventCandidateDropped:  "New grant dropped: another merchant account",
+	store.EventLinksRevoked:      "Onboarding links revoked",
 }
 
 func eventText(kind string) string {
@@ -243,6 +250,7 @@ func otherFields(raw map[string]any) [][2]string {
 type counts struct {
 	Active       int  `json:"active"`
 	Flagged      int  `json:"flagged"`
+	Pending      int  `json:"pending"` // awaiting the first authorization: not flagged
 	FailuresHour int  `json:"refresh_failures_last_hour"`
 	Total        int  `json:"total"`
 	Stale        bool `json:"stale,omitempty"` // the store did not answer; older numbers
@@ -311,6 +319,8 @@ func (c *countCache) count(ctx context.Context, now time.Time) (counts, error) {
 			n.Active++
 		case store.StatusReauthorizationRequired:
 			n.Flagged++
+		case store.StatusPending:
+			n.Pending++
 		}
 		for _, e := range t.History {
 			if (e.Kind == store.EventRefreshFailed || e.Kind == store.EventFlagged) && e.At.After(since) {

@@ -125,6 +125,8 @@ func (s *Server) Handler() http.Handler {
 	admin.HandleFunc("POST /admin/tenants/{id}/locations", s.refreshLocations)
 	s.mountWebhooks(admin)
 	s.mountActions(admin)
+	admin.HandleFunc("POST /admin/tenants/{id}/accept-candidate", s.acceptCandidate)
+	admin.HandleFunc("POST /admin/tenants/{id}/revoke-links", s.revokeLinks)
 	mux.Handle("/admin/", s.audited(s.requireAdmin(admin)))
 	s.adminMux = admin
 	s.mountConsole(mux)
@@ -206,6 +208,10 @@ func adminError(w http.ResponseWriter, tenant string, err error) {
 		e.Kind, e.RetryAfter = httperr.AdminTokenUnavailable, unavail.RetryAfter
 	case errors.Is(err, store.ErrConflict):
 		e.Kind = httperr.Conflict
+	case errors.Is(err, auth.ErrNoTokenHost):
+		e.Kind = httperr.NoUpstreamHost
+	case errors.Is(err, store.ErrNoCandidate):
+		e.Kind = httperr.NoCandidate
 	case errors.Is(err, onboard.ErrMisconfigured):
 		e.Kind = httperr.OnboardingMisconfigured
 	case errors.Is(err, store.ErrDecrypt):

@@ -52,8 +52,8 @@ const badCursorDetail = "cursor is not one this server handed out (use next_curs
 func parseListQuery(w http.ResponseWriter, r *http.Request) (listQuery, bool) {
 	q := r.URL.Query()
 	lq := listQuery{status: store.Status(q.Get("status")), limit: defaultListLimit}
-	if lq.status != "" && lq.status != store.StatusActive && lq.status != store.StatusReauthorizationRequired {
-		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "status must be active or reauthorization_required"})
+	if lq.status != "" && !store.ValidStatus(lq.status) {
+		httperr.Write(w, httperr.Error{Kind: httperr.BadQuery, Detail: "status must be active, pending or reauthorization_required"})
 		return lq, false
 	}
 	if v := q.Get("limit"); v != "" {

@@ -100,8 +100,8 @@ func (d *openAPIDoc) validate(schema map[string]any, v any, at string) []string 
 		return []string{at + ": unresolved $ref " + fmt.Sprint(u)}
 	}
 	var problems []string
-	if typ, ok := schema["type"].(string); ok && !jsonType(typ, v) {
-		return []string{fmt.Sprintf("%s: %T is not %s", at, v, typ)}
+	if typ, ok := schema["type"]; ok && !slices.ContainsFunc(asList(typ), func(t string) bool { return jsonType(t, v) }) {
+		return []string{fmt.Sprintf("%s: %T is not %v", at, v, typ)}
 	}
 	if enum, ok := schema["enum"].([]any); ok && !slices.Contains(enum, v) {
 		problems = append(problems, fmt.Sprintf("%s: %v is not one of %v", at, v, enum))
@@ -158,6 +158,9 @@ func (d *openAPIDoc) validate(schema map[string]any, v any, at string) []string 
 }
 
 func asList(v any) []string {
+	if s, ok := v.(string); ok {
+		return []string{s}
+	}
 	var out []string
 	l, _ := v.([]any)
 	for _, e := range l {
@@ -188,6 +191,8 @@ func jsonType(typ string, v any) bool {
 	case "integer":
 		f, ok := v.(float64)
 		return ok && f == float64(int64(f))
+	case "null": // OpenAPI 3.1: type: [object, "null"]
+		return v == nil
 	}
 	return false
 }

@@ -39,7 +39,7 @@ type TenantsGauge struct {
 
 var _ prometheus.Collector = (*TenantsGauge)(nil)
 
-var tenantStatuses = []store.Status{store.StatusActive, store.StatusReauthorizationRequired}
+var tenantStatuses = store.Statuses
 
 func (g *TenantsGauge) descs() (*prometheus.Desc, *prometheus.Desc) {
 	if g.desc == nil {

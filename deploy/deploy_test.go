@@ -2121,3 +2121,45 @@ func TestDockerignore(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertRulesPromtool runs the Prometheus rule tests in
+// testdata/alerts*.test.yaml (promtool's format) against the alert rules
+// of docs/operations.md (the chart's, without the job/namespace selector:
+// TestAlertsMatchDocs keeps them equal). Skipped when promtool is not on
+// the PATH (go install github.com/prometheus/prometheus/cmd/promtool@latest).
+func TestAlertRulesPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not on the PATH")
+	}
+	b, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)```yaml\n(groups:.*?)```").FindSubmatch(b)
+	if block == nil {
+		t.Fatal("docs/operations.md has no ```yaml block starting with groups:")
+	}
+	tests, err := filepath.Glob("testdata/alerts*.test.yaml")
+	if err != nil || len(tests) == 0 {
+		t.Fatalf("no rule tests: %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), block[1], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range tests {
+		raw, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(dir, filepath.Base(src))
+		if err := os.WriteFile(dst, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(promtool, "test", "rules", dst).CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool test rules %s: %v\n%s", src, err, out)
+		}
+	}
+}

@@ -57,6 +57,13 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, pageBadState)
 		return
 	}
+	if !o.browserBound(r, state) {
+		// Not the browser that opened the link (a forged callback, a
+		// link forwarded mid-flow): the state stays for its own browser.
+		o.log.Info("onboarding callback rejected", zap.String("why", "state not bound to this browser"), zap.String("remote", r.RemoteAddr))
+		renderPage(w, pageOtherBrowser)
+		return
+	}
 	raw, err := o.Store.TakeOnce(r.Context(), stateKeyPrefix+state)
 	if errors.Is(err, store.ErrNotFound) {
 		o.log.Info("onboarding callback rejected", zap.String("why", "unknown, used or expired state"), zap.String("remote", r.RemoteAddr))
@@ -109,6 +116,10 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 		log.Error("onboarding callback: store read failed", zap.Error(err))
 		renderPage(w, pageStoreDown)
 		return
+	case cur.LinkGeneration != sv.Gen:
+		log.Info("onboarding callback rejected", zap.String("why", "link revoked during the flow"))
+		renderPage(w, pageLinkRevoked)
+		return
 	case linkUsed(cur, sv.IAT):
 		log.Info("onboarding callback rejected", zap.String("why", "link already used"))
 		renderPage(w, pageLinkUsed)
@@ -134,34 +145,76 @@ func (o *Onboarder) ServeCallback(w http.ResponseWriter, r *http.Request) {
 	if g.RefreshToken == "" {
 		log.Warn("provider issued no refresh token: the tenant will need re-authorization when the access token expires")
 	}
-	ident, fail := o.identify(ctx, log, cur, g, probe.Extra, sv.Rebind)
+	ident, deferred, fail := o.identify(ctx, log, cur, g, probe.Extra, sv.Rebind)
 	if fail != nil {
 		renderPage(w, *fail)
+		return
+	}
+	if deferred != nil && cur.Account != nil && !sv.Rebind {
+		// A re-authorization of a tenant whose account is known, not
+		// identified: the new grant waits beside the served one.
+		if _, fail := o.writeCandidate(ctx, log, sv, cur, g, params, deferred); fail != nil {
+			renderPage(w, *fail)
+			return
+		}
+		o.invalidate(sv.Tenant)
+		if o.Verifier != nil {
+			o.Verifier.Kick(sv.Tenant)
+		}
+		log.Info("tenant re-authorized; the new grant is kept as a candidate until the merchant account is verified")
+		o.finish(w, r, pageVerificationPending)
 		return
 	}
 
-	written, replaced, fail := o.writeGrant(ctx, log, sv, cur, g, params, ident)
+	written, replaced, fail := o.writeGrant(ctx, log, sv, cur, g, params, ident, deferred)
 	if fail != nil {
 		renderPage(w, *fail)
 		return
 	}
+	// Synchronously, before the merchant's page: this replica never serves
+	// the previous grant again (other replicas learn it from the store's
+	// change notification).
+	o.invalidate(sv.Tenant)
 	o.indexLocations(ctx, log, replaced, written)
+	if deferred != nil && o.Verifier != nil {
+		o.Verifier.Kick(sv.Tenant)
+	}
 
-	recovered := replaced.Status != store.StatusActive
+	first := replaced.Pending() || replaced.AuthorizedAt.IsZero() && replaced.RefreshToken == ""
+	recovered := !first && replaced.Status != store.StatusActive
 	log.Info("tenant authorized",
-		zap.Bool("first", replaced.AuthorizedAt.IsZero()), zap.Bool("recovered", recovered),
+		zap.Bool("first", first), zap.Bool("recovered", recovered), zap.Bool("identify_pending", written.Identify != nil),
 		zap.String("scope", written.Scope), zap.Time("access_expires_at", written.AccessExpiresAt),
 		zap.Int64("version", written.Version))
-	if recovered && o.OnActivated != nil {
+	switch {
+	case first && o.OnConnected != nil:
+		o.OnConnected(sv.Tenant)
+	case recovered && o.OnActivated != nil:
 		o.OnActivated(sv.Tenant)
 	}
+	if written.Identify != nil {
+		o.finish(w, r, pageVerificationPending)
+		return
+	}
+	o.finish(w, r, pageSuccess())
+}
+
+// finish answers a completed authorization: the configured success URL,
+// or p.
+func (o *Onboarder) finish(w http.ResponseWriter, r *http.Request, p page) {
 	if o.SuccessURL != "" {
-		countOutcome(pageSuccess(sv.Tenant, o.Preset.Name))
+		countOutcome(p)
 		noStore(w.Header())
 		http.Redirect(w, r, o.SuccessURL, http.StatusFound)
 		return
 	}
-	renderPage(w, pageSuccess(sv.Tenant, o.Preset.Name))
+	renderPage(w, p)
+}
+
+func (o *Onboarder) invalidate(tenant string) {
+	if o.Invalidate != nil {
+		o.Invalidate(tenant)
+	}
 }
 
 // callbackParams validates the preset's callback parameters (x-series

@@ -20,7 +20,11 @@ import (
 // exchange: the tokens are discarded), pageLinkUsed (another tab finished
 // this link's flow meanwhile), pageStoreDown (a store failure or too many
 // conflicts). Failures are logged here.
-func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, ident *auth.Identified) (written, replaced *store.Tenant, fail *page) {
+//
+// deferred, when not nil, is why identification could not be completed:
+// the grant is stored and served, the account left unknown and the
+// record marked for the Verifier.
+func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, ident *auth.Identified, deferred error) (written, replaced *store.Tenant, fail *page) {
 	// Rule 19: under the tenant's refresh lock, never over a refresh in
 	// flight (its holder may be writing a new refresh token).
 	lock, fresh, fail := o.lockIdle(ctx, log, sv.Tenant)
@@ -58,6 +62,15 @@ func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateVal
 			return nil, nil, &p
 		}
 		next := o.authorized(cur, g, params, ident, now)
+		if deferred != nil {
+			// First authorization or rebind: whoever it is, it is the
+			// tenant's account now; which one is learnt later.
+			next.Account, next.Locations, next.LocationsAt = nil, nil, time.Time{}
+			next.StartIdentify(identifyError(deferred), now.Add(o.Verifier.delay(1)), now)
+		} else {
+			next.Identify = nil
+		}
+		next.Candidate = nil // a completed authorization supersedes a waiting one
 		v, perr := o.Store.Put(ctx, next, cur.Version)
 		if errors.Is(perr, store.ErrConflict) {
 			err = perr
@@ -135,6 +148,58 @@ func holderMark(t *store.Tenant) bool {
 	return t.RefreshInFlight && (t.RefreshMark != "" || !t.RefreshStartedAt.IsZero())
 }
 
+// writeCandidate stores g as cur's candidate grant (not served) with
+// compare-and-set, re-reading on a conflict; failures as for writeGrant.
+func (o *Onboarder) writeCandidate(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, deferred error) (*store.Tenant, *page) {
+	// Rule 19, as for writeGrant: a candidate is written beside the served
+	// grant, but its write would still fence out a holder's grant write.
+	lock, fresh, fail := o.lockIdle(ctx, log, sv.Tenant)
+	if fail != nil {
+		return nil, fail
+	}
+	defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
+	if fresh != nil {
+		cur = fresh
+	}
+	now := o.now()
+	var err error
+	for attempt := 0; attempt < casAttempts; attempt++ {
+		if attempt > 0 {
+			cur, err = o.Store.Get(ctx, sv.Tenant)
+			if errors.Is(err, store.ErrNotFound) {
+				log.Warn("onboarding callback: tenant deleted during the exchange; tokens discarded")
+				p := pageTenantGone
+				return nil, &p
+			}
+			if err != nil {
+				break
+			}
+			if linkUsed(cur, sv.IAT) {
+				log.Info("onboarding callback rejected", zap.String("why", "link used concurrently"))
+				p := pageLinkUsed
+				return nil, &p
+			}
+		}
+		next := cur.Clone()
+		tokens := o.tokensOf(g, now)
+		next.KeepCandidate(tokens, params, identifyError(deferred), now.Add(o.Verifier.delay(1)), now)
+		v, perr := o.Store.Put(ctx, next, cur.Version)
+		if errors.Is(perr, store.ErrConflict) {
+			err = perr
+			continue
+		}
+		if perr != nil {
+			err = perr
+			break
+		}
+		next.Version = v
+		return next, nil
+	}
+	log.Error("onboarding callback: candidate grant not stored", zap.Error(err))
+	p := pageStoreDown
+	return nil, &p
+}
+
 // mergeExtra returns a copy of extra with params set.
 func mergeExtra(extra, params map[string]string) map[string]string {
 	if len(extra) == 0 && len(params) == 0 {
@@ -157,13 +222,7 @@ func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[stri
 	if o.Preset.Name != "" {
 		next.Provider = o.Preset.Name
 	}
-	tokens := store.Tokens{Access: g.AccessToken, AccessExpiry: g.Expiry, Refresh: g.RefreshToken, RefreshExpiry: g.RefreshExpiry, Scope: g.Scope}
-	if tokens.RefreshExpiry.IsZero() && o.Preset.RefreshIdleTTL > 0 && g.RefreshToken != "" {
-		tokens.RefreshExpiry = now.Add(o.Preset.RefreshIdleTTL)
-	}
-	if tokens.Scope == "" {
-		tokens.Scope = strings.Join(o.Scopes, " ") // RFC 6749 §5.1: omitted = as requested
-	}
+	tokens := o.tokensOf(g, now)
 	next.Extra = mergeExtra(cur.Extra, params)
 	if ident != nil {
 		a := ident.Account
@@ -173,6 +232,18 @@ func (o *Onboarder) authorized(cur *store.Tenant, g *auth.Grant, params map[stri
 	}
 	next.Authorize(tokens, now)
 	return next
+}
+
+// tokensOf is what an authorization's grant stores.
+func (o *Onboarder) tokensOf(g *auth.Grant, now time.Time) store.Tokens {
+	tokens := store.Tokens{Access: g.AccessToken, AccessExpiry: g.Expiry, Refresh: g.RefreshToken, RefreshExpiry: g.RefreshExpiry, Scope: g.Scope}
+	if tokens.RefreshExpiry.IsZero() && o.Preset.RefreshIdleTTL > 0 && g.RefreshToken != "" {
+		tokens.RefreshExpiry = now.Add(o.Preset.RefreshIdleTTL)
+	}
+	if tokens.Scope == "" {
+		tokens.Scope = strings.Join(o.Scopes, " ") // RFC 6749 §5.1: omitted = as requested
+	}
+	return tokens
 }
 
 // exchangeFailurePage maps a code-exchange error to a page.

@@ -29,7 +29,7 @@ const (
 
 // AwaitingFirstAuthorization is the Reason of the placeholder record that
 // AuthorizeLink creates for a tenant that does not exist yet.
-const AwaitingFirstAuthorization = "awaiting the merchant's first authorization"
+const AwaitingFirstAuthorization = store.ReasonAwaitingFirstAuthorization
 
 const (
 	stateKeyPrefix = "state:"
@@ -112,12 +112,24 @@ type Onboarder struct {
 	// K-Series locations change; nil = Store's, when it implements
 	// store.LocationIndex.
 	Locations store.LocationIndex
-	// OnActivated is called, synchronously and after the write, when a tenant
-	// that was not active (flagged reauthorization_required, or a
-	// placeholder awaiting its first authorization) becomes active. It must
-	// not block. nil = nothing. It is not called when an already active
-	// tenant is re-authorized.
+	// OnActivated is called, synchronously and after the write, when a
+	// flagged tenant (reauthorization_required) becomes active again. It
+	// must not block. nil = nothing. It is not called when an already
+	// active tenant is re-authorized, nor for a first authorization.
 	OnActivated func(tenant string)
+	// OnConnected is called, synchronously and after the write, when a
+	// tenant is authorized for the first time (it was pending). It must
+	// not block. nil = nothing.
+	OnConnected func(tenant string)
+	// Invalidate is called synchronously after every write the callback
+	// makes, before the merchant's page is answered, to drop the handling
+	// replica's cached token of the tenant (auth.Manager.Invalidate).
+	// nil = nothing.
+	Invalidate func(tenant string)
+	// Verifier retries identifications that could not be completed at the
+	// callback (kicked after such a write); nil = the record is marked
+	// and left to whichever replica's Verifier sweeps it.
+	Verifier *Verifier
 	// Now is the clock for link and state expiry and record timestamps;
 	// nil = time.Now.
 	Now func() time.Time

@@ -5,15 +5,17 @@ import (
 	"html/template"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/lsproxy/lsproxy/internal/httperr"
 	"github.com/lsproxy/lsproxy/store"
 )
 
-// page is one onboarding page shown to the merchant's browser. Pages carry
-// fixed texts and at most the tenant id, merchant account ids and names (not
-// secret) and a sanitized provider error code: never a code, state,
-// verifier or token.
+// page is one onboarding page shown to the merchant's browser. Pages speak
+// to merchants: fixed texts, at most the name of the account the merchant
+// signed in to, the last digits of the account to use instead and a
+// sanitized provider error code; never a tenant id, an HTTP status, a
+// code, state, verifier or token.
 type page struct {
 	// Kind gives the status and X-Lsproxy-Error of a failure page; nil
 	// (success) answers 200 without the header.
@@ -23,7 +25,6 @@ type page struct {
 	Heading string
 	Message string
 	Action  string // what to do next
-	Tenant  string
 }
 
 // Status is the page's HTTP status.
@@ -40,7 +41,7 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
-<title>{{.Title}} · lsproxy</title>
+<title>{{.Title}} · Lightspeed connection</title>
 <style>
 body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f5f7;color:#1d2330}
 main{max-width:34rem;margin:10vh auto;padding:2rem 2.25rem;background:#fff;border-radius:10px;box-shadow:0 1px 4px rgba(0,0,0,.08)}
@@ -53,11 +54,10 @@ footer{margin-top:1.5rem;font-size:.8rem;color:#6b7385}
 </head>
 <body>
 <main class="{{if .OK}}ok{{else}}fail{{end}}">
-<p class="brand">lsproxy · Lightspeed connection</p>
+<p class="brand">Lightspeed connection</p>
 <h1>{{.Heading}}</h1>
 <p>{{.Message}}</p>
 {{if .Action}}<p class="action">{{.Action}}</p>{{end}}
-<footer>{{if .Tenant}}Account reference: {{.Tenant}} · {{end}}HTTP {{.Status}}</footer>
 </main>
 </body>
 </html>
@@ -76,7 +76,7 @@ func renderPage(w http.ResponseWriter, p page) {
 	if err := pageTemplate.Execute(&buf, p); err != nil {
 		// Fixed template and plain strings: cannot fail; keep a fallback.
 		buf.Reset()
-		buf.WriteString("<!doctype html><title>lsproxy</title><p>" + http.StatusText(p.Status()) + "</p>")
+		buf.WriteString("<!doctype html><title>Lightspeed connection</title><p>Something went wrong.</p>")
 	}
 	h := w.Header()
 	noStore(h)
@@ -104,6 +104,14 @@ var (
 		Heading: "This link was already used",
 		Message: "Your Lightspeed account was already connected with this link. Each link connects once; nothing was changed now.",
 		Action:  "If you need to connect again, " + lower(askNewLink)}
+	pageLinkRevoked = page{Kind: httperr.LinkRevoked, Title: "Link withdrawn",
+		Heading: "This link was withdrawn",
+		Message: "The person who sent you this link has withdrawn it. Nothing was changed.",
+		Action:  askNewLink}
+	pageOtherBrowser = page{Kind: httperr.StateInvalid, Title: "Different browser",
+		Heading: "Finish in the browser you started in",
+		Message: "This sign-in was started in another browser (or its cookies were cleared), so it cannot be finished here. Nothing was stored.",
+		Action:  "Open the link you were sent again, in this browser, and finish there."}
 	pageTenantGone = page{Kind: httperr.TenantGone, Title: "Connection removed",
 		Heading: "This connection no longer exists",
 		Message: "The connection this link was made for has been removed. Nothing was stored.",
@@ -157,43 +165,59 @@ func pageProviderError(code string) page {
 }
 
 func pageMissingParam(name string) page {
+	what := "a required value"
+	if name == "domain_prefix" {
+		what = "your store's address"
+	}
 	return page{Kind: httperr.CallbackIncomplete, Title: "Incomplete answer",
 		Heading: "Lightspeed's answer was incomplete",
-		Message: "The redirect from Lightspeed did not include a valid \u201c" + name + "\u201d. Nothing was stored.",
+		Message: "The redirect from Lightspeed did not include " + what + ". Nothing was stored.",
 		Action:  "Open the link you were sent again to start over."}
 }
 
 // pageOtherAccount: the merchant signed in to another account than the
-// tenant's; the tenant keeps its grant.
+// tenant's; the tenant keeps its grant. The page names the account to use
+// only by the last digits of its id (whoever signed in with another
+// account learns no more of it), and the account signed in to by name.
 func pageOtherAccount(expected, got store.Account) page {
+	use := "the account this link was made for"
+	if tail := lastDigits(expected.ID); tail != "" {
+		use = "the account whose id ends in " + tail
+	}
+	signedIn := "another account"
+	if got.Name != "" {
+		signedIn = "\u201c" + got.Name + "\u201d"
+	}
 	return page{Kind: httperr.OtherAccount, Title: "Different account",
-		Heading: "A different Lightspeed account was connected",
-		Message: "This link is for the Lightspeed account " + accountLabel(expected) + ", but you signed in to " +
-			accountLabel(got) + ". Nothing was changed: the connection to " + accountLabel(expected) + " keeps working.",
-		Action: "Sign out of Lightspeed, sign in to " + accountLabel(expected) + " and open the link again. " +
-			"If the tenant really should move to " + accountLabel(got) + ", ask the person who sent the link for a rebind link."}
+		Heading: "You signed in to a different Lightspeed account",
+		Message: "This link is for another Lightspeed account than " + signedIn + ", the one you signed in to. Nothing was changed: the existing connection keeps working.",
+		Action: "Sign out of Lightspeed, sign in to " + use + " and open the link again. " +
+			"If " + signedIn + " is the account that should be connected from now on, ask the person who sent you the link for a link that allows changing the account."}
 }
 
-func accountLabel(a store.Account) string {
-	if a.Name != "" && a.Name != a.ID {
-		return "\u201c" + a.Name + "\u201d (" + a.ID + ")"
+// lastDigits returns the last (at most) 4 characters of an account id,
+// after an ellipsis; "" for an id too short to hide anything.
+func lastDigits(id string) string {
+	if i := strings.LastIndexByte(id, ','); i >= 0 { // several K-Series businesses
+		id = id[i+1:]
 	}
-	return a.ID
+	r := []rune(id)
+	if len(r) <= 4 {
+		return ""
+	}
+	return "\u2026" + string(r[len(r)-4:])
 }
 
-var pageIdentifyFailed = page{Kind: httperr.IdentifyFailed, Title: "Not connected",
-	Heading: "The Lightspeed account could not be checked",
-	Message: "Lightspeed did not say which account you signed in to, so nothing was changed.",
-	Action:  "Open the link again in a few minutes. " + askNewLink}
-
-func pageSuccess(tenant, provider string) page {
-	msg := "Your Lightspeed account is connected. You can close this window."
-	if provider != "" && provider != "custom" {
-		msg = "Your Lightspeed (" + provider + ") account is connected. You can close this window."
-	}
+func pageSuccess() page {
 	return page{OK: true, Title: "Connected",
-		Heading: "Connected", Message: msg, Tenant: tenant}
+		Heading: "Connected", Message: "Your Lightspeed account is connected. You can close this window."}
 }
+
+// pageVerificationPending: the grant is stored; the account it belongs to
+// is checked in the background (first authorization: already in use).
+var pageVerificationPending = page{OK: true, Title: "Connected",
+	Heading: "Connected, verification pending",
+	Message: "Your Lightspeed account is connected. We are still confirming which account it is; this finishes on its own, there is nothing more for you to do. You can close this window."}
 
 func lower(s string) string {
 	if s == "" {

@@ -25,6 +25,9 @@ type stateValue struct {
 	Expires int64 `json:"exp"`
 	// Rebind: the link allows another merchant account than the tenant's.
 	Rebind bool `json:"rebind,omitempty"`
+	// Gen is the link's generation: the callback refuses it once the
+	// tenant's changed (links revoked, tenant re-created).
+	Gen int64 `json:"gen,omitempty"`
 }
 
 // ServeStart handles GET /oauth/start: the merchant opening an authorize
@@ -44,7 +47,8 @@ func (o *Onboarder) ServeStart(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, pageMethod)
 		return
 	}
-	tenant, iat, exp, rebind, ok := o.parseLink(r.URL.Query())
+	lp, ok := o.parseLink(r.URL.Query())
+	tenant, iat, exp, rebind := lp.tenant, lp.iat, lp.exp, lp.rebind
 	if !ok {
 		o.log.Warn("onboarding link rejected", zap.String("why", "malformed or bad signature"), zap.String("remote", r.RemoteAddr))
 		renderPage(w, pageBadLink)
@@ -67,6 +71,10 @@ func (o *Onboarder) ServeStart(w http.ResponseWriter, r *http.Request) {
 		log.Error("onboarding start: store read failed", zap.Error(err))
 		renderPage(w, pageStoreDown)
 		return
+	case t.LinkGeneration != lp.gen:
+		log.Info("onboarding link rejected", zap.String("why", "revoked (link generation changed)"))
+		renderPage(w, pageLinkRevoked)
+		return
 	case linkUsed(t, iat):
 		log.Info("onboarding link rejected", zap.String("why", "already used"))
 		renderPage(w, pageLinkUsed)
@@ -80,7 +88,7 @@ func (o *Onboarder) ServeStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := base64.RawURLEncoding.EncodeToString(raw[:])
-	sv := stateValue{Tenant: tenant, IAT: iat, Expires: now.Add(o.stateTTL()).UnixNano(), Rebind: rebind}
+	sv := stateValue{Tenant: tenant, IAT: iat, Expires: now.Add(o.stateTTL()).UnixNano(), Rebind: rebind, Gen: lp.gen}
 	var opts []oauth2.AuthCodeOption
 	if o.PKCE {
 		sv.Verifier = oauth2.GenerateVerifier()
@@ -103,6 +111,7 @@ func (o *Onboarder) ServeStart(w http.ResponseWriter, r *http.Request) {
 	}
 	log.Info("onboarding started", zap.Bool("pkce", o.PKCE))
 	noStore(w.Header())
+	o.bindBrowser(w, state)
 	http.Redirect(w, r, cfg.AuthCodeURL(state, opts...), http.StatusFound)
 }
 

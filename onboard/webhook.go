@@ -31,6 +31,12 @@ import (
 const (
 	EventFlagged   = "tenant.flagged"
 	EventRecovered = "tenant.recovered"
+	// EventConnected: a pending tenant's first authorization.
+	EventConnected = "tenant.connected"
+	// EventCandidateDropped: a re-authorization's grant was discarded
+	// because identification showed another merchant account (Reason
+	// says so; the served grant stays).
+	EventCandidateDropped = "tenant.candidate_dropped"
 )
 
 // Webhook defaults for Notifier fields left zero.

@@ -83,19 +83,37 @@ func NewCallerAuth(keys []ClientKey) *CallerAuth {
 // missing or unknown key or ErrTenantNotAllowed when the key may not use
 // tenant.
 func (a *CallerAuth) Authenticate(r *http.Request, tenant string) (string, error) {
-	const prefix = "Bearer "
-	h := r.Header.Get("Proxy-Authorization")
-	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return "", ErrProxyAuthRequired
-	}
-	k, ok := a.byHash[sha256.Sum256([]byte(h[len(prefix):]))]
-	if !ok {
-		return "", ErrProxyAuthRequired
+	k, err := a.key(r)
+	if err != nil {
+		return "", err
 	}
 	if !k.Allows(tenant) {
 		return k.ID, ErrTenantNotAllowed
 	}
 	return k.ID, nil
+}
+
+// Caller is a Handler.Caller hook: the key's id and which tenants it may
+// use, or ErrProxyAuthRequired for a missing or unknown key.
+func (a *CallerAuth) Caller(r *http.Request) (string, func(tenant string) bool, error) {
+	k, err := a.key(r)
+	if err != nil {
+		return "", nil, err
+	}
+	return k.ID, k.Allows, nil
+}
+
+func (a *CallerAuth) key(r *http.Request) (*ClientKey, error) {
+	const prefix = "Bearer "
+	h := r.Header.Get("Proxy-Authorization")
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return nil, ErrProxyAuthRequired
+	}
+	k, ok := a.byHash[sha256.Sum256([]byte(h[len(prefix):]))]
+	if !ok {
+		return nil, ErrProxyAuthRequired
+	}
+	return k, nil
 }
 
 // NewClientKey returns a new random key (prefixed "lsk_") and its hex SHA-256.

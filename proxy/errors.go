@@ -49,7 +49,9 @@ func errorFor(tenant string, err error) httperr.Error {
 		e.Kind, e.RetryAfter = httperr.TokenUnavailable, unavail.RetryAfter
 	case errors.Is(err, ErrUnknownLocation):
 		e.Kind = httperr.UnknownLocation
-	case errors.Is(err, ErrNoUpstreamHost):
+	case errors.Is(err, ErrAmbiguousLocation):
+		e.Kind = httperr.AmbiguousLocation
+	case errors.Is(err, ErrNoUpstreamHost), errors.Is(err, auth.ErrNoTokenHost):
 		e.Kind = httperr.NoUpstreamHost
 	case httperr.IsTimeout(err):
 		e.Kind = httperr.UpstreamTimeout

@@ -49,9 +49,13 @@ type Handler struct {
 	// without the tenant header but with this one goes to the tenant that
 	// Locations picks. "" means X-Location. It is never forwarded.
 	LocationHeader string
-	// Locations resolves a location id to a tenant; it returns
-	// ErrUnknownLocation for none. nil = the location header is not used.
-	Locations func(ctx context.Context, location string) (string, error)
+	// Locations resolves a location id to a tenant among those allow
+	// accepts (the caller's key; nil = any); it returns
+	// ErrUnknownLocation for none and ErrAmbiguousLocation for several.
+	// It is called only after the caller was authenticated (Caller), and
+	// error bodies of a request routed by location never name a tenant.
+	// nil = the location header is not used.
+	Locations func(ctx context.Context, location string, allow func(tenant string) bool) (string, error)
 	// MaxReplayBody is the largest request body kept for one replay after
 	// an upstream 401; larger bodies stream without replay. 0 means 1 MiB.
 	MaxReplayBody int64
@@ -62,6 +66,10 @@ type Handler struct {
 	// request log; "" when unknown), and ErrProxyAuthRequired or
 	// ErrTenantNotAllowed to refuse.
 	Authenticate func(r *http.Request, tenant string) (caller string, err error)
+	// Caller authenticates a request routed by location, before any
+	// location lookup: the caller's key id and which tenants it may use,
+	// or ErrProxyAuthRequired. Required with Authenticate and Locations.
+	Caller func(r *http.Request) (caller string, allow func(tenant string) bool, err error)
 	// Logger gets one line per request; nil means no request log.
 	Logger *zap.Logger
 	// Metrics; nil means none recorded.
@@ -90,6 +98,7 @@ type reqState struct {
 	tenant       string
 	requestID    string // X-Request-Id: returned to the caller, sent upstream
 	caller       string // the caller's key id, "" without caller authentication
+	byLocation   bool   // routed by the location header: error bodies name no tenant
 	upstreamTime time.Duration
 	errCode      string
 	replayed     bool
@@ -107,6 +116,10 @@ func (st *reqState) Value(key any) any {
 
 // Init prepares the handler. It returns an error if Upstream or Tokens is missing.
 func (h *Handler) Init() error {
+	if h.Authenticate != nil && h.Locations != nil && h.Caller == nil {
+		// Without it a location would be looked up before the caller is known.
+		return errors.New("proxy: Caller is required with Authenticate and Locations")
+	}
 	if h.UpstreamTemplate != "" {
 		up, err := ParseUpstream(h.UpstreamTemplate)
 		if err != nil {
@@ -166,13 +179,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &st.sw
 	st.idHeader[0] = st.requestID
 	w.Header()[httperr.RequestIDHeader] = st.idHeader[:]
-	tenant, err := h.tenantOf(r)
+	tenant, location, err := h.tenantOf(r)
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		// TRACE would have an upstream echo the request, injected token
 		// included, back to the caller; CONNECT is not for a reverse proxy.
 		err = ErrMethodNotAllowed
 	}
-	if err == nil && h.Authenticate != nil {
+	if err == nil && location != "" {
+		// The caller first, then the lookup among what it may use: a
+		// location id is no oracle of tenants.
+		st.byLocation = true
+		var allow func(string) bool
+		if h.Caller != nil {
+			st.caller, allow, err = h.Caller(r)
+		}
+		if err == nil {
+			tenant, err = h.Locations(r.Context(), location, allow)
+		}
+	} else if err == nil && h.Authenticate != nil {
 		st.caller, err = h.Authenticate(r, tenant)
 	}
 	if err == nil {
@@ -182,7 +206,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.errCode = "client_canceled"
 		sw.WriteHeader(499)
 	} else if err != nil {
-		st.errCode = writeError(sw, tenant, err)
+		st.errCode = writeError(sw, st.bodyTenant(tenant), err)
 	} else {
 		st.tenant = tenant
 		h.rp.ServeHTTP(sw, r.WithContext(st))
@@ -194,23 +218,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *Handler) tenantOf(r *http.Request) (string, error) {
+// tenantOf returns the tenant header's tenant, or the location header's
+// location (to resolve after the caller is authenticated).
+func (h *Handler) tenantOf(r *http.Request) (tenant, location string, err error) {
 	vals := r.Header[h.TenantHeader]
 	if len(vals) == 0 && h.Locations != nil {
 		if locs := r.Header[h.LocationHeader]; len(locs) > 0 {
-			if len(locs) > 1 {
-				return "", ErrUnknownLocation
+			if len(locs) > 1 || locs[0] == "" {
+				return "", "", ErrUnknownLocation
 			}
-			return h.Locations(r.Context(), locs[0])
+			return "", locs[0], nil
 		}
 	}
 	if len(vals) == 0 || vals[0] == "" {
-		return "", ErrMissingTenant
+		return "", "", ErrMissingTenant
 	}
 	if len(vals) > 1 || !store.ValidTenantID(vals[0]) {
-		return "", ErrInvalidTenant
+		return "", "", ErrInvalidTenant
 	}
-	return vals[0], nil
+	return vals[0], "", nil
+}
+
+// bodyTenant is the tenant an error body names: none for a request routed
+// by location (the caller did not name one).
+func (st *reqState) bodyTenant(tenant string) string {
+	if st.byLocation {
+		return ""
+	}
+	return tenant
 }
 
 // rewrite fixes the destination to Upstream and cleans the headers.
@@ -259,7 +294,7 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	tenant := ""
 	if st != nil {
-		tenant = st.tenant
+		tenant = st.bodyTenant(st.tenant)
 	}
 	code := writeError(w, tenant, err)
 	if st != nil {

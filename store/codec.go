@@ -12,6 +12,9 @@ import (
 const (
 	fieldAccess  = "access_token"
 	fieldRefresh = "refresh_token"
+	// The candidate grant's tokens (Tenant.Candidate).
+	fieldCandAccess  = "candidate_access_token"
+	fieldCandRefresh = "candidate_refresh_token"
 )
 
 // record is a tenant as stored by both backends: the Tenant's JSON fields
@@ -26,6 +29,9 @@ type record struct {
 	Access  *sealed `json:"access_token,omitempty"`
 	Refresh *sealed `json:"refresh_token,omitempty"`
 	Write   string  `json:"write_id"`
+
+	CandAccess  *sealed `json:"candidate_access_token,omitempty"`
+	CandRefresh *sealed `json:"candidate_refresh_token,omitempty"`
 }
 
 // encodeTenant returns the stored form of t with a new random write id,
@@ -50,6 +56,18 @@ func encodeTenant(keys *Keyring, t *Tenant) (blob []byte, writeID string, err er
 	if t.RefreshToken != "" {
 		if rec.Refresh, err = keys.seal(t.ID, fieldRefresh, []byte(t.RefreshToken)); err != nil {
 			return nil, "", err
+		}
+	}
+	if c := t.Candidate; c != nil {
+		if c.AccessToken != "" {
+			if rec.CandAccess, err = keys.seal(t.ID, fieldCandAccess, []byte(c.AccessToken)); err != nil {
+				return nil, "", err
+			}
+		}
+		if c.RefreshToken != "" {
+			if rec.CandRefresh, err = keys.seal(t.ID, fieldCandRefresh, []byte(c.RefreshToken)); err != nil {
+				return nil, "", err
+			}
 		}
 	}
 	b, err := json.Marshal(rec)
@@ -107,5 +125,22 @@ func decodeTenant(keys *Keyring, id string, b []byte) (*Tenant, error) {
 		}
 		t.RefreshToken = string(pt)
 	}
+	if c := t.Candidate; c != nil {
+		for _, f := range []struct {
+			s     *sealed
+			field string
+			dst   *string
+		}{{rec.CandAccess, fieldCandAccess, &c.AccessToken}, {rec.CandRefresh, fieldCandRefresh, &c.RefreshToken}} {
+			if f.s == nil {
+				continue
+			}
+			pt, err := keys.open(id, f.field, f.s)
+			if err != nil {
+				return nil, err
+			}
+			*f.dst = string(pt)
+		}
+	}
+	t.normalize()
 	return t, nil
 }

@@ -122,6 +122,8 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"OutboxInvalid", confOutboxInvalid},
 		{"OutboxConcurrentClaims", confOutboxConcurrentClaims},
 		{"Actions", confActions},
+		{"Candidate", confCandidate},
+		{"PlaceholderReadsPending", confPlaceholderReadsPending},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

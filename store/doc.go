@@ -11,6 +11,9 @@
 //     notifications, rule 21), Tenant, the sentinel errors.
 //   - tenantstate.go: every state transition of a Tenant (mark, grant,
 //     flag, undo, authorize, import) as one method each.
+//   - identify.go: pending tenants, background identification state and
+//     the candidate grant of a re-authorization (SPEC §8), link
+//     generations; their transitions.
 //   - codec.go: the stored record (tokens sealed), shared by both backends.
 //   - seal.go: the Keyring: AES-256-GCM sealing with key rotation.
 //   - rekey.go: Rekey, re-sealing every record with the primary key.

@@ -45,16 +45,21 @@ func indexShard(id string) int {
 //	P due:e:{ixS}     sorted set: id by refresh expiry (Unix ms)
 //	P due:i:{ixS}     sorted set: id by last activity (Unix ms), when the provider gave no expiry
 //	P flagged:{ixS}   set of the ids of flagged tenants, for CountByStatus
+//	P pending:{ixS}   set of the ids of pending tenants, for CountByStatus
+//	P identify:{ixS}  set of the ids of tenants with a background
+//	                  identification pending, for ListIdentifyPending
 //	P tenants         the single id set of earlier versions, still read
 //	P index:v2        marker: the due index was built from that set
-//	P index:flagged   marker: the flagged sets were built from every record
+//	P index:status    marker: the flagged and pending sets were built from
+//	                  every record (index:flagged, of earlier versions,
+//	                  predates the pending sets and is not enough)
 func (r *Redis) shardKeys(s int) []string {
 	tag := "{ix" + strconv.Itoa(s) + "}"
-	return []string{r.prefix + "tenants:" + tag, r.prefix + "due:e:" + tag, r.prefix + "due:i:" + tag, r.prefix + "flagged:" + tag}
+	return []string{r.prefix + "tenants:" + tag, r.prefix + "due:e:" + tag, r.prefix + "due:i:" + tag, r.prefix + "flagged:" + tag, r.prefix + "pending:" + tag, r.prefix + "identify:" + tag}
 }
 
 func (r *Redis) indexMarker() string   { return r.prefix + "index:v2" }
-func (r *Redis) flaggedMarker() string { return r.prefix + "index:flagged" }
+func (r *Redis) flaggedMarker() string { return r.prefix + "index:status" }
 
 // index records t in its shard's id set and due index.
 func (r *Redis) index(ctx context.Context, t *Tenant) error {
@@ -67,7 +72,15 @@ func (r *Redis) index(ctx context.Context, t *Tenant) error {
 	if t.Status == StatusReauthorizationRequired {
 		flagged = "1"
 	}
-	return indexPutScript.Run(ctx, r.client, r.shardKeys(indexShard(t.ID)), t.ID, k, at.UnixMilli(), flagged).Err()
+	pending := "0"
+	if t.Status == StatusPending {
+		pending = "1"
+	}
+	identify := "0"
+	if t.Identify != nil {
+		identify = "1"
+	}
+	return indexPutScript.Run(ctx, r.client, r.shardKeys(indexShard(t.ID)), t.ID, k, at.UnixMilli(), flagged, pending, identify).Err()
 }
 
 // unindex removes id from its shard's id set and due index, and from the
@@ -271,8 +284,8 @@ func (r *Redis) ensureDueIndex(ctx context.Context) error {
 
 var _ Counter = (*Redis)(nil)
 
-// CountByStatus counts tenants from the index: two SCARD per shard,
-// whatever the number of tenants. The first call on a Redis whose flagged
+// CountByStatus counts tenants from the index: three SCARD per shard,
+// whatever the number of tenants. The first call on a Redis whose status
 // sets were never built (data written by an earlier version) starts one
 // background pass over every record that builds them and returns
 // ErrNotCounted until it has finished.
@@ -291,23 +304,24 @@ func (r *Redis) CountByStatus(ctx context.Context) (map[Status]int, error) {
 		}
 		r.flaggedReady.Store(true)
 	}
-	cmds := make([]*redis.IntCmd, 0, 2*IndexShards)
+	cmds := make([]*redis.IntCmd, 0, 3*IndexShards)
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for s := 0; s < IndexShards; s++ {
 			k := r.shardKeys(s)
-			cmds = append(cmds, p.SCard(ctx, k[0]), p.SCard(ctx, k[3]))
+			cmds = append(cmds, p.SCard(ctx, k[0]), p.SCard(ctx, k[3]), p.SCard(ctx, k[4]))
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: redis count tenants: %w", err)
 	}
-	var all, flagged int
-	for i := 0; i < len(cmds); i += 2 {
+	var all, flagged, pending int
+	for i := 0; i < len(cmds); i += 3 {
 		all += int(cmds[i].Val())
 		flagged += int(cmds[i+1].Val())
+		pending += int(cmds[i+2].Val())
 	}
-	return map[Status]int{StatusActive: all - flagged, StatusReauthorizationRequired: flagged}, nil
+	return map[Status]int{StatusActive: all - flagged - pending, StatusReauthorizationRequired: flagged, StatusPending: pending}, nil
 }
 
 // buildFlagged starts, once per Store, the pass that indexes every record
@@ -360,4 +374,29 @@ func (r *Redis) buildFlagged() {
 			r.report("index", fmt.Errorf("store: redis build flagged index: %w", err))
 		}
 	}()
+}
+
+var _ IdentifyLister = (*Redis)(nil)
+
+// ListIdentifyPending returns the ids of tenants whose record has a
+// background identification pending (Tenant.Identify), from the index:
+// one SMEMBERS per shard. It may return ids whose identification finished
+// meanwhile; callers check the record.
+func (r *Redis) ListIdentifyPending(ctx context.Context) ([]string, error) {
+	cmds := make([]*redis.StringSliceCmd, IndexShards)
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := 0; s < IndexShards; s++ {
+			cmds[s] = p.SMembers(ctx, r.shardKeys(s)[5])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: redis list pending identifications: %w", err)
+	}
+	var ids []string
+	for _, c := range cmds {
+		ids = append(ids, c.Val()...)
+	}
+	sort.Strings(ids)
+	return ids, nil
 }

@@ -121,7 +121,7 @@ func waitCounted(t *testing.T, r *Redis) map[Status]int {
 	}
 }
 
-// CountByStatus counts from the index (two SCARD per shard, no record
+// CountByStatus counts from the index (three SCARD per shard, no record
 // read) and follows flags, unflags and deletes; data written before the
 // flagged sets existed is indexed once, in the background.
 func TestRedisCountByStatus(t *testing.T) {
@@ -147,9 +147,10 @@ func TestRedisCountByStatus(t *testing.T) {
 	}
 	put("f0", StatusReauthorizationRequired)
 	put("f1", StatusReauthorizationRequired)
-	// As an earlier version left it: no flagged sets, no marker.
+	put("p0", StatusPending)
+	// As an earlier version left it: no flagged or pending sets, no marker.
 	for s := 0; s < IndexShards; s++ {
-		c.Del(ctx, r.shardKeys(s)[3])
+		c.Del(ctx, r.shardKeys(s)[3], r.shardKeys(s)[4])
 	}
 	c.Del(ctx, r.flaggedMarker())
 	if _, err := r.CountByStatus(ctx); !errors.Is(err, ErrNotCounted) {
@@ -158,7 +159,7 @@ func TestRedisCountByStatus(t *testing.T) {
 	want := func(active, flagged int) {
 		t.Helper()
 		got := waitCounted(t, r)
-		if got[StatusActive] != active || got[StatusReauthorizationRequired] != flagged {
+		if got[StatusActive] != active || got[StatusReauthorizationRequired] != flagged || got[StatusPending] != 1 {
 			t.Fatalf("counts %v, want %d active and %d flagged", got, active, flagged)
 		}
 	}
@@ -177,7 +178,45 @@ func TestRedisCountByStatus(t *testing.T) {
 	if strings.Contains(stats, "cmdstat_hmget") || strings.Contains(stats, "cmdstat_smembers") {
 		t.Fatalf("a count read records or id sets:\n%s", stats)
 	}
-	if !strings.Contains(stats, fmt.Sprintf("cmdstat_scard:calls=%d,", 2*IndexShards)) {
-		t.Fatalf("want %d SCARD for one count:\n%s", 2*IndexShards, stats)
+	if !strings.Contains(stats, fmt.Sprintf("cmdstat_scard:calls=%d,", 3*IndexShards)) {
+		t.Fatalf("want %d SCARD for one count:\n%s", 3*IndexShards, stats)
+	}
+}
+
+// ListIdentifyPending follows records whose background identification is
+// pending: set by a write with Identify, removed when it ends or the
+// tenant is deleted.
+func TestRedisListIdentifyPending(t *testing.T) {
+	srv := testredis.Start(t)
+	ctx := testCtx(t)
+	r := newTestRedis(t, srv, "")
+	now := time.Unix(1_800_000_000, 0)
+	a, b := fullTenant("id-a"), fullTenant("id-b")
+	a.StartIdentify("identity endpoint answered 503", now.Add(time.Second), now)
+	for _, tn := range []*Tenant{a, b} {
+		if _, err := r.Put(ctx, tn, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids, err := r.ListIdentifyPending(ctx); err != nil || len(ids) != 1 || ids[0] != "id-a" {
+		t.Fatalf("pending identifications %v %v, want [id-a]", ids, err)
+	}
+	got, _ := r.Get(ctx, "id-a")
+	got.Identified(Account{ID: "1", Name: "x"}, nil, now)
+	if _, err := r.Put(ctx, got, got.Version); err != nil {
+		t.Fatal(err)
+	}
+	b.StartIdentify("again", now, now)
+	if _, err := r.Put(ctx, b, b.Version); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := r.ListIdentifyPending(ctx); err != nil || len(ids) != 1 || ids[0] != "id-b" {
+		t.Fatalf("after identifying a: %v %v, want [id-b]", ids, err)
+	}
+	if err := r.Delete(ctx, "id-b"); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := r.ListIdentifyPending(ctx); err != nil || len(ids) != 0 {
+		t.Fatalf("after deleting b: %v %v", ids, err)
 	}
 }

@@ -28,7 +28,23 @@ type Status string
 const (
 	StatusActive                  Status = "active"
 	StatusReauthorizationRequired Status = "reauthorization_required"
+	// StatusPending: created for onboarding (an authorize link), awaiting
+	// the merchant's first authorization. Not flagged: nothing went wrong.
+	StatusPending Status = "pending"
 )
+
+// Statuses lists every status, in the order surfaces show them.
+var Statuses = []Status{StatusActive, StatusPending, StatusReauthorizationRequired}
+
+// ValidStatus reports whether s is one of Statuses.
+func ValidStatus(s Status) bool {
+	for _, v := range Statuses {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
 
 // Tenant is one merchant's stored state. Tokens are plaintext in memory and
 // sealed at rest by the store.
@@ -75,6 +91,18 @@ type Tenant struct {
 	// re-read when the grant is refreshed; LocationsAt is when.
 	Locations   []Location `json:"locations,omitempty"`
 	LocationsAt time.Time  `json:"locations_at"`
+	// Identify is the state of an identification that could not be
+	// completed at the callback and is retried in the background; nil =
+	// none pending (see identify.go).
+	Identify *IdentifyState `json:"identify,omitempty"`
+	// Candidate is a re-authorization's grant kept, unserved, beside the
+	// served one until identification shows it belongs to the tenant's
+	// account; nil = none. Its tokens are sealed like the tenant's.
+	Candidate *Candidate `json:"candidate,omitempty"`
+	// LinkGeneration is the tenant's authorize-link generation: links
+	// carry the generation they were made under and work only while it is
+	// the record's (RevokeLinks increments it).
+	LinkGeneration int64 `json:"link_generation,omitempty"`
 
 	// AuthorizedAt is when the merchant last completed the OAuth flow.
 	AuthorizedAt  time.Time `json:"authorized_at"`
@@ -127,6 +155,13 @@ func (t *Tenant) Clone() *Tenant {
 	}
 	if t.History != nil {
 		c.History = append([]Event(nil), t.History...)
+	}
+	if t.Identify != nil {
+		i := *t.Identify
+		c.Identify = &i
+	}
+	if t.Candidate != nil {
+		c.Candidate = t.Candidate.clone()
 	}
 	return &c
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"time"
 
@@ -64,8 +65,9 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 	cfg.ControlListen = controlAddr
 	cfg.RedirectURL = "http://" + controlAddr + "/oauth/callback"
 
-	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, RedirectURL: cfg.RedirectURL})
-	emu.Approve(demoTenant)
+	emu := emulator.New(emulator.Config{Mode: emulator.ModeKSeries, RedirectURL: cfg.RedirectURL, SignInPage: true})
+	demoBusiness(emu)
+	emu.Approve(demoTenant) // the demo tenant's onboarding below; withdrawn after
 	// An R-Series-style bucket (60 units, 1/s, GET 1, writes 10), so the
 	// sandbox shows the rate-limit headers and lsproxy's pacing.
 	emu.SetRateLimit(emulator.RateLimit{BucketSize: 60, DripRate: 1})
@@ -77,6 +79,16 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 	go emuSrv.Serve(el)
 	defer emuSrv.Close()
 	emuURL := "http://" + el.Addr().String()
+	// The emulator's knobs (revoke a grant, identity outage, ...) on a
+	// loopback listener of their own.
+	kl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	knobSrv := &http.Server{Handler: emu.ControlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go knobSrv.Serve(kl)
+	defer knobSrv.Close()
+	knobURL := "http://" + kl.Addr().String()
 	paths := emu.Paths()
 	ec := emu.Config()
 
@@ -129,6 +141,8 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 	if tracingOn() {
 		tracingLine = "Tracing: on, OTLP/HTTP per the OTEL_* variables."
 	}
+	// From now on the emulator's sign-in page asks who signs in.
+	emu.Approve("")
 	fmt.Fprintf(stdout, `lsproxy dev is running (embedded store in %s, Lightspeed emulator at %s).
 Tenant %q was onboarded through the real OAuth authorize → callback flow.
 
@@ -145,12 +159,35 @@ Admin API:
 Operator console (sign in with the admin token):
   http://%s/console/
 
+By location (the demo business has locations 1001 Soho, 1002 Leeds, 1003 York):
+  curl -H 'X-Location: 1001' 'http://%s/o/op/data/items?businessLocationId=1001'
+
+Revoke the demo grant at the "provider" (then watch it get flagged), connect
+again in a browser (the emulator's sign-in page lets you choose demo, soho or
+other; login_hint=LOGIN does the same):
+  curl -X POST '%s/revoke?tenant=demo'
+  curl -X POST -H "Authorization: Bearer $LSPROXY_ADMIN_TOKEN" http://%s/admin/tenants/%s/authorize
+
 Export: %s
 %s
 
 Press Ctrl-C to stop.
-`, dir, emuURL, demoTenant, demoTenant, proxyAddr, controlAddr, cfg.AdminToken, controlAddr, demoTenant, controlAddr, exportHint, tracingLine)
+`, dir, emuURL, demoTenant, demoTenant, proxyAddr, controlAddr, cfg.AdminToken, controlAddr, demoTenant, controlAddr,
+		proxyAddr, knobURL, controlAddr, demoTenant, exportHint, tracingLine)
 	return <-done
+}
+
+// demoBusiness registers the sandbox's merchants: the demo tenant's login
+// ("demo") in a business with three locations, a manager who sees one of
+// them, and a user of another business (to try a refused re-authorization
+// and a rebind).
+func demoBusiness(emu *emulator.Emulator) {
+	emu.AddAccount(emulator.Account{ID: "7340001", Name: "Demo Bistro Group", Locations: []emulator.Location{
+		{ID: "1001", Name: "Soho"}, {ID: "1002", Name: "Leeds"}, {ID: "1003", Name: "York"}}})
+	emu.AddAccount(emulator.Account{ID: "9160002", Name: "Other Venue", Locations: []emulator.Location{{ID: "5001", Name: "Bar"}}})
+	emu.AddUser(demoTenant, "7340001")
+	emu.AddUser("soho", "7340001", "1001")
+	emu.AddUser("other", "9160002")
 }
 
 // onboardDemo asks the admin API for a link and follows it like the
@@ -170,7 +207,8 @@ func onboardDemo(ctx context.Context, controlAddr, adminToken string) error {
 		return err
 	}
 	req, _ = http.NewRequestWithContext(ctx, "GET", body.AuthorizeURL, nil)
-	resp, err = (&http.Client{Timeout: 10 * time.Second}).Do(req) // follows the redirects
+	jar, _ := cookiejar.New(nil)                                            // a browser: the OAuth state is bound to its cookie
+	resp, err = (&http.Client{Timeout: 10 * time.Second, Jar: jar}).Do(req) // follows the redirects
 	if err != nil {
 		return err
 	}

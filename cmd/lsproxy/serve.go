@@ -44,6 +44,8 @@ type app struct {
 	// notifier delivers webhooks from the store's outbox; nil without a
 	// webhook URL.
 	notifier *onboard.Notifier
+	// verifier finishes identifications the callback could not complete.
+	verifier *onboard.Verifier
 }
 
 // newLogger builds the process logger (access lines buffered, see
@@ -239,7 +241,8 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 		oauthClient.HTTPClient.Transport = &ratelimit.TokenTransport{Governor: governor, Base: oauthClient.HTTPClient.Transport}
 	}
 
-	locations := &proxy.LocationResolver{Store: s, TTL: cfg.CacheTTL}
+	preferred, _ := cfg.LocationPreferences() // validated
+	locations := &proxy.LocationResolver{Store: s, TTL: cfg.CacheTTL, Preferred: preferred}
 	ph := &proxy.Handler{
 		UpstreamTemplate: upstream.String(),
 		Tokens:           m,
@@ -260,6 +263,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 		}
 		callers := proxy.NewCallerAuth(keys)
 		ph.Authenticate = callers.Authenticate
+		ph.Caller = callers.Caller
 		if governor != nil {
 			governor.CallerKey = callers.KeyID
 		}
@@ -283,7 +287,26 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 		HTTPClient: &http.Client{Transport: newTransport(proxy.TransportOptions{ResponseHeaderTimeout: cfg.UpstreamTimeout, MaxIdleConnsPerHost: 4})},
 		Timeout:    cfg.UpstreamTimeout,
 	}
+	if !cfg.Identify {
+		// Apps whose scopes do not cover the identity endpoint: no account
+		// is learnt (x-series still checks the callback's domain_prefix).
+		identifier.Identity = auth.Identity{FromExtra: preset.Identity.FromExtra}
+		log.Info("merchant identification off (identify: false)")
+	}
+	notify := func(ev onboard.Event) {
+		if notifier != nil {
+			notifier.Notify(ev)
+		}
+	}
 	locRefresher := &auth.LocationRefresher{Store: s, Identifier: identifier, Token: m.Token, Logger: log.Named("locations")}
+	verifier := &onboard.Verifier{
+		Store: s, Identifier: identifier, Token: m.Token, Retry: cfg.IdentifyRetry,
+		Invalidate: m.Invalidate, Logger: log.Named("identify"),
+		OnDropped: func(tenant string, _ store.Account) {
+			notify(onboard.Event{Event: onboard.EventCandidateDropped, Tenant: tenant,
+				Reason: "the re-authorization's grant belongs to another merchant account; the served grant stays", At: time.Now()})
+		},
+	}
 	cs := &control.Server{
 		Store:      s,
 		Tokens:     m,
@@ -319,11 +342,13 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 			// After every code exchange: who is the merchant (SPEC §8)?
 			// Asked on the tenant's own upstream host only.
 			Identifier: identifier,
+			Verifier:   verifier,
+			Invalidate: m.Invalidate,
 			OnActivated: func(tenant string) {
-				m.Invalidate(tenant)
-				if notifier != nil {
-					notifier.Notify(onboard.Event{Event: onboard.EventRecovered, Tenant: tenant, At: time.Now()})
-				}
+				notify(onboard.Event{Event: onboard.EventRecovered, Tenant: tenant, At: time.Now()})
+			},
+			OnConnected: func(tenant string) {
+				notify(onboard.Event{Event: onboard.EventConnected, Tenant: tenant, At: time.Now()})
 			},
 		}
 	}
@@ -336,7 +361,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: tracedControl(cs.Handler()), locations: locations, locRefresher: locRefresher, notifier: notifier}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: tracedControl(cs.Handler()), locations: locations, locRefresher: locRefresher, notifier: notifier, verifier: verifier}, nil
 }
 
 // consoleSessionKey derives the console's session-signing key from the
@@ -432,6 +457,9 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 				a.log.Error("K-Series locations are not re-read after refreshes", zap.Error(err))
 			}
 		}()
+	}
+	if a.verifier != nil {
+		go a.verifier.Run(runCtx)
 	}
 	if a.locations != nil {
 		go func() {

@@ -35,11 +35,12 @@ func tenantsListCommand(tc *tenantsCLI) *cobra.Command {
 		Short: "List tenants (every page), optionally only those with a status",
 		Example: `  lsproxy tenants list
   lsproxy tenants list --status reauthorization_required
+  lsproxy tenants list --status pending
   lsproxy tenants list -o json | jq -r '.tenants[].id'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if status != "" && status != string(store.StatusActive) && status != string(store.StatusReauthorizationRequired) {
-				return fail(exitUsage, fmt.Errorf("--status %q: want %s or %s", status, store.StatusActive, store.StatusReauthorizationRequired))
+			if status != "" && !store.ValidStatus(store.Status(status)) {
+				return fail(exitUsage, fmt.Errorf("--status %q: want %s, %s or %s", status, store.StatusActive, store.StatusPending, store.StatusReauthorizationRequired))
 			}
 			if limit < 0 {
 				return fail(exitUsage, fmt.Errorf("--limit %d: want 0 (all) or more", limit))
@@ -62,10 +63,10 @@ func tenantsListCommand(tc *tenantsCLI) *cobra.Command {
 			return tc.printTable(rows)
 		},
 	}
-	cmd.Flags().StringVar(&status, "status", "", "only tenants with this status: active or reauthorization_required")
+	cmd.Flags().StringVar(&status, "status", "", "only tenants with this status: active, pending or reauthorization_required")
 	cmd.Flags().IntVar(&limit, "limit", 0, "show at most N tenants (0: all)")
 	_ = cmd.RegisterFlagCompletionFunc("status", cobra.FixedCompletions(
-		[]string{string(store.StatusActive), string(store.StatusReauthorizationRequired)}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{string(store.StatusActive), string(store.StatusPending), string(store.StatusReauthorizationRequired)}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

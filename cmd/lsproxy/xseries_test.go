@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -81,7 +82,8 @@ func TestXSeriesStoresOnOwnHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
+	jar, _ := cookiejar.New(nil) // the merchant's browser: the OAuth state is bound to its cookie
+	client := &http.Client{Timeout: 10 * time.Second, Jar: jar}
 	admin := func(method, path string) map[string]any {
 		t.Helper()
 		req, _ := http.NewRequest(method, "http://"+controlAddr+path, nil)

@@ -102,6 +102,13 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodGet && r.URL.Path == identityPath(e.cfg.Mode) && identityPath(e.cfg.Mode) != "" {
+		e.mu.Lock()
+		st := e.identityStatus
+		e.mu.Unlock()
+		if st != 0 {
+			writeJSON(w, st, map[string]string{"error": "unavailable", "error_description": "identity endpoint outage (emulator knob)"})
+			return
+		}
 		e.serveIdentity(w, tenant)
 		return
 	}

@@ -21,6 +21,7 @@ import (
 //	POST /token-hold?d=DURATION       SetTokenHold(d)
 //	POST /token-drop?n=N              SetTokenDropAfterGrant(N)
 //	POST /api-delay?d=DURATION        SetAPIDelay(d)
+//	POST /identity-status?status=N    SetIdentityStatus(N), N 0 or 200-599
 //	POST /token-brownout?min=D&max=D&every=D&for=D
 //	                                  SetTokenBrownout (absent = 0; all 0 ends it)
 //	POST /rate-limit?bucket=N&drip=R&burst=N&window_limit=N&window=D   SetRateLimit
@@ -100,6 +101,15 @@ func (e *Emulator) ControlHandler() http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("POST /token-drop", intKnob("n", e.SetTokenDropAfterGrant))
+	mux.HandleFunc("POST /identity-status", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("status"))
+		if err != nil || n != 0 && (n < 200 || n > 599) {
+			http.Error(w, "status must be 0 or 200-599", http.StatusBadRequest)
+			return
+		}
+		e.SetIdentityStatus(n)
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("POST /token-delay", durKnob(e.SetTokenDelay))
 	mux.HandleFunc("POST /token-hold", durKnob(e.SetTokenHold))
 	mux.HandleFunc("POST /api-delay", durKnob(e.SetAPIDelay))

@@ -28,6 +28,8 @@
 //   - api.go: the API endpoints behind bearer tokens.
 //   - accounts.go: merchant accounts, users and locations; the identity
 //     endpoints.
+//   - signin.go: the sandbox sign-in page (Config.SignInPage): registered
+//     users as login_hint links.
 //   - ratelimit.go: RateLimit, the per-tenant API rate-limit buckets.
 //   - control.go: ControlHandler, the knobs over HTTP for cmd/lsemulator.
 package emulator

@@ -64,6 +64,13 @@ type Config struct {
 	PKCE bool
 	// RequireState makes authorize reject requests without a state parameter.
 	RequireState bool
+	// SignInPage: an authorize request with neither login_hint nor an
+	// approved login (Approve) answers an HTML sign-in page listing the
+	// registered users (AddUser) as links that repeat the request with
+	// login_hint=<login>, and a "deny" link (emulator_deny=1); for people
+	// trying the sandbox in a browser (lsproxy dev). Off: such a request
+	// is denied (access_denied).
+	SignInPage bool
 	// AccessTTL is the access token lifetime; 0 = DefaultAccessTTL (1h).
 	AccessTTL time.Duration
 	// RefreshIdleTTL: 0 = refresh tokens never expire; otherwise a refresh
@@ -185,10 +192,13 @@ type Emulator struct {
 	tokenHold    time.Duration
 	dropN        int
 	apiDelay     time.Duration
-	accounts     map[string]Account
-	users        map[string]user
-	brownout     Brownout
-	brownoutFrom time.Time
+	// identityStatus, when not 0, is what the identity endpoint answers
+	// (SetIdentityStatus).
+	identityStatus int
+	accounts       map[string]Account
+	users          map[string]user
+	brownout       Brownout
+	brownoutFrom   time.Time
 
 	rl rateLimiter // ratelimit.go
 }
@@ -384,6 +394,16 @@ func (e *Emulator) SetTokenDropAfterGrant(n int) {
 func (e *Emulator) SetAPIDelay(d time.Duration) {
 	e.mu.Lock()
 	e.apiDelay = d
+	e.mu.Unlock()
+}
+
+// SetIdentityStatus makes the mode's identity endpoint (K-Series
+// /f/data/businesses, R-Series Account.json, O-Series companies/me.json)
+// answer status n (e.g. 503 for an outage, 403 for an app whose scopes do
+// not cover it) to every valid token; 0 answers normally again.
+func (e *Emulator) SetIdentityStatus(n int) {
+	e.mu.Lock()
+	e.identityStatus = n
 	e.mu.Unlock()
 }
 

@@ -115,6 +115,17 @@ func (e *Emulator) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	if tenant == "" {
 		tenant = e.approved
 	}
+	if q.Get("emulator_deny") == "1" {
+		e.mu.Unlock()
+		fail("access_denied", "the merchant denied access on the sign-in page")
+		return
+	}
+	if tenant == "" && e.cfg.SignInPage {
+		logins := e.signInLoginsLocked()
+		e.mu.Unlock()
+		e.serveSignInPage(w, r, logins)
+		return
+	}
 	if tenant == "" {
 		e.mu.Unlock()
 		fail("access_denied", "no merchant logged in (Approve a tenant or pass login_hint)")

@@ -57,6 +57,9 @@ var (
 	// location an active grant covers.
 	NoUpstreamHost  = &Kind{Code: "upstream_unavailable", Status: http.StatusBadGateway, Message: "this tenant has no valid domain_prefix naming its upstream host; re-authorize it"}
 	UnknownLocation = &Kind{Code: "unknown_location", Status: http.StatusNotFound, Message: "no active tenant's grant covers this business location"}
+	// AmbiguousLocation: two tenants the caller may use cover the location
+	// and none is configured as its preferred tenant.
+	AmbiguousLocation = &Kind{Code: "ambiguous_location", Status: http.StatusConflict, Message: "several tenants this caller may use cover this business location; send the tenant header"}
 
 	// Control listener (LSPROXY_CONTROL_LISTEN): the admin API. An admin
 	// asking to refresh a flagged tenant gets 409 (the tenant's state
@@ -74,6 +77,7 @@ var (
 	// (SPEC §3 rule 19).
 	RefreshInFlight         = &Kind{Code: "refresh_in_flight", Status: http.StatusConflict, Message: "a refresh of this tenant is in flight (its outcome is not yet stored); nothing changed, retry later", RetryAfter: true}
 	RefreshTokenDiffers     = &Kind{Code: "refresh_token_differs", Status: http.StatusConflict, Message: "the tenant holds another refresh token (refreshed since it was exported?); nothing changed: delete it first or repeat with ?overwrite=true"}
+	NoCandidate             = &Kind{Code: "no_candidate", Status: http.StatusConflict, Message: "the tenant has no re-authorization grant awaiting verification"}
 	DecryptFailed           = &Kind{Code: "decrypt_failed", Status: http.StatusInternalServerError, Message: "the tenant record cannot be decrypted with the configured keys"}
 	StoreUnavailable        = &Kind{Code: "store_unavailable", Status: http.StatusServiceUnavailable, Message: "the store did not answer; retry later"}
 	OnboardingDisabled      = &Kind{Code: "onboarding_disabled", Status: http.StatusServiceUnavailable, Message: "onboarding is not configured: set LSPROXY_REDIRECT_URL"}
@@ -94,6 +98,7 @@ var (
 	LinkInvalid        = &Kind{Code: "link_invalid", Status: http.StatusBadRequest, Message: "the authorize link is malformed or its signature is wrong"}
 	LinkExpired        = &Kind{Code: "link_expired", Status: http.StatusGone, Message: "the authorize link has expired"}
 	LinkUsed           = &Kind{Code: "link_used", Status: http.StatusGone, Message: "the authorize link was already used"}
+	LinkRevoked        = &Kind{Code: "link_revoked", Status: http.StatusGone, Message: "the authorize link was revoked (POST /admin/tenants/{id}/revoke-links) or the tenant was created again"}
 	TenantGone         = &Kind{Code: "tenant_gone", Status: http.StatusGone, Message: "the tenant was deleted"}
 	StateInvalid       = &Kind{Code: "state_invalid", Status: http.StatusBadRequest, Message: "the state is missing, unknown, used or expired"}
 	CallbackIncomplete = &Kind{Code: "callback_incomplete", Status: http.StatusBadRequest, Message: "the callback lacks a code or a required parameter"}

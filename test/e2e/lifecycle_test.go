@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"html"
+	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
@@ -288,5 +291,87 @@ func TestReadyz(t *testing.T) {
 	t.Logf("/readyz 200 again after %v", time.Since(start).Round(time.Millisecond))
 	if code := p.Term(30 * time.Second); code != 0 {
 		t.Errorf("exit %d", code)
+	}
+}
+
+var (
+	devTokenRE    = regexp.MustCompile(`Admin API \(token (\S+)\)`)
+	devLocationRE = regexp.MustCompile(`curl -H 'X-Location: (\d+)' '(http://\S+)'`)
+	devRevokeRE   = regexp.MustCompile(`curl -X POST '(http://\S+/revoke\?tenant=demo)'`)
+	devAuthRE     = regexp.MustCompile(`curl -X POST -H 'Authorization: Bearer \S+' (http://\S+/authorize)`)
+	signInLinkRE  = regexp.MustCompile(`href="([^"]+)" id="login-demo"`)
+)
+
+// TestDevSandboxWalkthrough (issue 22): the sandbox shows the README's
+// walk-through: a request by location, a grant revoked at the emulator
+// (its knob printed by lsproxy dev) flags the tenant, and a new link opened
+// in a browser reaches the emulator's sign-in page, whose login_hint link
+// reconnects the tenant.
+func TestDevSandboxWalkthrough(t *testing.T) {
+	var p *proc
+	var m []string
+	for attempt := 0; attempt < 3 && m == nil; attempt++ {
+		p = startCmd(t, nil, "dev", "--listen", freeAddr(t), "--control-listen", freeAddr(t))
+		m = p.out.waitMatch(devAuthRE, p.done, 30*time.Second)
+		if m == nil && !strings.Contains(p.Logs(), "address already in use") {
+			t.Fatalf("no authorize line (exit %d):\n%s", p.exitCode, p.Logs())
+		}
+	}
+	if m == nil {
+		t.Fatalf("no authorize line:\n%s", p.Logs())
+	}
+	out := p.Logs()
+	tok, loc, rev := devTokenRE.FindStringSubmatch(out), devLocationRE.FindStringSubmatch(out), devRevokeRE.FindStringSubmatch(out)
+	tm := curlRE.FindStringSubmatch(out)
+	if tok == nil || loc == nil || rev == nil || tm == nil {
+		t.Fatalf("lsproxy dev did not print the walk-through lines:\n%s", out)
+	}
+	r, err := do(context.Background(), http.MethodGet, loc[2], http.Header{"X-Location": {loc[1]}}, nil)
+	if err != nil || r.Status != http.StatusOK || r.str("tenant") != "demo" {
+		t.Fatalf("by location: %v %d %s", err, r.Status, r.Body)
+	}
+	// Revoke at the provider: the next request finds the grant dead.
+	if r, err := do(context.Background(), http.MethodPost, rev[1], nil, nil); err != nil || r.Status != http.StatusNoContent {
+		t.Fatalf("revoke knob: %v %v", err, r)
+	}
+	r, err = do(context.Background(), http.MethodGet, tm[3], http.Header{"X-Tenant": {"demo"}}, nil)
+	if err != nil || r.Status != http.StatusUnauthorized || r.Header.Get("X-Lsproxy-Error") != "reauthorization_required" {
+		t.Fatalf("after the revocation: %v %d %s", err, r.Status, r.Body)
+	}
+	// Re-authorize in a browser: lsproxy → the emulator's sign-in page.
+	ar, err := do(context.Background(), http.MethodPost, m[1], http.Header{"Authorization": {"Bearer " + tok[1]}}, nil)
+	if err != nil || ar.Status != http.StatusOK {
+		t.Fatalf("authorize: %v %v", err, ar)
+	}
+	jar, _ := cookiejar.New(nil) // one browser: the OAuth state is bound to its cookie
+	browser := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: httpClient.Transport}
+	open := func(u string) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := browser.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return resp, b
+	}
+	resp, body := open(ar.str("authorize_url"))
+	link := signInLinkRE.FindSubmatch(body)
+	if resp.StatusCode != http.StatusOK || link == nil {
+		t.Fatalf("no sign-in page at %s: %d %s", resp.Request.URL.Redacted(), resp.StatusCode, body)
+	}
+	next, err := resp.Request.URL.Parse(html.UnescapeString(string(link[1])))
+	if err != nil || next.Query().Get("login_hint") != "demo" {
+		t.Fatalf("sign-in link %q: %v", link[1], err)
+	}
+	if resp, body := open(next.String()); resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/oauth/callback" {
+		t.Fatalf("reconnect: %d at %s: %s", resp.StatusCode, resp.Request.URL.Path, body)
+	}
+	r, err = do(context.Background(), http.MethodGet, tm[3], http.Header{"X-Tenant": {"demo"}}, nil)
+	if err != nil || r.Status != http.StatusOK || r.str("tenant") != "demo" {
+		t.Fatalf("after reconnecting: %v %d %s", err, r.Status, r.Body)
+	}
+	if code := p.Term(30 * time.Second); code != 0 {
+		t.Errorf("SIGTERM: exit %d", code)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"testing"
 	"time"
@@ -18,7 +19,9 @@ import (
 // came from.
 func followLink(t testing.TB, link string) (result, *url.URL) {
 	t.Helper()
+	jar, _ := cookiejar.New(nil) // one browser per link: the OAuth state is bound to it
 	client := &http.Client{
+		Jar:       jar,
 		Timeout:   10 * time.Second,
 		Transport: httpClient.Transport,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {

@@ -103,7 +103,7 @@ lsproxy knows (config.Names), and nothing else.
   "breaker_failures" "breaker_open_for" "cache_ttl"
   "redis_wait_replicas" "redis_wait_timeout"
   "invalid_grant_guard_threshold" "invalid_grant_guard_window"
-  "state_ttl" "authorize_link_ttl" "console_session_idle" "success_url" "webhook_url"
+  "state_ttl" "authorize_link_ttl" "identify" "identify_retry" "location_preferred" "console_session_idle" "success_url" "webhook_url"
   "webhook_retry_schedule" "webhook_timeout" "webhook_lease" "webhook_poll_interval"
   "console_oidc_issuer" "console_oidc_client_id" "console_oidc_redirect_url"
   "console_oidc_allowed_emails" "console_oidc_allowed_groups"

@@ -1,0 +1,6 @@
+package onboard
+
+import "sync"
+
+// ResetForbiddenHint lets a test see the once-per-process hint again.
+func ResetForbiddenHint() { forbiddenOnce = sync.Once{} }
