@@ -8,7 +8,8 @@
 // tenants_<verb>.go file per `tenants` subcommand, each registering itself
 // with registerTenantsCommand from an init function: tenants_list.go,
 // tenants_get.go, tenants_authorize.go, tenants_refresh.go,
-// tenants_retry.go, tenants_delete.go, tenants_ratelimit.go (reset-rate-limit), tenants_import.go,
+// tenants_retry.go, tenants_delete.go, tenants_ratelimit.go (reset-rate-limit),
+// tenants_revoke_links.go (revoke-links, accept-candidate), tenants_import.go,
 // tenants_export.go, and tenants_migrate.go (the line format import and
 // export share). serve.go runs the proxy (tls.go its certificate reloads,
 // tracing.go the OTLP setup, ratelimit.go the governor's wiring); dev.go is

@@ -249,14 +249,14 @@ func flagThrough(t *testing.T, p *proc, emu *upstream, tenant string) {
 func TestWebhookOutboxThroughBinary(t *testing.T) {
 	master, replica, sen, masterAddr := startSentinelRedis(t)
 	recv := newHookReceiver(t) // down: nothing listens yet
-	// LSPROXY_E2E_WEBHOOK_DOWN (e.g. 10m, the figure) keeps the
+	// E2E_WEBHOOK_DOWN (e.g. 10m, the figure) keeps the
 	// receiver down that much longer; by default the scenario's own few
 	// seconds (CI time). The schedule outlasts it.
 	extraDown := time.Duration(0)
-	if v := os.Getenv("LSPROXY_E2E_WEBHOOK_DOWN"); v != "" {
+	if v := os.Getenv("E2E_WEBHOOK_DOWN"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			t.Fatalf("LSPROXY_E2E_WEBHOOK_DOWN=%q: %v", v, err)
+			t.Fatalf("E2E_WEBHOOK_DOWN=%q: %v", v, err)
 		}
 		extraDown = d
 	}
