@@ -23,14 +23,18 @@ func TestValidateWebhookAndConsoleOIDC(t *testing.T) {
 		mutate func(c *Config)
 		want   []string
 	}{
-		{"webhook defaults", func(c *Config) { c.WebhookURL, c.WebhookSecret = "https://hooks.example.com/x", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }, nil},
+		{"webhook defaults", func(c *Config) {
+			c.WebhookURL, c.WebhookSecret = "https://hooks.example.com/x", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+		}, nil},
 		{"schedule", func(c *Config) { c.WebhookRetrySchedule = "1s, 2m,3h" }, nil},
 		{"schedule bad", func(c *Config) { c.WebhookRetrySchedule = "1s,soon" }, []string{"LSPROXY_WEBHOOK_RETRY_SCHEDULE (webhook_retry_schedule) must be comma-separated positive durations"}},
 		{"schedule zero", func(c *Config) { c.WebhookRetrySchedule = "0s" }, []string{"LSPROXY_WEBHOOK_RETRY_SCHEDULE"}},
 		{"lease not above timeout", func(c *Config) {
 			c.WebhookURL, c.WebhookSecret, c.WebhookTimeout, c.WebhookLease = "https://hooks.example.com/x", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 15*time.Second, 15*time.Second
 		}, []string{"LSPROXY_WEBHOOK_LEASE (webhook_lease) must be longer than LSPROXY_WEBHOOK_TIMEOUT"}},
-		{"poll zero", func(c *Config) { c.WebhookURL, c.WebhookSecret, c.WebhookPollInterval = "https://hooks.example.com/x", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 0 }, []string{"LSPROXY_WEBHOOK_POLL_INTERVAL (webhook_poll_interval) must be greater than 0"}},
+		{"poll zero", func(c *Config) {
+			c.WebhookURL, c.WebhookSecret, c.WebhookPollInterval = "https://hooks.example.com/x", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 0
+		}, []string{"LSPROXY_WEBHOOK_POLL_INTERVAL (webhook_poll_interval) must be greater than 0"}},
 		{"oidc complete", oidcOn, nil},
 		{"oidc without secret", func(c *Config) { oidcOn(c); c.ConsoleOIDCClientSecret = "" }, []string{"LSPROXY_CONSOLE_OIDC_CLIENT_SECRET (console_oidc_client_secret) is required"}},
 		{"oidc redirect path", func(c *Config) { oidcOn(c); c.ConsoleOIDCRedirectURL = "https://lsproxy.example.com/callback" }, []string{"LSPROXY_CONSOLE_OIDC_REDIRECT_URL (console_oidc_redirect_url) must end in /console/oidc/callback"}},
