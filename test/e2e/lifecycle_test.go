@@ -295,10 +295,10 @@ func TestReadyz(t *testing.T) {
 }
 
 var (
-	devTokenRE    = regexp.MustCompile(`Admin API \(token (\S+)\)`)
+	devTokenRE    = regexp.MustCompile(`export LSPROXY_ADMIN_URL=\S+ LSPROXY_ADMIN_TOKEN=(\S+)`)
 	devLocationRE = regexp.MustCompile(`curl -H 'X-Location: (\d+)' '(http://\S+)'`)
 	devRevokeRE   = regexp.MustCompile(`curl -X POST '(http://\S+/revoke\?tenant=demo)'`)
-	devAuthRE     = regexp.MustCompile(`curl -X POST -H 'Authorization: Bearer \S+' (http://\S+/authorize)`)
+	devAuthRE     = regexp.MustCompile(`curl -X POST -H "Authorization: Bearer \$LSPROXY_ADMIN_TOKEN" (http://\S+/authorize)`)
 	signInLinkRE  = regexp.MustCompile(`href="([^"]+)" id="login-demo"`)
 )
 
