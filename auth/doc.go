@@ -11,7 +11,8 @@
 //	cache.go      the in-process token cache: the fast path (SPEC §3 step
 //	              1) with stale-while-revalidate, Invalidate, Run (other
 //	              replicas' changes, re-subscription, loss reports, the
-//	              count of lost notifications: rule 21)
+//	              count of lost notifications: rule 21), its bound
+//	              (CacheMaxBytes, CLOCK eviction, CacheStats)
 //	refresh.go    the acquisition path after a cache miss, top to bottom in
 //	              SPEC order: singleflight, lock, re-read, takeover of an
 //	              earlier mark (store clock + own monotonic grace), pacing

@@ -82,6 +82,10 @@ type ManagerOptions struct {
 	// CacheTTL bounds how long a cached token is used without re-reading the
 	// store, in case change notifications were lost. Default DefaultCacheTTL.
 	CacheTTL time.Duration
+	// CacheMaxBytes bounds the token cache's estimated size (cache.go):
+	// past it, entries not hit lately are evicted (CLOCK). 0 means
+	// DefaultCacheMaxBytes; negative means unbounded.
+	CacheMaxBytes int64
 	// WaitFor bounds how long an acquisition waits for another holder
 	// (lock, takeover grace) and for the token endpoint's rate budget
 	// before it answers token_unavailable. It does not bound the token
@@ -142,6 +146,7 @@ type Manager struct {
 
 	mu    sync.RWMutex
 	cache map[string]*cacheEntry // see cache.go
+	clock clock                  // the cache's bound (cache.go)
 	// notifying is true while Run's change subscription is live; changes
 	// counts every invalidation and every change of notifying. Together
 	// they say whether an entry may be trusted past CacheTTL (cache.go).
@@ -183,6 +188,7 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		log:       opts.Logger,
 		now:       opts.Now,
 		cache:     make(map[string]*cacheEntry),
+		clock:     clock{max: opts.CacheMaxBytes},
 		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow, scope: opts.GuardScope, state: opts.GuardState},
 	}
 	if oc, ok := r.(*OAuthClient); ok && m.guard.scope == "" {
