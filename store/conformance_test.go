@@ -118,6 +118,8 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"Closed", confClosed},
 		{"Locations", confLocations},
 		{"Guard", confGuard},
+		{"Batch", confBatch},
+		{"BatchLocks", confBatchLocks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
