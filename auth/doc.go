@@ -32,7 +32,9 @@
 //	backoff.go    the one retry delay
 //	defaults.go   every default of the manager (config uses the same values),
 //	               LockTTLFor and CheckLease (rule 17), ShutdownBudget (rule 16)
-//	refresher.go  the background refresher (expiring and idle tenants)
+//	refresher.go  the background refresher (expiring and idle tenants):
+//	              a worker pool, claims shared by replicas
+//	aimd.go       its adaptive concurrency (AIMD on the token endpoint)
 //	oauth.go      OAuthClient: refresh and code grants, pacing (Pacer,
 //	              TokenPacer), error classification
 //	errors.go     sentinel errors and the error types callers switch on

@@ -171,6 +171,10 @@ type Manager struct {
 	closeBy       time.Time // FinishRefreshes' deadline (zero: none); under mu
 	// pacer is the Refresher's rate-budget wait, when it has one (rule 18).
 	pacer Pacer
+	// endpointObs, when set (the background refresher's adaptive limit),
+	// hears every token request's outcome and latency, and every refusal
+	// by the breaker or the pacer.
+	endpointObs atomic.Pointer[func(err error, took time.Duration)]
 
 	// inflight counts running acquisitions, awaited by FinishRefreshes at
 	// shutdown. Add happens only under mu while !closing, so it never races
@@ -252,6 +256,13 @@ func (m *Manager) FinishRefreshes(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// observeEndpoint tells endpointObs about a token request (or its refusal).
+func (m *Manager) observeEndpoint(err error, took time.Duration) {
+	if f := m.endpointObs.Load(); f != nil {
+		(*f)(err, took)
 	}
 }
 
