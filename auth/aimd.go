@@ -27,6 +27,7 @@ type aimdLimit struct {
 	lastCut  time.Time
 	changed  chan struct{} // closed (and replaced) when a slot may be free
 	now      func() time.Time
+	onChange func(limit int) // called (under mu) when the whole limit changes; may be nil
 }
 
 func newAIMD(max int, slow time.Duration, now func() time.Time) *aimdLimit {
@@ -76,6 +77,12 @@ func (a *aimdLimit) release() {
 func (a *aimdLimit) observe(err error, took time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	before := a.current()
+	defer func() {
+		if now := a.current(); now != before && a.onChange != nil {
+			a.onChange(now)
+		}
+	}()
 	switch {
 	case strained(err) || took > a.slow:
 		if now := a.now(); a.lastCut.IsZero() || now.Sub(a.lastCut) >= a.cooldown {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/lsproxy/lsproxy/store"
 )
 
@@ -110,7 +112,8 @@ func TestAIMDAcquireBoundedByLimit(t *testing.T) {
 // from 8), so the endpoint sees fewer refreshes at once; then it grows
 // back and every tenant is refreshed.
 func TestRefresherBacksOffOn429(t *testing.T) {
-	f := newFixture(t)
+	met := NewMetrics(prometheus.NewRegistry())
+	f := newFixture(t, func(o *ManagerOptions) { o.Metrics = met })
 	const n = 24
 	for i := range n {
 		rec := f.put(t, fmt.Sprintf("s%02d", i), time.Hour)
@@ -139,6 +142,9 @@ func TestRefresherBacksOffOn429(t *testing.T) {
 		return &Grant{AccessToken: "at-" + t0.ID + "-new", RefreshToken: "rt-" + t0.ID + "-new", Expiry: f.clk.Now().Add(time.Hour)}, nil
 	}
 	b.Scan(ctx)
+	if got := metricValue(t, met.refresherConc); got != float64(b.Limit()) {
+		t.Errorf("lsproxy_refresher_concurrency = %v, want the limit %d", got, b.Limit())
+	}
 	if m := minLimit.Load(); m != 1 {
 		t.Fatalf("lowest limit seen %d, want 1 after three 429s from 8", m)
 	}

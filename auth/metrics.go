@@ -21,6 +21,7 @@ type Metrics struct {
 	cacheBytes     prometheus.Gauge
 	cacheEntries   prometheus.Gauge
 	cacheEvictions prometheus.Counter
+	refresherConc  prometheus.Gauge
 	guardTripped   prometheus.Gauge
 	guardHeld      prometheus.Counter
 	writeRetries   prometheus.Counter
@@ -90,8 +91,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "lsproxy_token_cache_evictions_total",
 		Help: "Cache entries evicted to stay within cache_max_bytes; the tenant's next request reads the store.",
 	})
+	m.refresherConc = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lsproxy_refresher_concurrency",
+		Help: "Background refreshes allowed at once now: refresher_concurrency, halved while the token endpoint strains (429, 5xx, timeouts, slow answers).",
+	})
 	reg.MustRegister(m.refreshes, m.refreshSeconds, m.lockWaitSecs, m.breaker, m.flags, m.guardTripped, m.guardHeld, m.writeRetries, m.cache,
-		m.cacheBytes, m.cacheEntries, m.cacheEvictions)
+		m.cacheBytes, m.cacheEntries, m.cacheEvictions, m.refresherConc)
 	m.breakerState(gobreaker.StateClosed)
 	m.cacheHit = m.cache.WithLabelValues("hit")
 	m.cacheMiss = m.cache.WithLabelValues("miss")
@@ -149,6 +154,13 @@ func (m *Metrics) cacheSize(entries int, bytes int64) {
 	if m != nil {
 		m.cacheEntries.Set(float64(entries))
 		m.cacheBytes.Set(float64(bytes))
+	}
+}
+
+// refresherLimit sets the background refresher's current concurrency.
+func (m *Metrics) refresherLimit(n int) {
+	if m != nil {
+		m.refresherConc.Set(float64(n))
 	}
 }
 

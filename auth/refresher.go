@@ -132,6 +132,9 @@ func (b *BackgroundRefresher) defaults() {
 	}
 	b.once.Do(func() {
 		b.limit = newAIMD(b.Concurrency, b.SlowRefresh, time.Now)
+		met := b.Manager.opts.Metrics
+		b.limit.onChange = met.refresherLimit
+		met.refresherLimit(b.Concurrency)
 		obs := b.limit.observe
 		b.Manager.endpointObs.Store(&obs)
 	})
