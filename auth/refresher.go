@@ -314,14 +314,12 @@ func (b *BackgroundRefresher) refreshOne(ctx context.Context, id string) bool {
 	if !b.limit.acquire(ctx) {
 		return false
 	}
-	tok, err := b.Manager.refreshIfUnchanged(ctx, rec)
+	_, err = b.Manager.refreshIfUnchanged(ctx, rec)
 	b.limit.release()
-	if err == nil && tok.AccessToken != rec.AccessToken {
-		// Done: the tenant is no longer due. After a failure (which may
-		// still answer with the valid old token) the claim stays until it
-		// expires, so the fleet retries no sooner.
-		_ = claim.Release(context.WithoutCancel(ctx))
-	}
+	// Given back either way: refreshed, the tenant is no longer due; failed,
+	// the next scan of any replica tries again, as before claims. The TTL
+	// only covers a replica that dies holding one.
+	_ = claim.Release(context.WithoutCancel(ctx))
 	if err != nil {
 		b.Logger.Warn("background refresh failed", zap.String("tenant", rec.ID), zap.String("why", why), zap.Error(err))
 	} else {
