@@ -43,7 +43,21 @@ import (
 // the store again; a flagged tenant until its flag is read again.
 //
 // Entries are immutable once published in Manager.cache except for the
-// atomic fields; a change replaces the entry. Manager.mu guards the map.
+// atomic fields and slot; a change replaces the entry. Manager.mu guards
+// the map and the bound (clock).
+//
+// The bound (ManagerOptions.CacheMaxBytes): every entry's estimated size
+// (entrySize) is counted, and an insert that takes the total past the bound
+// evicts with CLOCK (second chance). A hit sets the entry's reference bit
+// (one atomic load, and a store only when it was clear: no lock, no
+// allocation); the hand clears set bits as it passes and evicts the first
+// entry whose bit is clear. A new entry starts with its bit clear and, once
+// the cache is full, sits where the hand is (the eviction moved it there):
+// a scan of one-off tenants evicts itself, while a tenant hit between two
+// evictions gets a full turn of the hand. Eviction only forgets: the next
+// request for that tenant reads the store (the slow path, with every
+// protocol rule), and an evicted entry's background re-read finds it gone
+// and does nothing.
 
 type cacheEntry struct {
 	tok       Token
@@ -54,6 +68,110 @@ type cacheEntry struct {
 
 	usedAt       atomic.Int64 // unix ns of the last Token hit, for the background refresher
 	revalidating atomic.Bool  // a background re-read of this entry runs or failed
+	ref          atomic.Bool  // CLOCK's reference bit: hit since the hand last passed
+
+	size int64 // entrySize, set by put
+	slot int   // index in clock.ring; under Manager.mu
+}
+
+// entryOverhead is what an entry costs besides its strings: the entry, the
+// map slot, the ring slot and the string headers (about 300 bytes measured
+// on amd64 by TestCacheSizeEstimate; rounded up).
+const entryOverhead = 352
+
+// entrySize estimates the heap an entry for tenant holds. The access token
+// is counted once: AccessToken shares the Authorization value's memory.
+func entrySize(tenant string, e *cacheEntry) int64 {
+	n := entryOverhead + len(tenant) + len(e.tok.authorization) + len(e.tok.DomainPrefix)
+	if e.tok.authorization == "" {
+		n += len(e.tok.AccessToken)
+	}
+	if e.reauth != nil {
+		n += 64 + len(e.reauth.Tenant) + len(e.reauth.Reason)
+	}
+	return int64(n)
+}
+
+// clock is the cache's bound; under Manager.mu.
+type clock struct {
+	max       int64    // <= 0: unbounded
+	bytes     int64    // sum of the entries' sizes
+	ring      []string // cached tenants; an entry's slot is its index
+	hand      int
+	evictions uint64
+}
+
+// CacheStats describe the token cache.
+type CacheStats struct {
+	Entries   int
+	Bytes     int64 // estimated (entrySize)
+	MaxBytes  int64 // <= 0: unbounded
+	Evictions uint64
+}
+
+// CacheStats returns the cache's current size and evictions so far.
+func (m *Manager) CacheStats() CacheStats {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return CacheStats{Entries: len(m.cache), Bytes: m.clock.bytes, MaxBytes: m.clock.max, Evictions: m.clock.evictions}
+}
+
+// put publishes e as tenant's entry and evicts past the bound. Call with
+// m.mu held for writing.
+func (m *Manager) put(tenant string, e *cacheEntry) {
+	e.size = entrySize(tenant, e)
+	if old := m.cache[tenant]; old != nil {
+		e.slot = old.slot
+		m.clock.bytes += e.size - old.size
+	} else {
+		e.slot = len(m.clock.ring)
+		m.clock.ring = append(m.clock.ring, tenant)
+		m.clock.bytes += e.size
+	}
+	m.cache[tenant] = e
+	if m.clock.max > 0 && m.clock.bytes > m.clock.max {
+		m.evict(tenant)
+	}
+	m.opts.Metrics.cacheSize(len(m.cache), m.clock.bytes)
+}
+
+// evict runs the hand until the cache fits its bound, sparing keep (the
+// entry just put) and entries hit since the hand last passed them. Each
+// victim is found within two turns of the hand (the first clears every
+// bit), so the loop is bounded.
+func (m *Manager) evict(keep string) {
+	c := &m.clock
+	for steps := 2*len(c.ring) + 2; c.bytes > c.max && len(c.ring) > 1 && steps > 0; steps-- {
+		if c.hand >= len(c.ring) {
+			c.hand = 0
+		}
+		id := c.ring[c.hand]
+		e := m.cache[id]
+		if id == keep || e.ref.Swap(false) {
+			c.hand++
+			continue
+		}
+		m.remove(id, e)
+		c.evictions++
+		m.opts.Metrics.cacheEvicted()
+		steps = 2*len(c.ring) + 2 // the next victim gets its own bound
+	}
+}
+
+// remove drops tenant's entry e (the one in m.cache) and its ring slot:
+// the ring's last tenant moves into the slot. Call with m.mu held.
+func (m *Manager) remove(tenant string, e *cacheEntry) {
+	c := &m.clock
+	last := len(c.ring) - 1
+	if e.slot != last {
+		moved := c.ring[last]
+		c.ring[e.slot] = moved
+		m.cache[moved].slot = e.slot
+	}
+	c.ring[last] = ""
+	c.ring = c.ring[:last]
+	c.bytes -= e.size
+	delete(m.cache, tenant)
 }
 
 // newEntry returns an entry whose usedAt is carried over from old.
@@ -61,6 +179,7 @@ func newEntry(old *cacheEntry, tok Token, fetchedAt, retryAt time.Time, re *Reau
 	e := &cacheEntry{tok: tok.withAuthorization(), fetchedAt: fetchedAt, retryAt: retryAt, reauth: re}
 	if old != nil {
 		e.usedAt.Store(old.usedAt.Load())
+		e.ref.Store(old.ref.Load())
 	}
 	return e
 }
@@ -99,7 +218,7 @@ func (e *cacheEntry) used() time.Time {
 	return time.Time{}
 }
 
-// touch records a hit. It writes at most once a second per entry so that
+// touch records a use. It writes at most once a second per entry so that
 // concurrent hits on one tenant do not contend on the cache line.
 func (e *cacheEntry) touch(now time.Time) {
 	ns := now.UnixNano()
@@ -122,6 +241,9 @@ func (m *Manager) cached(tenant string, now time.Time) (e *cacheEntry, tok Token
 		return nil, Token{}, false, nil
 	}
 	e.touch(now)
+	if !e.ref.Load() { // a store only when clear: no contention on hot tenants
+		e.ref.Store(true)
+	}
 	if e.fetchedAt.IsZero() {
 		return e, Token{}, false, nil
 	}
@@ -247,20 +369,20 @@ func (m *Manager) revalidate(tenant string, e *cacheEntry) {
 		}
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			m.cache[tenant] = newEntry(e, Token{}, time.Time{}, time.Time{}, nil)
+			m.put(tenant, newEntry(e, Token{}, time.Time{}, time.Time{}, nil))
 		case err != nil:
 			m.log.Debug("cache re-read failed; serving the cached token", zap.String("tenant", tenant), zap.Error(err))
 		case rec.Version < e.tok.Version:
 			// An older replica answered (a Redis replica lagging): keep ours.
 		case rec.Status != store.StatusActive: // flagged or pending
 			re := &ReauthError{Tenant: rec.ID, Reason: rec.Reason, Since: rec.FlaggedAt}
-			m.cache[tenant] = m.trustedEntry(e, Token{}, now, time.Time{}, re, w)
+			m.put(tenant, m.trustedEntry(e, Token{}, now, time.Time{}, re, w))
 		case m.fresh(rec.AccessExpiresAt, now):
 			tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version, DomainPrefix: rec.Extra["domain_prefix"]}
-			m.cache[tenant] = m.trustedEntry(e, tok, now, time.Time{}, nil, w)
+			m.put(tenant, m.trustedEntry(e, tok, now, time.Time{}, nil, w))
 		default:
 			// Due for a refresh: the next request takes the slow path.
-			m.cache[tenant] = newEntry(e, Token{}, time.Time{}, time.Time{}, nil)
+			m.put(tenant, newEntry(e, Token{}, time.Time{}, time.Time{}, nil))
 		}
 	}()
 }
@@ -273,7 +395,7 @@ func (m *Manager) remember(rec *store.Tenant, re *ReauthError, retryAt time.Time
 	tok := Token{AccessToken: rec.AccessToken, Expiry: rec.AccessExpiresAt, Version: rec.Version, DomainPrefix: rec.Extra["domain_prefix"]}
 	now := m.now()
 	m.mu.Lock()
-	m.cache[rec.ID] = m.trustedEntry(m.cache[rec.ID], tok, now, retryAt, re, w)
+	m.put(rec.ID, m.trustedEntry(m.cache[rec.ID], tok, now, retryAt, re, w))
 	m.mu.Unlock()
 	return tok
 }
@@ -294,7 +416,7 @@ func (m *Manager) Invalidate(tenant string) {
 	m.mu.Lock()
 	m.changes.Add(1)
 	if e := m.cache[tenant]; e != nil {
-		m.cache[tenant] = newEntry(e, Token{}, time.Time{}, time.Time{}, nil) // keep only "in use"
+		m.put(tenant, newEntry(e, Token{}, time.Time{}, time.Time{}, nil)) // keep only "in use"
 	}
 	m.mu.Unlock()
 }
@@ -306,7 +428,7 @@ func (m *Manager) distrustAll() {
 	m.mu.Lock()
 	m.changes.Add(1)
 	for id, e := range m.cache {
-		m.cache[id] = newEntry(e, e.tok, time.Time{}, time.Time{}, nil)
+		m.put(id, newEntry(e, e.tok, time.Time{}, time.Time{}, nil)) // same size: evicts nothing
 	}
 	m.mu.Unlock()
 }

@@ -22,8 +22,12 @@ const (
 	// (0.75 s); with DefaultLockTTL a tenant whose holder was SIGKILLed
 	// mid-request is taken over within about 13 s (SPEC §3 rule 11 asks
 	// for 15 s).
-	DefaultTakeoverGrace   = 1500 * time.Millisecond
-	DefaultCacheTTL        = 60 * time.Second
+	DefaultTakeoverGrace = 1500 * time.Millisecond
+	DefaultCacheTTL      = 60 * time.Second
+	// DefaultCacheMaxBytes bounds the token cache when nothing else does
+	// (the configuration sizes it from the container's memory limit when
+	// it knows one): about 170,000 tenants with K-Series-sized tokens.
+	DefaultCacheMaxBytes   = 256 << 20
 	DefaultBreakerFailures = 5
 	DefaultBreakerOpenFor  = 5 * time.Second
 	// DefaultGuardThreshold distinct tenants rejected with invalid_grant
@@ -88,6 +92,9 @@ func (o *ManagerOptions) withDefaults() {
 	}
 	if o.TakeoverGrace <= 0 {
 		o.TakeoverGrace = DefaultTakeoverGrace
+	}
+	if o.CacheMaxBytes == 0 {
+		o.CacheMaxBytes = DefaultCacheMaxBytes
 	}
 	if o.CacheTTL <= 0 {
 		o.CacheTTL = DefaultCacheTTL

@@ -11,7 +11,8 @@
 //	cache.go      the in-process token cache: the fast path (SPEC §3 step
 //	              1) with stale-while-revalidate, Invalidate, Run (other
 //	              replicas' changes, re-subscription, loss reports, the
-//	              count of lost notifications: rule 21)
+//	              count of lost notifications: rule 21), its bound
+//	              (CacheMaxBytes, CLOCK eviction, CacheStats)
 //	refresh.go    the acquisition path after a cache miss, top to bottom in
 //	              SPEC order: singleflight, lock, re-read, takeover of an
 //	              earlier mark (store clock + own monotonic grace), pacing
@@ -31,7 +32,9 @@
 //	backoff.go    the one retry delay
 //	defaults.go   every default of the manager (config uses the same values),
 //	               LockTTLFor and CheckLease (rule 17), ShutdownBudget (rule 16)
-//	refresher.go  the background refresher (expiring and idle tenants)
+//	refresher.go  the background refresher (expiring and idle tenants):
+//	              a worker pool, claims shared by replicas
+//	aimd.go       its adaptive concurrency (AIMD on the token endpoint)
 //	breakers.go   one token-endpoint circuit breaker per token host
 //	              (X-Series stores), ErrNoTokenHost
 //	oauth.go      OAuthClient: refresh and code grants, pacing (Pacer,

@@ -82,6 +82,10 @@ type ManagerOptions struct {
 	// CacheTTL bounds how long a cached token is used without re-reading the
 	// store, in case change notifications were lost. Default DefaultCacheTTL.
 	CacheTTL time.Duration
+	// CacheMaxBytes bounds the token cache's estimated size (cache.go):
+	// past it, entries not hit lately are evicted (CLOCK). 0 means
+	// DefaultCacheMaxBytes; negative means unbounded.
+	CacheMaxBytes int64
 	// WaitFor bounds how long an acquisition waits for another holder
 	// (lock, takeover grace) and for the token endpoint's rate budget
 	// before it answers token_unavailable. It does not bound the token
@@ -142,6 +146,7 @@ type Manager struct {
 
 	mu    sync.RWMutex
 	cache map[string]*cacheEntry // see cache.go
+	clock clock                  // the cache's bound (cache.go)
 	// notifying is true while Run's change subscription is live; changes
 	// counts every invalidation and every change of notifying. Together
 	// they say whether an entry may be trusted past CacheTTL (cache.go).
@@ -166,6 +171,10 @@ type Manager struct {
 	closeBy       time.Time // FinishRefreshes' deadline (zero: none); under mu
 	// pacer is the Refresher's rate-budget wait, when it has one (rule 18).
 	pacer Pacer
+	// endpointObs, when set (the background refresher's adaptive limit),
+	// hears every token request's outcome and latency, and every refusal
+	// by the breaker or the pacer.
+	endpointObs atomic.Pointer[func(err error, took time.Duration)]
 
 	// inflight counts running acquisitions, awaited by FinishRefreshes at
 	// shutdown. Add happens only under mu while !closing, so it never races
@@ -183,6 +192,7 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		log:       opts.Logger,
 		now:       opts.Now,
 		cache:     make(map[string]*cacheEntry),
+		clock:     clock{max: opts.CacheMaxBytes},
 		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow, scope: opts.GuardScope, state: opts.GuardState},
 	}
 	if oc, ok := r.(*OAuthClient); ok && m.guard.scope == "" {
@@ -241,6 +251,13 @@ func (m *Manager) FinishRefreshes(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// observeEndpoint tells endpointObs about a token request (or its refusal).
+func (m *Manager) observeEndpoint(err error, took time.Duration) {
+	if f := m.endpointObs.Load(); f != nil {
+		(*f)(err, took)
 	}
 }
 

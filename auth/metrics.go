@@ -18,6 +18,10 @@ type Metrics struct {
 	cache          *prometheus.CounterVec
 	cacheHit       prometheus.Counter // cache's children, looked up once: a lookup per request costs a label hash
 	cacheMiss      prometheus.Counter
+	cacheBytes     prometheus.Gauge
+	cacheEntries   prometheus.Gauge
+	cacheEvictions prometheus.Counter
+	refresherConc  prometheus.Gauge
 	guardTripped   prometheus.Gauge
 	guardHeld      prometheus.Counter
 	writeRetries   prometheus.Counter
@@ -75,7 +79,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "lsproxy_token_write_retries_total",
 		Help: "Retried writes of a received grant (store unreachable); the holder retries for as long as it lives.",
 	})
-	reg.MustRegister(m.refreshes, m.refreshSeconds, m.lockWaitSecs, m.breaker, m.flags, m.guardTripped, m.guardHeld, m.writeRetries, m.cache)
+	m.cacheBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lsproxy_token_cache_bytes",
+		Help: "Estimated memory held by the in-process token cache (bounded by cache_max_bytes).",
+	})
+	m.cacheEntries = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lsproxy_token_cache_entries",
+		Help: "Tenants in the in-process token cache.",
+	})
+	m.cacheEvictions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lsproxy_token_cache_evictions_total",
+		Help: "Cache entries evicted to stay within cache_max_bytes; the tenant's next request reads the store.",
+	})
+	m.refresherConc = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lsproxy_refresher_concurrency",
+		Help: "Background refreshes allowed at once now: refresher_concurrency, halved while the token endpoint strains (429, 5xx, timeouts, slow answers).",
+	})
+	reg.MustRegister(m.refreshes, m.refreshSeconds, m.lockWaitSecs, m.breaker, m.flags, m.guardTripped, m.guardHeld, m.writeRetries, m.cache,
+		m.cacheBytes, m.cacheEntries, m.cacheEvictions, m.refresherConc)
 	m.breakerState(gobreaker.StateClosed)
 	m.cacheHit = m.cache.WithLabelValues("hit")
 	m.cacheMiss = m.cache.WithLabelValues("miss")
@@ -125,6 +146,28 @@ func (m *Metrics) cacheLookup(hit bool) {
 		m.cacheHit.Inc()
 	} else {
 		m.cacheMiss.Inc()
+	}
+}
+
+// cacheSize sets the cache's size gauges.
+func (m *Metrics) cacheSize(entries int, bytes int64) {
+	if m != nil {
+		m.cacheEntries.Set(float64(entries))
+		m.cacheBytes.Set(float64(bytes))
+	}
+}
+
+// refresherLimit sets the background refresher's current concurrency.
+func (m *Metrics) refresherLimit(n int) {
+	if m != nil {
+		m.refresherConc.Set(float64(n))
+	}
+}
+
+// cacheEvicted counts one eviction.
+func (m *Metrics) cacheEvicted() {
+	if m != nil {
+		m.cacheEvictions.Inc()
 	}
 }
 

@@ -207,6 +207,7 @@ func (m *Manager) refreshHolding(ctx, waitCtx context.Context, lock store.Lock, 
 	if open, err := m.breakerOpenFor(cur); err != nil {
 		return Token{}, err // no token host: nothing sent, no breaker counts it
 	} else if open {
+		m.observeEndpoint(ErrBreakerOpen, 0)
 		return m.staleOrUnavailable(cur, ErrBreakerOpen)
 	}
 	// 18. Wait for the token endpoint's rate budget before anything is
@@ -277,6 +278,7 @@ func (m *Manager) pace(ctx, waitCtx context.Context, cur *store.Tenant) (context
 	m.opts.Metrics.refresh("paced")
 	m.log.Warn("refresh not sent: the rate-limit governor refused it (token endpoint budget exhausted)",
 		zap.String("tenant", cur.ID), zap.Duration("retry_after", retry), zap.Duration("waited_up_to", wait))
+	m.observeEndpoint(ErrPaced, 0)
 	return nil, &UnavailableError{Tenant: cur.ID, RetryAfter: retry, Err: fmt.Errorf("%w: %w", ErrPaced, err)}
 }
 
@@ -437,9 +439,11 @@ func (m *Manager) sendGrant(ctx context.Context, cur *store.Tenant) (*Grant, err
 	defer cancel()
 	start := m.now()
 	tctx, end := span(tctx, "lsproxy.token_request", cur.ID)
+	sent := time.Now()
 	g, err := m.execute(tctx, cur, func() (*Grant, error) { return m.refresher.Refresh(tctx, cur) })
 	end(err)
 	m.opts.Metrics.refreshLatency(m.now().Sub(start))
+	m.observeEndpoint(err, time.Since(sent))
 	return g, err
 }
 

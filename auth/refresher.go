@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,6 +19,9 @@ const (
 	DefaultRefresherInterval    = 30 * time.Second
 	DefaultRefresherConcurrency = 4
 	DefaultRefreshIdleMargin    = 48 * time.Hour
+	// DefaultSlowRefresh is SlowRefresh's default: several times a healthy
+	// token endpoint's latency (Lightspeed: 100-300 ms).
+	DefaultSlowRefresh = 2 * time.Second
 )
 
 // BackgroundRefresher keeps tenants alive without traffic: it refreshes
@@ -28,8 +33,14 @@ type BackgroundRefresher struct {
 	Store   store.Store
 	// Interval between scans; default 30s.
 	Interval time.Duration
-	// Concurrency bounds simultaneous refreshes; default 4.
+	// Concurrency bounds simultaneous refreshes; default 4. The refresher
+	// adapts below it (AIMD, aimd.go): halved when the token endpoint
+	// answers 429 or 5xx, does not answer, or is slower than SlowRefresh;
+	// grown by one per Concurrency good refreshes.
 	Concurrency int
+	// SlowRefresh: a background refresh taking longer counts as the token
+	// endpoint straining; default DefaultSlowRefresh.
+	SlowRefresh time.Duration
 	// IdleTTL is how long an unused refresh token lives when the provider
 	// did not say (the preset's RefreshIdleTTL); 0 = no idle expiry.
 	IdleTTL time.Duration
@@ -51,6 +62,16 @@ type BackgroundRefresher struct {
 	ReadAllEvery time.Duration
 	// Logger; nil = none.
 	Logger *zap.Logger
+
+	once  sync.Once
+	limit *aimdLimit // set by defaults; kept across scans
+}
+
+// Limit returns the refresher's current adaptive concurrency (at most
+// Concurrency).
+func (b *BackgroundRefresher) Limit() int {
+	b.defaults()
+	return b.limit.Limit()
 }
 
 // Run refreshes until ctx ends. Every Interval it checks the tenants this
@@ -106,6 +127,17 @@ func (b *BackgroundRefresher) defaults() {
 	if b.Logger == nil {
 		b.Logger = zap.NewNop()
 	}
+	if b.SlowRefresh <= 0 {
+		b.SlowRefresh = DefaultSlowRefresh
+	}
+	b.once.Do(func() {
+		b.limit = newAIMD(b.Concurrency, b.SlowRefresh, time.Now)
+		met := b.Manager.opts.Metrics
+		b.limit.onChange = met.refresherLimit
+		met.refresherLimit(b.Concurrency)
+		obs := b.limit.observe
+		b.Manager.endpointObs.Store(&obs)
+	})
 }
 
 // Scan reads every tenant once and refreshes the due ones, at most
@@ -186,51 +218,114 @@ func (b *BackgroundRefresher) horizon() time.Duration {
 	return b.Manager.opts.RefreshBefore + b.Interval + b.Jitter
 }
 
+// claimName is the background refresher's claim on a due tenant: the
+// replica that takes it refreshes the tenant, the others skip it, so R
+// replicas share a due list without duplicate work. It only avoids work:
+// the tenant's lock still makes the refresh itself one (SPEC §3).
+func claimName(tenant string) string { return "refresh-claim:" + tenant }
+
+// claimTTL is how long a claim keeps other replicas off a tenant: past it
+// (the claimant died, or its refresh failed) the next scan of any replica
+// tries again.
+func (b *BackgroundRefresher) claimTTL() time.Duration {
+	return max(b.Interval, 2*b.Manager.opts.LockTTL)
+}
+
+// refreshDue refreshes the due tenants among ids with Concurrency workers,
+// at most the adaptive limit of them at once. The ids are handed out
+// spread over Jitter (a few due tenants do not all start at once; a storm
+// is paced by the limit). Per tenant a worker reads it and, if it is due,
+// claims it (one SET NX; a tenant claimed by another replica is skipped)
+// and refreshes it. It returns the number of refreshes attempted.
 func (b *BackgroundRefresher) refreshDue(ctx context.Context, ids []string) int {
-	sem := make(chan struct{}, b.Concurrency)
-	done := make(chan struct{}, len(ids))
-	started := 0
-	for _, id := range ids {
-		if ctx.Err() != nil {
-			break
-		}
-		rec, err := b.Store.Get(ctx, id)
-		if err != nil {
-			if !errors.Is(err, store.ErrNotFound) {
-				b.Logger.Warn("refresher: reading tenant", zap.String("tenant", id), zap.Error(err))
-			}
-			continue
-		}
-		why := b.due(rec)
-		if why == "" {
-			continue
-		}
-		started++
-		go func(rec *store.Tenant, why string) {
-			defer func() { done <- struct{}{} }()
-			select { // spread the load
-			case <-time.After(rand.N(b.Jitter)):
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			defer func() { <-sem }()
-			_, err := b.Manager.refreshIfUnchanged(ctx, rec)
-			if err != nil {
-				b.Logger.Warn("background refresh failed", zap.String("tenant", rec.ID), zap.String("why", why), zap.Error(err))
-			} else {
-				b.Logger.Debug("background refresh", zap.String("tenant", rec.ID), zap.String("why", why))
-			}
-		}(rec, why)
+	b.defaults()
+	if len(ids) == 0 {
+		return 0
 	}
-	for i := 0; i < started; i++ {
-		<-done
+	var started atomic.Int64
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(b.Concurrency, len(ids)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				if b.refreshOne(ctx, id) {
+					started.Add(1)
+				}
+			}
+		}()
 	}
-	return started
+	gap := b.Jitter / time.Duration(len(ids))
+	offset := time.Duration(0)
+	if gap > 0 {
+		offset = rand.N(gap) // where in its first gap the first id starts
+	}
+feed:
+	for i, id := range ids {
+		if i > 0 || offset > 0 {
+			wait := gap
+			if i == 0 {
+				wait = offset
+			}
+			if wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					break feed
+				}
+			}
+		}
+		select {
+		case work <- id:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	return int(started.Load())
+}
+
+// refreshOne reads tenant id and, if it is due and this replica claims it,
+// refreshes it within the adaptive limit; it reports whether a refresh was
+// attempted.
+func (b *BackgroundRefresher) refreshOne(ctx context.Context, id string) bool {
+	rec, err := b.Store.Get(ctx, id)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			b.Logger.Warn("refresher: reading tenant", zap.String("tenant", id), zap.Error(err))
+		}
+		return false
+	}
+	why := b.due(rec)
+	if why == "" {
+		return false
+	}
+	claim, err := b.Store.TryLock(ctx, claimName(id), b.claimTTL())
+	if err != nil {
+		if !errors.Is(err, store.ErrLockHeld) {
+			b.Logger.Warn("refresher: claiming tenant", zap.String("tenant", id), zap.Error(err))
+		}
+		return false // ErrLockHeld: another replica refreshes it
+	}
+	if !b.limit.acquire(ctx) {
+		return false
+	}
+	_, err = b.Manager.refreshIfUnchanged(ctx, rec)
+	b.limit.release()
+	// Given back either way: refreshed, the tenant is no longer due; failed,
+	// the next scan of any replica tries again, as before claims. The TTL
+	// only covers a replica that dies holding one.
+	_ = claim.Release(context.WithoutCancel(ctx))
+	if err != nil {
+		b.Logger.Warn("background refresh failed", zap.String("tenant", rec.ID), zap.String("why", why), zap.Error(err))
+	} else {
+		b.Logger.Debug("background refresh", zap.String("tenant", rec.ID), zap.String("why", why))
+	}
+	return true
 }
 
 // due says why rec needs a refresh now, or "".

@@ -50,7 +50,7 @@ func TestRefresherDue(t *testing.T) {
 				f.m.mu.Lock()
 				e := &cacheEntry{}
 				e.usedAt.Store(now.UnixNano())
-				f.m.cache[rec.ID] = e
+				f.m.put(rec.ID, e)
 				f.m.mu.Unlock()
 			}
 			if got := b.due(&rec); got != c.want {

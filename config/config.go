@@ -154,6 +154,11 @@ type Config struct {
 	// CacheTTL bounds how long a cached token is trusted without a store
 	// re-read (the fallback if change notifications are lost).
 	CacheTTL time.Duration `yaml:"cache_ttl" env:"CACHE_TTL"`
+	// CacheMaxBytes bounds the in-process token cache (estimated bytes;
+	// past it, tenants not requested lately are evicted and read from the
+	// store again when next requested). 0: a quarter of the container's
+	// memory limit when one is known, else auth.DefaultCacheMaxBytes.
+	CacheMaxBytes ByteSize `yaml:"cache_max_bytes" env:"CACHE_MAX_BYTES"`
 
 	// StateTTL is the OAuth state lifetime after the merchant opens the link;
 	// AuthorizeLinkTTL is how long the admin's link stays valid.

@@ -68,3 +68,13 @@ func (c Config) EffectiveLockTTL() time.Duration {
 	}
 	return auth.LockTTLFor(c.TokenTimeout)
 }
+
+// autoCacheMaxBytes is the token cache's bound for a container memory limit
+// (0: none known): a quarter of it, at least MinCacheMaxBytes, else
+// auth.DefaultCacheMaxBytes.
+func autoCacheMaxBytes(limit int64) int64 {
+	if limit <= 0 {
+		return auth.DefaultCacheMaxBytes
+	}
+	return max(limit/CacheMemoryShare, MinCacheMaxBytes)
+}

@@ -20,4 +20,6 @@
 //   - checks.go: the admin token's and webhook secret's rules, the
 //     redirect URL's path, Warnings.
 //   - redact.go: Redacted, a copy safe to print.
+//   - bytesize.go: ByteSize (256MiB), the container's memory limit and the
+//     token cache's bound derived from it (EffectiveCacheMaxBytes).
 package config

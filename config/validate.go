@@ -218,6 +218,9 @@ func (c Config) Validate(mode string) []error {
 		}
 	}
 
+	if c.CacheMaxBytes != 0 && c.CacheMaxBytes < MinCacheMaxBytes {
+		v.add("CacheMaxBytes", "must be 0 (sized from the memory limit) or at least %s; got %s", ByteSize(MinCacheMaxBytes), c.CacheMaxBytes)
+	}
 	if c.RateLimitMaxBlock < 0 {
 		v.add("RateLimitMaxBlock", "must not be negative (0 means %s); got %s", ratelimit.DefaultMaxBlock, c.RateLimitMaxBlock)
 	}

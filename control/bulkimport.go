@@ -27,8 +27,10 @@ const (
 	maxImportBody = 16 << 20
 	// MaxImportLines bounds the tenants of one request.
 	MaxImportLines = 5000
-	// importWorkers writes that many tenants of a request at once.
-	importWorkers = 8
+	// importBatchSize tenants of a request are locked, read and written
+	// together (importBatch); importWorkers batches run at once.
+	importBatchSize = 250
+	importWorkers   = 4
 	// importLockTTL holds a tenant's refresh lock while its import is
 	// written, so no refresh can start in between.
 	importLockTTL = 10 * time.Second
@@ -215,18 +217,28 @@ func (s *Server) bulkImport(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]ImportResult, len(jobs))
 	var wg sync.WaitGroup
-	next := make(chan int)
-	for range min(importWorkers, len(jobs)) {
+	next := make(chan int) // the first job of a batch
+	for range min(importWorkers, (len(jobs)+importBatchSize-1)/importBatchSize) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range next {
-				out[i] = s.importOne(r.Context(), jobs[i].line, jobs[i].n, dry, overwrite)
+			for first := range next {
+				batch := jobs[first:min(first+importBatchSize, len(jobs))]
+				lines := make([]ImportLine, len(batch))
+				for i, j := range batch {
+					lines[i] = j.line
+				}
+				for i, res := range s.importBatch(r.Context(), lines, dry, overwrite) {
+					out[first+i] = ImportResult{Line: batch[i].n, ID: batch[i].line.ID, Status: res.out.status}
+					if res.no != nil {
+						out[first+i].Status, out[first+i].Error = "error", res.no.line
+					}
+				}
 			}
 		}()
 	}
-	for i := range jobs {
-		next <- i
+	for first := 0; first < len(jobs); first += importBatchSize {
+		next <- first
 	}
 	close(next)
 	wg.Wait()
@@ -255,17 +267,6 @@ func safeID(id string) string {
 		return id
 	}
 	return ""
-}
-
-func (s *Server) importOne(ctx context.Context, l ImportLine, n int, dry, overwrite bool) ImportResult {
-	res := ImportResult{Line: n, ID: l.ID}
-	out, ierr := s.importTenant(ctx, l, dry, overwrite, false)
-	if ierr != nil {
-		res.Status, res.Error = "error", ierr.line
-		return res
-	}
-	res.Status = out.status
-	return res
 }
 
 // importOutcome is what importTenant did with one tenant.
@@ -306,44 +307,87 @@ type importRefusal struct {
 // PUT of before rule 19: no lock, no look at the mark, always overwrite.
 // Safe for concurrent use.
 func (s *Server) importTenant(ctx context.Context, l ImportLine, dry, overwrite, legacy bool) (importOutcome, *importRefusal) {
-	refuse := func(kind *httperr.Kind, detail, format string, args ...any) (importOutcome, *importRefusal) {
-		return importOutcome{}, &importRefusal{kind: kind, detail: detail, line: fmt.Sprintf(format, args...)}
-	}
-	ignoreMark := legacy
-	if !ignoreMark {
+	if !legacy {
 		lock, err := s.Store.TryLock(ctx, "tenant:"+l.ID, importLockTTL)
-		if errors.Is(err, store.ErrLockHeld) {
-			return refuse(httperr.RefreshInFlight, "", "tenant %s: a refresh is in flight; nothing changed, retry this line later", l.ID)
-		}
 		if err != nil {
-			return refuse(httperr.StoreUnavailable, "", "tenant %s: store unavailable; nothing changed", l.ID)
+			return importOutcome{}, lockRefusal(l.ID, err)
 		}
 		defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
 	}
+	return s.importLocked(ctx, l, dry, overwrite, legacy)
+}
+
+// refusal builds an importRefusal.
+func refusal(kind *httperr.Kind, format string, args ...any) *importRefusal {
+	return &importRefusal{kind: kind, line: fmt.Sprintf(format, args...)}
+}
+
+// lockRefusal is the answer when the tenant's refresh lock was not taken.
+func lockRefusal(id string, err error) *importRefusal {
+	if errors.Is(err, store.ErrLockHeld) {
+		return refusal(httperr.RefreshInFlight, "tenant %s: a refresh is in flight; nothing changed, retry this line later", id)
+	}
+	return refusal(httperr.StoreUnavailable, "tenant %s: store unavailable; nothing changed", id)
+}
+
+// importDecision applies importTenant's rules to the record read for l
+// (cur, or the read's error): done or no answer the line without a write;
+// otherwise the write is fenced on expect (0: a new tenant).
+func importDecision(l ImportLine, cur *store.Tenant, err error, overwrite, ignoreMark bool) (expect int64, done *importOutcome, no *importRefusal) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return 0, nil, nil
+	case errors.Is(err, store.ErrDecrypt):
+		return 0, nil, refusal(httperr.DecryptFailed, "tenant %s: the stored record cannot be decrypted with the configured keys; nothing changed", l.ID)
+	case err != nil:
+		return 0, nil, refusal(httperr.StoreUnavailable, "tenant %s: store unavailable; nothing changed", l.ID)
+	case cur.RefreshInFlight && !ignoreMark:
+		return 0, nil, refusal(httperr.RefreshInFlight, "tenant %s: a refresh is in flight (its outcome is not yet stored); nothing changed, retry this line later", l.ID)
+	case cur.RefreshToken == l.RefreshToken && !ignoreMark:
+		return 0, &importOutcome{status: "unchanged", rec: cur}, nil
+	case cur.RefreshToken != "" && cur.RefreshToken != l.RefreshToken && !overwrite && !ignoreMark:
+		return 0, nil, refusal(httperr.RefreshTokenDiffers, "tenant %s exists with another refresh token (refreshed since it was exported?); nothing changed. Delete it first or import with overwrite", l.ID)
+	default:
+		return cur.Version, nil, nil
+	}
+}
+
+// dryOutcome is a dry run's answer for a write fenced on expect.
+func dryOutcome(expect int64) importOutcome {
+	if expect != 0 {
+		return importOutcome{status: "would_update"}
+	}
+	return importOutcome{status: "would_create"}
+}
+
+// wrote finishes a written import: the cache entry dropped, the location
+// index updated.
+func (s *Server) wrote(ctx context.Context, l ImportLine, cur, next *store.Tenant, expect int64) importOutcome {
+	s.Tokens.Invalidate(l.ID)
+	s.indexLocations(ctx, l.ID, cur, next)
+	if expect != 0 {
+		return importOutcome{status: "updated", rec: next}
+	}
+	return importOutcome{status: "created", rec: next}
+}
+
+// importLocked is importTenant once the tenant's lock is held (or, for
+// legacy, not taken).
+func (s *Server) importLocked(ctx context.Context, l ImportLine, dry, overwrite, legacy bool) (importOutcome, *importRefusal) {
 	for attempt := 1; ; attempt++ {
 		cur, err := s.Store.Get(ctx, l.ID)
-		var expect int64
-		switch {
-		case errors.Is(err, store.ErrNotFound):
+		if errors.Is(err, store.ErrNotFound) {
 			cur = nil
-		case errors.Is(err, store.ErrDecrypt):
-			return refuse(httperr.DecryptFailed, "", "tenant %s: the stored record cannot be decrypted with the configured keys; nothing changed", l.ID)
-		case err != nil:
-			return refuse(httperr.StoreUnavailable, "", "tenant %s: store unavailable; nothing changed", l.ID)
-		case cur.RefreshInFlight && !ignoreMark:
-			return refuse(httperr.RefreshInFlight, "", "tenant %s: a refresh is in flight (its outcome is not yet stored); nothing changed, retry this line later", l.ID)
-		case cur.RefreshToken == l.RefreshToken && !ignoreMark:
-			return importOutcome{status: "unchanged", rec: cur}, nil
-		case cur.RefreshToken != "" && cur.RefreshToken != l.RefreshToken && !overwrite && !ignoreMark:
-			return refuse(httperr.RefreshTokenDiffers, "", "tenant %s exists with another refresh token (refreshed since it was exported?); nothing changed. Delete it first or import with overwrite", l.ID)
-		default:
-			expect = cur.Version
+		}
+		expect, done, no := importDecision(l, cur, err, overwrite, legacy)
+		if no != nil {
+			return importOutcome{}, no
+		}
+		if done != nil {
+			return *done, nil
 		}
 		if dry {
-			if expect != 0 {
-				return importOutcome{status: "would_update"}, nil
-			}
-			return importOutcome{status: "would_create"}, nil
+			return dryOutcome(expect), nil
 		}
 		next := s.imported(cur, l)
 		_, err = s.Store.Put(ctx, next, expect)
@@ -351,18 +395,83 @@ func (s *Server) importTenant(ctx context.Context, l ImportLine, dry, overwrite,
 			if attempt < store.UpdateAttempts {
 				continue // written meanwhile (a rekey, a heartbeat): decide again
 			}
-			return refuse(httperr.Conflict, "", "tenant %s changed during the import; nothing changed, retry this line", l.ID)
+			return importOutcome{}, refusal(httperr.Conflict, "tenant %s changed during the import; nothing changed, retry this line", l.ID)
 		}
 		if err != nil {
-			return refuse(httperr.StoreUnavailable, "", "tenant %s: store unavailable; nothing changed", l.ID)
+			return importOutcome{}, refusal(httperr.StoreUnavailable, "tenant %s: store unavailable; nothing changed", l.ID)
 		}
-		s.Tokens.Invalidate(l.ID)
-		s.indexLocations(ctx, l.ID, cur, next)
-		if expect != 0 {
-			return importOutcome{status: "updated", rec: next}, nil
-		}
-		return importOutcome{status: "created", rec: next}, nil
+		return s.wrote(ctx, l, cur, next, expect), nil
 	}
+}
+
+// importBatch imports lines (valid, distinct ids) with importTenant's
+// rules and results, in a few store round trips for the whole batch: the
+// locks taken together, the records read together, the writes done
+// together (store.TryLockMany, GetMany, PutMany). A write that lost its
+// compare-and-set is decided again on its own (importLocked), still under
+// its lock.
+func (s *Server) importBatch(ctx context.Context, lines []ImportLine, dry, overwrite bool) []importResultOf {
+	out := make([]importResultOf, len(lines))
+	names := make([]string, len(lines))
+	for i, l := range lines {
+		names[i] = "tenant:" + l.ID
+	}
+	locks, lerrs := store.TryLockMany(ctx, s.Store, names, importLockTTL)
+	defer store.ReleaseMany(context.WithoutCancel(ctx), s.Store, locks)
+	var held []int
+	for i := range lines {
+		if lerrs[i] != nil {
+			out[i].no = lockRefusal(lines[i].ID, lerrs[i])
+			continue
+		}
+		held = append(held, i)
+	}
+	ids := make([]string, len(held))
+	for k, i := range held {
+		ids[k] = lines[i].ID
+	}
+	recs, gerrs := store.GetMany(ctx, s.Store, ids)
+	var writes []int // indexes into held
+	var nexts []*store.Tenant
+	var expects []int64
+	for k, i := range held {
+		cur, err := recs[k], gerrs[k]
+		if errors.Is(err, store.ErrNotFound) {
+			cur, recs[k] = nil, nil
+		}
+		expect, done, no := importDecision(lines[i], cur, err, overwrite, false)
+		switch {
+		case no != nil:
+			out[i].no = no
+		case done != nil:
+			out[i].out = *done
+		case dry:
+			out[i].out = dryOutcome(expect)
+		default:
+			writes = append(writes, k)
+			nexts = append(nexts, s.imported(cur, lines[i]))
+			expects = append(expects, expect)
+		}
+	}
+	_, perrs := store.PutMany(ctx, s.Store, nexts, expects)
+	for w, k := range writes {
+		i := held[k]
+		switch err := perrs[w]; {
+		case errors.Is(err, store.ErrConflict):
+			out[i].out, out[i].no = s.importLocked(ctx, lines[i], dry, overwrite, false)
+		case err != nil:
+			out[i].no = refusal(httperr.StoreUnavailable, "tenant %s: store unavailable; nothing changed", lines[i].ID)
+		default:
+			out[i].out = s.wrote(ctx, lines[i], recs[k], nexts[w], expects[w])
+		}
+	}
+	return out
+}
+
+// importResultOf is one line's importTenant answer.
+type importResultOf struct {
+	out importOutcome
+	no  *importRefusal
 }
 
 // imported returns the record an import of l writes over cur (nil: a new

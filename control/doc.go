@@ -9,7 +9,9 @@
 //   - admin.go: the admin API's tenant endpoints and TenantView, the
 //     token-free view of a tenant.
 //   - bulkimport.go: POST /admin/import and importTenant, the one import
-//     write path it shares with PUT /admin/tenants/{id} (SPEC §3 rule 19).
+//     write path it shares with PUT /admin/tenants/{id} (SPEC §3 rule 19):
+//     importDecision holds its rules, importBatch applies them to a batch
+//     of lines in a few store round trips.
 //   - throttle.go: wrong admin tokens counted per client address (429
 //     too_many_attempts), for the admin API and the console's sign-in.
 //   - importcheck.go: the limits of an import shared with the CLI

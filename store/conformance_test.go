@@ -124,6 +124,8 @@ func runConformance(t *testing.T, newHarness func(t *testing.T) harness) {
 		{"Actions", confActions},
 		{"Candidate", confCandidate},
 		{"PlaceholderReadsPending", confPlaceholderReadsPending},
+		{"Batch", confBatch},
+		{"BatchLocks", confBatchLocks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

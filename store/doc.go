@@ -25,6 +25,9 @@
 //     the due index beside it, ListPage and ListDue (lua/index_*.lua).
 //   - redis_cluster.go: the cluster client that reloads its slot map on
 //     a failed dial (after a master's failover).
+//   - batch.go: Batcher and BatchLocker (GetMany, PutMany, TryLockMany,
+//     ReleaseMany: pipelined on Redis, one transaction on bolt) for bulk
+//     imports, and helpers that fall back to one call per item.
 //   - index.go: the Lister contract (paging, due tenants) of both backends.
 //   - replicas.go: AckedPutter/PutAcked, writes acknowledged by replicas
 //     (WAIT).

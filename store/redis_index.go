@@ -63,6 +63,12 @@ func (r *Redis) flaggedMarker() string { return r.prefix + "index:status" }
 
 // index records t in its shard's id set and due index.
 func (r *Redis) index(ctx context.Context, t *Tenant) error {
+	keys, args := r.indexArgs(t)
+	return indexPutScript.Run(ctx, r.client, keys, args...).Err()
+}
+
+// indexArgs are index_put.lua's keys and arguments for t.
+func (r *Redis) indexArgs(t *Tenant) ([]string, []any) {
 	kind, at := dueKind(t)
 	k := ""
 	if kind != 0 {
@@ -80,7 +86,7 @@ func (r *Redis) index(ctx context.Context, t *Tenant) error {
 	if t.Identify != nil {
 		identify = "1"
 	}
-	return indexPutScript.Run(ctx, r.client, r.shardKeys(indexShard(t.ID)), t.ID, k, at.UnixMilli(), flagged, pending, identify).Err()
+	return r.shardKeys(indexShard(t.ID)), []any{t.ID, k, at.UnixMilli(), flagged, pending, identify}
 }
 
 // unindex removes id from its shard's id set and due index, and from the

@@ -208,6 +208,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 		RefreshBefore:   cfg.RefreshBefore,
 		LockTTL:         cfg.EffectiveLockTTL(),
 		CacheTTL:        cfg.CacheTTL,
+		CacheMaxBytes:   cfg.EffectiveCacheMaxBytes(),
 		BreakerFailures: uint32(cfg.BreakerFailures),
 		BreakerOpenFor:  cfg.BreakerOpenFor,
 		TokenTimeout:    cfg.TokenTimeout,

@@ -268,29 +268,50 @@ func (c *importClient) importBatch(ctx context.Context, b importBatch, dry, over
 	return out.Results, nil
 }
 
-// progress shows "import: N/M lines" on a terminal, and nothing otherwise.
+// progress shows "import: N/M lines (R/s)" on a terminal, rewritten in
+// place at most every 200 ms; elsewhere (a log, a pipe) one line each time
+// another progressEvery lines are done, so a long import run by a job still
+// shows it is moving.
 type progress struct {
 	w           io.Writer
-	on          bool
+	tty         bool
 	total, seen int
-	last        time.Time
+	next        int // non-terminal: the count that prints the next line
+	start, last time.Time
 }
 
+// progressEvery lines between two progress lines when stderr is not a
+// terminal.
+const progressEvery = 50000
+
 func newProgress(w io.Writer, total int) *progress {
-	return &progress{w: w, on: isTerminal(w), total: total}
+	return &progress{w: w, tty: isTerminal(w), total: total, next: progressEvery, start: time.Now()}
+}
+
+func (p *progress) rate() float64 {
+	if el := time.Since(p.start).Seconds(); el > 0 {
+		return float64(p.seen) / el
+	}
+	return 0
 }
 
 func (p *progress) add(n int) {
 	p.seen += n
-	if p.on && time.Since(p.last) > 200*time.Millisecond {
+	switch {
+	case p.tty && time.Since(p.last) > 200*time.Millisecond:
 		p.last = time.Now()
-		fmt.Fprintf(p.w, "\rimport: %d/%d lines", p.seen, p.total)
+		fmt.Fprintf(p.w, "\rimport: %d/%d lines (%.0f/s)", p.seen, p.total, p.rate())
+	case !p.tty && p.seen >= p.next && p.seen < p.total:
+		fmt.Fprintf(p.w, "import: %d/%d lines (%.0f/s)\n", p.seen, p.total, p.rate())
+		for p.next <= p.seen {
+			p.next += progressEvery
+		}
 	}
 }
 
 func (p *progress) done() {
-	if p.on {
-		fmt.Fprintf(p.w, "\rimport: %d/%d lines\n", p.seen, p.total)
+	if p.tty {
+		fmt.Fprintf(p.w, "\rimport: %d/%d lines (%.0f/s)\n", p.seen, p.total, p.rate())
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -60,5 +61,28 @@ func TestTenantsImportDevZero(t *testing.T) {
 	code := tenantsImport(context.Background(), []string{"/dev/zero"}, &out, &errs)
 	if code != 1 || !strings.Contains(errs.String(), "line 1 is longer than 64 KiB") {
 		t.Fatalf("import /dev/zero: exit %d, %s", code, errs.String())
+	}
+}
+
+// Without a terminal, a long import prints a progress line every
+// progressEvery lines (and none for the last batch: the summary follows).
+func TestImportProgressWithoutTerminal(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf, 2*progressEvery+3000)
+	for range 2*progressEvery/5000 + 1 {
+		p.add(5000)
+	}
+	p.done()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], fmt.Sprintf("import: %d/%d lines (", progressEvery, 2*progressEvery+3000)) ||
+		!strings.HasPrefix(lines[1], fmt.Sprintf("import: %d/", 2*progressEvery)) {
+		t.Fatalf("progress output %q", buf.String())
+	}
+	buf.Reset()
+	short := newProgress(&buf, 4000)
+	short.add(4000)
+	short.done()
+	if buf.Len() != 0 {
+		t.Fatalf("a short import printed progress: %q", buf.String())
 	}
 }

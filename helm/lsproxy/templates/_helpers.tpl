@@ -100,7 +100,7 @@ lsproxy knows (config.Names), and nothing else.
   "upstream_timeout" "token_timeout" "lock_ttl"
   "read_header_timeout" "body_read_timeout" "idle_timeout" "shutdown_timeout"
   "max_replay_body_bytes" "max_header_bytes"
-  "breaker_failures" "breaker_open_for" "cache_ttl"
+  "breaker_failures" "breaker_open_for" "cache_ttl" "cache_max_bytes"
   "redis_wait_replicas" "redis_wait_timeout"
   "invalid_grant_guard_threshold" "invalid_grant_guard_window"
   "state_ttl" "authorize_link_ttl" "identify" "identify_retry" "location_preferred" "console_session_idle" "success_url" "webhook_url"
