@@ -531,6 +531,14 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	}
 	now := m.now()
 	flag, trips := m.consultGuard(ctx, cur.ID, w.retry, now)
+	// An interrupted refresh's rejection is explained by its own lost
+	// answer (the holder's request most likely consumed the token): it
+	// counts towards the guard's window like any rejection, but, like an
+	// operator's retry, the guard neither holds it nor reverts its flag.
+	// Else a trip's revert leaves the tenant active on a spent token that
+	// every probe sends again (found by the simulation, auth/sim).
+	exempt := w.retry || interrupted
+	flag = flag || interrupted
 	if !flag {
 		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, errGuardHeld), errGuardHeld)
 	}
@@ -547,7 +555,7 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	if err != nil {
 		return Token{}, m.storeErr(marked.ID, err)
 	}
-	if !m.flagRecorded(ctx, cur.ID, now, trips, w.retry) { // it tripped during the write
+	if !m.flagRecorded(ctx, cur.ID, now, trips, exempt) { // it tripped during the write
 		if rec := m.revertOwn(ctx, cur.ID, now); rec != nil {
 			cur = rec
 		}

@@ -238,6 +238,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case tok.state == tokRevoked:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"revoked"}`
 		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "revoked", at: sentAt})
+		w.tracef("provider: %s: %s rejected: revoked", p.name, rt)
 	default: // valid: commit now
 		life := w.accessLife(rt)
 		nrt, nat := pv.issueLocked(tok.tenant, life)

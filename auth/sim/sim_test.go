@@ -43,7 +43,7 @@ var (
 // by design: TestSimulation then reports them and skips instead of
 // failing, and TestSimulationMutations (meaningless then) skips. Set it to
 // true when the fixes land; from then on any violation fails.
-const rulesMerged = false
+const rulesMerged = true
 
 // seedResult is one explored schedule that broke an invariant.
 type seedResult struct {

@@ -230,6 +230,9 @@ func (w *world) startSlot(slot int) *proc {
 	p.rt = pr
 	pr.m = auth.NewManager(pr.conn, w.oauthClient(p), auth.ManagerOptions{
 		TokenTimeout: w.opts.TokenTimeout, GuardWindow: w.opts.GuardWindow, Now: p.now,
+		OnGuard: func(tripped bool, tenants int) {
+			w.tracef("%s: guard tripped %v (%d tenants rejected within the window)", p.name, tripped, tenants)
+		},
 	})
 	w.procs[slot] = p
 	w.mu.Unlock()
@@ -532,13 +535,6 @@ func (w *world) admin(p *proc, kind eventKind, tenant string) {
 		if p.misconfigured {
 			return // an operator retries on a correctly configured replica
 		}
-		if !rulesMerged {
-			// On the code before issue 21, a Retry whose token is rejected
-			// in a process whose guard has seen no invalid_grant yet
-			// panics (grantGuard.flaggedAt writes to a nil map): found by
-			// this simulation, seed 4. The guard is rewritten by rule 20.
-			return
-		}
 		code, _ = w.adminCall(p, http.MethodPost, "/admin/tenants/"+tenant+"/retry", "")
 	case evRekey:
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -722,6 +718,10 @@ func (w *world) finalCheck() {
 				if rec == nil || rec.Status != store.StatusReauthorizationRequired {
 					w.violatef("d", "%s answers reauthorization_required for %s, which the store has active", p.name, t)
 				}
+			case w.heldUnprovable(rec, err):
+				// Rules 15 and 20: the guard holds a rejected tenant (no
+				// flag, token kept) until a grant proves the configuration;
+				// with no grant at all there is nothing to prove it by.
 			default:
 				w.violatef("d", "%s neither serves nor flags %s %s after the faults healed: %v", p.name, t, fmtOffset(w.opts.Settle), err)
 			}
@@ -859,6 +859,30 @@ func (w *world) checkState() {
 				"grant %s → %s reached %s at %s and was never stored", g.from, g.to, g.proc.name, w.ts(g.outcomeAt))})
 		}
 	}
+}
+
+// heldUnprovable reports whether err is the guard holding a tenant back
+// (rule 15: "rejects the refresh tokens of many tenants") whose stored
+// refresh token the provider really rejects, while no grant at all was
+// committed in the last two guard windows: every tenant is rejected (a
+// mass revocation looks exactly like a wrong configuration), so no grant
+// can prove the configuration and the guard rightly keeps holding (rule
+// 20: held tenants are acquitted, not flagged, until a grant succeeds).
+// A held tenant whose token is valid, or held while other tenants' grants
+// succeed, is still a violation of (d).
+func (w *world) heldUnprovable(rec *store.Tenant, err error) bool {
+	if err == nil || rec == nil || !strings.Contains(err.Error(), "rejects the refresh tokens of many tenants") || w.prov.valid(rec.RefreshToken) {
+		return false
+	}
+	since := time.Now().Add(-2 * w.opts.GuardWindow)
+	w.prov.mu.Lock()
+	defer w.prov.mu.Unlock()
+	for _, g := range w.prov.grants {
+		if g.at.After(since) {
+			return false
+		}
+	}
+	return true
 }
 
 // guardAllowanceLocked: a tenant flagged for a configuration mistake that
