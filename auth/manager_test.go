@@ -535,3 +535,40 @@ func TestLockRenewedWhileTokenEndpointIsSlow(t *testing.T) {
 		t.Fatalf("refreshes = %d", f.ref.count())
 	}
 }
+
+// An interrupted refresh's rejection (the takeover's send after a lost
+// answer) is explained by that lost answer: a tripped guard neither holds
+// it nor reverts its flag, else the tenant is left active on a spent
+// token that every probe sends again (invariant (a) of the simulation,
+// auth/sim; found there).
+func TestInterruptedFlagIsNotHeldNorRevertedByGuard(t *testing.T) {
+	f := newFixture(t, func(o *ManagerOptions) { o.WaitFor, o.GuardThreshold = time.Second, 3 })
+	f.put(t, "acme", -time.Second)
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, fmt.Errorf("%w: timeout", ErrOutcomeUnknown) }
+	if _, err := f.m.Token(ctx, "acme"); !errors.Is(err, ErrTokenUnavailable) {
+		t.Fatalf("lost answer: err = %v", err)
+	}
+	// Three other tenants are rejected: the guard trips.
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	for i := range 3 {
+		id := fmt.Sprintf("t%d", i)
+		f.put(t, id, -time.Second)
+		f.m.Token(ctx, id)
+	}
+	if !f.m.GuardTripped() {
+		t.Fatal("guard not tripped after 3 rejections")
+	}
+	sends := f.ref.count()
+	_, err := f.m.Token(ctx, "acme")
+	var re *ReauthError
+	if !errors.As(err, &re) || re.Reason != ReasonInterrupted {
+		t.Fatalf("takeover's rejection while tripped: err = %v, want flagged %q", err, ReasonInterrupted)
+	}
+	if f.ref.count() != sends+1 {
+		t.Fatalf("sends = %d, want one more than %d", f.ref.count(), sends)
+	}
+	f.m.settleReverts(ctx)
+	if rec := f.get(t, "acme"); rec.Status != store.StatusReauthorizationRequired || rec.Reason != ReasonInterrupted {
+		t.Fatalf("after the trip's reverts: %+v", rec)
+	}
+}
