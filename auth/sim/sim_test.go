@@ -9,6 +9,7 @@
 //	store_test.go     the in-memory store (store.Store, store.AckedPutter)
 //	provider_test.go  the token endpoint (an http.RoundTripper) and the wiring
 //	fakes_test.go     tests of the fakes themselves
+//	race_test.go, norace_test.go  the CI seed budget with and without -race
 package sim
 
 import (
@@ -28,7 +29,7 @@ import (
 )
 
 var (
-	flagSeeds   = flag.Int("sim.seeds", 2000, "schedules the simulation explores (seeds 1..N)")
+	flagSeeds   = flag.Int("sim.seeds", ciSeeds, "schedules the simulation explores (seeds 1..N; CI: 2,000, 200 under -race)")
 	flagSeed    = flag.Int64("sim.seed", -1, "replay this one seed and print its trace")
 	flagTrace   = flag.Int("sim.trace", 400, "trace lines printed for a failing seed (0: all)")
 	flagWorkers = flag.Int("sim.workers", 0, "schedules run at once (0: GOMAXPROCS)")
