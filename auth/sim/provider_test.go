@@ -75,7 +75,8 @@ type resend struct {
 	at          time.Time
 	g           *grant // the grant that spent it
 	nth         int
-	outcome     string // as grant.outcome: was its rejection seen?
+	outcome     string    // as grant.outcome: was its rejection seen?
+	outcomeAt   time.Time // when the rejection reached the process (delivered)
 }
 
 // rejection is an invalid_grant answer (for the guard's allowance).
@@ -318,7 +319,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		g.outcome, g.outcomeAt = "delivered", time.Now()
 	}
 	if rs != nil {
-		rs.outcome = "delivered"
+		rs.outcome, rs.outcomeAt = "delivered", time.Now()
 	}
 	pv.mu.Unlock()
 	return jsonResp(req, status, payload, hdr), nil

@@ -799,7 +799,12 @@ func (w *world) checkState() {
 		excused := g.lostExcused() || lost[g.to] || w.cutOff(g)
 		if excused && (rs.nth == 1 || prevLost[rs.tok]) {
 			allowedResend[rs.tok] = true
-			prevLost[rs.tok] = excusedLoss(rs.outcome)
+			// The next takeover may send it again when this one's
+			// answer was lost, or reached a process that could not
+			// store the flag: cut off from the store (or killed) from
+			// the answer until its lease ran out (as cutOff for (b)).
+			prevLost[rs.tok] = excusedLoss(rs.outcome) || rs.outcome == "delivered" &&
+				rs.proc.cutThrough(rs.outcomeAt, rs.at.Add(w.opts.TokenTimeout+writeRetryInterval))
 			continue
 		}
 		prevLost[rs.tok] = false
