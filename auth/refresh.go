@@ -533,10 +533,12 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	flag, trips := m.consultGuard(ctx, cur.ID, w.retry, now)
 	// An interrupted refresh's rejection is explained by its own lost
 	// answer (the holder's request most likely consumed the token): it
-	// counts towards the guard's window like any rejection, but, like an
+	// counts towards the guard's window like any rejection but, like an
 	// operator's retry, the guard neither holds it nor reverts its flag.
-	// Else a trip's revert leaves the tenant active on a spent token that
-	// every probe sends again (found by the simulation, auth/sim).
+	// Held or reverted, the tenant stays active on a spent token that
+	// every probe sends again (found by the simulation, auth/sim). The
+	// price: a lost answer followed by a rejection that was in fact the
+	// configuration's flags the tenant; POST .../retry recovers it.
 	exempt := w.retry || interrupted
 	flag = flag || interrupted
 	if !flag {

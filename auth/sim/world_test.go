@@ -839,7 +839,8 @@ func (w *world) checkState() {
 		}
 		// (c) no tenant ends flagged while its grant is alive.
 		if rec.Status == store.StatusReauthorizationRequired {
-			if tk := pv.toks[rec.RefreshToken]; tk != nil && tk.state == tokValid && !w.guardAllowanceLocked(t, rejections) {
+			if tk := pv.toks[rec.RefreshToken]; tk != nil && tk.state == tokValid && !w.guardAllowanceLocked(t, rejections) &&
+				!interruptedByMisconfigLocked(rec, rejections) {
 				vs = append(vs, violation{inv: "c", at: w.elapsed(), msg: fmt.Sprintf(
 					"%s ends flagged (%q, at %s) although its stored refresh token %s is alive", t, rec.Reason, rec.FlaggedAt.Format("15:04:05.000"), rec.RefreshToken)})
 			}
@@ -888,6 +889,26 @@ func (w *world) heldUnprovable(rec *store.Tenant, err error) bool {
 		}
 	}
 	return true
+}
+
+// interruptedByMisconfigLocked: a tenant flagged "interrupted" whose
+// takeover was rejected by a misconfigured process. An interrupted
+// refresh's rejection is flagged whatever the guard says (auth's
+// rejected: held, the spent token would be sent again and again); when the
+// lost answer in fact committed nothing and the rejection was the
+// configuration's, the flag is a mistake that POST .../retry undoes
+// (docs/reliability.md, "Failure modes that remain"). Call with the
+// provider's lock held.
+func interruptedByMisconfigLocked(rec *store.Tenant, rej []rejection) bool {
+	if rec.Reason != auth.ReasonInterrupted {
+		return false
+	}
+	for _, r := range rej {
+		if r.tenant == rec.ID && r.cause == "misconfig" && !r.at.After(rec.FlaggedAt.Add(time.Minute)) && !r.at.Before(rec.FlaggedAt.Add(-time.Minute)) {
+			return true
+		}
+	}
+	return false
 }
 
 // guardAllowanceLocked: a tenant flagged for a configuration mistake that
