@@ -514,7 +514,15 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupted bool, w want) (Token, error) {
 	gctx, cancel := context.WithTimeout(ctx, m.opts.WaitFor)
 	defer cancel()
+	// The rejection is known only here until it is stored: a store call
+	// that fails is tried again (bounded by WaitFor), else the mark stays
+	// and the next takeover sends the rejected token again (found by the
+	// simulation, auth/sim).
+	b := newBackoff(50*time.Millisecond, writeRetryMax)
 	cur, err := m.store.Get(gctx, marked.ID)
+	for err != nil && !errors.Is(err, store.ErrNotFound) && b.wait(gctx) == nil {
+		cur, err = m.store.Get(gctx, marked.ID)
+	}
 	if err != nil {
 		return Token{}, m.storeErr(marked.ID, err)
 	}
@@ -544,13 +552,19 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	if !flag {
 		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, errGuardHeld), errGuardHeld)
 	}
-	flagged, err := store.Update(gctx, m.store, cur.ID, func(t *store.Tenant) error {
-		if t.RefreshToken != marked.RefreshToken {
-			return errRaced
-		}
-		t.Flag(reason, now)
-		return nil
-	})
+	flag1 := func() (*store.Tenant, error) {
+		return store.Update(gctx, m.store, cur.ID, func(t *store.Tenant) error {
+			if t.RefreshToken != marked.RefreshToken {
+				return errRaced
+			}
+			t.Flag(reason, now)
+			return nil
+		})
+	}
+	flagged, err := flag1()
+	for err != nil && !errors.Is(err, errRaced) && !errors.Is(err, store.ErrNotFound) && b.wait(gctx) == nil {
+		flagged, err = flag1()
+	}
 	if errors.Is(err, errRaced) {
 		return m.acquireAgain(gctx, marked.ID)
 	}
