@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -77,6 +78,7 @@ type resend struct {
 	nth         int
 	outcome     string    // as grant.outcome: was its rejection seen?
 	outcomeAt   time.Time // when the rejection reached the process (delivered)
+	byRetry     bool      // sent while an operator retry of the tenant ran
 }
 
 // rejection is an invalid_grant answer (for the guard's allowance).
@@ -231,7 +233,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// never answers, commits nothing
 	case tok.state == tokSpent:
 		tok.resends++
-		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends}
+		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends, byRetry: w.retryRunning(tok.tenant)}
 		pv.resends = append(pv.resends, rs)
 		status, payload = 400, `{"error":"invalid_grant","error_description":"refresh token already used"}`
 		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", at: sentAt})
@@ -370,4 +372,10 @@ func (w *world) oauthClient(p *proc) auth.Refresher {
 		AuthStyle: oauth2.AuthStyleInParams, Timeout: w.opts.TokenTimeout,
 		HTTPClient: &http.Client{Transport: rt},
 	}
+}
+
+// retryRunning reports whether an operator retry of tenant is in progress.
+func (w *world) retryRunning(tenant string) bool {
+	n, ok := w.retrying.Load(tenant)
+	return ok && n.(*atomic.Int32).Load() > 0
 }

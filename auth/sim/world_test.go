@@ -74,6 +74,10 @@ type world struct {
 	rateBackend ratelimit.Backend
 	tenants     []string
 	mix         atomic.Pointer[answerMix]
+	// retrying counts the operator retries (POST .../retry) in progress
+	// per tenant: their send of a flagged tenant's token is the
+	// operator's decision (rule 15), not the protocol's.
+	retrying sync.Map // tenant → *atomic.Int32
 
 	mu         sync.Mutex
 	procs      []*proc // current process of each slot; nil while down
@@ -535,7 +539,10 @@ func (w *world) admin(p *proc, kind eventKind, tenant string) {
 		if p.misconfigured {
 			return // an operator retries on a correctly configured replica
 		}
+		n, _ := w.retrying.LoadOrStore(tenant, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
 		code, _ = w.adminCall(p, http.MethodPost, "/admin/tenants/"+tenant+"/retry", "")
+		n.(*atomic.Int32).Add(-1)
 	case evRekey:
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -796,6 +803,12 @@ func (w *world) checkState() {
 	prevLost := map[string]bool{} // token → every earlier re-send's answer was lost too
 	for _, rs := range resends {
 		g := rs.g
+		if rs.byRetry {
+			// POST .../retry sends a flagged tenant's token once more
+			// because the operator asked (rule 15): not the protocol's
+			// re-send. The tenant is flagged again on its rejection.
+			continue
+		}
 		excused := g.lostExcused() || lost[g.to] || w.cutOff(g)
 		if excused && (rs.nth == 1 || prevLost[rs.tok]) {
 			allowedResend[rs.tok] = true
