@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -938,13 +937,25 @@ func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
 	if last.IsZero() {
 		return false
 	}
-	distinct := map[string]bool{}
-	for _, r := range rej {
-		if d := r.at.Sub(last); math.Abs(float64(d)) <= float64(w.opts.GuardWindow) {
-			distinct[r.tenant] = true
+	// The guard trips on threshold distinct tenants within one window,
+	// measured where each answer arrives (up to token_timeout after the
+	// send): the flag stands unless some window around it held that many.
+	span := w.opts.GuardWindow - w.opts.TokenTimeout
+	for _, from := range rej {
+		if from.at.After(last) || last.Sub(from.at) > span {
+			continue
+		}
+		distinct := map[string]bool{}
+		for _, r := range rej {
+			if d := r.at.Sub(from.at); d >= 0 && d <= span {
+				distinct[r.tenant] = true
+			}
+		}
+		if len(distinct) >= guardThreshold {
+			return false
 		}
 	}
-	return len(distinct) < guardThreshold
+	return true
 }
 
 // writeRetryInterval is the holder's write-retry interval (a backoff of at
