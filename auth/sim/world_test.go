@@ -881,20 +881,38 @@ func (w *world) checkState() {
 
 // heldUnprovable reports whether err is the guard holding a tenant back
 // (rule 15: "rejects the refresh tokens of many tenants") whose stored
-// refresh token the provider really rejects, while no grant at all was
-// committed in the last two guard windows: every tenant is rejected (a
-// mass revocation looks exactly like a wrong configuration), so no grant
-// can prove the configuration and the guard rightly keeps holding (rule
-// 20: held tenants are acquitted, not flagged, until a grant succeeds).
-// A held tenant whose token is valid, or held while other tenants' grants
-// succeed, is still a violation of (d).
+// refresh token the provider really rejects, while no grant of any tenant
+// was committed since that token's first rejection. Rule 20: a tenant the
+// guard held stays held (acquitted, not flagged) until a grant since its
+// rejection proves the configuration works; with none (every tenant
+// rejected, or the others not due for a refresh) a mass revocation looks
+// exactly like a wrong configuration and holding is right. A held tenant
+// whose token is valid, or held although a grant came after its
+// rejection, is still a violation of (d).
 func (w *world) heldUnprovable(rec *store.Tenant, err error) bool {
 	if err == nil || rec == nil || !strings.Contains(err.Error(), "rejects the refresh tokens of many tenants") || w.prov.valid(rec.RefreshToken) {
 		return false
 	}
-	since := time.Now().Add(-2 * w.opts.GuardWindow)
 	w.prov.mu.Lock()
 	defer w.prov.mu.Unlock()
+	var own time.Time // the tenant's last grant: its token's rejections come after
+	for _, g := range w.prov.grants {
+		if g.tenant == rec.ID && g.at.After(own) {
+			own = g.at
+		}
+	}
+	var first time.Time
+	for _, r := range w.prov.rejections {
+		if r.tenant == rec.ID && r.at.After(own) && (first.IsZero() || r.at.Before(first)) {
+			first = r.at
+		}
+	}
+	// No grant since the later of its first rejection and two guard
+	// windows ago (clocks and re-trips move the guard's acquittal time).
+	since := time.Now().Add(-2 * w.opts.GuardWindow)
+	if first.After(since) {
+		since = first
+	}
 	for _, g := range w.prov.grants {
 		if g.at.After(since) {
 			return false
@@ -916,7 +934,8 @@ func interruptedByMisconfigLocked(rec *store.Tenant, rej []rejection) bool {
 		return false
 	}
 	for _, r := range rej {
-		if r.tenant == rec.ID && r.cause == "misconfig" && !r.at.After(rec.FlaggedAt.Add(time.Minute)) && !r.at.Before(rec.FlaggedAt.Add(-time.Minute)) {
+		// FlaggedAt is on the flagging process's clock (skew up to 90 s).
+		if d := r.at.Sub(rec.FlaggedAt); r.tenant == rec.ID && r.cause == "misconfig" && d > -3*time.Minute && d < 3*time.Minute {
 			return true
 		}
 	}
