@@ -85,6 +85,7 @@ type resend struct {
 type rejection struct {
 	tenant, cause string
 	at            time.Time
+	local         time.Time // at on the sending process's clock (the guard's window uses it)
 }
 
 type provider struct {
@@ -222,7 +223,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return jsonResp(req, 400, `{"error":"invalid_grant"}`, nil), nil
 	case p.misconfigured:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"client authentication failed"}`
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "misconfig", at: sentAt})
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "misconfig", at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s: %s rejected: wrong client credentials (misconfigured process)", p.name, rt)
 	case kind == ans503:
 		status, payload = 503, `{"error":"temporarily_unavailable"}`
@@ -236,11 +237,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends, byRetry: w.retryRunning(tok.tenant)}
 		pv.resends = append(pv.resends, rs)
 		status, payload = 400, `{"error":"invalid_grant","error_description":"refresh token already used"}`
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", at: sentAt})
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s re-sent the spent %s (spent by %s's grant at %s)", p.name, rt, tok.spentBy.proc.name, w.ts(tok.spentBy.at))
 	case tok.state == tokRevoked:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"revoked"}`
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "revoked", at: sentAt})
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "revoked", at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s: %s rejected: revoked", p.name, rt)
 	default: // valid: commit now
 		life := w.accessLife(rt)

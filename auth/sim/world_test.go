@@ -959,14 +959,16 @@ func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
 	// The guard trips on threshold distinct tenants within one window,
 	// measured where each answer arrives (up to token_timeout after the
 	// send): the flag stands unless some window around it held that many.
+	// Each replica records a rejection on its own clock (skewed), when
+	// the answer arrives: up to token_timeout after the send.
 	span := w.opts.GuardWindow - w.opts.TokenTimeout
 	for _, from := range rej {
-		if from.at.After(last) || last.Sub(from.at) > span {
+		if from.at.After(last) || last.Sub(from.at) > w.opts.GuardWindow+2*maxSkew {
 			continue
 		}
 		distinct := map[string]bool{}
 		for _, r := range rej {
-			if d := r.at.Sub(from.at); d >= 0 && d <= span {
+			if d := r.local.Sub(from.local); d >= 0 && d <= span {
 				distinct[r.tenant] = true
 			}
 		}
