@@ -86,6 +86,7 @@ type rejection struct {
 	tenant, cause string
 	at            time.Time
 	local         time.Time // at on the sending process's clock (the guard's window uses it)
+	delivered     bool      // the answer reached the process (the guard could count it)
 }
 
 type provider struct {
@@ -213,6 +214,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	tok := pv.toks[rt]
 	var g *grant
 	var rs *resend
+	rejIdx := -1
 	status, delay := 0, w.answerDelay(kind, rt, pv.attempts[rt])
 	var payload string
 	var hdr http.Header
@@ -223,6 +225,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return jsonResp(req, 400, `{"error":"invalid_grant"}`, nil), nil
 	case p.misconfigured:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"client authentication failed"}`
+		rejIdx = len(pv.rejections)
 		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "misconfig", at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s: %s rejected: wrong client credentials (misconfigured process)", p.name, rt)
 	case kind == ans503:
@@ -237,10 +240,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends, byRetry: w.retryRunning(tok.tenant)}
 		pv.resends = append(pv.resends, rs)
 		status, payload = 400, `{"error":"invalid_grant","error_description":"refresh token already used"}`
+		rejIdx = len(pv.rejections)
 		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s re-sent the spent %s (spent by %s's grant at %s)", p.name, rt, tok.spentBy.proc.name, w.ts(tok.spentBy.at))
 	case tok.state == tokRevoked:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"revoked"}`
+		rejIdx = len(pv.rejections)
 		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "revoked", at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s: %s rejected: revoked", p.name, rt)
 	default: // valid: commit now
@@ -323,6 +328,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if rs != nil {
 		rs.outcome, rs.outcomeAt = "delivered", time.Now()
+	}
+	if rejIdx >= 0 {
+		pv.rejections[rejIdx].delivered = true
 	}
 	pv.mu.Unlock()
 	return jsonResp(req, status, payload, hdr), nil

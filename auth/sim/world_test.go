@@ -782,6 +782,7 @@ func (w *world) checkState() {
 		stored[t] = set
 	}
 	lost := ms.lostWrites
+	seen := append([]rejection(nil), ms.guardSeen...)
 	ms.mu.Unlock()
 
 	var vs []violation
@@ -851,7 +852,7 @@ func (w *world) checkState() {
 		}
 		// (c) no tenant ends flagged while its grant is alive.
 		if rec.Status == store.StatusReauthorizationRequired {
-			if tk := pv.toks[rec.RefreshToken]; tk != nil && tk.state == tokValid && !w.guardAllowanceLocked(t, rejections) &&
+			if tk := pv.toks[rec.RefreshToken]; tk != nil && tk.state == tokValid && !w.guardAllowanceLocked(t, rejections, seen) &&
 				!interruptedByMisconfigLocked(rec, rejections) {
 				vs = append(vs, violation{inv: "c", at: w.elapsed(), msg: fmt.Sprintf(
 					"%s ends flagged (%q, at %s) although its stored refresh token %s is alive", t, rec.Reason, rec.FlaggedAt.Format("15:04:05.000"), rec.RefreshToken)})
@@ -942,11 +943,15 @@ func interruptedByMisconfigLocked(rec *store.Tenant, rej []rejection) bool {
 	return false
 }
 
-// guardAllowanceLocked: a tenant flagged for a configuration mistake that
-// fewer than the guard's threshold of tenants saw within its window is a
-// flag the spec accepts (one rejected tenant looks like one revoked
-// merchant). Call with the provider's lock held.
-func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
+// guardAllowanceLocked: a tenant flagged for a configuration mistake
+// while fewer than the guard's threshold of tenants were rejected within
+// any window that could trip the guard (and so revert the flag) is a flag
+// the spec accepts (one rejected tenant looks like one revoked merchant).
+// The rejections counted are those reported to the guard (seen: its
+// GuardReject calls, on the reporting replica's clock): a rejection whose
+// holder died or lost a race before reporting it could not count. Call
+// with the provider's lock held.
+func (w *world) guardAllowanceLocked(tenant string, rej, seen []rejection) bool {
 	var last time.Time
 	for _, r := range rej {
 		if r.tenant == tenant && r.cause == "misconfig" && r.at.After(last) {
@@ -956,19 +961,13 @@ func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
 	if last.IsZero() {
 		return false
 	}
-	// The guard trips on threshold distinct tenants within one window,
-	// measured where each answer arrives (up to token_timeout after the
-	// send): the flag stands unless some window around it held that many.
-	// Each replica records a rejection on its own clock (skewed), when
-	// the answer arrives: up to token_timeout after the send.
-	span := w.opts.GuardWindow - w.opts.TokenTimeout
-	for _, from := range rej {
-		if from.at.After(last) || last.Sub(from.at) > w.opts.GuardWindow+2*maxSkew {
+	for _, from := range seen {
+		if from.at.After(last.Add(w.opts.TokenTimeout)) || last.Sub(from.at) > w.opts.GuardWindow+w.opts.TokenTimeout {
 			continue
 		}
 		distinct := map[string]bool{}
-		for _, r := range rej {
-			if d := r.local.Sub(from.local); d >= 0 && d <= span {
+		for _, r := range seen {
+			if d := r.local.Sub(from.local); d >= 0 && d < w.opts.GuardWindow {
 				distinct[r.tenant] = true
 			}
 		}
