@@ -7,3 +7,6 @@ package sim
 // data-race check needs interleavings, not thousands of schedules);
 // scripts/test runs this package without -race for the full 2,000.
 const ciSeeds = 200
+
+// raceBuild: built with the race detector.
+const raceBuild = true
