@@ -231,7 +231,7 @@ var mutations = []defect.Defect{
 // confirmRuns: how often a seed found with a defect on is run again with
 // it off; it counts as the defect's find only if every run is clean (a
 // replay is of the schedule, not of the interleaving).
-const confirmRuns = 5
+const confirmRuns = 10
 
 // findDefect explores with d switched on and returns the lowest seed that
 // breaks an invariant with d on and none in confirmRuns runs with it off;

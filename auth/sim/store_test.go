@@ -88,9 +88,6 @@ type memStore struct {
 	// back (the guard's state tolerates a lost update: at worst a trip or
 	// a flag is decided again).
 	guard *store.MemGuard
-	// guardSeen lists the rejections reported to the guard (GuardReject
-	// calls applied), on the reporting replica's clock: (c)'s allowance.
-	guardSeen []rejection
 	// lost counts the notifications lost by a failed publish
 	// (store.NotifyLosses, SPEC §3 rule 21), as the Redis store's
 	// "changes:lost" counter does.
@@ -608,9 +605,6 @@ func (c *conn) GuardReject(ctx context.Context, tenant string, now time.Time, p 
 	err := c.call(ctx, "guard_reject", tenant, func(*node) error {
 		var err error
 		v, err = c.s.guard.GuardReject(ctx, tenant, now, p)
-		if err == nil {
-			c.s.guardSeen = append(c.s.guardSeen, rejection{tenant: tenant, at: time.Now(), local: now, delivered: true})
-		}
 		return err
 	})
 	return v, err
