@@ -84,6 +84,7 @@ type resend struct {
 // rejection is an invalid_grant answer (for the guard's allowance).
 type rejection struct {
 	tenant, cause string
+	tok           string // the refresh token rejected
 	at            time.Time
 	local         time.Time // at on the sending process's clock (the guard's window uses it)
 	delivered     bool      // the answer reached the process (the guard could count it)
@@ -226,7 +227,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case p.misconfigured:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"client authentication failed"}`
 		rejIdx = len(pv.rejections)
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "misconfig", at: sentAt, local: sentAt.Add(p.skew)})
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "misconfig", tok: rt, at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s: %s rejected: wrong client credentials (misconfigured process)", p.name, rt)
 	case kind == ans503:
 		status, payload = 503, `{"error":"temporarily_unavailable"}`
@@ -241,12 +242,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		pv.resends = append(pv.resends, rs)
 		status, payload = 400, `{"error":"invalid_grant","error_description":"refresh token already used"}`
 		rejIdx = len(pv.rejections)
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", at: sentAt, local: sentAt.Add(p.skew)})
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", tok: rt, at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s re-sent the spent %s (spent by %s's grant at %s)", p.name, rt, tok.spentBy.proc.name, w.ts(tok.spentBy.at))
 	case tok.state == tokRevoked:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"revoked"}`
 		rejIdx = len(pv.rejections)
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "revoked", at: sentAt, local: sentAt.Add(p.skew)})
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "revoked", tok: rt, at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s: %s rejected: revoked", p.name, rt)
 	default: // valid: commit now
 		life := w.accessLife(rt)

@@ -895,6 +895,25 @@ func (w *world) heldUnprovable(rec *store.Tenant, err error) bool {
 	}
 	w.prov.mu.Lock()
 	defer w.prov.mu.Unlock()
+	// Rule 15: a trip holds its tenants until no new tenant was rejected
+	// for a window. A revocation is not a fault that heals: its rejection
+	// comes when the token is next refreshed, possibly after the heal, so
+	// a trip may rightly still hold at the check (seed 1311).
+	// Only a token's first rejection is new to the guard (re-sends of a
+	// held token renew nothing: defect 11 must stay visible).
+	recent, seenTok := map[string]bool{}, map[string]bool{}
+	for _, r := range w.prov.rejections {
+		if !r.delivered || seenTok[r.tok] {
+			continue
+		}
+		seenTok[r.tok] = true
+		if time.Since(r.at) < 2*w.opts.GuardWindow {
+			recent[r.tenant] = true
+		}
+	}
+	if len(recent) >= guardThreshold {
+		return true
+	}
 	var own time.Time // the tenant's last grant: its token's rejections come after
 	for _, g := range w.prov.grants {
 		if g.tenant == rec.ID && g.at.After(own) {
