@@ -238,7 +238,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// never answers, commits nothing
 	case tok.state == tokSpent:
 		tok.resends++
-		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends, byRetry: w.retryRunning(tok.tenant)}
+		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends, byRetry: w.retryRunning(p, tok.tenant)}
 		pv.resends = append(pv.resends, rs)
 		status, payload = 400, `{"error":"invalid_grant","error_description":"refresh token already used"}`
 		rejIdx = len(pv.rejections)
@@ -384,8 +384,9 @@ func (w *world) oauthClient(p *proc) auth.Refresher {
 	}
 }
 
-// retryRunning reports whether an operator retry of tenant is in progress.
-func (w *world) retryRunning(tenant string) bool {
-	n, ok := w.retrying.Load(tenant)
+// retryRunning reports whether an operator retry of tenant is in progress
+// in p (a retry in one process says nothing of another's send).
+func (w *world) retryRunning(p *proc, tenant string) bool {
+	n, ok := w.retrying.Load(p.name + "/" + tenant)
 	return ok && n.(*atomic.Int32).Load() > 0
 }

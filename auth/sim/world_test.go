@@ -74,7 +74,7 @@ type world struct {
 	tenants     []string
 	mix         atomic.Pointer[answerMix]
 	// retrying counts the operator retries (POST .../retry) in progress
-	// per tenant: their send of a flagged tenant's token is the
+	// per process and tenant ("r0#1/t3"): their send of a flagged tenant's token is the
 	// operator's decision (rule 15), not the protocol's.
 	retrying sync.Map // tenant → *atomic.Int32
 
@@ -538,7 +538,7 @@ func (w *world) admin(p *proc, kind eventKind, tenant string) {
 		if p.misconfigured {
 			return // an operator retries on a correctly configured replica
 		}
-		n, _ := w.retrying.LoadOrStore(tenant, new(atomic.Int32))
+		n, _ := w.retrying.LoadOrStore(p.name+"/"+tenant, new(atomic.Int32))
 		n.(*atomic.Int32).Add(1)
 		code, _ = w.adminCall(p, http.MethodPost, "/admin/tenants/"+tenant+"/retry", "")
 		n.(*atomic.Int32).Add(-1)
@@ -805,7 +805,10 @@ func (w *world) checkState() {
 		if rs.byRetry {
 			// POST .../retry sends a flagged tenant's token once more
 			// because the operator asked (rule 15): not the protocol's
-			// re-send. The tenant is flagged again on its rejection.
+			// re-send. The tenant is flagged again on its rejection; if
+			// its answer is lost, the next takeover may send it again.
+			prevLost[rs.tok] = excusedLoss(rs.outcome) || rs.outcome == "delivered" &&
+				rs.proc.cutThrough(rs.outcomeAt, rs.at.Add(w.opts.TokenTimeout+writeRetryInterval))
 			continue
 		}
 		excused := g.lostExcused() || lost[g.to] || w.cutOff(g)
