@@ -266,7 +266,16 @@ func (m *Manager) revert(ctx context.Context, r store.GuardRevert) {
 // (settleReverts). It returns the reverted record, nil when nothing was
 // reverted.
 func (m *Manager) revertOwn(ctx context.Context, tenant string, at time.Time) *store.Tenant {
-	rec, err := m.unflag(ctx, tenant, at, false)
+	// When the guard's state never recorded the flag (GuardFlagged
+	// failed), nobody else would revert it: try again, bounded by WaitFor
+	// (found by the simulation, auth/sim).
+	rctx, cancel := context.WithTimeout(ctx, m.opts.WaitFor)
+	defer cancel()
+	b := newBackoff(50*time.Millisecond, writeRetryMax)
+	rec, err := m.unflag(rctx, tenant, at, false)
+	for err != nil && b.wait(rctx) == nil {
+		rec, err = m.unflag(rctx, tenant, at, false)
+	}
 	if err != nil {
 		return nil
 	}

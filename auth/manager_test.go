@@ -535,3 +535,72 @@ func TestLockRenewedWhileTokenEndpointIsSlow(t *testing.T) {
 		t.Fatalf("refreshes = %d", f.ref.count())
 	}
 }
+
+// An interrupted refresh's flag (the takeover's send after a lost answer
+// was rejected while the guard was quiet) is explained by that lost
+// answer: a later trip does not revert it, else the tenant is left active
+// on a spent token that every probe sends again (invariant (a) of the
+// simulation, auth/sim; found there).
+func TestInterruptedFlagIsNotRevertedByALaterTrip(t *testing.T) {
+	f := newFixture(t, func(o *ManagerOptions) { o.WaitFor, o.GuardThreshold = time.Second, 3 })
+	f.put(t, "acme", -time.Second)
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, fmt.Errorf("%w: timeout", ErrOutcomeUnknown) }
+	if _, err := f.m.Token(ctx, "acme"); !errors.Is(err, ErrTokenUnavailable) {
+		t.Fatalf("lost answer: err = %v", err)
+	}
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	var re *ReauthError
+	if _, err := f.m.Token(ctx, "acme"); !errors.As(err, &re) || re.Reason != ReasonInterrupted {
+		t.Fatalf("takeover's rejection: err = %v, want flagged %q", err, ReasonInterrupted)
+	}
+	// Three more tenants rejected within the window: the guard trips and
+	// reverts the flags it may.
+	for i := range 3 {
+		id := fmt.Sprintf("t%d", i)
+		f.put(t, id, -time.Second)
+		f.m.Token(ctx, id)
+	}
+	if !f.m.GuardTripped() {
+		t.Fatal("guard not tripped after 4 rejections")
+	}
+	f.m.settleReverts(ctx)
+	if rec := f.get(t, "acme"); rec.Status != store.StatusReauthorizationRequired || rec.Reason != ReasonInterrupted {
+		t.Fatalf("after the trip's reverts: %+v", rec)
+	}
+	if rec := f.get(t, "t0"); rec.Status != store.StatusActive {
+		t.Fatalf("t0's flag (a plain invalid_grant) not reverted by the trip: %+v", rec)
+	}
+}
+
+// While the guard is tripped, an interrupted refresh's rejection is still
+// flagged (not held): held, its spent token would be sent again by every
+// probe after the clear.
+func TestInterruptedFlagWhileGuardTripped(t *testing.T) {
+	f := newFixture(t, func(o *ManagerOptions) { o.WaitFor, o.GuardThreshold = time.Second, 3 })
+	f.put(t, "acme", -time.Second)
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, fmt.Errorf("%w: timeout", ErrOutcomeUnknown) }
+	if _, err := f.m.Token(ctx, "acme"); !errors.Is(err, ErrTokenUnavailable) {
+		t.Fatalf("lost answer: err = %v", err)
+	}
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	for i := range 3 {
+		id := fmt.Sprintf("t%d", i)
+		f.put(t, id, -time.Second)
+		f.m.Token(ctx, id)
+	}
+	if !f.m.GuardTripped() {
+		t.Fatal("guard not tripped after 3 rejections")
+	}
+	sends := f.ref.count()
+	var re *ReauthError
+	if _, err := f.m.Token(ctx, "acme"); !errors.As(err, &re) || re.Reason != ReasonInterrupted {
+		t.Fatalf("takeover's rejection while tripped: err = %v, want flagged %q", err, ReasonInterrupted)
+	}
+	if f.ref.count() != sends+1 {
+		t.Fatalf("sends = %d, want one more than %d", f.ref.count(), sends)
+	}
+	f.m.settleReverts(ctx)
+	if rec := f.get(t, "acme"); rec.Status != store.StatusReauthorizationRequired || rec.Reason != ReasonInterrupted {
+		t.Fatalf("after the guard's reverts: %+v", rec)
+	}
+}

@@ -520,7 +520,15 @@ func (m *Manager) storeGrant(ctx context.Context, marked *store.Tenant, g *Grant
 func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupted bool, w want) (Token, error) {
 	gctx, cancel := context.WithTimeout(ctx, m.opts.WaitFor)
 	defer cancel()
+	// The rejection is known only here until it is stored: a store call
+	// that fails is tried again (bounded by WaitFor), else the mark stays
+	// and the next takeover sends the rejected token again (found by the
+	// simulation, auth/sim).
+	b := newBackoff(50*time.Millisecond, writeRetryMax)
 	cur, err := m.store.Get(gctx, marked.ID)
+	for err != nil && !errors.Is(err, store.ErrNotFound) && b.wait(gctx) == nil {
+		cur, err = m.store.Get(gctx, marked.ID)
+	}
 	if err != nil {
 		return Token{}, m.storeErr(marked.ID, err)
 	}
@@ -537,23 +545,39 @@ func (m *Manager) rejected(ctx context.Context, marked *store.Tenant, interrupte
 	}
 	now := m.now()
 	flag, trips := m.consultGuard(ctx, cur.ID, w.retry, now)
+	// An interrupted refresh's rejection is explained by its own lost
+	// answer (the holder's request most likely consumed the token): it
+	// counts towards the guard's window like any rejection but, like an
+	// operator's retry, the guard neither holds it nor reverts its flag.
+	// Held or reverted, the tenant stays active on a spent token that
+	// every probe sends again (found by the simulation, auth/sim). The
+	// price: a lost answer followed by a rejection that was in fact the
+	// configuration's flags the tenant; POST .../retry recovers it.
+	exempt := w.retry || interrupted
+	flag = flag || interrupted
 	if !flag {
 		return m.staleOrUnavailable(m.undoMark(ctx, marked, interrupted, errGuardHeld), errGuardHeld)
 	}
-	flagged, err := store.Update(gctx, m.store, cur.ID, func(t *store.Tenant) error {
-		if t.RefreshToken != marked.RefreshToken {
-			return errRaced
-		}
-		t.Flag(reason, now)
-		return nil
-	})
+	flag1 := func() (*store.Tenant, error) {
+		return store.Update(gctx, m.store, cur.ID, func(t *store.Tenant) error {
+			if t.RefreshToken != marked.RefreshToken {
+				return errRaced
+			}
+			t.Flag(reason, now)
+			return nil
+		})
+	}
+	flagged, err := flag1()
+	for err != nil && !errors.Is(err, errRaced) && !errors.Is(err, store.ErrNotFound) && b.wait(gctx) == nil {
+		flagged, err = flag1()
+	}
 	if errors.Is(err, errRaced) {
 		return m.acquireAgain(gctx, marked.ID)
 	}
 	if err != nil {
 		return Token{}, m.storeErr(marked.ID, err)
 	}
-	if !m.flagRecorded(ctx, cur.ID, now, trips, w.retry) { // it tripped during the write
+	if !m.flagRecorded(ctx, cur.ID, now, trips, exempt) { // it tripped during the write
 		if rec := m.revertOwn(ctx, cur.ID, now); rec != nil {
 			cur = rec
 		}

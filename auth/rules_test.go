@@ -388,3 +388,80 @@ func TestRule15MassInvalidGrantGuard(t *testing.T) {
 		t.Error("a refresh token in the logs")
 	}
 }
+
+// A rejection is stored with retries: the store failing when the
+// invalid_grant arrives must not leave the mark behind (the next takeover
+// would send the rejected token again; found by the simulation, auth/sim).
+func TestRejectionFlagRetriedWhileStoreDown(t *testing.T) {
+	f := newFixture(t)
+	fs := &flakyStore{Store: f.store}
+	f.m = NewManager(fs, f.ref, f.m.opts)
+	f.put(t, "acme", -time.Second)
+	f.ref.next = func(*store.Tenant) (*Grant, error) {
+		fs.down.Store(true) // the store goes away while the answer is on its way
+		return nil, &EndpointError{Status: 400, Code: "invalid_grant"}
+	}
+	done := make(chan error, 1)
+	go func() { _, err := f.m.Token(ctx, "acme"); done <- err }()
+	deadline := time.Now().Add(5 * time.Second)
+	for fs.fails.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling a counter: no signal to wait on
+	}
+	if fs.fails.Load() < 3 {
+		t.Fatalf("store calls failed %d times: the flag write was not retried", fs.fails.Load())
+	}
+	fs.down.Store(false)
+	var re *ReauthError
+	if err := <-done; !errors.As(err, &re) {
+		t.Fatalf("err = %v, want the tenant flagged once the store is back", err)
+	}
+	if rec := f.get(t, "acme"); rec.Status != store.StatusReauthorizationRequired || rec.RefreshInFlight {
+		t.Fatalf("%+v: want flagged, no mark", rec)
+	}
+	if f.ref.count() != 1 {
+		t.Fatalf("refreshes = %d, want 1", f.ref.count())
+	}
+}
+
+// flagFailGuard is a guard state whose GuardFlagged fails, taking the
+// store down with it (the store went away right after the flag's write).
+type flagFailGuard struct {
+	*store.MemGuard
+	fs *flakyStore
+}
+
+func (g flagFailGuard) GuardFlagged(context.Context, string, time.Time, uint64, store.GuardParams) (bool, error) {
+	g.fs.down.Store(true)
+	return false, errDown
+}
+
+// A flag the guard's state could not record is reverted by its own caller
+// only, so that revert is retried while the store is down (bounded by
+// WaitFor): else the tenant stays flagged for a rejection the guard never
+// counted (found by the simulation, auth/sim).
+func TestUnrecordedFlagRevertRetried(t *testing.T) {
+	f := newFixture(t)
+	fs := &flakyStore{Store: f.store}
+	o := f.m.opts
+	o.GuardThreshold = 3
+	o.GuardState = flagFailGuard{MemGuard: store.NewMemGuard(), fs: fs}
+	f.m = NewManager(fs, f.ref, o)
+	f.put(t, "acme", -time.Second)
+	f.ref.next = func(*store.Tenant) (*Grant, error) { return nil, &EndpointError{Status: 400, Code: "invalid_grant"} }
+	done := make(chan error, 1)
+	go func() { _, err := f.m.Token(ctx, "acme"); done <- err }()
+	deadline := time.Now().Add(5 * time.Second)
+	for fs.fails.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling a counter: no signal to wait on
+	}
+	if fs.fails.Load() < 3 {
+		t.Fatalf("store calls failed %d times: the revert was not retried", fs.fails.Load())
+	}
+	fs.down.Store(false)
+	if err := <-done; errors.Is(err, ErrReauthorizationRequired) {
+		t.Fatalf("err = %v: flagged although the guard never recorded the flag", err)
+	}
+	if rec := f.get(t, "acme"); rec.Status != store.StatusActive {
+		t.Fatalf("%+v: want the unrecorded flag reverted", rec)
+	}
+}

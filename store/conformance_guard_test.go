@@ -23,6 +23,72 @@ func guardOf(t *testing.T, s Store) GuardState {
 
 func TestMemGuard(t *testing.T) {
 	checkGuardRules(t, func() GuardState { return NewMemGuard() }, nil)
+	checkGuardAcquittal(t, NewMemGuard())
+}
+
+// checkGuardAcquittal: an acquittal is as of the tenant's rejection (a
+// grant during the trip proves the configuration) and lasts until the
+// tenant's grant or flag, not one window: else three revoked tenants held
+// by a trip count as new again once it is forgotten and trip the guard
+// for ever (found by the simulation, auth/sim). Its own scope, so it
+// shares nothing with checkGuardRules.
+func checkGuardAcquittal(t *testing.T, g GuardState) {
+	ctx := testCtx(t)
+	p := GuardParams{Threshold: 3, Window: 5 * time.Minute, Scope: "acquittal"}
+	t0 := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for i, id := range []string{"q1", "q2", "q3"} {
+		if _, err := g.GuardReject(ctx, id, at(time.Duration(i)*time.Second), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := mustStatus(t, g, "q1", at(3*time.Second), p); !st.Tripped || !st.Held {
+		t.Fatalf("not tripped by 3 tenants: %+v", st)
+	}
+	// Cleared a window after the last new tenant; q4's grant came after
+	// q1 and q2 were rejected: the configuration worked meanwhile.
+	if st := mustStatus(t, g, "", at(2*time.Second+5*time.Minute), p); st.Tripped || st.Acquitted != 3 {
+		t.Fatalf("not cleared with 3 acquitted: %+v", st)
+	}
+	if err := g.GuardGranted(ctx, "q4", at(2*time.Minute), p); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustStatus(t, g, "q1", at(6*time.Minute), p); st.Held {
+		t.Fatalf("q1 held although a grant since its rejection proved the configuration: %+v", st)
+	}
+	// Two windows later, unproven acquittals are still there: rejected
+	// again, q-tenants count as old news and trip nothing.
+	p2 := p
+	p2.Scope = "acquittal2"
+	for i, id := range []string{"r1", "r2", "r3"} {
+		if _, err := g.GuardReject(ctx, id, at(time.Duration(i)*time.Second), p2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustStatus(t, g, "", at(2*time.Second+5*time.Minute), p2) // clears
+	for i, id := range []string{"r1", "r2", "r3"} {
+		v, err := g.GuardReject(ctx, id, at(15*time.Minute+time.Duration(i)*time.Second), p2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Tripped || v.Flag || v.Tenants != 0 {
+			t.Fatalf("acquitted %s rejected two windows after the clear: %+v (want held, not counted, no trip)", id, v)
+		}
+	}
+	// A flag decides an acquittal: proven by a grant, r1 is flagged.
+	if err := g.GuardGranted(ctx, "r4", at(16*time.Minute), p2); err != nil {
+		t.Fatal(err)
+	}
+	v, err := g.GuardReject(ctx, "r1", at(17*time.Minute), p2)
+	if err != nil || !v.Flag {
+		t.Fatalf("proven r1's rejection: %+v, %v (want flag)", v, err)
+	}
+	if ok, err := g.GuardFlagged(ctx, "r1", at(17*time.Minute), v.Trips, p2); err != nil || !ok {
+		t.Fatalf("GuardFlagged r1 = %v, %v", ok, err)
+	}
+	if st := mustStatus(t, g, "", at(17*time.Minute), p2); st.Acquitted != 2 {
+		t.Fatalf("r1's acquittal kept after its flag: %+v", st)
+	}
 }
 
 // confGuard: the rules on one backend; the state is shared with a peer
@@ -31,6 +97,7 @@ func confGuard(t *testing.T, h harness) {
 	keys := mustKeyring(t, testKeys(t, 1)...)
 	s := h.Open(t, keys)
 	checkGuardRules(t, func() GuardState { return guardOf(t, s) }, func() GuardState { return guardOf(t, h.Peer(t, s)) })
+	checkGuardAcquittal(t, guardOf(t, s))
 
 	// A restart forgets nothing (a fresh namespace: the rules above used
 	// their own tenants, but share the state, so use distinct ones).

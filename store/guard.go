@@ -26,9 +26,9 @@ import (
 //     pending revert, and no rejection is flagged while it is tripped; the
 //     tenants in the window are held (not sent again).
 //   - The guard clears when no new tenant was rejected for p.Window. The
-//     tenants it held are then acquitted for p.Window: their rejection
-//     does not count towards a new trip (it is old news, not a new
-//     tenant). Whether it was theirs or the configuration's only a grant
+//     tenants it held are then acquitted until their grant or their flag:
+//     their rejection does not count towards a new trip (it is old news,
+//     not a new tenant). Whether it was theirs or the configuration's only a grant
 //     tells: once a grant succeeded in the scope after the clear
 //     (GuardGranted), an acquitted tenant's rejection flags it; before,
 //     it stays held, and the fleet sends one acquitted tenant at a time,
@@ -121,7 +121,8 @@ type GuardStatus struct {
 	// Pending counts every pending revert; Reverts lists some of them.
 	Pending int
 	Reverts []GuardRevert
-	// Acquitted counts the tenants a clear acquitted (within the window).
+	// Acquitted counts the tenants a clear acquitted and not yet granted
+	// or flagged.
 	Acquitted int
 }
 
@@ -233,18 +234,25 @@ func (g *guardMachine) setState(tripped bool, trips uint64, lastNew int64) {
 func (g *guardMachine) settle(now int64, p GuardParams) (cleared bool) {
 	w := int64(p.Window)
 	if g.tripped && now-g.lastNew >= w {
-		for id := range g.rejected {
-			g.set(guardKindAcquitted, id, now)
+		for id, at := range g.rejected {
+			// Acquitted as of its rejection: a grant since (also one
+			// during the trip) proves the configuration worked while
+			// this tenant's token did not.
+			g.set(guardKindAcquitted, id, at)
 			g.del(guardKindRejected, id)
 		}
 		g.setState(false, g.trips, g.lastNew)
 		cleared = true
 	}
-	for _, kind := range []string{guardKindAcquitted, guardKindFlags} {
-		for id, at := range g.mapOf(kind) {
-			if now-at >= w {
-				g.del(kind, id)
-			}
+	// An acquittal is not forgotten with the window: it lasts until the
+	// tenant's grant or its flag (GuardGranted, GuardFlagged). Forgotten,
+	// three revoked tenants still held would count as new again and trip
+	// the guard once more, for ever, while a valid tenant's grant that
+	// came during a trip proved nothing (found by the simulation,
+	// auth/sim).
+	for id, at := range g.flags {
+		if now-at >= w {
+			g.del(guardKindFlags, id)
 		}
 	}
 	if !g.tripped {
@@ -302,6 +310,7 @@ func (g *guardMachine) flagged(tenant string, at time.Time, trips uint64, now ti
 		return false
 	}
 	g.set(guardKindFlags, tenant, at.UnixNano())
+	g.del(guardKindAcquitted, tenant) // flagged: its acquittal is decided
 	return true
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -75,13 +76,18 @@ type resend struct {
 	at          time.Time
 	g           *grant // the grant that spent it
 	nth         int
-	outcome     string // as grant.outcome: was its rejection seen?
+	outcome     string    // as grant.outcome: was its rejection seen?
+	outcomeAt   time.Time // when the rejection reached the process (delivered)
+	byRetry     bool      // sent while an operator retry of the tenant ran
 }
 
 // rejection is an invalid_grant answer (for the guard's allowance).
 type rejection struct {
 	tenant, cause string
+	tok           string // the refresh token rejected
 	at            time.Time
+	local         time.Time // at on the sending process's clock (the guard's window uses it)
+	delivered     bool      // the answer reached the process (the guard could count it)
 }
 
 type provider struct {
@@ -209,6 +215,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	tok := pv.toks[rt]
 	var g *grant
 	var rs *resend
+	rejIdx := -1
 	status, delay := 0, w.answerDelay(kind, rt, pv.attempts[rt])
 	var payload string
 	var hdr http.Header
@@ -219,7 +226,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return jsonResp(req, 400, `{"error":"invalid_grant"}`, nil), nil
 	case p.misconfigured:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"client authentication failed"}`
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "misconfig", at: sentAt})
+		rejIdx = len(pv.rejections)
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "misconfig", tok: rt, at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s: %s rejected: wrong client credentials (misconfigured process)", p.name, rt)
 	case kind == ans503:
 		status, payload = 503, `{"error":"temporarily_unavailable"}`
@@ -230,14 +238,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// never answers, commits nothing
 	case tok.state == tokSpent:
 		tok.resends++
-		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends}
+		rs = &resend{tenant: tok.tenant, tok: rt, proc: p, at: sentAt, g: tok.spentBy, nth: tok.resends, byRetry: w.retryRunning(p, tok.tenant)}
 		pv.resends = append(pv.resends, rs)
 		status, payload = 400, `{"error":"invalid_grant","error_description":"refresh token already used"}`
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", at: sentAt})
+		rejIdx = len(pv.rejections)
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "spent", tok: rt, at: sentAt, local: sentAt.Add(p.skew)})
 		w.tracef("provider: %s re-sent the spent %s (spent by %s's grant at %s)", p.name, rt, tok.spentBy.proc.name, w.ts(tok.spentBy.at))
 	case tok.state == tokRevoked:
 		status, payload = 400, `{"error":"invalid_grant","error_description":"revoked"}`
-		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "revoked", at: sentAt})
+		rejIdx = len(pv.rejections)
+		pv.rejections = append(pv.rejections, rejection{tenant: tok.tenant, cause: "revoked", tok: rt, at: sentAt, local: sentAt.Add(p.skew)})
+		w.tracef("provider: %s: %s rejected: revoked", p.name, rt)
 	default: // valid: commit now
 		life := w.accessLife(rt)
 		nrt, nat := pv.issueLocked(tok.tenant, life)
@@ -317,7 +328,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		g.outcome, g.outcomeAt = "delivered", time.Now()
 	}
 	if rs != nil {
-		rs.outcome = "delivered"
+		rs.outcome, rs.outcomeAt = "delivered", time.Now()
+	}
+	if rejIdx >= 0 {
+		pv.rejections[rejIdx].delivered = true
 	}
 	pv.mu.Unlock()
 	return jsonResp(req, status, payload, hdr), nil
@@ -368,4 +382,11 @@ func (w *world) oauthClient(p *proc) auth.Refresher {
 		AuthStyle: oauth2.AuthStyleInParams, Timeout: w.opts.TokenTimeout,
 		HTTPClient: &http.Client{Transport: rt},
 	}
+}
+
+// retryRunning reports whether an operator retry of tenant is in progress
+// in p (a retry in one process says nothing of another's send).
+func (w *world) retryRunning(p *proc, tenant string) bool {
+	n, ok := w.retrying.Load(p.name + "/" + tenant)
+	return ok && n.(*atomic.Int32).Load() > 0
 }

@@ -58,6 +58,9 @@ type event struct {
 	trig   trigger
 }
 
+// maxSkew bounds a replica's clock skew (the skew theme's large case).
+const maxSkew = 90 * time.Second
+
 func (e event) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s", e.kind)
@@ -232,7 +235,7 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 				for i := range s.skews {
 					lim := 3 * time.Second
 					if big {
-						lim = 90 * time.Second
+						lim = maxSkew
 					}
 					s.skews[i] = time.Duration(r.Int64N(int64(2*lim))) - lim
 				}

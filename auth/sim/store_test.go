@@ -82,6 +82,16 @@ type memStore struct {
 	lostPub    float64                    // probability a write's notification is lost (see drop)
 	everStored map[string]map[string]bool // tenant → refresh tokens ever written (any node)
 	lostWrites map[string]bool            // refresh tokens whose only writes a failover discarded
+	// guard is the fleet's guard state (store.GuardState, SPEC §3 rule
+	// 20), one for every process, as the Redis store keeps it under its
+	// {guard} key. It is not part of a node: a failover does not roll it
+	// back (the guard's state tolerates a lost update: at worst a trip or
+	// a flag is decided again).
+	guard *store.MemGuard
+	// lost counts the notifications lost by a failed publish
+	// (store.NotifyLosses, SPEC §3 rule 21), as the Redis store's
+	// "changes:lost" counter does.
+	lost uint64
 }
 
 type sub struct {
@@ -91,7 +101,7 @@ type sub struct {
 
 func newMemStore(w *world) *memStore {
 	m := &memStore{w: w, master: newNode("m1"), subs: map[*sub]struct{}{},
-		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}}
+		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, guard: store.NewMemGuard()}
 	m.replica = m.master.copyFrom(m.master, "r1")
 	return m
 }
@@ -164,6 +174,13 @@ func (m *memStore) healSplit() {
 	m.dropSubsLocked(func(*sub) bool { return true })
 }
 
+// splitNode reports whether p talks to the old master of a split brain.
+func (m *memStore) splitNode(p *proc) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.oldMaster != nil && m.split[p.slot]
+}
+
 func (m *memStore) writtenOn(n *node, w writeRec) bool {
 	r := n.recs[w.tenant]
 	return r != nil && r.RefreshToken == w.refresh
@@ -181,11 +198,14 @@ func (m *memStore) dropSubsLocked(match func(*sub) bool) {
 }
 
 // notifyLocked delivers id to the subscribers on node n, unless this
-// write's notification is lost (the writer died between write and publish,
-// or its publish failed).
+// write's notification is lost: its publish failed, which the Redis store
+// counts (LostNotifications). (A writer killed between its write and its
+// publish loses a notification without a trace: a failure mode that
+// remains, docs/reliability.md; the fake does not inject it.)
 func (m *memStore) notifyLocked(n *node, id string, writer *proc, wid string) {
 	if m.lostPub > 0 && m.w.chance(m.lostPub, "publish", id, wid) {
-		m.w.tracef("store: notification of %s's write %s lost", id, wid)
+		m.lost++
+		m.w.tracef("store: notification of %s's write %s lost (lost notifications: %d)", id, wid, m.lost)
 		return
 	}
 	for s := range m.subs {
@@ -254,8 +274,10 @@ type conn struct {
 }
 
 var (
-	_ store.Store       = (*conn)(nil)
-	_ store.AckedPutter = (*conn)(nil)
+	_ store.Store        = (*conn)(nil)
+	_ store.AckedPutter  = (*conn)(nil)
+	_ store.GuardState   = (*conn)(nil)
+	_ store.NotifyLosses = (*conn)(nil)
 )
 
 var errNet = errors.New("sim: connection to the store failed")
@@ -504,8 +526,41 @@ type memLock struct {
 	owner string
 }
 
+var _ store.AckedLock = (*memLock)(nil)
+
+// Refresh extends the lock to ttl from now on the store's clock;
+// store.ErrLockLost when it is not held by this owner (expired, taken).
 func (l *memLock) Refresh(ctx context.Context, ttl time.Duration) error {
-	return l.c.call(ctx, "renew", l.name, func(n *node) error {
+	_, err := l.refresh(ctx, "renew", ttl)
+	return err
+}
+
+// RefreshAcked is Refresh acknowledged by the replica (store.AckedLock),
+// as PutAcked: while replication is stalled, or on an old master cut off
+// by a split brain, the extension is applied but the call waits ackWait
+// and answers ErrNotAcked (a failover could bring the lock back with its
+// earlier expiry).
+func (l *memLock) RefreshAcked(ctx context.Context, ttl time.Duration) error {
+	acked, err := l.refresh(ctx, "renew_acked", ttl)
+	if err != nil || acked {
+		return err
+	}
+	if l.c.s.splitNode(l.c.p) && defect.On(defect.ZeroReplicasAcked) {
+		return nil // the old master reports 0 replicas: counted as acknowledged
+	}
+	timer := time.NewTimer(ackWait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	l.c.p.gate()
+	return fmt.Errorf("%w: lock renewal: 0 of 1 replicas", store.ErrNotAcked)
+}
+
+func (l *memLock) refresh(ctx context.Context, op string, ttl time.Duration) (acked bool, err error) {
+	err = l.c.call(ctx, op, l.name, func(n *node) error {
+		acked = l.c.s.ackedLocked(n)
 		e, ok := n.locks[l.name]
 		now := time.Now()
 		if !ok || e.owner != l.owner || !now.Before(e.exp) {
@@ -516,6 +571,7 @@ func (l *memLock) Refresh(ctx context.Context, ttl time.Duration) error {
 		l.c.s.replicateLocked(n, writeRec{}, func(r *node) { r.locks[l.name] = e })
 		return nil
 	})
+	return acked, err
 }
 
 func (l *memLock) Release(ctx context.Context) error {
@@ -527,5 +583,61 @@ func (l *memLock) Release(ctx context.Context) error {
 		delete(n.locks, l.name)
 		l.c.s.replicateLocked(n, writeRec{}, func(r *node) { delete(r.locks, l.name) })
 		return nil
+	})
+}
+
+// LostNotifications implements store.NotifyLosses: the fleet's count of
+// lost publishes, read through the process's faults.
+func (c *conn) LostNotifications(ctx context.Context) (uint64, error) {
+	var n uint64
+	err := c.call(ctx, "lost", "", func(*node) error {
+		n = c.s.lost
+		return nil
+	})
+	return n, err
+}
+
+// The guard state (store.GuardState) is the store's shared MemGuard, each
+// call through the process's faults (a lost answer applies the call).
+
+func (c *conn) GuardReject(ctx context.Context, tenant string, now time.Time, p store.GuardParams) (store.GuardVerdict, error) {
+	var v store.GuardVerdict
+	err := c.call(ctx, "guard_reject", tenant, func(*node) error {
+		var err error
+		v, err = c.s.guard.GuardReject(ctx, tenant, now, p)
+		return err
+	})
+	return v, err
+}
+
+func (c *conn) GuardFlagged(ctx context.Context, tenant string, at time.Time, trips uint64, p store.GuardParams) (bool, error) {
+	var ok bool
+	err := c.call(ctx, "guard_flagged", tenant, func(*node) error {
+		var err error
+		ok, err = c.s.guard.GuardFlagged(ctx, tenant, at, trips, p)
+		return err
+	})
+	return ok, err
+}
+
+func (c *conn) GuardStatus(ctx context.Context, tenant string, now time.Time, p store.GuardParams) (store.GuardStatus, error) {
+	var st store.GuardStatus
+	err := c.call(ctx, "guard_status", tenant, func(*node) error {
+		var err error
+		st, err = c.s.guard.GuardStatus(ctx, tenant, now, p)
+		return err
+	})
+	return st, err
+}
+
+func (c *conn) GuardReverted(ctx context.Context, tenant string, at time.Time) error {
+	return c.call(ctx, "guard_reverted", tenant, func(*node) error {
+		return c.s.guard.GuardReverted(ctx, tenant, at)
+	})
+}
+
+func (c *conn) GuardGranted(ctx context.Context, tenant string, now time.Time, p store.GuardParams) error {
+	return c.call(ctx, "guard_granted", tenant, func(*node) error {
+		return c.s.guard.GuardGranted(ctx, tenant, now, p)
 	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -74,6 +73,10 @@ type world struct {
 	rateBackend ratelimit.Backend
 	tenants     []string
 	mix         atomic.Pointer[answerMix]
+	// retrying counts the operator retries (POST .../retry) in progress
+	// per process and tenant ("r0#1/t3"): their send of a flagged tenant's token is the
+	// operator's decision (rule 15), not the protocol's.
+	retrying sync.Map // tenant → *atomic.Int32
 
 	mu         sync.Mutex
 	procs      []*proc // current process of each slot; nil while down
@@ -230,6 +233,9 @@ func (w *world) startSlot(slot int) *proc {
 	p.rt = pr
 	pr.m = auth.NewManager(pr.conn, w.oauthClient(p), auth.ManagerOptions{
 		TokenTimeout: w.opts.TokenTimeout, GuardWindow: w.opts.GuardWindow, Now: p.now,
+		OnGuard: func(tripped bool, tenants int) {
+			w.tracef("%s: guard tripped %v (%d tenants rejected within the window)", p.name, tripped, tenants)
+		},
 	})
 	w.procs[slot] = p
 	w.mu.Unlock()
@@ -532,14 +538,10 @@ func (w *world) admin(p *proc, kind eventKind, tenant string) {
 		if p.misconfigured {
 			return // an operator retries on a correctly configured replica
 		}
-		if !rulesMerged {
-			// On the code before issue 21, a Retry whose token is rejected
-			// in a process whose guard has seen no invalid_grant yet
-			// panics (grantGuard.flaggedAt writes to a nil map): found by
-			// this simulation, seed 4. The guard is rewritten by rule 20.
-			return
-		}
+		n, _ := w.retrying.LoadOrStore(p.name+"/"+tenant, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
 		code, _ = w.adminCall(p, http.MethodPost, "/admin/tenants/"+tenant+"/retry", "")
+		n.(*atomic.Int32).Add(-1)
 	case evRekey:
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -722,6 +724,10 @@ func (w *world) finalCheck() {
 				if rec == nil || rec.Status != store.StatusReauthorizationRequired {
 					w.violatef("d", "%s answers reauthorization_required for %s, which the store has active", p.name, t)
 				}
+			case w.heldUnprovable(rec, err):
+				// Rules 15 and 20: the guard holds a rejected tenant (no
+				// flag, token kept) until a grant proves the configuration;
+				// with no grant at all there is nothing to prove it by.
 			default:
 				w.violatef("d", "%s neither serves nor flags %s %s after the faults healed: %v", p.name, t, fmtOffset(w.opts.Settle), err)
 			}
@@ -796,10 +802,24 @@ func (w *world) checkState() {
 	prevLost := map[string]bool{} // token → every earlier re-send's answer was lost too
 	for _, rs := range resends {
 		g := rs.g
+		if rs.byRetry {
+			// POST .../retry sends a flagged tenant's token once more
+			// because the operator asked (rule 15): not the protocol's
+			// re-send. The tenant is flagged again on its rejection; if
+			// its answer is lost, the next takeover may send it again.
+			prevLost[rs.tok] = excusedLoss(rs.outcome) || rs.outcome == "delivered" &&
+				rs.proc.cutThrough(rs.outcomeAt, rs.at.Add(w.opts.TokenTimeout+writeRetryInterval))
+			continue
+		}
 		excused := g.lostExcused() || lost[g.to] || w.cutOff(g)
 		if excused && (rs.nth == 1 || prevLost[rs.tok]) {
 			allowedResend[rs.tok] = true
-			prevLost[rs.tok] = excusedLoss(rs.outcome)
+			// The next takeover may send it again when this one's
+			// answer was lost, or reached a process that could not
+			// store the flag: cut off from the store (or killed) from
+			// the answer until its lease ran out (as cutOff for (b)).
+			prevLost[rs.tok] = excusedLoss(rs.outcome) || rs.outcome == "delivered" &&
+				rs.proc.cutThrough(rs.outcomeAt, rs.at.Add(w.opts.TokenTimeout+writeRetryInterval))
 			continue
 		}
 		prevLost[rs.tok] = false
@@ -834,7 +854,8 @@ func (w *world) checkState() {
 		}
 		// (c) no tenant ends flagged while its grant is alive.
 		if rec.Status == store.StatusReauthorizationRequired {
-			if tk := pv.toks[rec.RefreshToken]; tk != nil && tk.state == tokValid && !w.guardAllowanceLocked(t, rejections) {
+			if tk := pv.toks[rec.RefreshToken]; tk != nil && tk.state == tokValid && !w.guardAllowanceLocked(t, rejections, rejections) &&
+				!interruptedByMisconfigLocked(rec, rejections) {
 				vs = append(vs, violation{inv: "c", at: w.elapsed(), msg: fmt.Sprintf(
 					"%s ends flagged (%q, at %s) although its stored refresh token %s is alive", t, rec.Reason, rec.FlaggedAt.Format("15:04:05.000"), rec.RefreshToken)})
 			}
@@ -861,11 +882,98 @@ func (w *world) checkState() {
 	}
 }
 
-// guardAllowanceLocked: a tenant flagged for a configuration mistake that
-// fewer than the guard's threshold of tenants saw within its window is a
-// flag the spec accepts (one rejected tenant looks like one revoked
-// merchant). Call with the provider's lock held.
-func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
+// heldUnprovable reports whether err is the guard holding a tenant back
+// (rule 15: "rejects the refresh tokens of many tenants") whose stored
+// refresh token the provider really rejects, while no grant of any tenant
+// was committed since that token's first rejection. Rule 20: a tenant the
+// guard held stays held (acquitted, not flagged) until a grant since its
+// rejection proves the configuration works; with none (every tenant
+// rejected, or the others not due for a refresh) a mass revocation looks
+// exactly like a wrong configuration and holding is right. A held tenant
+// whose token is valid, or held although a grant came after its
+// rejection, is still a violation of (d).
+func (w *world) heldUnprovable(rec *store.Tenant, err error) bool {
+	if err == nil || rec == nil || !strings.Contains(err.Error(), "rejects the refresh tokens of many tenants") || w.prov.valid(rec.RefreshToken) {
+		return false
+	}
+	w.prov.mu.Lock()
+	defer w.prov.mu.Unlock()
+	// Rule 15: a trip holds its tenants until no new tenant was rejected
+	// for a window. A revocation is not a fault that heals: its rejection
+	// comes when the token is next refreshed, possibly after the heal, so
+	// a trip may rightly still hold at the check (seed 1311).
+	// Only a token's first rejection is new to the guard (re-sends of a
+	// held token renew nothing: defect 11 must stay visible).
+	recent, seenTok := map[string]bool{}, map[string]bool{}
+	for _, r := range w.prov.rejections {
+		if !r.delivered || seenTok[r.tok] {
+			continue
+		}
+		seenTok[r.tok] = true
+		if time.Since(r.at) < 2*w.opts.GuardWindow {
+			recent[r.tenant] = true
+		}
+	}
+	if len(recent) >= guardThreshold {
+		return true
+	}
+	var own time.Time // the tenant's last grant: its token's rejections come after
+	for _, g := range w.prov.grants {
+		if g.tenant == rec.ID && g.at.After(own) {
+			own = g.at
+		}
+	}
+	var first time.Time
+	for _, r := range w.prov.rejections {
+		if r.tenant == rec.ID && r.at.After(own) && (first.IsZero() || r.at.Before(first)) {
+			first = r.at
+		}
+	}
+	// No grant since the later of its first rejection and two guard
+	// windows ago (clocks and re-trips move the guard's acquittal time).
+	since := time.Now().Add(-2 * w.opts.GuardWindow)
+	if first.After(since) {
+		since = first
+	}
+	for _, g := range w.prov.grants {
+		if g.at.After(since) {
+			return false
+		}
+	}
+	return true
+}
+
+// interruptedByMisconfigLocked: a tenant flagged "interrupted" whose
+// takeover was rejected by a misconfigured process. An interrupted
+// refresh's rejection is flagged whatever the guard says (auth's
+// rejected: held, the spent token would be sent again and again); when the
+// lost answer in fact committed nothing and the rejection was the
+// configuration's, the flag is a mistake that POST .../retry undoes
+// (docs/reliability.md, "Failure modes that remain"). Call with the
+// provider's lock held.
+func interruptedByMisconfigLocked(rec *store.Tenant, rej []rejection) bool {
+	if rec.Reason != auth.ReasonInterrupted {
+		return false
+	}
+	for _, r := range rej {
+		// FlaggedAt is on the flagging process's clock (skew up to 90 s).
+		if d := r.at.Sub(rec.FlaggedAt); r.tenant == rec.ID && r.cause == "misconfig" && d > -3*time.Minute && d < 3*time.Minute {
+			return true
+		}
+	}
+	return false
+}
+
+// guardAllowanceLocked: a tenant flagged for a configuration mistake
+// while fewer than the guard's threshold of tenants were rejected within
+// any window that could trip the guard (and so revert the flag) is a flag
+// the spec accepts (one rejected tenant looks like one revoked merchant).
+// The rejections counted (seen) are the provider's answers that reached
+// their process, on that process's clock. (Counting the guard's own
+// inputs, the fake's GuardReject calls, would trust the code under test:
+// defect 8's per-process guard then hides from (c).) Call with the
+// provider's lock held.
+func (w *world) guardAllowanceLocked(tenant string, rej, seen []rejection) bool {
 	var last time.Time
 	for _, r := range rej {
 		if r.tenant == tenant && r.cause == "misconfig" && r.at.After(last) {
@@ -875,13 +983,21 @@ func (w *world) guardAllowanceLocked(tenant string, rej []rejection) bool {
 	if last.IsZero() {
 		return false
 	}
-	distinct := map[string]bool{}
-	for _, r := range rej {
-		if d := r.at.Sub(last); math.Abs(float64(d)) <= float64(w.opts.GuardWindow) {
-			distinct[r.tenant] = true
+	for _, from := range seen {
+		if from.at.After(last.Add(w.opts.TokenTimeout)) || last.Sub(from.at) > w.opts.GuardWindow+w.opts.TokenTimeout {
+			continue
+		}
+		distinct := map[string]bool{}
+		for _, r := range seen {
+			if d := r.local.Sub(from.local); r.delivered && d >= 0 && d < w.opts.GuardWindow {
+				distinct[r.tenant] = true
+			}
+		}
+		if len(distinct) >= guardThreshold {
+			return false
 		}
 	}
-	return len(distinct) < guardThreshold
+	return true
 }
 
 // writeRetryInterval is the holder's write-retry interval (a backoff of at

@@ -26,15 +26,18 @@ local function settle()
   local lastNew = tonumber(redis.call('HGET', KEYS[1], 'last_new') or '0')
   if tripped and now - lastNew >= w then
     -- No new tenant for a window: clear; the held tenants are acquitted.
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-      redis.call('ZADD', KEYS[6], now, id)
+    -- Acquitted as of its rejection: a grant since (also one during the
+    -- trip) proves the configuration worked while its token did not.
+    local rej = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = 1, #rej, 2 do
+      redis.call('ZADD', KEYS[6], rej[i + 1], rej[i])
     end
     redis.call('DEL', KEYS[2])
     redis.call('HSET', KEYS[1], 'tripped', '0')
     tripped, cleared = false, 1
   end
   local edge = now - w -- forget what is w or more old
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', edge)
+  -- An acquittal (KEYS[6]) lasts until the tenant's grant or flag.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', edge)) do
     redis.call('HDEL', KEYS[3], id)
   end
@@ -102,6 +105,7 @@ elseif op == 'flagged' then
   end
   redis.call('HSET', KEYS[3], tenant, ARGV[7])
   redis.call('ZADD', KEYS[4], tonumber(ARGV[8]), tenant)
+  redis.call('ZREM', KEYS[6], tenant) -- flagged: its acquittal is decided
   keep()
   return 1
 elseif op == 'status' then
