@@ -27,14 +27,11 @@ import (
 func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, ident *auth.Identified, deferred error) (written, replaced *store.Tenant, fail *page) {
 	// Rule 19: under the tenant's refresh lock, never over a refresh in
 	// flight (its holder may be writing a new refresh token).
-	lock, fresh, fail := o.lockIdle(ctx, log, sv.Tenant)
+	cur, release, fail := o.lockForWrite(ctx, log, sv.Tenant, cur)
 	if fail != nil {
 		return nil, nil, fail
 	}
-	defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
-	if fresh != nil {
-		cur = fresh
-	}
+	defer release()
 	now := o.now()
 	var err error
 	for attempt := 0; attempt < casAttempts; attempt++ {
@@ -142,6 +139,20 @@ func (o *Onboarder) lockIdle(ctx context.Context, log *zap.Logger, tenant string
 	}
 }
 
+// lockForWrite takes the tenant's lock through lockIdle for an onboarding
+// write: the record to write from (cur, or the one read under the lock)
+// and the lock's release, or the page to answer.
+func (o *Onboarder) lockForWrite(ctx context.Context, log *zap.Logger, tenant string, cur *store.Tenant) (*store.Tenant, func(), *page) {
+	lock, fresh, fail := o.lockIdle(ctx, log, tenant)
+	if fail != nil {
+		return nil, nil, fail
+	}
+	if fresh != nil {
+		cur = fresh
+	}
+	return cur, func() { _ = lock.Release(context.WithoutCancel(ctx)) }, nil
+}
+
 // holderMark reports whether t carries a refresh holder's mark (a holder
 // that may still write); an interrupted refresh's undone mark has none.
 func holderMark(t *store.Tenant) bool {
@@ -153,14 +164,11 @@ func holderMark(t *store.Tenant) bool {
 func (o *Onboarder) writeCandidate(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, deferred error) (*store.Tenant, *page) {
 	// Rule 19, as for writeGrant: a candidate is written beside the served
 	// grant, but its write would still fence out a holder's grant write.
-	lock, fresh, fail := o.lockIdle(ctx, log, sv.Tenant)
+	cur, release, fail := o.lockForWrite(ctx, log, sv.Tenant, cur)
 	if fail != nil {
 		return nil, fail
 	}
-	defer func() { _ = lock.Release(context.WithoutCancel(ctx)) }()
-	if fresh != nil {
-		cur = fresh
-	}
+	defer release()
 	now := o.now()
 	var err error
 	for attempt := 0; attempt < casAttempts; attempt++ {
