@@ -143,9 +143,12 @@ func fetchGrant(c *http.Client, base, id string) (grant, error) {
 	return g, nil
 }
 
+// putTenant imports one tenant, replacing whatever an earlier scenario left
+// under the same id (overwrite=true: PUT refuses another refresh token
+// otherwise, SPEC §3 rule 19).
 func putTenant(c *http.Client, base, token, id string, body map[string]any) error {
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodPut, strings.TrimRight(base, "/")+"/admin/tenants/"+id, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPut, strings.TrimRight(base, "/")+"/admin/tenants/"+id+"?overwrite=true", bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
