@@ -25,14 +25,42 @@ import (
 // the grant is stored and served, the account left unknown and the
 // record marked for the Verifier.
 func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, ident *auth.Identified, deferred error) (written, replaced *store.Tenant, fail *page) {
-	// Rule 19: under the tenant's refresh lock, never over a refresh in
-	// flight (its holder may be writing a new refresh token).
+	now := o.now()
+	return o.writeLocked(ctx, log, sv, cur, "tokens not stored", func(cur *store.Tenant) (*store.Tenant, *page) {
+		if ident != nil && cur.Account != nil && cur.Account.ID != ident.Account.ID && !sv.Rebind {
+			// Identified as another account by a write during the exchange.
+			log.Warn("onboarding callback refused: another merchant account",
+				zap.String("expected", cur.Account.ID), zap.String("signed_in", ident.Account.ID))
+			p := pageOtherAccount(*cur.Account, ident.Account)
+			return nil, &p
+		}
+		next := o.authorized(cur, g, params, ident, now)
+		if deferred != nil {
+			// First authorization or rebind: whoever it is, it is the
+			// tenant's account now; which one is learnt later.
+			next.Account, next.Locations, next.LocationsAt = nil, nil, time.Time{}
+			next.StartIdentify(identifyError(deferred), now.Add(o.Verifier.delay(1)), now)
+		} else {
+			next.Identify = nil
+		}
+		next.Candidate = nil // a completed authorization supersedes a waiting one
+		return next, nil
+	})
+}
+
+// writeLocked writes build(cur) with compare-and-set under the tenant's
+// refresh lock (rule 19: never over a refresh in flight, whose holder may
+// be writing a new refresh token), re-reading the record on a conflict
+// (at most casAttempts tries). build may refuse with a page. It returns
+// the record written and the one it replaced, or the page to answer
+// (pageTenantGone, pageLinkUsed, pageStoreDown, lockIdle's pages, build's);
+// failures are logged here, what names what was not stored.
+func (o *Onboarder) writeLocked(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, what string, build func(cur *store.Tenant) (*store.Tenant, *page)) (written, replaced *store.Tenant, fail *page) {
 	cur, release, fail := o.lockForWrite(ctx, log, sv.Tenant, cur)
 	if fail != nil {
 		return nil, nil, fail
 	}
 	defer release()
-	now := o.now()
 	var err error
 	for attempt := 0; attempt < casAttempts; attempt++ {
 		if attempt > 0 {
@@ -51,23 +79,10 @@ func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateVal
 				return nil, nil, &p
 			}
 		}
-		if ident != nil && cur.Account != nil && cur.Account.ID != ident.Account.ID && !sv.Rebind {
-			// Identified as another account by a write during the exchange.
-			log.Warn("onboarding callback refused: another merchant account",
-				zap.String("expected", cur.Account.ID), zap.String("signed_in", ident.Account.ID))
-			p := pageOtherAccount(*cur.Account, ident.Account)
-			return nil, nil, &p
+		next, refused := build(cur)
+		if refused != nil {
+			return nil, nil, refused
 		}
-		next := o.authorized(cur, g, params, ident, now)
-		if deferred != nil {
-			// First authorization or rebind: whoever it is, it is the
-			// tenant's account now; which one is learnt later.
-			next.Account, next.Locations, next.LocationsAt = nil, nil, time.Time{}
-			next.StartIdentify(identifyError(deferred), now.Add(o.Verifier.delay(1)), now)
-		} else {
-			next.Identify = nil
-		}
-		next.Candidate = nil // a completed authorization supersedes a waiting one
 		v, perr := o.Store.Put(ctx, next, cur.Version)
 		if errors.Is(perr, store.ErrConflict) {
 			err = perr
@@ -80,7 +95,7 @@ func (o *Onboarder) writeGrant(ctx context.Context, log *zap.Logger, sv stateVal
 		next.Version = v
 		return next, cur, nil
 	}
-	log.Error("onboarding callback: tokens not stored", zap.Error(err))
+	log.Error("onboarding callback: "+what, zap.Error(err))
 	p := pageStoreDown
 	return nil, nil, &p
 }
@@ -162,50 +177,15 @@ func holderMark(t *store.Tenant) bool {
 // writeCandidate stores g as cur's candidate grant (not served) with
 // compare-and-set, re-reading on a conflict; failures as for writeGrant.
 func (o *Onboarder) writeCandidate(ctx context.Context, log *zap.Logger, sv stateValue, cur *store.Tenant, g *auth.Grant, params map[string]string, deferred error) (*store.Tenant, *page) {
-	// Rule 19, as for writeGrant: a candidate is written beside the served
+	// Under the lock as well: a candidate is written beside the served
 	// grant, but its write would still fence out a holder's grant write.
-	cur, release, fail := o.lockForWrite(ctx, log, sv.Tenant, cur)
-	if fail != nil {
-		return nil, fail
-	}
-	defer release()
 	now := o.now()
-	var err error
-	for attempt := 0; attempt < casAttempts; attempt++ {
-		if attempt > 0 {
-			cur, err = o.Store.Get(ctx, sv.Tenant)
-			if errors.Is(err, store.ErrNotFound) {
-				log.Warn("onboarding callback: tenant deleted during the exchange; tokens discarded")
-				p := pageTenantGone
-				return nil, &p
-			}
-			if err != nil {
-				break
-			}
-			if linkUsed(cur, sv.IAT) {
-				log.Info("onboarding callback rejected", zap.String("why", "link used concurrently"))
-				p := pageLinkUsed
-				return nil, &p
-			}
-		}
+	written, _, fail := o.writeLocked(ctx, log, sv, cur, "candidate grant not stored", func(cur *store.Tenant) (*store.Tenant, *page) {
 		next := cur.Clone()
-		tokens := o.tokensOf(g, now)
-		next.KeepCandidate(tokens, params, identifyError(deferred), now.Add(o.Verifier.delay(1)), now)
-		v, perr := o.Store.Put(ctx, next, cur.Version)
-		if errors.Is(perr, store.ErrConflict) {
-			err = perr
-			continue
-		}
-		if perr != nil {
-			err = perr
-			break
-		}
-		next.Version = v
+		next.KeepCandidate(o.tokensOf(g, now), params, identifyError(deferred), now.Add(o.Verifier.delay(1)), now)
 		return next, nil
-	}
-	log.Error("onboarding callback: candidate grant not stored", zap.Error(err))
-	p := pageStoreDown
-	return nil, &p
+	})
+	return written, fail
 }
 
 // mergeExtra returns a copy of extra with params set.
