@@ -274,36 +274,17 @@ func (c *console) redirectOr(w http.ResponseWriter, r *http.Request, sess sessio
 	return c.renderTenant(w, r, sess, res.Status, tenantBody{Problem: "The " + what + " did not happen: " + msg})
 }
 
-func (c *console) refresh(w http.ResponseWriter, r *http.Request, sess session) int {
-	id := r.PathValue("id")
-	if !store.ValidTenantID(id) {
-		return c.renderTenant(w, r, sess, 0, tenantBody{})
+// tenantCall is a console action that is one admin call on the tenant
+// (POST /admin/tenants/{id}<suffix>): on success a redirect with the flash
+// done, otherwise the tenant page naming what did not happen.
+func (c *console) tenantCall(suffix, done, what string) func(http.ResponseWriter, *http.Request, session) int {
+	return func(w http.ResponseWriter, r *http.Request, sess session) int {
+		id := r.PathValue("id")
+		if !store.ValidTenantID(id) {
+			return c.renderTenant(w, r, sess, 0, tenantBody{})
+		}
+		return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, suffix), nil), done, what)
 	}
-	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/refresh"), nil), "refreshed", "refresh")
-}
-
-func (c *console) retry(w http.ResponseWriter, r *http.Request, sess session) int {
-	id := r.PathValue("id")
-	if !store.ValidTenantID(id) {
-		return c.renderTenant(w, r, sess, 0, tenantBody{})
-	}
-	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/retry"), nil), "retried", "retry")
-}
-
-func (c *console) revokeLinks(w http.ResponseWriter, r *http.Request, sess session) int {
-	id := r.PathValue("id")
-	if !store.ValidTenantID(id) {
-		return c.renderTenant(w, r, sess, 0, tenantBody{})
-	}
-	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/revoke-links"), nil), "links_revoked", "revocation")
-}
-
-func (c *console) acceptCandidate(w http.ResponseWriter, r *http.Request, sess session) int {
-	id := r.PathValue("id")
-	if !store.ValidTenantID(id) {
-		return c.renderTenant(w, r, sess, 0, tenantBody{})
-	}
-	return c.redirectOr(w, r, sess, c.callAdmin(r.Context(), http.MethodPost, tenantPath(id, "/accept-candidate"), nil), "candidate_accepted", "acceptance")
 }
 
 // deletePage asks the operator to type the tenant id to confirm.
