@@ -99,8 +99,11 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 	cfg.ClientID, cfg.ClientSecret = ec.ClientID, ec.ClientSecret
 	cfg.RedisURL, cfg.RedisSentinelAddrs, cfg.RedisClusterAddrs = "", nil, nil
 	cfg.DataDir = dir
+	// A key the user set is never echoed; only one dev made is printed.
+	keyShown := `"$LSPROXY_ENCRYPTION_KEY"`
 	if cfg.EncryptionKey == "" {
 		cfg.EncryptionKey = randomB64(32)
+		keyShown = cfg.EncryptionKey
 	}
 	if cfg.AdminToken == "" {
 		cfg.AdminToken = "dev-" + randomHex(16)
@@ -135,7 +138,7 @@ func dev(ctx context.Context, listen, controlListen string, stdout, stderr io.Wr
 	}
 	exportHint := "Start dev with LSPROXY_DATA_DIR=DIR to keep the store and export it after stopping."
 	if keepDir {
-		exportHint = fmt.Sprintf("After stopping dev (the embedded store serves one process):\n  LSPROXY_DATA_DIR=%s LSPROXY_ENCRYPTION_KEY=%s lsproxy tenants export tenants.ndjson", dir, cfg.EncryptionKey)
+		exportHint = fmt.Sprintf("After stopping dev (the embedded store serves one process):\n  LSPROXY_DATA_DIR=%s LSPROXY_ENCRYPTION_KEY=%s lsproxy tenants export tenants.ndjson", dir, keyShown)
 	}
 	tracingLine := "Tracing: off (set OTEL_EXPORTER_OTLP_ENDPOINT to export spans)."
 	if tracingOn() {

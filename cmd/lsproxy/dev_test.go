@@ -94,6 +94,9 @@ func TestDevHonoursUserSettings(t *testing.T) {
 	if !strings.Contains(out.String(), "Tracing: on") || !strings.Contains(out.String(), "lsproxy tenants export") {
 		t.Errorf("banner lacks tracing or export:\n%s", out.String())
 	}
+	if strings.Contains(out.String(), key) {
+		t.Errorf("the banner echoes the encryption key the user set:\n%s", out.String())
+	}
 	cancel()
 	select {
 	case <-done:
