@@ -43,6 +43,48 @@ type grantGuard struct {
 	mu     sync.Mutex
 	last   store.GuardStatus // the last status seen
 	seenAt time.Time         // when (monotonic); zero: never
+	// unrecorded holds the rejections GuardReject could not record
+	// (tenant → when, monotonic), recorded late by runGuard: a trip
+	// that needed one of them still reverts the flags of its window.
+	unrecorded map[string]time.Time
+}
+
+// maxUnrecorded bounds the rejections a process keeps to record late
+// (more than a window's distinct tenants trip the guard anyway).
+const maxUnrecorded = 1000
+
+// keepUnrecorded remembers tenant's rejection that the store did not take.
+func (g *grantGuard) keepUnrecorded(tenant string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.unrecorded == nil {
+		g.unrecorded = map[string]time.Time{}
+	}
+	if _, ok := g.unrecorded[tenant]; ok || len(g.unrecorded) < maxUnrecorded {
+		g.unrecorded[tenant] = time.Now()
+	}
+}
+
+// takeUnrecorded returns the rejections to record late, dropping those a
+// window old (they would count no longer).
+func (g *grantGuard) takeUnrecorded() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []string
+	for id, at := range g.unrecorded {
+		if time.Since(at) >= g.window {
+			delete(g.unrecorded, id)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+func (g *grantGuard) recorded(tenant string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.unrecorded, tenant)
 }
 
 // statusTTL: a status younger than this that said "not tripped, nothing
@@ -58,13 +100,21 @@ func (g *grantGuard) params() store.GuardParams {
 }
 
 // GuardScope names the configuration the guard blames when it trips: a
-// fingerprint of the client id and the token URL (never the secret). A
-// replica restarted with a fixed configuration has another scope, so its
-// guard starts untripped and sends the held tenants' refresh tokens again
-// at once (store.GuardState).
-func GuardScope(clientID, tokenURL string) string {
-	sum := sha256.Sum256([]byte(clientID + "\n" + tokenURL))
-	return hex.EncodeToString(sum[:8])
+// one-way fingerprint (64 bits of SHA-256) of the client id, the client
+// secret and the token URL. A replica restarted with a fixed
+// configuration, a right secret after a wrong one included, has another
+// scope, so its guard starts untripped and sends the held tenants'
+// refresh tokens again at once, while a grant of the right configuration
+// proves nothing for the wrong one (store.GuardState). The secret cannot
+// be recovered from the scope (it is high-entropy, and 64 bits of a hash
+// of it are kept), so the scope may appear in store keys.
+func GuardScope(clientID, clientSecret, tokenURL string) string {
+	h := sha256.New()
+	for _, part := range []string{"lsproxy guard scope v2", clientID, clientSecret, tokenURL} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 func (g *grantGuard) off() bool { return g.threshold < 0 }
@@ -167,24 +217,22 @@ func (m *Manager) consultGuard(ctx context.Context, tenant string, retry bool, n
 	if retry || m.guard.off() {
 		return true, 0
 	}
-	gctx, cancel := guardCtx(ctx)
-	v, err := m.guard.state.GuardReject(gctx, tenant, now, m.guard.params())
-	cancel()
+	v, err := m.guardReject(ctx, tenant, now)
+	b := newBackoff(50*time.Millisecond, writeRetryMax)
+	for n := 1; err != nil && n < guardRejectAttempts && b.wait(ctx) == nil; n++ {
+		v, err = m.guardReject(ctx, tenant, now)
+	}
 	if err != nil {
+		// Kept to be recorded late (runGuard): a trip that needs this
+		// rejection must still revert the flags of its window.
+		m.guard.keepUnrecorded(tenant)
 		m.log.Warn("invalid_grant not acted on: the guard's state is unavailable; the refresh token is kept",
 			zap.String("tenant", tenant), zap.Error(err))
 		m.opts.Metrics.refresh("held")
 		m.opts.Metrics.held()
 		return false, 0
 	}
-	m.guard.forget() // the next caller asks the store again
-	m.opts.Metrics.guard(v.Tripped)
-	if v.Changed {
-		m.guardChanged(v.Tripped, v.Tenants)
-	}
-	if v.Tripped && v.Changed {
-		m.settleReverts(ctx)
-	}
+	m.guard.recorded(tenant)
 	if !v.Flag {
 		m.opts.Metrics.refresh("held")
 		m.opts.Metrics.held()
@@ -309,8 +357,45 @@ func (m *Manager) revertPending(ctx context.Context, rec *store.Tenant) *store.T
 	return cur
 }
 
-// guardSettleEvery: how often Run performs pending reverts and looks for
-// a clear of the fleet's guard.
+// guardReject records tenant's rejection with the fleet's guard and
+// reports a trip or clear it caused (a trip's reverts are done at once).
+func (m *Manager) guardReject(ctx context.Context, tenant string, now time.Time) (store.GuardVerdict, error) {
+	gctx, cancel := guardCtx(ctx)
+	v, err := m.guard.state.GuardReject(gctx, tenant, now, m.guard.params())
+	cancel()
+	if err != nil {
+		return v, err
+	}
+	m.guard.forget() // the next caller asks the store again
+	m.opts.Metrics.guard(v.Tripped)
+	if v.Changed {
+		m.guardChanged(v.Tripped, v.Tenants)
+	}
+	if v.Tripped && v.Changed {
+		m.settleReverts(ctx)
+	}
+	return v, nil
+}
+
+// guardRejectAttempts bounds the attempts to record a rejection before it
+// is left to runGuard.
+const guardRejectAttempts = 3
+
+// recordUnrecorded records, as of now, the rejections GuardReject could not
+// take when they happened. Their tenants were not flagged (their tokens
+// kept), so the verdict's Flag is not acted on; a trip they cause reverts
+// the flags of its window as any trip does.
+func (m *Manager) recordUnrecorded(ctx context.Context) {
+	for _, tenant := range m.guard.takeUnrecorded() {
+		if _, err := m.guardReject(ctx, tenant, m.now()); err != nil {
+			return // the store is still away: next tick
+		}
+		m.guard.recorded(tenant)
+	}
+}
+
+// guardSettleEvery: how often Run records late rejections, performs
+// pending reverts and looks for a clear of the fleet's guard.
 const guardSettleEvery = 5 * time.Second
 
 // runGuard performs pending reverts every guardSettleEvery until ctx ends.
@@ -325,6 +410,7 @@ func (m *Manager) runGuard(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			m.recordUnrecorded(ctx)
 			m.settleReverts(ctx)
 		}
 	}

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,8 +146,12 @@ func TestGuardFixedConfigurationResendsAtOnce(t *testing.T) {
 	if fixed.GuardTripped() || !same.GuardTripped() {
 		t.Errorf("tripped: fixed configuration %v (want false), old configuration %v (want true)", fixed.GuardTripped(), same.GuardTripped())
 	}
-	if GuardScope("id", "https://a/token") == GuardScope("id", "https://b/token") || GuardScope("id", "u") == GuardScope("id2", "u") {
+	if GuardScope("id", "s", "https://a/token") == GuardScope("id", "s", "https://b/token") || GuardScope("id", "s", "u") == GuardScope("id2", "s", "u") ||
+		GuardScope("id", "s", "u") == GuardScope("id", "wrong", "u") {
 		t.Error("GuardScope does not tell configurations apart")
+	}
+	if sc := GuardScope("id", "the-client-secret", "u"); strings.Contains(sc, "the-client-secret") || len(sc) != 16 {
+		t.Errorf("GuardScope = %q: want 16 hex digits that do not hold the secret", sc)
 	}
 }
 

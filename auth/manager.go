@@ -196,7 +196,7 @@ func NewManager(s store.Store, r Refresher, opts ManagerOptions) *Manager {
 		guard:     &grantGuard{threshold: opts.GuardThreshold, window: opts.GuardWindow, scope: opts.GuardScope, state: opts.GuardState},
 	}
 	if oc, ok := r.(*OAuthClient); ok && m.guard.scope == "" {
-		m.guard.scope = GuardScope(oc.ClientID, oc.TokenURL)
+		m.guard.scope = GuardScope(oc.ClientID, oc.ClientSecret, oc.TokenURL)
 	}
 	m.losses, _ = s.(store.NotifyLosses)
 	if m.guard.state == nil {

@@ -377,8 +377,12 @@ func (w *world) oauthClient(p *proc) auth.Refresher {
 	gov := &ratelimit.Governor{Backend: w.rateBackend}
 	var rt http.RoundTripper = &transport{pv: w.prov, p: p}
 	rt = &ratelimit.TokenTransport{Governor: gov, Base: rt}
+	secret := "sim-secret"
+	if p.misconfigured {
+		secret = "sim-wrong-secret" // what the provider rejects (see roundTrip)
+	}
 	return &auth.OAuthClient{
-		ClientID: "sim", ClientSecret: "sim-secret", TokenURL: tokenURL,
+		ClientID: "sim", ClientSecret: secret, TokenURL: tokenURL,
 		AuthStyle: oauth2.AuthStyleInParams, Timeout: w.opts.TokenTimeout,
 		HTTPClient: &http.Client{Transport: rt},
 	}

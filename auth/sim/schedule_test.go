@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/lsproxy/lsproxy/auth"
 )
 
 // A schedule is everything a seed decides up front: how many replicas and
@@ -148,6 +150,9 @@ var themes = []string{"partition", "flaky", "pause", "kill", "shutdown", "failov
 // newSchedule derives the schedule of seed.
 func newSchedule(seed uint64, o simOptions) *schedule {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	// x draws what later themes' variants add, so that adding one leaves
+	// the schedules drawn from r (and the seeds the docs cite) as they were.
+	x := rand.New(rand.NewPCG(seed^0x5851f42d4c957f2d, seed))
 	s := &schedule{seed: seed, replicas: 2 + r.IntN(3), tenants: 3 + r.IntN(4)}
 	s.skews = make([]time.Duration, s.replicas)
 	s.baseMix = answerMix{ansOK: 1, ans503: 0.01}
@@ -214,6 +219,21 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 					add(event{at: max(e-10*time.Second, 0), kind: evProvider, dur: o.FaultPhase, // until the heal: the trigger may fire late
 						mix: answerMix{ansOK: 1, ansSlowOK: 1 + r.Float64(), ansTooSlow: 0.5 * r.Float64(), ansHang: 0.5 + 0.5*r.Float64(), ansResetAfterCommit: 0.3 * r.Float64()}})
 					add(event{at: e, kind: evFlaky, slot: sl, p: 0.03 + 0.07*r.Float64(), dur: dur(20*time.Second, 60*time.Second)})
+				}
+				if x.IntN(3) == 0 {
+					// A refresh already marked when the shutdown begins, then
+					// the process stalls (CPU starved, stopped) for most of the
+					// shutdown budget: resumed, it must not send with less than
+					// a token request's time left (rule 16; defect 5). Slow
+					// answers outlast what is left.
+					e, sl := 5*time.Second+time.Duration(x.Int64N(int64(span))), x.IntN(s.replicas)
+					// Resumed with 9–10.25 s of the 20 s budget left: less
+					// than token_timeout plus a write, within the lease.
+					stall := auth.ShutdownBudget(o.TokenTimeout) - o.TokenTimeout - 250*time.Millisecond
+					add(event{at: e, kind: evShutdown, slot: sl, dur: time.Second + time.Duration(x.Int64N(int64(5*time.Second))), trig: trigMark})
+					add(event{at: e, kind: evPause, slot: sl, dur: stall + time.Duration(x.Int64N(int64(1250*time.Millisecond))), trig: trigMark})
+					add(event{at: e, kind: evProvider, dur: o.FaultPhase,
+						mix: answerMix{ansOK: 0.3, ansSlowOK: 1, ansTooSlow: 1}})
 				}
 			case "failover":
 				e := at()

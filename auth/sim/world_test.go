@@ -972,7 +972,11 @@ func interruptedByMisconfigLocked(rec *store.Tenant, rej []rejection) bool {
 // their process, on that process's clock. (Counting the guard's own
 // inputs, the fake's GuardReject calls, would trust the code under test:
 // defect 8's per-process guard then hides from (c).) Call with the
-// provider's lock held.
+// provider's lock held. Only the wrong configuration's rejections count:
+// the guard is kept per configuration (auth.GuardScope includes the
+// secret), so a revoked merchant's rejection, seen by the right one, is
+// not in the window that a misconfigured replica's flag could be reverted
+// by.
 func (w *world) guardAllowanceLocked(tenant string, rej, seen []rejection) bool {
 	var last time.Time
 	for _, r := range rej {
@@ -984,12 +988,14 @@ func (w *world) guardAllowanceLocked(tenant string, rej, seen []rejection) bool 
 		return false
 	}
 	for _, from := range seen {
-		if from.at.After(last.Add(w.opts.TokenTimeout)) || last.Sub(from.at) > w.opts.GuardWindow+w.opts.TokenTimeout {
+		// A trip reverts flags recorded within its window: only a
+		// window that ends after the flag could have reverted it.
+		if from.at.After(last.Add(w.opts.TokenTimeout)) || last.Sub(from.at) >= w.opts.GuardWindow {
 			continue
 		}
 		distinct := map[string]bool{}
 		for _, r := range seen {
-			if d := r.local.Sub(from.local); r.delivered && d >= 0 && d < w.opts.GuardWindow {
+			if d := r.local.Sub(from.local); r.delivered && r.cause == "misconfig" && d >= 0 && d < w.opts.GuardWindow {
 				distinct[r.tenant] = true
 			}
 		}
