@@ -36,7 +36,7 @@ import (
 //   - A pending revert stays until GuardReverted acknowledges it.
 //
 // The guard blames a configuration: the state is kept per p.Scope (the
-// configuration's fingerprint: client id, token URL), so replicas started
+// configuration's fingerprint: client id, secret, token URL), so replicas started
 // with a fixed configuration begin with an untripped guard and send the
 // held tenants' refresh tokens again at once, while replicas still running
 // the old one stay tripped. Pending reverts are the fleet's, whatever the

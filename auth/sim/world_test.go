@@ -987,6 +987,15 @@ func (w *world) guardAllowanceLocked(tenant string, rej, seen []rejection) bool 
 	if last.IsZero() {
 		return false
 	}
+	// A tenant the wrong configuration rejected before counts as old news
+	// (the guard acquits a cleared trip's tenants until a grant of that
+	// configuration, which never comes): only first rejections count.
+	first := map[string]time.Time{}
+	for _, r := range seen {
+		if f, ok := first[r.tenant]; r.cause == "misconfig" && (!ok || r.at.Before(f)) {
+			first[r.tenant] = r.at
+		}
+	}
 	for _, from := range seen {
 		// A trip reverts flags recorded within its window: only a
 		// window that ends after the flag could have reverted it.
@@ -995,7 +1004,7 @@ func (w *world) guardAllowanceLocked(tenant string, rej, seen []rejection) bool 
 		}
 		distinct := map[string]bool{}
 		for _, r := range seen {
-			if d := r.local.Sub(from.local); r.delivered && r.cause == "misconfig" && d >= 0 && d < w.opts.GuardWindow {
+			if d := r.local.Sub(from.local); r.delivered && r.cause == "misconfig" && d >= 0 && d < w.opts.GuardWindow && !first[r.tenant].Before(from.at) {
 				distinct[r.tenant] = true
 			}
 		}
