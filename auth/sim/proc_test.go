@@ -24,15 +24,17 @@ type proc struct {
 	misconfigured bool
 	rt            *procRuntime // set before the process runs
 
-	mu        sync.Mutex
-	dead      bool
-	exitCause string // "kill" or "shutdown"
-	paused    bool
-	part      faultKind // store partition mode, faultNone when healed
-	flaky     float64   // probability a store call fails
-	changed   chan struct{}
-	callSeq   uint64
-	contacts  []time.Time // when its store calls got answers, in order
+	mu           sync.Mutex
+	dead         bool
+	exitCause    string // "kill" or "shutdown"
+	paused       bool
+	part         faultKind // store partition mode, faultNone when healed
+	flaky        float64   // probability a store call fails
+	changed      chan struct{}
+	callSeq      uint64
+	contacts     []time.Time // when its store calls got answers, in order
+	answered     string      // the tenant whose grant's answer reached it last
+	answeredSent time.Time   // when that grant's request was sent
 	// nParts and nPauses count overlapping partitions and pauses: the
 	// fault ends when the last one does.
 	nParts, nPauses int

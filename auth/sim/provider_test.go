@@ -334,6 +334,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		pv.rejections[rejIdx].delivered = true
 	}
 	pv.mu.Unlock()
+	if g != nil {
+		p.set(func() { p.answered, p.answeredSent = g.tenant, g.at })
+		p.fire(trigAnswer)
+	}
 	return jsonResp(req, status, payload, hdr), nil
 }
 

@@ -35,6 +35,10 @@ const (
 	evForce     eventKind = "force"        // POST /admin/tenants/{id}/refresh
 	evRetry     eventKind = "retry"        // POST /admin/tenants/{id}/retry
 	evRekey     eventKind = "rekey"        // the record is rewritten as is (rekey)
+	// evStall (trigAnswer only): the slot stops for dur right after a
+	// grant's answer reached it, while another replica force-refreshes
+	// that tenant (a successor waiting to take over).
+	evAnswerStall eventKind = "answer-stall"
 )
 
 type trigger string
@@ -45,6 +49,7 @@ const (
 	trigSend     trigger = "send"      // when the slot's next token request arrives
 	trigLockHeld trigger = "lock-held" // when the slot next finds a tenant lock held
 	trigMarkSeen trigger = "mark-seen" // when the slot next reads a record with a refresh in flight
+	trigAnswer   trigger = "answer"    // when a grant's answer next reaches the slot
 )
 
 type event struct {
@@ -67,7 +72,7 @@ func (e event) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s", e.kind)
 	switch e.kind {
-	case evPartition, evFlaky, evPause, evKill, evShutdown, evMisconfig:
+	case evPartition, evFlaky, evPause, evKill, evShutdown, evMisconfig, evAnswerStall:
 		fmt.Fprintf(&b, " r%d", e.slot)
 	case evRevoke, evReauth, evPutRetry, evForce, evRetry, evRekey:
 		fmt.Fprintf(&b, " t%d via r%d", e.tenant, e.slot)
@@ -124,6 +129,7 @@ type schedule struct {
 	replicas int
 	tenants  int
 	skews    []time.Duration
+	lockTTL  time.Duration // 0: the default (derived from token_timeout)
 	baseMix  answerMix
 	events   []event
 	themes   []string
@@ -137,6 +143,9 @@ func (s *schedule) String() string {
 			fmt.Fprintf(&b, "  r%d clock skew %s\n", i, sk)
 		}
 	}
+	if s.lockTTL > 0 {
+		fmt.Fprintf(&b, "  lock_ttl %s\n", s.lockTTL)
+	}
 	fmt.Fprintf(&b, "  token endpoint: %s\n", s.baseMix)
 	for _, e := range s.events {
 		fmt.Fprintf(&b, "  %8s  %s\n", fmtOffset(e.at), e)
@@ -146,6 +155,16 @@ func (s *schedule) String() string {
 
 var themes = []string{"partition", "flaky", "pause", "kill", "shutdown", "failover", "split-brain",
 	"lost-publish", "skew", "slow-provider", "rate-limited", "lost-answers", "misconfig", "revoke", "admin"}
+
+// extraThemes are drawn from the second stream (x), each in one schedule
+// of extraEvery, so that adding one left the schedules of themes as they
+// were; -sim.themes may name them too.
+var extraThemes = []string{"short-lease", "misconfig-flaky"}
+
+const extraEvery = 6
+
+// allThemes is every theme -sim.themes accepts.
+func allThemes() []string { return append(slices.Clone(themes), extraThemes...) }
 
 // newSchedule derives the schedule of seed.
 func newSchedule(seed uint64, o simOptions) *schedule {
@@ -289,6 +308,56 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 					k := []eventKind{evPutRetry, evPutRetry, evForce, evRetry, evRekey}[r.IntN(5)]
 					add(event{at: at(), kind: k, tenant: tenant(), slot: slot()})
 				}
+			}
+		}
+	}
+	for _, th := range extraThemes {
+		if len(o.Themes) > 0 && !slices.Contains(o.Themes, th) || len(o.Themes) == 0 && x.IntN(extraEvery) != 0 {
+			continue
+		}
+		s.themes = append(s.themes, th)
+		switch th {
+		case "short-lease":
+			// The shortest lock_ttl the configuration accepts (just above
+			// token_timeout): only the renewal right before the send makes
+			// the lease cover the token request and the write (rule 17;
+			// defect 2). Slow answers come late in the request, and the
+			// holder stalls after the answer, so its write lands after a
+			// lease that covered only lock_ttl but within one that covered
+			// the send (token_timeout + 1.25 s) and the grace.
+			s.lockTTL = o.TokenTimeout + 100*time.Millisecond + time.Duration(x.Int64N(int64(150*time.Millisecond)))
+			add(event{at: 5 * time.Second, kind: evProvider, dur: o.FaultPhase,
+				mix: answerMix{ansOK: 0.2, ansSlowOK: 1}})
+			for range 3 + x.IntN(4) {
+				add(event{at: 5*time.Second + time.Duration(x.Int64N(int64(span))), kind: evAnswerStall, slot: x.IntN(s.replicas),
+					dur: 100*time.Millisecond + time.Duration(x.Int64N(int64(200*time.Millisecond))), trig: trigAnswer})
+			}
+		case "misconfig-flaky":
+			// A wrong configuration trips the guard while every replica's
+			// store calls fail often: the reverts of the flags set before
+			// the trip fail and must be retried until done (rule 20;
+			// defect 9).
+			e := 5*time.Second + time.Duration(x.Int64N(int64(span)))
+			var g []int
+			for i := range s.replicas {
+				if i == 0 || x.IntN(2) == 0 {
+					g = append(g, i)
+				}
+			}
+			add(event{at: e, kind: evMisconfig, group: g, dur: 30*time.Second + time.Duration(x.Int64N(int64(60*time.Second)))})
+			// Operators force refreshes meanwhile, one tenant after the
+			// other: the first are flagged while the store still answers,
+			// then its calls start failing and a later rejection trips
+			// the guard, whose reverts then fail often.
+			step := 2 * time.Second
+			for i, t := range x.Perm(s.tenants) {
+				for k := range 3 {
+					add(event{at: e + time.Second + time.Duration(i)*step + time.Duration(k)*3*step, kind: evForce, tenant: t, slot: g[x.IntN(len(g))]})
+				}
+			}
+			flakyAt := e + time.Second + time.Duration(guardThreshold-1)*step - step/4
+			for i := range s.replicas {
+				add(event{at: flakyAt, kind: evFlaky, slot: i, p: 0.4 + 0.4*x.Float64(), dur: 30*time.Second + time.Duration(x.Int64N(int64(60*time.Second)))})
 			}
 		}
 	}

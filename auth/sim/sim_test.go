@@ -178,8 +178,8 @@ func options(t *testing.T) simOptions {
 	o := defaultOptions()
 	if *flagThemes != "" {
 		for _, th := range strings.Split(*flagThemes, ",") {
-			if !slices.Contains(themes, th) {
-				t.Fatalf("-sim.themes: unknown theme %q (known: %v)", th, themes)
+			if !slices.Contains(allThemes(), th) {
+				t.Fatalf("-sim.themes: unknown theme %q (known: %v)", th, allThemes())
 			}
 			o.Themes = append(o.Themes, th)
 		}

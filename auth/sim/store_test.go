@@ -77,6 +77,7 @@ type memStore struct {
 	stalled    bool  // the replica does not follow the master
 	oldMaster  *node // split brain: the old master, for the processes in split
 	split      map[int]bool
+	splitGen   int // counts split brains: a heal ends only its own
 	seq        int // write ids, lock owners
 	subs       map[*sub]struct{}
 	lostPub    float64                    // probability a write's notification is lost (see drop)
@@ -128,9 +129,12 @@ func (m *memStore) stallReplication(on bool) {
 
 // failover promotes the replica; the processes in group stay on the old
 // master (split brain) until healSplit.
-func (m *memStore) failover(group []int) {
+func (m *memStore) failover(group []int) (gen int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// A failover during a split brain demotes its old master too: its
+	// writes since that split are lost (the newer promotion wins).
+	m.healSplitLocked()
 	old := m.master
 	for _, w := range old.unreplicated {
 		if !m.writtenOn(m.replica, w) {
@@ -153,14 +157,24 @@ func (m *memStore) failover(group []int) {
 		}
 		m.w.tracef("store: split brain: replicas %v still write to the old master %s", group, old.name)
 	}
+	m.splitGen++
 	m.dropSubsLocked(func(*sub) bool { return true })
+	return m.splitGen
 }
 
-// healSplit ends a split brain: the old master is demoted and its writes
-// since the split are lost.
-func (m *memStore) healSplit() {
+// healSplit ends the split brain failover returned gen for (none if it
+// ended already): the old master is demoted and its writes since the
+// split are lost. gen 0 ends any.
+func (m *memStore) healSplit(gen int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if gen != 0 && gen != m.splitGen {
+		return
+	}
+	m.healSplitLocked()
+}
+
+func (m *memStore) healSplitLocked() {
 	if m.oldMaster == nil {
 		return
 	}

@@ -232,7 +232,7 @@ func (w *world) startSlot(slot int) *proc {
 	pr := &procRuntime{conn: &conn{s: w.store, p: p}, cancel: cancel}
 	p.rt = pr
 	pr.m = auth.NewManager(pr.conn, w.oauthClient(p), auth.ManagerOptions{
-		TokenTimeout: w.opts.TokenTimeout, GuardWindow: w.opts.GuardWindow, Now: p.now,
+		TokenTimeout: w.opts.TokenTimeout, GuardWindow: w.opts.GuardWindow, Now: p.now, LockTTL: w.sc.lockTTL,
 		OnGuard: func(tripped bool, tenants int) {
 			w.tracef("%s: guard tripped %v (%d tenants rejected within the window)", p.name, tripped, tenants)
 		},
@@ -377,6 +377,21 @@ func (w *world) apply(e event, p *proc) {
 			})
 			w.tracef("%s resumed", p.name)
 		}()
+	case evAnswerStall:
+		if p == nil {
+			return
+		}
+		p.mu.Lock()
+		tenant, sent := p.answered, p.answeredSent
+		p.mu.Unlock()
+		// Resumed e.dur before the end of sendCover: after a lease of
+		// lock_ttl and the grace, within the one rule 17 gives.
+		stall := max(time.Until(sent.Add(w.sendCover()-e.dur)), 100*time.Millisecond)
+		w.apply(event{kind: evPause, slot: p.slot, dur: stall}, p)
+		if q := w.current((p.slot + 1) % len(w.procs)); q != nil && q != p && tenant != "" {
+			w.tracef("%s: force-refreshes %s while %s stalls", q.name, tenant, p.name)
+			go w.admin(q, evForce, tenant)
+		}
 	case evKill:
 		if p == nil {
 			return
@@ -396,11 +411,11 @@ func (w *world) apply(e event, p *proc) {
 			w.store.failover(nil)
 		}()
 	case evFailover:
-		w.store.failover(e.group)
+		gen := w.store.failover(e.group)
 		if len(e.group) > 0 {
 			go func() {
 				time.Sleep(e.dur)
-				w.store.healSplit()
+				w.store.healSplit(gen)
 			}()
 		}
 	case evLostPub:
@@ -665,7 +680,7 @@ func (w *world) heal() {
 	w.store.mu.Lock()
 	w.store.lostPub = 0
 	w.store.mu.Unlock()
-	w.store.healSplit()
+	w.store.healSplit(0)
 	w.store.stallReplication(false)
 	for _, p := range procs {
 		if p == nil {
@@ -1022,12 +1037,20 @@ const writeRetryInterval = 2 * time.Second
 
 // cutOff reports whether g's holder could not reach the store (no call
 // answered: partitioned, paused, or every call failing) from the answer's
-// arrival until the longest lease a holder may have had for it ran out
-// (token_timeout plus the write-retry interval after the send): a
+// arrival until no lease could cover it any longer (sendCover): a
 // successor may then take over, and the grant is lost although its holder
 // lives (docs/reliability.md, "Failure modes that remain").
 func (w *world) cutOff(g *grant) bool {
-	return g.outcome == "delivered" && g.proc.cutThrough(g.outcomeAt, g.at.Add(w.opts.TokenTimeout+writeRetryInterval))
+	return g.outcome == "delivered" && g.proc.cutThrough(g.outcomeAt, g.at.Add(w.sendCover()))
+}
+
+// sendCover is how long after a send no successor can take the holder's
+// mark over, whatever the schedule: the lease renewed right before the
+// send (at most sendRenewFresh earlier) covers max(lock_ttl, token_timeout
+// + 1.25 s), and a successor then sees the mark unchanged for the grace
+// (rule 17). A holder that reaches the store within it writes its grant.
+func (w *world) sendCover() time.Duration {
+	return max(w.sc.lockTTL, auth.LockTTLFor(w.opts.TokenTimeout)) + auth.DefaultTakeoverGrace - 500*time.Millisecond
 }
 
 // guardPlausiblyTrippedLocked reports whether threshold distinct tenants
