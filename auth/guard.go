@@ -423,9 +423,17 @@ func (m *Manager) runGuard(ctx context.Context) {
 // its revert. It returns the reverted record; an error when the revert
 // could not be written.
 func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time, announced bool) (*store.Tenant, error) {
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*storeCallTimeout)
 	defer cancel()
-	rec, err := store.Update(pctx, m.store, tenant, func(t *store.Tenant) error {
+	var s store.Store = m.store
+	if a, ok := m.store.(store.AckedPutter); ok {
+		// A revert the replicas did not acknowledge may be lost with a
+		// failover, bringing the flag back after the guard was told it is
+		// done: it stays pending until acknowledged (found by the
+		// simulation, auth/sim).
+		s = ackedPuts{Store: m.store, acked: a}
+	}
+	rec, err := store.Update(pctx, s, tenant, func(t *store.Tenant) error {
 		if t.Status != store.StatusReauthorizationRequired || !t.FlaggedAt.Equal(at) {
 			return store.ErrSkip
 		}
@@ -445,6 +453,17 @@ func (m *Manager) unflag(ctx context.Context, tenant string, at time.Time, annou
 	}
 	m.log.Error("could not revert a flag; it is tried again", zap.String("tenant", tenant), zap.Error(err))
 	return nil, err
+}
+
+// ackedPuts is a store whose Put waits for the replicas' acknowledgement
+// (store.AckedPutter); an unacknowledged write answers store.ErrNotAcked.
+type ackedPuts struct {
+	store.Store
+	acked store.AckedPutter
+}
+
+func (s ackedPuts) Put(ctx context.Context, t *store.Tenant, expect int64) (int64, error) {
+	return s.acked.PutAcked(ctx, t, expect)
 }
 
 // GuardTripped reports whether the fleet's mass-invalid_grant guard holds
