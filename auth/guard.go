@@ -172,11 +172,13 @@ func (m *Manager) guardStatusProbe(ctx context.Context, tenant string, probe boo
 	return s, true
 }
 
-// heldBack reports whether tenant's refresh token is held back by the
+// heldBack reports whether rec's refresh token is held back by the
 // tripped guard (rule 20: not sent again while it is tripped). When the
 // guard's state cannot be read the token is not held back: the guard
-// then decides at the rejection, if any.
-func (m *Manager) heldBack(ctx context.Context, tenant string) bool {
+// then decides at the rejection, if any. A tenant authorized again since
+// its rejection has another grant, which nobody rejected: not held.
+func (m *Manager) heldBack(ctx context.Context, rec *store.Tenant) bool {
+	tenant := rec.ID
 	if m.guard.off() {
 		return false
 	}
@@ -184,7 +186,7 @@ func (m *Manager) heldBack(ctx context.Context, tenant string) bool {
 		return false
 	}
 	s, ok := m.guardStatusProbe(ctx, tenant, true)
-	if !ok || !s.Held {
+	if !ok || !s.Held || rec.AuthorizedAt.After(s.HeldSince) {
 		return false
 	}
 	if defect.On(defect.GuardRenewedByResend) {

@@ -205,3 +205,46 @@ func TestGuardClearedProbesBeforeFlagging(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardHeldTenantAuthorizedAgainIsSent (rule 20): the guard holds a
+// tenant for a rejection of its old grant; once the merchant authorized
+// again, the new grant (which nobody rejected) is refreshed while the
+// trip lasts, and the other held tenants stay held (found by the
+// simulation, auth/sim: a re-authorized tenant answered
+// token_unavailable until the trip cleared).
+func TestGuardHeldTenantAuthorizedAgainIsSent(t *testing.T) {
+	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold = 3 })
+	f.ref.next = audit3Reject
+	for _, id := range []string{"h1", "h2", "h3"} {
+		f.put(t, id, -time.Second)
+	}
+	for _, id := range []string{"h1", "h2", "h3"} {
+		_, _ = f.m.Token(ctx, id)
+	}
+	if !f.m.GuardTripped() {
+		t.Fatal("the guard did not trip")
+	}
+	f.clk.Advance(time.Second)
+	rec := f.get(t, "h1")
+	rec.Authorize(store.Tokens{Access: "at-h1-new", AccessExpiry: f.clk.Now().Add(-time.Second), Refresh: "rt-h1-new"}, f.clk.Now())
+	if _, err := f.store.Put(ctx, rec, rec.Version); err != nil {
+		t.Fatal(err)
+	}
+	f.m.Invalidate("h1")
+	f.ref.mu.Lock()
+	f.ref.next = func(t *store.Tenant) (*Grant, error) {
+		if t.RefreshToken == "rt-h1-new" {
+			return &Grant{AccessToken: "at-h1-2", RefreshToken: "rt-h1-2", Expiry: f.clk.Now().Add(time.Hour)}, nil
+		}
+		return audit3Reject(t)
+	}
+	f.ref.mu.Unlock()
+	sent := f.ref.count()
+	tok, err := f.m.Token(ctx, "h1")
+	if err != nil || tok.AccessToken != "at-h1-2" {
+		t.Fatalf("re-authorized h1 while the guard is tripped: %+v, %v (want the refreshed token)", tok, err)
+	}
+	if _, err := f.m.Token(ctx, "h2"); err == nil || f.ref.count() != sent+1 {
+		t.Fatalf("held h2: err %v, token requests %d (want held, 1 request: h1's)", err, f.ref.count()-sent)
+	}
+}

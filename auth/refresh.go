@@ -127,7 +127,7 @@ func (m *Manager) acquire(ctx context.Context, tenant string, w want) (tok Token
 		if tok, done, err := m.useStored(rec, w); done {
 			return tok, err
 		}
-		if !w.retry && m.heldBack(ctx, tenant) {
+		if !w.retry && m.heldBack(ctx, rec) {
 			return m.staleOrUnavailable(rec, errGuardHeld)
 		}
 		lockStart := m.now()
