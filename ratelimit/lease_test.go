@@ -457,3 +457,60 @@ func hammer(t *testing.T, size, drip float64, each int) {
 		t.Fatalf("upstream 429s: %d of %d (more than 5%%)", up.throttled.Load(), sentUp)
 	}
 }
+
+// TestLeaseEndsWithTheWindow: an X-Series lease is not spent past the
+// window it was granted in.
+func TestLeaseEndsWithTheWindow(t *testing.T) {
+	backends(t, func(t *testing.T, b Backend) {
+		clk := &fixedClock{t: t0}
+		cb := &countingBackend{Backend: b}
+		g := &Governor{Backend: cb, Now: clk.now}
+		h := http.Header{}
+		h.Set(HeaderLimit, "400")
+		h.Set(HeaderRemaining, "400")
+		h.Set(HeaderReset, "0.5") // seconds from now
+		g.Observe("t", 200, h)
+		for range 20 {
+			if err := g.Admit(get(t), "t"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if leaseOf(g, "t") <= 0 {
+			t.Fatal("no lease in the window")
+		}
+		clk.add(600 * time.Millisecond) // the window ended, the lease with it
+		before := cb.n.Load()
+		if err := g.Admit(get(t), "t"); err != nil {
+			t.Fatal(err)
+		}
+		if cb.n.Load() != before+1 {
+			t.Fatalf("a request after the window's end was admitted from its lease (%d store steps)", cb.n.Load()-before)
+		}
+	})
+}
+
+// TestReleaseReportsAStoreFailure: a lease that cannot be given back is an
+// ErrStore error (its units drain with the bucket all the same).
+func TestReleaseReportsAStoreFailure(t *testing.T) {
+	srv := testredis.Start(t)
+	clk := &fixedClock{t: t0}
+	g := &Governor{Backend: NewRedis(srv.Client(), "p:"), Now: clk.now}
+	g.Observe("t", 200, bucketHeader("0", "800", "1"))
+	for range 20 {
+		if err := g.Admit(get(t), "t"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if leaseOf(g, "t") <= 0 {
+		t.Fatal("no lease")
+	}
+	srv.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.Release(ctx); !errors.Is(err, ErrStore) {
+		t.Fatalf("Release with the store down: %v, want ErrStore", err)
+	}
+	if err := g.Release(ctx); err != nil {
+		t.Fatalf("second Release: %v, want nothing left to give back", err)
+	}
+}
