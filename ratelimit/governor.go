@@ -73,6 +73,8 @@ func (c Costs) Of(method string) float64 {
 
 // Governor paces requests per tenant. Set the fields before first use and
 // do not change them afterwards; all methods are safe for concurrent use.
+// At shutdown, once nothing is admitted any more, Release gives the unsent
+// units of this process's leases back to the shared budget.
 type Governor struct {
 	// Backend holds the shared budgets. Required.
 	Backend Backend
