@@ -14,6 +14,7 @@
 #   BENCH_TENANTS_SMALL=10  BENCH_TENANTS_LARGE=10000
 #   BENCH_EXPIRING_TENANTS=100  BENCH_EXPIRING_TTL=5 (seconds an access token lives)
 #   BENCH_GOVERNED_TENANTS=1000  tenants of the rate-limit governor scenario (0 skips it)
+#   BENCH_GOVERNED_ONLY=0    1 runs only the rate-limit governor scenario
 #   BENCH_GO=1               also run the Go benchmarks (proxy, auth)
 #   BENCH_NGINX=1            0 skips nginx even when installed
 #   BENCH_DEFAULT_CONFIG=1   0 skips the default-configuration scenario (issue 15)
@@ -331,15 +332,17 @@ stop_scenario_targets() {
 
 grouped() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 TARGETS=(bare lsproxy-redis lsproxy-embedded nginx)
-scenario "$(grouped "$SMALL") tenants" "$SMALL" 0 "${TARGETS[@]}"
-scenario "$(grouped "$LARGE") tenants" "$LARGE" 0 "${TARGETS[@]}"
-# --- issue 15: default configuration beside quiet, same run, alternating slices ---
-if [ "${BENCH_DEFAULT_CONFIG:-1}" = 1 ]; then
-	scenario "$(grouped "$LARGE") tenants, default configuration (access log on)" "$LARGE" 0 \
-		bare lsproxy-redis lsproxy-redis-default nginx-log
+if [ "${BENCH_GOVERNED_ONLY:-0}" != 1 ]; then
+	scenario "$(grouped "$SMALL") tenants" "$SMALL" 0 "${TARGETS[@]}"
+	scenario "$(grouped "$LARGE") tenants" "$LARGE" 0 "${TARGETS[@]}"
+	# --- issue 15: default configuration beside quiet, same run, alternating slices ---
+	if [ "${BENCH_DEFAULT_CONFIG:-1}" = 1 ]; then
+		scenario "$(grouped "$LARGE") tenants, default configuration (access log on)" "$LARGE" 0 \
+			bare lsproxy-redis lsproxy-redis-default nginx-log
+	fi
+	# --- end issue 15 ---
+	scenario "$(grouped "$EXP_TENANTS") tenants, tokens expiring (${EXP_TTL} s)" "$EXP_TENANTS" 1 lsproxy-redis lsproxy-embedded
 fi
-# --- end issue 15 ---
-scenario "$(grouped "$EXP_TENANTS") tenants, tokens expiring (${EXP_TTL} s)" "$EXP_TENANTS" 1 lsproxy-redis lsproxy-embedded
 
 # --- rate-limit governor (issue 13; its own block) --------------------------
 # Tenants whose upstream reports an R-Series bucket that never fills: every

@@ -40,6 +40,17 @@ type Request struct {
 	Share float64
 	// Observe, when not nil, is merged before the check.
 	Observe *Observation
+	// Want, when above Cost, asks for a lease (lease.go): when the request
+	// fits, up to Want units are booked at once, at least Cost, at most half
+	// the room left and an eighth of the budget (of the key's share too). A
+	// budget that is only a block leases nothing. 0 means Cost.
+	Want float64
+	// Return gives back unsent units of an earlier lease, after the merge
+	// and before the check (a level never drops below zero). Window units
+	// go back only to the window the lease was granted in, ReturnWindow
+	// (zero: none).
+	Return       float64
+	ReturnWindow time.Time
 }
 
 // Decision is Take's answer.
@@ -52,6 +63,9 @@ type Decision struct {
 	RetryIn time.Duration
 	// Budget is the state after the step.
 	Budget Budget
+	// Granted, when Allowed and the budget is known, is the units booked:
+	// Cost, or more when Want asked for a lease.
+	Granted float64
 }
 
 // Budget is a tenant's last known budget, as shown by the admin API.

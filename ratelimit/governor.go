@@ -7,12 +7,16 @@
 // forwarded it books the request's cost: a request that fits goes at once;
 // one that does not waits, in arrival order per tenant, up to Wait, and is
 // then refused with a RefusedError. A tenant whose upstream never reported a
-// budget costs nothing: no store command, only a map lookup.
+// budget costs nothing: no store command, only a map lookup. A governed
+// tenant's requests are booked in batches (a lease, lease.go): one store
+// step books units for many requests, which this process then spends
+// without a store command.
 //
-// Files: governor.go (Governor, booking and waiting), headers.go (Parse:
-// budgets from upstream headers), backend.go (the Backend contract),
-// memory.go and redis.go (the in-process and the shared Backend),
-// transport.go (token-endpoint pacing), metrics.go (Prometheus metrics).
+// Files: governor.go (Governor, booking and waiting), lease.go (batches of
+// units booked at once), headers.go (Parse: budgets from upstream headers),
+// backend.go (the Backend contract), memory.go and redis.go (the in-process
+// and the shared Backend), transport.go (token-endpoint pacing), metrics.go
+// (Prometheus metrics).
 package ratelimit
 
 import (
@@ -69,6 +73,8 @@ func (c Costs) Of(method string) float64 {
 
 // Governor paces requests per tenant. Set the fields before first use and
 // do not change them afterwards; all methods are safe for concurrent use.
+// At shutdown, once nothing is admitted any more, Release gives the unsent
+// units of this process's leases back to the shared budget.
 type Governor struct {
 	// Backend holds the shared budgets. Required.
 	Backend Backend
@@ -108,6 +114,8 @@ type tenantState struct {
 	since   time.Time    // when this process started governing the tenant
 	queue   []*waiter    // FIFO; queue[0] is the one checking the budget
 	hint    time.Duration
+	leases  map[string]*lease // by caller key ("" without a key share); lease.go
+	refill  chan struct{}     // not nil while a lease step runs; closed when it ends
 }
 
 type waiter struct{ turn chan struct{} }
@@ -140,10 +148,18 @@ func (g *Governor) AdmitWait(ctx context.Context, tenant string, cost float64, k
 	start := g.now()
 	ts.mu.Lock()
 	queued := len(ts.queue) > 0
+	if !queued && ts.spend(key, cost, start) {
+		ts.mu.Unlock()
+		g.Metrics.leaseAdmitted()
+		return nil // the common case of a busy tenant: no store command
+	}
 	ts.mu.Unlock()
 	if !queued {
-		d, err := g.take(ctx, tenant, ts, cost, key, start)
-		if err == nil && d.Allowed && !d.Budget.Known() {
+		d, leased, err := g.acquire(ctx, tenant, ts, cost, key, start)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil && !leased && d.Allowed && !d.Budget.Known() {
 			g.forget(tenant, ts, start) // the budget expired: back to zero store commands
 		}
 		if err != nil || d.Allowed {
@@ -189,7 +205,10 @@ func (g *Governor) AdmitWait(ctx context.Context, tenant string, cost float64, k
 	// check again, atomically each time (a block may have arrived meanwhile).
 	for range 1000 {
 		now := g.now()
-		d, err := g.take(ctx, tenant, ts, cost, key, now)
+		d, _, err := g.acquire(ctx, tenant, ts, cost, key, now)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err != nil || d.Allowed {
 			return nil
 		}
@@ -207,14 +226,16 @@ func (g *Governor) AdmitWait(ctx context.Context, tenant string, cost float64, k
 	return g.refuse(tenant, ts.lastHint())
 }
 
-// take runs one Backend step with this process's pending observation.
-// On a store failure it reports, and the caller sends the request unpaced.
-func (g *Governor) take(ctx context.Context, tenant string, ts *tenantState, cost float64, key string, now time.Time) (Decision, error) {
+// step runs one Backend step for req with this process's pending
+// observation. On a store failure it reports, and the caller sends the
+// request unpaced.
+func (g *Governor) step(ctx context.Context, tenant string, ts *tenantState, req Request) (Decision, error) {
 	ts.mu.Lock()
-	obs := ts.pending
+	req.Observe = ts.pending
 	ts.pending = nil
 	ts.mu.Unlock()
-	d, err := g.Backend.Take(ctx, tenant, Request{Now: now, Cost: cost, Key: key, Share: g.KeyShare, Observe: obs})
+	g.Metrics.storeStep()
+	d, err := g.Backend.Take(ctx, tenant, req)
 	if err != nil {
 		g.Metrics.storeError()
 		if g.OnError != nil {
@@ -306,17 +327,22 @@ func (g *Governor) learn(tenant string, obs Observation) {
 	}
 	ts := v.(*tenantState)
 	ts.mu.Lock()
+	cut := ts.correct(&obs)
 	if p := ts.pending; p != nil {
 		obs = merge(*p, obs)
 	}
 	ts.pending = &obs
 	ts.lastObs = obs.At
 	ts.mu.Unlock()
-	if !obs.BlockUntil.IsZero() {
-		// A 429 holds every replica at once.
+	if cut {
+		g.Metrics.leaseCut()
+	}
+	if !obs.BlockUntil.IsZero() || cut {
+		// A 429 holds every replica at once; a bucket fuller than a
+		// lease assumed is told to every replica at once too.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, _ = g.take(ctx, tenant, ts, 0, "", obs.At)
+		_, _ = g.step(ctx, tenant, ts, Request{Now: obs.At})
 	}
 }
 
@@ -324,6 +350,7 @@ func (g *Governor) learn(tenant string, obs Observation) {
 func (g *Governor) write(tenant string, obs Observation) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	g.Metrics.storeStep()
 	if _, err := g.Backend.Take(ctx, tenant, Request{Now: obs.At, Observe: &obs}); err != nil {
 		g.Metrics.storeError()
 		if g.OnError != nil {
@@ -363,14 +390,15 @@ func merge(old, cur Observation) Observation {
 // Forget clears tenant's learned budget in the shared store and in this
 // process (DELETE /admin/tenants/{id}/rate-limit): its requests go
 // unpaced until the upstream reports a budget again. Other replicas drop
-// their local state at their next request for the tenant. Errors wrap
-// ErrStore.
+// their local state at their next store step for the tenant (within a
+// lease's life, leaseTTL). Errors wrap ErrStore.
 func (g *Governor) Forget(ctx context.Context, tenant string) error {
 	if v, ok := g.tenants.Load(tenant); ok {
 		ts := v.(*tenantState)
 		ts.mu.Lock()
 		ts.pending = nil
 		ts.hint = 0
+		ts.dropLeases()
 		ts.mu.Unlock()
 	}
 	if err := g.Backend.Clear(ctx, tenant); err != nil {

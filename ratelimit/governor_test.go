@@ -51,8 +51,8 @@ func TestUngovernedTenantCostsNoStoreCommand(t *testing.T) {
 		t.Fatalf("store steps = %d, states = %d; want 0, 0", n, g.stateCount())
 	}
 	// The first budget learned is written at once (one step per tenant and
-	// process); after that each request is one step, later answers riding
-	// along with the next request.
+	// process); after that a request takes a store step only when this
+	// process's lease runs short, later answers riding along with it.
 	g.Observe("quiet", 200, bucketHeader("1", "60", "1"))
 	for range 5 {
 		if err := g.Admit(get(t), "quiet"); err != nil {
@@ -60,8 +60,8 @@ func TestUngovernedTenantCostsNoStoreCommand(t *testing.T) {
 		}
 		g.Observe("quiet", 200, bucketHeader("2", "60", "1"))
 	}
-	if n := cb.n.Load(); n != 1+5 {
-		t.Fatalf("store steps = %d, want 1 + one per request (6)", n)
+	if n := cb.n.Load(); n < 1+1 || n >= 1+5 {
+		t.Fatalf("store steps = %d, want 1 + fewer than one per request (2..5)", n)
 	}
 }
 

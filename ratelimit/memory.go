@@ -126,7 +126,7 @@ func (s *budgetState) take(now float64, req Request) Decision {
 		}
 	}
 
-	allowed, wait := true, 0.0
+	allowed, wait, granted := true, 0.0, 0.0
 	deny := func(ms float64) {
 		allowed = false
 		wait = math.Max(wait, ms)
@@ -153,6 +153,27 @@ func (s *budgetState) take(now float64, req Request) Decision {
 			k.wu, k.wr = 0, s.wr
 		}
 	}
+	if ret := req.Return; ret > 0 {
+		rw := 0.0
+		if !req.ReturnWindow.IsZero() {
+			rw = msOf(req.ReturnWindow)
+		}
+		sameWin := s.wl > 0 && rw > 0 && math.Abs(rw-s.wr) < 1
+		if s.size > 0 {
+			s.lvl = math.Max(0, s.lvl-ret)
+		}
+		if sameWin {
+			s.wu = math.Max(0, s.wu-ret)
+		}
+		if k != nil {
+			if s.size > 0 {
+				k.lvl = math.Max(0, k.lvl-ret)
+			}
+			if sameWin {
+				k.wu = math.Max(0, k.wu-ret)
+			}
+		}
+	}
 	if cost > 0 {
 		if s.size > 0 {
 			if need := s.lvl + cost - s.size; need > 0 && s.lvl > 0 {
@@ -174,17 +195,39 @@ func (s *budgetState) take(now float64, req Request) Decision {
 			}
 		}
 		if allowed {
+			granted = cost
+			if req.Want > cost && (s.size > 0 || s.wl > 0) {
+				g := req.Want
+				fit := func(capacity, used float64) {
+					g = math.Min(g, math.Max(cost, math.Min((capacity-used)/2, capacity/8)))
+				}
+				if s.size > 0 {
+					fit(s.size, s.lvl)
+				}
+				if s.wl > 0 {
+					fit(s.wl, s.wu)
+				}
+				if k != nil {
+					if s.size > 0 {
+						fit(s.size*req.Share, k.lvl)
+					}
+					if s.wl > 0 {
+						fit(s.wl*req.Share, k.wu)
+					}
+				}
+				granted = g
+			}
 			if s.size > 0 {
-				s.lvl += cost
+				s.lvl += granted
 			}
 			if s.wl > 0 {
-				s.wu += cost
+				s.wu += granted
 			}
 			if k != nil {
-				k.lvl += cost
-				k.wu += cost
+				k.lvl += granted
+				k.wu += granted
 			}
-			s.b1 += cost
+			s.b1 += granted
 		}
 	}
 	until := math.Max(s.blk, s.wr)
@@ -192,7 +235,7 @@ func (s *budgetState) take(now float64, req Request) Decision {
 		until = math.Max(until, now+s.lvl/s.drip*1000)
 	}
 	s.expires = math.Max(until, now) + float64(idleTTL.Milliseconds())
-	return Decision{Allowed: allowed, RetryIn: time.Duration(math.Ceil(wait)) * time.Millisecond, Budget: s.budget(now)}
+	return Decision{Allowed: allowed, RetryIn: time.Duration(math.Ceil(wait)) * time.Millisecond, Budget: s.budget(now), Granted: granted}
 }
 
 func (s *budgetState) budget(now float64) Budget {

@@ -14,6 +14,10 @@ type Metrics struct {
 	upstreamTotal prometheus.Counter
 	storeErrors   prometheus.Counter
 	wait          prometheus.Histogram
+	storeSteps    prometheus.Counter
+	leaseGrants   prometheus.Counter
+	leaseAdmits   prometheus.Counter
+	leaseCuts     prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg.
@@ -40,8 +44,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time held requests waited for budget, whether then sent or refused.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
+		storeSteps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lsproxy_ratelimit_store_steps_total",
+			Help: "Budget store round trips of governed tenants (bookings, leases, corrections).",
+		}),
+		leaseGrants: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lsproxy_ratelimit_lease_grants_total",
+			Help: "Store steps that booked a batch of units (a lease) for later requests.",
+		}),
+		leaseAdmits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lsproxy_ratelimit_lease_admitted_total",
+			Help: "Governed requests admitted from this replica's lease, without a store step.",
+		}),
+		leaseCuts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lsproxy_ratelimit_lease_cut_total",
+			Help: "Upstream answers (a 429, or a bucket fuller than a lease assumed) that cut a lease short.",
+		}),
 	}
-	reg.MustRegister(m.delayedTotal, m.refusedTotal, m.upstreamTotal, m.storeErrors, m.wait)
+	reg.MustRegister(m.delayedTotal, m.refusedTotal, m.upstreamTotal, m.storeErrors, m.wait,
+		m.storeSteps, m.leaseGrants, m.leaseAdmits, m.leaseCuts)
 	return m
 }
 
@@ -72,5 +93,29 @@ func (m *Metrics) storeError() {
 func (m *Metrics) waited(d time.Duration) {
 	if m != nil {
 		m.wait.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) storeStep() {
+	if m != nil {
+		m.storeSteps.Inc()
+	}
+}
+
+func (m *Metrics) leaseGranted() {
+	if m != nil {
+		m.leaseGrants.Inc()
+	}
+}
+
+func (m *Metrics) leaseAdmitted() {
+	if m != nil {
+		m.leaseAdmits.Inc()
+	}
+}
+
+func (m *Metrics) leaseCut() {
+	if m != nil {
+		m.leaseCuts.Inc()
 	}
 }

@@ -18,7 +18,8 @@ var (
 
 // Redis is a Backend shared by every replica on one Redis (standalone,
 // Sentinel or Cluster): each Take is one EVALSHA of lua/take.lua on the
-// tenant's budget hash, one round trip. Safe for concurrent use.
+// tenant's budget hash, one round trip (a lease, see lease.go, makes it one
+// per batch of requests). Safe for concurrent use.
 //
 // Layout, with prefix P: P rl:{<tenant>} hash (bucket, window, block and
 // per-caller-key fields), expiring idleTTL after the budget is full again.
@@ -51,7 +52,7 @@ func (r *Redis) Clear(ctx context.Context, tenant string) error {
 
 // Take implements Backend; errors wrap ErrStore.
 func (r *Redis) Take(ctx context.Context, tenant string, req Request) (Decision, error) {
-	args := make([]any, 0, 15)
+	args := make([]any, 0, 18)
 	args = append(args, msOf(req.Now), req.Cost, req.Key, req.Share)
 	if o := req.Observe; o != nil && !o.Empty() {
 		blk := 0.0
@@ -70,19 +71,23 @@ func (r *Redis) Take(ctx context.Context, tenant string, req Request) (Decision,
 	if o := req.Observe; o != nil && o.Unpaced && !o.SentAt.IsZero() {
 		sent = msOf(o.SentAt)
 	}
-	args = append(args, idleTTL.Milliseconds(), sent)
+	retWr := 0.0
+	if req.Return > 0 && !req.ReturnWindow.IsZero() {
+		retWr = msOf(req.ReturnWindow)
+	}
+	args = append(args, idleTTL.Milliseconds(), sent, req.Want, max(req.Return, 0), retWr)
 	res, err := takeScript.Run(ctx, r.client, []string{r.key(tenant)}, args...).StringSlice()
 	if err != nil {
 		return Decision{Allowed: true}, fmt.Errorf("%w: %w", ErrStore, err)
 	}
-	if len(res) != 9 {
+	if len(res) != 10 {
 		return Decision{Allowed: true}, fmt.Errorf("%w: unexpected script answer", ErrStore)
 	}
 	if res[2] == "" {
 		return Decision{Allowed: true}, nil
 	}
-	var n [9]float64
-	for i := 1; i < 9; i++ {
+	var n [10]float64
+	for i := 1; i < 10; i++ {
 		if n[i], err = strconv.ParseFloat(res[i], 64); err != nil {
 			return Decision{Allowed: true}, fmt.Errorf("%w: unexpected script answer", ErrStore)
 		}
@@ -92,5 +97,6 @@ func (r *Redis) Take(ctx context.Context, tenant string, req Request) (Decision,
 		Allowed: res[0] == "1",
 		RetryIn: time.Duration(n[1]) * time.Millisecond,
 		Budget:  s.budget(msOf(req.Now)),
+		Granted: n[9],
 	}, nil
 }

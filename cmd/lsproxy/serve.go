@@ -46,6 +46,9 @@ type app struct {
 	notifier *onboard.Notifier
 	// verifier finishes identifications the callback could not complete.
 	verifier *onboard.Verifier
+	// governor paces tenants to their upstream budget; nil when off. Its
+	// unsent lease units are given back at shutdown.
+	governor *ratelimit.Governor
 }
 
 // newLogger builds the process logger (access lines buffered, see
@@ -362,7 +365,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger, reg metricsR
 		IdleMargin:  cfg.RefreshIdleMargin,
 		Logger:      log.Named("refresher"),
 	}
-	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: tracedControl(cs.Handler()), locations: locations, locRefresher: locRefresher, notifier: notifier, verifier: verifier}, nil
+	return &app{cfg: cfg, log: log, store: s, manager: m, bg: bg, proxy: tracedHandler(ph), control: tracedControl(cs.Handler()), locations: locations, locRefresher: locRefresher, notifier: notifier, verifier: verifier, governor: governor}, nil
 }
 
 // consoleSessionKey derives the console's session-signing key from the
@@ -495,6 +498,16 @@ func (a *app) run(ctx context.Context, ready func(proxyAddr, controlAddr string)
 	defer scancel()
 	_ = proxySrv.Shutdown(sctx)
 	_ = controlSrv.Shutdown(sctx)
+	if a.governor != nil {
+		// No request is admitted any more: give the unsent units of this
+		// replica's leases back to the shared budget (were it skipped,
+		// they would drain with the bucket all the same).
+		gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		if err := a.governor.Release(gctx); err != nil {
+			a.log.Warn("rate-limit leases not given back; they drain with the budget", zap.Error(err))
+		}
+		gcancel()
+	}
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), auth.ShutdownBudget(a.cfg.TokenTimeout))
 	defer rcancel()
 	if err := a.manager.FinishRefreshes(rctx); err != nil {

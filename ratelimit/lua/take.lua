@@ -9,7 +9,9 @@
 -- ARGV[14] idle TTL ms
 -- ARGV[15] when the observed answer's request was sent unpaced (before this
 --          process knew the budget), ms; 0 = it was paced, or unknown
--- Returns {allowed 0/1, retry ms, size, drip, lvl, wl, wu, wr, blk} as strings;
+-- ARGV[16] units wanted (a lease; <= cost: just the cost)
+-- ARGV[17] unsent lease units given back   ARGV[18] their window's reset ms (0 none)
+-- Returns {allowed 0/1, retry ms, size, drip, lvl, wl, wu, wr, blk, granted} as strings;
 -- allowed with size = "" means nothing is known (no key was written).
 local k = KEYS[1]
 local now, cost, key, share = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -18,7 +20,7 @@ local f = function(x) return string.format('%.17g', x) end
 
 local s = redis.call('HMGET', k, 'size', 'drip', 'lvl', 't', 'wl', 'wu', 'wr', 'blk', 'e', 'b1', 'b0')
 if not s[4] and not hasObs then
-  return {'1', '0', '', '', '', '', '', '', ''}
+  return {'1', '0', '', '', '', '', '', '', '', '0'}
 end
 local size, drip, lvl, t = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or 0, tonumber(s[4]) or now
 local wl, wu, wr, blk = tonumber(s[5]) or 0, tonumber(s[6]) or 0, tonumber(s[7]) or 0, tonumber(s[8]) or 0
@@ -62,7 +64,7 @@ if hasObs then
   if oblk > blk then blk = oblk end
 end
 
-local allowed, wait = true, 0
+local allowed, wait, granted = true, 0, 0
 local function deny(ms)
   allowed = false
   if ms > wait then wait = ms end
@@ -79,6 +81,18 @@ if shared then
   if kr ~= wr then ku, kr = 0, wr end
 end
 
+-- Unsent units of an earlier lease come back (window units only to their window).
+local want, ret, retwr = tonumber(ARGV[16]) or 0, tonumber(ARGV[17]) or 0, tonumber(ARGV[18]) or 0
+if ret > 0 then
+  local samewin = wl > 0 and retwr > 0 and math.abs(retwr - wr) < 1
+  if size > 0 then lvl = math.max(0, lvl - ret) end
+  if samewin then wu = math.max(0, wu - ret) end
+  if shared then
+    if size > 0 then kl = math.max(0, kl - ret) end
+    if samewin then ku = math.max(0, ku - ret) end
+  end
+end
+
 if cost > 0 then
   if size > 0 then
     local need = lvl + cost - size
@@ -93,10 +107,25 @@ if cost > 0 then
     if shared and ku + cost > wl * share then deny(wr - now) end
   end
   if allowed then
-    if size > 0 then lvl = lvl + cost end
-    if wl > 0 then wu = wu + cost end
-    if shared then kl, ku = kl + cost, ku + cost end
-    b1 = b1 + cost
+    granted = cost
+    if want > cost and (size > 0 or wl > 0) then
+      -- A lease: at most half the room left and an eighth of the budget.
+      local g = want
+      local function fit(capacity, used)
+        g = math.min(g, math.max(cost, math.min((capacity - used) / 2, capacity / 8)))
+      end
+      if size > 0 then fit(size, lvl) end
+      if wl > 0 then fit(wl, wu) end
+      if shared then
+        if size > 0 then fit(size * share, kl) end
+        if wl > 0 then fit(wl * share, ku) end
+      end
+      granted = g
+    end
+    if size > 0 then lvl = lvl + granted end
+    if wl > 0 then wu = wu + granted end
+    if shared then kl, ku = kl + granted, ku + granted end
+    b1 = b1 + granted
   end
 end
 
@@ -111,4 +140,4 @@ redis.call('PEXPIRE', k, math.ceil(math.max(untilMs, now) - now + tonumber(ARGV[
 
 local a = '0'
 if allowed then a = '1' end
-return {a, f(math.ceil(wait)), f(size), f(drip), f(lvl), f(wl), f(wu), f(wr), f(blk)}
+return {a, f(math.ceil(wait)), f(size), f(drip), f(lvl), f(wl), f(wu), f(wr), f(blk), f(granted)}
