@@ -46,7 +46,10 @@ type onceEntry struct {
 	exp time.Time
 }
 
-type writeRec struct{ tenant, refresh string }
+type writeRec struct {
+	tenant, refresh string
+	flagged         bool // the write flagged the tenant
+}
 
 func newNode(name string) *node {
 	return &node{name: name, recs: map[string]*store.Tenant{}, locks: map[string]lockEntry{}, once: map[string]onceEntry{}}
@@ -83,6 +86,7 @@ type memStore struct {
 	lostPub    float64                    // probability a write's notification is lost (see drop)
 	everStored map[string]map[string]bool // tenant → refresh tokens ever written (any node)
 	lostWrites map[string]bool            // refresh tokens whose only writes a failover discarded
+	lostFlags  map[string]bool            // refresh tokens whose flag a failover discarded
 	// guard is the fleet's guard state (store.GuardState, SPEC §3 rule
 	// 20), one for every process, as the Redis store keeps it under its
 	// {guard} key. It is not part of a node: a failover does not roll it
@@ -102,7 +106,7 @@ type sub struct {
 
 func newMemStore(w *world) *memStore {
 	m := &memStore{w: w, master: newNode("m1"), subs: map[*sub]struct{}{},
-		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, guard: store.NewMemGuard()}
+		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, lostFlags: map[string]bool{}, guard: store.NewMemGuard()}
 	m.replica = m.master.copyFrom(m.master, "r1")
 	return m
 }
@@ -137,9 +141,7 @@ func (m *memStore) failover(group []int) (gen int) {
 	m.healSplitLocked()
 	old := m.master
 	for _, w := range old.unreplicated {
-		if !m.writtenOn(m.replica, w) {
-			m.lostWrites[w.refresh] = true
-		}
+		m.loseLocked(m.replica, w)
 	}
 	m.seq++
 	m.master = m.replica
@@ -179,9 +181,7 @@ func (m *memStore) healSplitLocked() {
 		return
 	}
 	for _, w := range m.oldMaster.unreplicated {
-		if !m.writtenOn(m.master, w) {
-			m.lostWrites[w.refresh] = true
-		}
+		m.loseLocked(m.master, w)
 	}
 	m.w.tracef("store: split brain healed: %s demoted (%d writes lost)", m.oldMaster.name, len(m.oldMaster.unreplicated))
 	m.oldMaster, m.split = nil, nil
@@ -193,6 +193,17 @@ func (m *memStore) splitNode(p *proc) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.oldMaster != nil && m.split[p.slot]
+}
+
+// loseLocked records what losing w (not on n, the node that now serves)
+// loses: the refresh token it stored, or the flag it set.
+func (m *memStore) loseLocked(n *node, w writeRec) {
+	if !m.writtenOn(n, w) {
+		m.lostWrites[w.refresh] = true
+	}
+	if r := n.recs[w.tenant]; w.flagged && (r == nil || r.Status != store.StatusReauthorizationRequired) {
+		m.lostFlags[w.refresh] = true
+	}
 }
 
 func (m *memStore) writtenOn(n *node, w writeRec) bool {
@@ -253,7 +264,7 @@ func (m *memStore) putLocked(n *node, t *store.Tenant, expect int64, writer *pro
 		m.everStored[t.ID] = map[string]bool{}
 	}
 	m.everStored[t.ID][t.RefreshToken] = true
-	m.replicateLocked(n, writeRec{t.ID, t.RefreshToken}, func(r *node) {
+	m.replicateLocked(n, writeRec{t.ID, t.RefreshToken, t.Status == store.StatusReauthorizationRequired}, func(r *node) {
 		rc := c.Clone()
 		rc.Version, rc.WriteID = c.Version, c.WriteID
 		r.recs[t.ID] = rc

@@ -796,7 +796,7 @@ func (w *world) checkState() {
 	for t, set := range ms.everStored {
 		stored[t] = set
 	}
-	lost := ms.lostWrites
+	lost, lostFlag := ms.lostWrites, ms.lostFlags
 	ms.mu.Unlock()
 
 	var vs []violation
@@ -833,7 +833,8 @@ func (w *world) checkState() {
 			// answer was lost, or reached a process that could not
 			// store the flag: cut off from the store (or killed) from
 			// the answer until its lease ran out (as cutOff for (b)).
-			prevLost[rs.tok] = excusedLoss(rs.outcome) || rs.outcome == "delivered" &&
+			// So may it when a failover lost the flag its rejection set.
+			prevLost[rs.tok] = excusedLoss(rs.outcome) || lostFlag[rs.tok] || rs.outcome == "delivered" &&
 				rs.proc.cutThrough(rs.outcomeAt, rs.at.Add(w.opts.TokenTimeout+writeRetryInterval))
 			continue
 		}
