@@ -86,8 +86,11 @@ type rejection struct {
 	tenant, cause string
 	tok           string // the refresh token rejected
 	at            time.Time
-	local         time.Time // at on the sending process's clock (the guard's window uses it)
+	local         time.Time // at on the sending process's clock
 	delivered     bool      // the answer reached the process (the guard could count it)
+	// localDelivered is when it reached the process, on its clock: the
+	// guard's window counts a rejection from about then.
+	localDelivered time.Time
 }
 
 type provider struct {
@@ -332,6 +335,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if rejIdx >= 0 {
 		pv.rejections[rejIdx].delivered = true
+		pv.rejections[rejIdx].localDelivered = time.Now().Add(p.skew)
 	}
 	pv.mu.Unlock()
 	if g != nil {

@@ -1020,7 +1020,7 @@ func (w *world) guardAllowanceLocked(tenant string, rej, seen []rejection) bool 
 		}
 		distinct := map[string]bool{}
 		for _, r := range seen {
-			if d := r.local.Sub(from.local); r.delivered && r.cause == "misconfig" && d >= 0 && d < w.opts.GuardWindow && !first[r.tenant].Before(from.at) {
+			if d := r.localDelivered.Sub(from.localDelivered); r.delivered && r.cause == "misconfig" && d >= 0 && d < w.opts.GuardWindow && !first[r.tenant].Before(from.at) {
 				distinct[r.tenant] = true
 			}
 		}
