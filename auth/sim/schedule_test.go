@@ -159,7 +159,7 @@ var themes = []string{"partition", "flaky", "pause", "kill", "shutdown", "failov
 // extraThemes are drawn from the second stream (x), each in one schedule
 // of extraEvery, so that adding one left the schedules of themes as they
 // were; -sim.themes may name them too.
-var extraThemes = []string{"short-lease", "misconfig-flaky"}
+var extraThemes = []string{"short-lease", "misconfig-flaky", "lost-reauth"}
 
 const extraEvery = 6
 
@@ -332,6 +332,23 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 				add(event{at: 5*time.Second + time.Duration(x.Int64N(int64(span))), kind: evAnswerStall, slot: x.IntN(s.replicas),
 					dur: 100*time.Millisecond + time.Duration(x.Int64N(int64(200*time.Millisecond))), trig: trigAnswer})
 			}
+		case "lost-reauth":
+			// A revoked merchant is flagged (an operator forces the
+			// refresh), every replica caches the flag, the merchant
+			// authorizes again and that write's notification is lost;
+			// then one replica's store calls nearly all fail for minutes
+			// while its subscription still delivers (commands time out,
+			// pushes arrive): it cannot read the count of lost
+			// notifications, so its cached flag must not be trusted past
+			// cache_ttl (rule 21; defect 10).
+			e, t := 5*time.Second+time.Duration(x.Int64N(int64(span-60*time.Second))), x.IntN(s.tenants)
+			via := x.IntN(s.replicas)
+			cut := (via + 1 + x.IntN(s.replicas-1)) % s.replicas
+			add(event{at: e, kind: evRevoke, tenant: t, slot: via})
+			add(event{at: e + time.Second, kind: evForce, tenant: t, slot: via})
+			add(event{at: e + 12*time.Second, kind: evLostPub, p: 1, dur: 4 * time.Second})
+			add(event{at: e + 14*time.Second, kind: evReauth, tenant: t, slot: via})
+			add(event{at: e + 17*time.Second, kind: evFlaky, slot: cut, p: 0.99, dur: 90*time.Second + time.Duration(x.Int64N(int64(60*time.Second)))})
 		case "misconfig-flaky":
 			// A wrong configuration trips the guard while every replica's
 			// store calls fail often: the reverts of the flags set before

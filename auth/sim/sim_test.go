@@ -142,7 +142,7 @@ func summary(fails []seedResult) string {
 		}
 	}
 	var b strings.Builder
-	for _, inv := range []string{"a", "b", "c", "d", "e"} {
+	for _, inv := range []string{"a", "b", "c", "d", "e", "f"} {
 		s := seeds[inv]
 		if len(s) == 0 {
 			continue
@@ -321,7 +321,7 @@ func TestSimulationMutations(t *testing.T) {
 			invs[v.inv] = true
 		}
 		var names []string
-		for _, inv := range []string{"a", "b", "c", "d", "e"} {
+		for _, inv := range []string{"a", "b", "c", "d", "e", "f"} {
 			if invs[inv] {
 				names = append(names, "("+inv+")")
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lsproxy/lsproxy/internal/defect"
@@ -87,6 +88,7 @@ type memStore struct {
 	everStored map[string]map[string]bool // tenant → refresh tokens ever written (any node)
 	lostWrites map[string]bool            // refresh tokens whose only writes a failover discarded
 	lostFlags  map[string]bool            // refresh tokens whose flag a failover discarded
+	lostActive map[string]time.Time       // tenant → the last lost notification of a write that left it active
 	// guard is the fleet's guard state (store.GuardState, SPEC §3 rule
 	// 20), one for every process, as the Redis store keeps it under its
 	// {guard} key. It is not part of a node: a failover does not roll it
@@ -106,7 +108,7 @@ type sub struct {
 
 func newMemStore(w *world) *memStore {
 	m := &memStore{w: w, master: newNode("m1"), subs: map[*sub]struct{}{},
-		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, lostFlags: map[string]bool{}, guard: store.NewMemGuard()}
+		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, lostFlags: map[string]bool{}, lostActive: map[string]time.Time{}, guard: store.NewMemGuard()}
 	m.replica = m.master.copyFrom(m.master, "r1")
 	return m
 }
@@ -229,6 +231,9 @@ func (m *memStore) dropSubsLocked(match func(*sub) bool) {
 // remains, docs/reliability.md; the fake does not inject it.)
 func (m *memStore) notifyLocked(n *node, id string, writer *proc, wid string) {
 	if m.lostPub > 0 && m.w.chance(m.lostPub, "publish", id, wid) {
+		if r := n.recs[id]; r != nil && r.Status == store.StatusActive {
+			m.lostActive[id] = time.Now()
+		}
 		m.lost++
 		m.w.tracef("store: notification of %s's write %s lost (lost notifications: %d)", id, wid, m.lost)
 		return
@@ -296,6 +301,17 @@ func (m *memStore) ackedLocked(n *node) bool {
 type conn struct {
 	s *memStore
 	p *proc
+	// gets counts Get attempts per tenant: a request that made none was
+	// answered from the cache (invariant f).
+	gets sync.Map // tenant → *atomic.Int64
+}
+
+// getCount returns how often tenant's record was asked for.
+func (c *conn) getCount(tenant string) int64 {
+	if n, ok := c.gets.Load(tenant); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
 }
 
 var (
@@ -353,6 +369,8 @@ func (c *conn) callThen(ctx context.Context, op, key string, apply func(n *node)
 }
 
 func (c *conn) Get(ctx context.Context, id string) (*store.Tenant, error) {
+	n, _ := c.gets.LoadOrStore(id, new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
 	var out *store.Tenant
 	err := c.callThen(ctx, "get", id, func(n *node) error {
 		r := n.recs[id]

@@ -589,7 +589,11 @@ func (w *world) drive(ctx context.Context, p *proc, tenant string) {
 		case <-t.C:
 		}
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		reads := rtOf(p).conn.getCount(tenant)
 		tok, err := m.Token(rctx, tenant)
+		if errors.Is(err, auth.ErrReauthorizationRequired) && rtOf(p).conn.getCount(tenant) == reads {
+			w.checkTrust(p, tenant)
+		}
 		if err == nil && !w.served(p, tenant, tok.AccessToken) {
 			tok, err = m.Recover(rctx, tenant, tok.AccessToken)
 			if err == nil {
@@ -601,6 +605,29 @@ func (w *world) drive(ctx context.Context, p *proc, tenant string) {
 			last = e
 			w.tracef("%s: %s now answers: %s", p.name, tenant, e)
 		}
+	}
+}
+
+// trustSlack: how much later than cache_ttl after a lost notification a
+// cached answer may still be served (timers, the answer in progress).
+const trustSlack = 2 * time.Second
+
+// checkTrust is invariant (f), bounded trust (rule 21): p answered that
+// tenant requires reauthorization from its cache (no read of the record)
+// although the record p's store holds is active and a notification that
+// would have told p was lost more than cache_ttl ago.
+func (w *world) checkTrust(p *proc, tenant string) {
+	ms := w.store
+	ms.mu.Lock()
+	rec := ms.nodeFor(p).recs[tenant]
+	lostAt, lost := ms.lostActive[tenant]
+	ms.mu.Unlock()
+	if rec == nil || rec.Status != store.StatusActive || !lost {
+		return
+	}
+	if d := time.Since(lostAt); d > auth.DefaultCacheTTL+trustSlack {
+		w.violatef("f", "%s answered %s requires reauthorization from its cache %s after the notification of its re-activation was lost (cache_ttl %s)",
+			p.name, tenant, d.Round(time.Millisecond), auth.DefaultCacheTTL)
 	}
 }
 
