@@ -75,20 +75,21 @@ func (n *node) copyFrom(o *node, name string) *node {
 type memStore struct {
 	w *world
 
-	mu         sync.Mutex
-	master     *node
-	replica    *node // nil: the master has no replica
-	stalled    bool  // the replica does not follow the master
-	oldMaster  *node // split brain: the old master, for the processes in split
-	split      map[int]bool
-	splitGen   int // counts split brains: a heal ends only its own
-	seq        int // write ids, lock owners
-	subs       map[*sub]struct{}
-	lostPub    float64                    // probability a write's notification is lost (see drop)
-	everStored map[string]map[string]bool // tenant → refresh tokens ever written (any node)
-	lostWrites map[string]bool            // refresh tokens whose only writes a failover discarded
-	lostFlags  map[string]bool            // refresh tokens whose flag a failover discarded
-	lostActive map[string]time.Time       // tenant → the last lost notification of a write that left it active
+	mu          sync.Mutex
+	master      *node
+	replica     *node // nil: the master has no replica
+	stalled     bool  // the replica does not follow the master
+	oldMaster   *node // split brain: the old master, for the processes in split
+	split       map[int]bool
+	splitGen    int // counts split brains: a heal ends only its own
+	seq         int // write ids, lock owners
+	subs        map[*sub]struct{}
+	lostPub     float64                    // probability a write's notification is lost (see drop)
+	everStored  map[string]map[string]bool // tenant → refresh tokens ever written (any node)
+	lostWrites  map[string]bool            // refresh tokens whose only writes a failover discarded
+	lostFlags   map[string]bool            // refresh tokens whose flag a failover discarded
+	lostActive  map[string]time.Time       // tenant → the last lost notification of a write that left it active
+	activeSince map[string]time.Time       // tenant → when a write last made it active
 	// guard is the fleet's guard state (store.GuardState, SPEC §3 rule
 	// 20), one for every process, as the Redis store keeps it under its
 	// {guard} key. It is not part of a node: a failover does not roll it
@@ -108,7 +109,7 @@ type sub struct {
 
 func newMemStore(w *world) *memStore {
 	m := &memStore{w: w, master: newNode("m1"), subs: map[*sub]struct{}{},
-		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, lostFlags: map[string]bool{}, lostActive: map[string]time.Time{}, guard: store.NewMemGuard()}
+		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, lostFlags: map[string]bool{}, lostActive: map[string]time.Time{}, activeSince: map[string]time.Time{}, guard: store.NewMemGuard()}
 	m.replica = m.master.copyFrom(m.master, "r1")
 	return m
 }
@@ -259,6 +260,9 @@ func (m *memStore) putLocked(n *node, t *store.Tenant, expect int64, writer *pro
 		return 0, fmt.Errorf("%w: tenant exists", store.ErrConflict)
 	case expect != 0 && (cur == nil || cur.Version != expect || (t.WriteID != "" && cur.WriteID != t.WriteID)):
 		return 0, fmt.Errorf("%w: tenant %s", store.ErrConflict, t.ID)
+	}
+	if t.Status == store.StatusActive && (cur == nil || cur.Status != store.StatusActive) {
+		m.activeSince[t.ID] = time.Now()
 	}
 	m.seq++
 	c := t.Clone()

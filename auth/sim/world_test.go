@@ -621,8 +621,10 @@ func (w *world) checkTrust(p *proc, tenant string) {
 	ms.mu.Lock()
 	rec := ms.nodeFor(p).recs[tenant]
 	lostAt, lost := ms.lostActive[tenant]
+	since := ms.activeSince[tenant]
 	ms.mu.Unlock()
-	if rec == nil || rec.Status != store.StatusActive || !lost {
+	// The lost notification is of this active period's writes.
+	if rec == nil || rec.Status != store.StatusActive || !lost || lostAt.Before(since) {
 		return
 	}
 	if d := time.Since(lostAt); d > auth.DefaultCacheTTL+trustSlack {
