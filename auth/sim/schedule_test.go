@@ -350,32 +350,30 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 			add(event{at: e + 14*time.Second, kind: evReauth, tenant: t, slot: via})
 			add(event{at: e + 17*time.Second, kind: evFlaky, slot: cut, p: 0.99, dur: 90*time.Second + time.Duration(x.Int64N(int64(60*time.Second)))})
 		case "misconfig-flaky":
-			// A wrong configuration trips the guard while every replica's
-			// store calls fail often: the reverts of the flags set before
-			// the trip fail and must be retried until done (rule 20;
-			// defect 9).
+			// A wrong configuration: the first tenants are flagged by one
+			// replica while the store answers; the rejection that trips
+			// the guard comes on another, whose store calls start failing
+			// right as it sends: the trip's reverts fail there and must
+			// stay pending until one is done (rule 20; defect 9).
 			e := 5*time.Second + time.Duration(x.Int64N(int64(span)))
-			var g []int
+			a := x.IntN(s.replicas)
+			b := (a + 1 + x.IntN(s.replicas-1)) % s.replicas
+			g := []int{a, b}
 			for i := range s.replicas {
-				if i == 0 || x.IntN(2) == 0 {
+				if i != a && i != b && x.IntN(2) == 0 {
 					g = append(g, i)
 				}
 			}
 			add(event{at: e, kind: evMisconfig, group: g, dur: 30*time.Second + time.Duration(x.Int64N(int64(60*time.Second)))})
-			// Operators force refreshes meanwhile, one tenant after the
-			// other: the first are flagged while the store still answers,
-			// then its calls start failing and a later rejection trips
-			// the guard, whose reverts then fail often.
 			step := 2 * time.Second
 			for i, t := range x.Perm(s.tenants) {
-				for k := range 3 {
-					add(event{at: e + time.Second + time.Duration(i)*step + time.Duration(k)*3*step, kind: evForce, tenant: t, slot: g[x.IntN(len(g))]})
+				via := a
+				if i >= guardThreshold-1 {
+					via = b
 				}
+				add(event{at: e + time.Second + time.Duration(i)*step, kind: evForce, tenant: t, slot: via})
 			}
-			flakyAt := e + time.Second + time.Duration(guardThreshold-1)*step - step/4
-			for i := range s.replicas {
-				add(event{at: flakyAt, kind: evFlaky, slot: i, p: 0.4 + 0.4*x.Float64(), dur: 30*time.Second + time.Duration(x.Int64N(int64(60*time.Second)))})
-			}
+			add(event{at: e + time.Second, kind: evFlaky, slot: b, p: 0.5 + 0.3*x.Float64(), dur: 20*time.Second + time.Duration(x.Int64N(int64(20*time.Second))), trig: trigSend})
 		}
 	}
 	slices.SortStableFunc(s.events, func(a, b event) int { return int(a.at - b.at) })
