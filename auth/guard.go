@@ -396,9 +396,14 @@ func (m *Manager) recordUnrecorded(ctx context.Context) {
 	}
 }
 
-// guardSettleEvery: how often Run records late rejections, performs
-// pending reverts and looks for a clear of the fleet's guard.
-const guardSettleEvery = 5 * time.Second
+// guardSettleEvery: how often Run performs pending reverts and looks for
+// a clear of the fleet's guard; unrecordedEvery: how often it tries to
+// record the rejections the store did not take (a no-op when there are
+// none), often, so that a short store outage loses none of them.
+const (
+	guardSettleEvery = 5 * time.Second
+	unrecordedEvery  = time.Second
+)
 
 // runGuard performs pending reverts every guardSettleEvery until ctx ends.
 func (m *Manager) runGuard(ctx context.Context) {
@@ -407,12 +412,15 @@ func (m *Manager) runGuard(ctx context.Context) {
 	}
 	t := time.NewTicker(guardSettleEvery)
 	defer t.Stop()
+	late := time.NewTicker(unrecordedEvery)
+	defer late.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-late.C:
 			m.recordUnrecorded(ctx)
+		case <-t.C:
 			m.settleReverts(ctx)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,5 +247,60 @@ func TestGuardHeldTenantAuthorizedAgainIsSent(t *testing.T) {
 	}
 	if _, err := f.m.Token(ctx, "h2"); err == nil || f.ref.count() != sent+1 {
 		t.Fatalf("held h2: err %v, token requests %d (want held, 1 request: h1's)", err, f.ref.count()-sent)
+	}
+}
+
+// failingGuard is a store.GuardState whose GuardReject fails while fail
+// is set.
+type failingGuard struct {
+	store.GuardState
+	fail atomic.Bool
+}
+
+func (g *failingGuard) GuardReject(ctx context.Context, tenant string, now time.Time, p store.GuardParams) (store.GuardVerdict, error) {
+	if g.fail.Load() {
+		return store.GuardVerdict{}, errors.New("guard state unavailable")
+	}
+	return g.GuardState.GuardReject(ctx, tenant, now, p)
+}
+
+// TestGuardRejectionRecordedLate (rule 20): a rejection the guard's state
+// could not take is not flagged and not forgotten either: recorded once
+// the store answers again, it trips the guard, whose trip reverts the
+// flags set before it (found by the simulation, auth/sim: the trip never
+// came and the first tenants stayed flagged).
+func TestGuardRejectionRecordedLate(t *testing.T) {
+	gs := &failingGuard{GuardState: store.NewMemGuard()}
+	f := newFixture(t, func(o *ManagerOptions) { o.GuardThreshold = 3; o.GuardState = gs })
+	f.ref.next = audit3Reject
+	for _, id := range []string{"l1", "l2", "l3"} {
+		f.put(t, id, -time.Second)
+	}
+	for _, id := range []string{"l1", "l2"} {
+		if _, err := f.m.Token(ctx, id); !errors.Is(err, ErrReauthorizationRequired) {
+			t.Fatalf("%s: %v (want flagged: below the threshold)", id, err)
+		}
+	}
+	gs.fail.Store(true)
+	if _, err := f.m.Token(ctx, "l3"); errors.Is(err, ErrReauthorizationRequired) || err == nil {
+		t.Fatalf("l3 with the guard's state unavailable: %v (want unavailable, not flagged)", err)
+	}
+	if f.get(t, "l3").Status != store.StatusActive || f.m.GuardTripped() {
+		t.Fatal("l3 flagged, or the guard tripped without its state")
+	}
+	gs.fail.Store(false)
+	f.m.recordUnrecorded(ctx)
+	if !f.m.GuardTripped() {
+		t.Fatal("the late rejection did not trip the guard")
+	}
+	f.m.settleReverts(ctx)
+	for _, id := range []string{"l1", "l2", "l3"} {
+		if rec := f.get(t, id); rec.Status != store.StatusActive {
+			t.Errorf("%s is %s after the late trip (want active: reverted or never flagged)", id, rec.Status)
+		}
+	}
+	f.m.recordUnrecorded(ctx) // nothing left: no second record
+	if n := len(f.m.guard.takeUnrecorded()); n != 0 {
+		t.Errorf("%d rejections still kept after they were recorded", n)
 	}
 }
