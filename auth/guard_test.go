@@ -304,3 +304,44 @@ func TestGuardRejectionRecordedLate(t *testing.T) {
 		t.Errorf("%d rejections still kept after they were recorded", n)
 	}
 }
+
+// notAckedStore is a store whose PutAcked applies the write but, while
+// notAcked is set, answers store.ErrNotAcked (no replica acknowledged).
+type notAckedStore struct {
+	*store.Bolt
+	notAcked atomic.Bool
+}
+
+func (s *notAckedStore) PutAcked(ctx context.Context, t *store.Tenant, expect int64) (int64, error) {
+	v, err := s.Put(ctx, t, expect)
+	if err == nil && s.notAcked.Load() {
+		return v, store.ErrNotAcked
+	}
+	return v, err
+}
+
+// TestGuardRevertNeedsAcknowledgement (rule 20): a revert the replicas did
+// not acknowledge is reported as failed, so it stays pending (a failover
+// may lose it and bring the flag back); once the write is known, the
+// revert is moot.
+func TestGuardRevertNeedsAcknowledgement(t *testing.T) {
+	f := newFixture(t)
+	s := &notAckedStore{Bolt: f.store}
+	m := NewManager(s, f.ref, ManagerOptions{Now: f.clk.Now, GuardThreshold: 3, WaitFor: time.Second})
+	f.put(t, "n1", time.Hour)
+	at := f.clk.Now()
+	if _, err := store.Update(ctx, f.store, "n1", func(r *store.Tenant) error { r.Flag("test", at); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	s.notAcked.Store(true)
+	if _, err := m.unflag(ctx, "n1", at, false); !errors.Is(err, store.ErrNotAcked) {
+		t.Fatalf("unacknowledged revert: %v (want store.ErrNotAcked: it stays pending)", err)
+	}
+	s.notAcked.Store(false)
+	if rec, err := m.unflag(ctx, "n1", at, false); err != nil || rec != nil {
+		t.Fatalf("retried revert of a write that landed: %+v, %v (want moot)", rec, err)
+	}
+	if st := f.get(t, "n1").Status; st != store.StatusActive {
+		t.Fatalf("n1 is %s, want active", st)
+	}
+}
