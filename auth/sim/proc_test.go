@@ -27,6 +27,8 @@ type proc struct {
 	mu           sync.Mutex
 	dead         bool
 	exitCause    string // "kill" or "shutdown"
+	diedAt       time.Time
+	stalledUntil time.Time // the end of its last answer stall
 	paused       bool
 	part         faultKind // store partition mode, faultNone when healed
 	flaky        float64   // probability a store call fails

@@ -90,6 +90,7 @@ type memStore struct {
 	lostFlags   map[string]bool            // refresh tokens whose flag a failover discarded
 	lostActive  map[string]time.Time       // tenant → the last lost notification of a write that left it active
 	activeSince map[string]time.Time       // tenant → when a write last made it active
+	puts        map[string]*putStat        // "proc/refresh token" → its writes (notePut)
 	// guard is the fleet's guard state (store.GuardState, SPEC §3 rule
 	// 20), one for every process, as the Redis store keeps it under its
 	// {guard} key. It is not part of a node: a failover does not roll it
@@ -109,7 +110,7 @@ type sub struct {
 
 func newMemStore(w *world) *memStore {
 	m := &memStore{w: w, master: newNode("m1"), subs: map[*sub]struct{}{},
-		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, lostFlags: map[string]bool{}, lostActive: map[string]time.Time{}, activeSince: map[string]time.Time{}, guard: store.NewMemGuard()}
+		everStored: map[string]map[string]bool{}, lostWrites: map[string]bool{}, lostFlags: map[string]bool{}, lostActive: map[string]time.Time{}, activeSince: map[string]time.Time{}, puts: map[string]*putStat{}, guard: store.NewMemGuard()}
 	m.replica = m.master.copyFrom(m.master, "r1")
 	return m
 }
@@ -411,7 +412,43 @@ func (c *conn) Put(ctx context.Context, t *store.Tenant, expect int64) (int64, e
 		v, err = c.s.putLocked(n, t, expect, c.p)
 		return err
 	})
+	c.s.notePut(c.p, t.RefreshToken, err)
 	return v, err
+}
+
+// putStat counts one process's writes of records holding one refresh
+// token: attempts that the store's faults failed, and successes.
+type putStat struct{ failed, ok int }
+
+// notePut records a write of a record holding refresh token rt by p.
+// Only the store's faults count as failures (a conflict is the protocol's
+// answer, a deadline the caller's own: a stalled holder's).
+func (m *memStore) notePut(p *proc, rt string, err error) {
+	if rt == "" || err != nil && !errors.Is(err, errNet) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := p.name + "/" + rt
+	st := m.puts[k]
+	if st == nil {
+		st = &putStat{}
+		m.puts[k] = st
+	}
+	if err == nil {
+		st.ok++
+	} else {
+		st.failed++
+	}
+}
+
+// putsFailed reports whether p tried to write a record holding rt and the
+// store's faults failed every attempt.
+func (m *memStore) putsFailed(p *proc, rt string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.puts[p.name+"/"+rt]
+	return st != nil && st.failed > 0 && st.ok == 0
 }
 
 // ackWait is the fake WAIT's timeout.

@@ -262,7 +262,7 @@ func (w *world) kill(p *proc, cause string) {
 		w.procs[p.slot] = nil
 	}
 	w.mu.Unlock()
-	p.set(func() { p.dead, p.exitCause = true, cause })
+	p.set(func() { p.dead, p.exitCause, p.diedAt = true, cause, time.Now() })
 	rtOf(p).cancel()
 	w.tracef("%s ended (%s)", p.name, cause)
 }
@@ -382,11 +382,18 @@ func (w *world) apply(e event, p *proc) {
 			return
 		}
 		p.mu.Lock()
-		tenant, sent := p.answered, p.answeredSent
+		tenant, sent, recent := p.answered, p.answeredSent, time.Since(p.stalledUntil) < stallGap
 		p.mu.Unlock()
+		if recent {
+			// One stall at a time: a second right after the first would
+			// hold a holder past any lease (a pause theme's business).
+			w.tracef("%s: answer stall left out (stalled %s ago)", p.name, stallGap)
+			return
+		}
 		// Resumed e.dur before the end of sendCover: after a lease of
 		// lock_ttl and the grace, within the one rule 17 gives.
 		stall := max(time.Until(sent.Add(w.sendCover()-e.dur)), 100*time.Millisecond)
+		p.set(func() { p.stalledUntil = time.Now().Add(stall) })
 		w.apply(event{kind: evPause, slot: p.slot, dur: stall}, p)
 		if q := w.current((p.slot + 1) % len(w.procs)); q != nil && q != p && tenant != "" {
 			w.tracef("%s: force-refreshes %s while %s stalls", q.name, tenant, p.name)
@@ -855,7 +862,7 @@ func (w *world) checkState() {
 				rs.proc.cutThrough(rs.outcomeAt, rs.at.Add(w.opts.TokenTimeout+writeRetryInterval))
 			continue
 		}
-		excused := g.lostExcused() || lost[g.to] || w.cutOff(g)
+		excused := g.lostExcused() || lost[g.to] || w.cutOff(g) || w.killedWithin(g)
 		if excused && (rs.nth == 1 || prevLost[rs.tok]) {
 			allowedResend[rs.tok] = true
 			// The next takeover may send it again when this one's
@@ -1071,7 +1078,25 @@ const writeRetryInterval = 2 * time.Second
 // successor may then take over, and the grant is lost although its holder
 // lives (docs/reliability.md, "Failure modes that remain").
 func (w *world) cutOff(g *grant) bool {
-	return g.outcome == "delivered" && g.proc.cutThrough(g.outcomeAt, g.at.Add(w.sendCover()))
+	return g.outcome == "delivered" && (g.proc.cutThrough(g.outcomeAt, g.at.Add(w.sendCover())) ||
+		w.store.putsFailed(g.proc, g.to)) // it tried to store the grant; every attempt failed
+}
+
+// stallGap: an answer stall within this long after the previous one's end
+// is left out.
+const stallGap = 5 * time.Second
+
+// killedWithin reports whether g's holder was killed (SIGKILL) after its
+// answer arrived and before no lease could cover it any longer: it may
+// have had no moment to write the grant, which a successor then takes
+// over (as a kill before the answer, "lost:kill").
+func (w *world) killedWithin(g *grant) bool {
+	if g.outcome != "delivered" {
+		return false
+	}
+	g.proc.mu.Lock()
+	defer g.proc.mu.Unlock()
+	return g.proc.dead && g.proc.exitCause == "kill" && g.proc.diedAt.Before(g.at.Add(w.sendCover()))
 }
 
 // sendCover is how long after a send no successor can take the holder's
