@@ -347,7 +347,7 @@ func (c *conn) callThen(ctx context.Context, op, key string, apply func(n *node)
 		return fmt.Errorf("%s: %w", op, errNet)
 	case faultHang:
 		if err := p.waitHealed(ctx); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
+			return fmt.Errorf("%s: %w (%w)", op, err, errNet) // the fault's: notePut counts it
 		}
 		return fmt.Errorf("%s: %w (after the partition healed)", op, errNet)
 	case faultLoseReply:
@@ -355,7 +355,7 @@ func (c *conn) callThen(ctx context.Context, op, key string, apply func(n *node)
 		_ = apply(c.s.nodeFor(p))
 		c.s.mu.Unlock()
 		if err := p.waitHealed(ctx); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
+			return fmt.Errorf("%s: %w (%w)", op, err, errNet)
 		}
 		return fmt.Errorf("%s: %w (answer lost)", op, errNet)
 	}
