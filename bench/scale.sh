@@ -20,6 +20,7 @@
 #   BENCH_ZIPF=1.1           Zipf exponent of the tenant mix (tenant 0 the most requested)
 #   BENCH_TOKEN_LEN=1200     access token bytes (K-Series JWT size)
 #   BENCH_SCALE_CACHE=256MiB LSPROXY_CACHE_MAX_BYTES of the replica
+#   BENCH_SCALE_ENV=         more VAR=value for the replica, space-separated (e.g. GOMEMLIMIT=350MiB)
 #   BENCH_WARM_ALL=1         request every tenant once before measuring (fills the
 #                            bounded cache past its bound; 0: Zipf warm-up only)
 #   BENCH_COLD_SECONDS=30    how long the cold-start ramp loads the new replica
@@ -44,6 +45,7 @@ RATE_INFLIGHT=${BENCH_RATE_INFLIGHT:-256}
 ZIPF=${BENCH_ZIPF:-1.1}
 TOKEN_LEN=${BENCH_TOKEN_LEN:-1200}
 CACHE=${BENCH_SCALE_CACHE:-256MiB}
+read -r -a EXTRA_ENV <<<"${BENCH_SCALE_ENV:-}"
 WARM_ALL=${BENCH_WARM_ALL:-1}
 COLD_SECONDS=${BENCH_COLD_SECONDS:-30}
 STORM_REPLICAS=${BENCH_STORM_REPLICAS-1 2 4}
@@ -111,7 +113,7 @@ rm -f "$OUT"/raw.jsonl "$OUT"/import.jsonl "$OUT"/coldstart.jsonl "$OUT"/storm.j
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "go: $(go env GOVERSION); redis: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
-	echo "method: Zipf s=$ZIPF over the tenants, ${TOKEN_LEN}-byte access tokens, $CONC closed-loop clients, ${DURATION} s per mode as $ROUNDS slices alternating bare / lsproxy (the other paused), then the fixed rate at half bare's; LSPROXY_CACHE_MAX_BYTES=$CACHE; warm pass over every tenant: $WARM_ALL; client and upstream GOMAXPROCS=1"
+	echo "method: Zipf s=$ZIPF over the tenants, ${TOKEN_LEN}-byte access tokens, $CONC closed-loop clients, ${DURATION} s per mode as $ROUNDS slices alternating bare / lsproxy (the other paused), then the fixed rate at half bare's; LSPROXY_CACHE_MAX_BYTES=$CACHE ${BENCH_SCALE_ENV:-}; warm pass over every tenant: $WARM_ALL; client and upstream GOMAXPROCS=1"
 	echo "storm: $STORM_TENANTS tenants due at once (refresh token idle expiry within refresh_idle_margin), token latency $STORM_LATENCY, LSPROXY_REFRESHER_CONCURRENCY=$STORM_CONC per replica"
 } >"$OUT/meta.txt"
 cat "$OUT/meta.txt" >&2
@@ -220,13 +222,20 @@ measure() {
 
 scale_size() {
 	local n=$1 mode r rate t first full
-	log "size $(grouped "$n"): redis, replica, import"
+	log "size $(grouped "$n"): redis, import through a replica of its own"
 	start_redis
-	spawn_lsproxy "ls-$n" "LSPROXY_CACHE_MAX_BYTES=$CACHE"
+	# The import goes through a replica that then stops: its transient
+	# memory (a few hundred MB while 5,000-line requests are decoded and
+	# sealed) is not the serving replica's.
+	spawn_lsproxy "import-$n" "LSPROXY_CACHE_MAX_BYTES=$CACHE" "${EXTRA_ENV[@]}"
 	"$LOAD" wait -url "$LS_CONTROL/healthz" -timeout 15s
 	"$LOAD" bulkimport -admin "$LS_CONTROL" -admin-token "$ADMIN_TOKEN" -tenants "$n" -token-len "$TOKEN_LEN" \
 		-label "$n" -out "$OUT/import.jsonl" >/dev/null
-	log "redis used_memory: $(redis-cli -p "${REDIS##*:}" info memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')"
+	log "import replica peak RSS: $(sed -n 's/^VmHWM:[[:space:]]*//p' "/proc/$LS_PID/status"); redis used_memory: $(redis-cli -p "${REDIS##*:}" info memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')"
+	stop_pids "$LS_PID"
+	forget "$LS_PID"
+	spawn_lsproxy "ls-$n" "LSPROXY_CACHE_MAX_BYTES=$CACHE" "${EXTRA_ENV[@]}"
+	"$LOAD" wait -url "$LS_CONTROL/healthz" -timeout 15s
 	kill -STOP "$LS_PID"
 	[ "$WARM_ALL" = 1 ] && log "first lsproxy slice requests every tenant once first"
 	for mode in closed rate; do
@@ -243,16 +252,18 @@ scale_size() {
 			done
 		done
 	done
+	kill -CONT "$LS_PID"
+	curl -fsS --max-time 5 "$LS_CONTROL/metrics" 2>/dev/null | grep -E '^lsproxy_token_cache_(bytes|entries|evictions_total)' >&2 || true
 	# Cold start: the warm replica goes; a new one starts against the
 	# N-tenant store and gets the same load at once.
 	full=$(($("$LOAD" halfrate -in "$OUT/raw.jsonl" -scenario "$(grouped "$n") tenants" -target lsproxy) * 2))
 	stop_pids "$LS_PID"
 	forget "$LS_PID"
 	log "cold start (a warm replica did $full req/s)"
-	spawn_lsproxy "cold-$n" "LSPROXY_CACHE_MAX_BYTES=$CACHE"
+	spawn_lsproxy "cold-$n" "LSPROXY_CACHE_MAX_BYTES=$CACHE" "${EXTRA_ENV[@]}"
 	GOMAXPROCS=1 "$LOAD" ramp -url "$LS_URL" -ready-url "$LS_CONTROL/readyz" -started-ns "$LS_STARTED_NS" \
 		-tenants "$n" -zipf "$ZIPF" -concurrency "$CONC" -duration "${COLD_SECONDS}s" -full-rps "$full" \
-		-redis "$REDIS" -pid "$LS_PID" -label "$n" -out "$OUT/coldstart.jsonl" >/dev/null
+		-redis "$REDIS" -pid "$LS_PID" -aux-pids "$UP_PID,$REDIS_PID,$EMU_PID" -label "$n" -out "$OUT/coldstart.jsonl" >/dev/null
 	stop_pids "$LS_PID" "$REDIS_PID"
 	forget "$LS_PID" "$REDIS_PID"
 }

@@ -238,6 +238,8 @@ type Window struct {
 	StoreCmdsPS  float64 `json:"store_cmds_per_s"`  // every Redis command but INFO and PING
 	StoreReadsPS float64 `json:"store_reads_per_s"` // HMGET: record reads (request path, refresher)
 	RSSKiB       int64   `json:"rss_kib"`
+	ProxyCores   float64 `json:"proxy_cores"`   // the replica's CPU
+	ForeignCores float64 `json:"foreign_cores"` // processes outside the setup (and steal)
 }
 
 // RampResult is ramp's JSON line.
@@ -282,7 +284,8 @@ func rampCmd(args []string) error {
 	frac := fs.Float64("frac", 0.9, "full speed is this fraction of -full-rps")
 	timeout := fs.Duration("timeout", time.Minute, "give up waiting for readiness after this long")
 	redisAddr := fs.String("redis", "", "host:port of the store")
-	pid := fs.Int("pid", 0, "the replica's pid (RSS)")
+	pid := fs.Int("pid", 0, "the replica's pid (RSS, CPU)")
+	auxPids := fs.String("aux-pids", "", "comma-separated pids of the rest of the setup (upstream, Redis, token endpoint): outside load is what they, the replica and this client do not use")
 	label := fs.String("label", "", "label for the result")
 	out := fs.String("out", "", "append the JSON result line to this file")
 	_ = fs.Parse(args)
@@ -347,6 +350,18 @@ func rampCmd(args []string) error {
 	if *pid > 0 {
 		pids = append(pids, *pid)
 	}
+	aux, err := parsePids(*auxPids)
+	if err != nil {
+		return err
+	}
+	setup := append(append([]int{os.Getpid()}, pids...), aux...)
+	busy := func() (machine, proxy, ours float64) {
+		b, _ := machineTicks()
+		p, _ := cpuSeconds(pids)
+		o, _ := cpuSeconds(setup)
+		return float64(b) / clockTicks, p, o
+	}
+	mach0, proxy0, ours0 := busy()
 	cmds := func() (all, reads int64) {
 		if *redisAddr == "" {
 			return 0, 0
@@ -369,10 +384,13 @@ func rampCmd(args []string) error {
 	tick := time.NewTicker(*window)
 	for now := range tick.C {
 		a, r := cmds()
+		mach1, proxy1, ours1 := busy()
 		nOK, nBad := ok.Load(), bad.Load()
 		dt := now.Sub(prevT).Seconds()
 		w := Window{T: since() / 1000, RPS: float64(nOK-prevOK) / dt, Errors: nBad - prevBad,
-			StoreCmdsPS: float64(a-prevAll) / dt, StoreReadsPS: float64(r-prevReads) / dt, RSSKiB: procStatusKiB(pids, "VmRSS:")}
+			StoreCmdsPS: float64(a-prevAll) / dt, StoreReadsPS: float64(r-prevReads) / dt, RSSKiB: procStatusKiB(pids, "VmRSS:"),
+			ProxyCores: (proxy1 - proxy0) / dt, ForeignCores: max(0, (mach1-mach0)-(ours1-ours0)) / dt}
+		mach0, proxy0, ours0 = mach1, proxy1, ours1
 		res.Windows = append(res.Windows, w)
 		if res.FullSpeedMs < 0 && *fullRPS > 0 && w.RPS >= *frac**fullRPS {
 			res.FullSpeedMs = w.T * 1000

@@ -118,11 +118,11 @@ func scaleReportCmd(args []string) error {
 			ratio, cpu, p99, rss, cmds, cold, reads, foreign)
 	}
 	if len(ramps) > 0 {
-		b.WriteString("\nCold start, per second after the start (req/s; store commands/s, of which HMGET reads; RSS MiB):\n\n")
+		b.WriteString("\nCold start, per second after the start (req/s; store commands/s / of which HMGET reads; RSS MiB; replica cores / outside-load cores):\n\n")
 		for _, rm := range ramps {
 			fmt.Fprintf(&b, "- %s tenants (full speed = %.0f %% of %s req/s):", thousands(float64(rm.Tenants)), 100*rm.Frac, thousands(rm.FullRPS))
 			for _, w := range rm.Windows {
-				fmt.Fprintf(&b, " %.0fs %s; %s/%s; %.0f |", w.T, thousands(w.RPS), thousands(w.StoreCmdsPS), thousands(w.StoreReadsPS), float64(w.RSSKiB)/1024)
+				fmt.Fprintf(&b, " %.0fs %s; %s/%s; %.0f; %s/%s |", w.T, thousands(w.RPS), thousands(w.StoreCmdsPS), thousands(w.StoreReadsPS), float64(w.RSSKiB)/1024, f2(w.ProxyCores), f2(w.ForeignCores))
 			}
 			b.WriteString("\n")
 		}
