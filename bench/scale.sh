@@ -23,6 +23,9 @@
 #   BENCH_SCALE_ENV=         more VAR=value for the replica, space-separated (e.g. GOMEMLIMIT=350MiB)
 #   BENCH_WARM_ALL=1         request every tenant once before measuring (fills the
 #                            bounded cache past its bound; 0: Zipf warm-up only)
+#   BENCH_SETTLE=0           1: after the warm pass, wait (up to 10 min, replica idle) until its
+#                            startup read of every record is over, so the slices measure the
+#                            steady state (0: they include it, as a replica's first minutes do)
 #   BENCH_COLD_SECONDS=30    how long the cold-start ramp loads the new replica
 #   BENCH_STORM_REPLICAS="1 2 4"  replica counts of the storm runs (empty: none)
 #   BENCH_STORM_TENANTS=100000    tenants all due at once
@@ -47,6 +50,7 @@ TOKEN_LEN=${BENCH_TOKEN_LEN:-1200}
 CACHE=${BENCH_SCALE_CACHE:-256MiB}
 read -r -a EXTRA_ENV <<<"${BENCH_SCALE_ENV:-}"
 WARM_ALL=${BENCH_WARM_ALL:-1}
+SETTLE=${BENCH_SETTLE:-0}
 COLD_SECONDS=${BENCH_COLD_SECONDS:-30}
 STORM_REPLICAS=${BENCH_STORM_REPLICAS-1 2 4}
 STORM_TENANTS=${BENCH_STORM_TENANTS:-100000}
@@ -113,7 +117,7 @@ rm -f "$OUT"/raw.jsonl "$OUT"/import.jsonl "$OUT"/coldstart.jsonl "$OUT"/storm.j
 	echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "go: $(go env GOVERSION); redis: $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
-	echo "method: Zipf s=$ZIPF over the tenants, ${TOKEN_LEN}-byte access tokens, $CONC closed-loop clients, ${DURATION} s per mode as $ROUNDS slices alternating bare / lsproxy (the other paused), then the fixed rate at half bare's; LSPROXY_CACHE_MAX_BYTES=$CACHE ${BENCH_SCALE_ENV:-}; warm pass over every tenant: $WARM_ALL; client and upstream GOMAXPROCS=1"
+	echo "method: Zipf s=$ZIPF over the tenants, ${TOKEN_LEN}-byte access tokens, $CONC closed-loop clients, ${DURATION} s per mode as $ROUNDS slices alternating bare / lsproxy (the other paused), then the fixed rate at half bare's; LSPROXY_CACHE_MAX_BYTES=$CACHE ${BENCH_SCALE_ENV:-}; warm pass over every tenant: $WARM_ALL; settle: $SETTLE; client and upstream GOMAXPROCS=1"
 	echo "storm: $STORM_TENANTS tenants due at once (refresh token idle expiry within refresh_idle_margin), token latency $STORM_LATENCY, LSPROXY_REFRESHER_CONCURRENCY=$STORM_CONC per replica"
 } >"$OUT/meta.txt"
 cat "$OUT/meta.txt" >&2
@@ -236,6 +240,15 @@ scale_size() {
 	forget "$LS_PID"
 	spawn_lsproxy "ls-$n" "LSPROXY_CACHE_MAX_BYTES=$CACHE" "${EXTRA_ENV[@]}"
 	"$LOAD" wait -url "$LS_CONTROL/healthz" -timeout 15s
+	if [ "$SETTLE" = 1 ]; then
+		if [ "$WARM_ALL" = 1 ]; then
+			log "warm pass: every tenant once"
+			GOMAXPROCS=1 "$LOAD" run -url "$LS_URL" -tenants "$n" -concurrency "$CONC" -duration 1s -warmup 0s -quiet-wait 0s >/dev/null 2>&1
+			WARM_ALL=done
+		fi
+		log "settle: waiting for the replica's startup store reads to end"
+		"$LOAD" settle -redis "$REDIS"
+	fi
 	kill -STOP "$LS_PID"
 	[ "$WARM_ALL" = 1 ] && log "first lsproxy slice requests every tenant once first"
 	for mode in closed rate; do
@@ -266,6 +279,8 @@ scale_size() {
 		-redis "$REDIS" -pid "$LS_PID" -aux-pids "$UP_PID,$REDIS_PID,$EMU_PID" -label "$n" -out "$OUT/coldstart.jsonl" >/dev/null
 	stop_pids "$LS_PID" "$REDIS_PID"
 	forget "$LS_PID" "$REDIS_PID"
+	[ "$WARM_ALL" = done ] && WARM_ALL=1
+	return 0
 }
 
 for n in $SIZES; do

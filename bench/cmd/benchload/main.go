@@ -10,6 +10,7 @@
 //	benchload bulkimport -admin URL    import many tenants through POST /admin/import (scale bench)
 //	benchload ramp -url URL ...        a replica's cold start: ready, full speed, store reads/s
 //	benchload drain ...                time a refresh storm at the emulator
+//	benchload settle -redis ADDR       wait until the store's record reads calm down
 //	benchload scalereport -dir DIR     the scale bench's tables
 //
 // run drives a fixed number of concurrent closed-loop clients (-concurrency)
@@ -27,7 +28,7 @@
 // histogram), report.go (merging results, the Markdown report),
 // report_input.go (reading results, metadata and go test -bench output),
 // chart.go (the SVG chart), util.go (freeport, wait, import), scale.go
-// (bulkimport, ramp, drain: bench/scale.sh), scalereport.go (its tables).
+// (bulkimport, ramp, drain, settle: bench/scale.sh), scalereport.go (its tables).
 package main
 
 import (
@@ -60,6 +61,8 @@ func main() {
 		err = rampCmd(args)
 	case "drain":
 		err = drainCmd(args)
+	case "settle":
+		err = settleCmd(args)
 	case "scalereport":
 		err = scaleReportCmd(args)
 	default:
@@ -72,7 +75,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchload freeport | wait | import | run | halfrate | report | bulkimport | ramp | drain | scalereport  (-h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: benchload freeport | wait | import | run | halfrate | report | bulkimport | ramp | drain | settle | scalereport  (-h for flags)")
 	os.Exit(2)
 }
 

@@ -512,3 +512,49 @@ func drainCmd(args []string) error {
 		res.Refreshes, res.Want, res.FirstRefreshS, res.DrainS, res.PerSecond, res.TokenRequests, res.RefreshRejected, res.ReuseDetected, res.CmdsPerRefresh)
 	return appendJSON(*out, res)
 }
+
+// settleCmd waits until the store is quiet: fewer than -below record reads
+// (HMGET) per second for -for in a row, at most -timeout. A replica started
+// against a large store reads every record once at startup (the
+// refresher's first full read); settle lets a steady-state measurement
+// start after it.
+func settleCmd(args []string) error {
+	fs := flag.NewFlagSet("settle", flag.ExitOnError)
+	redisAddr := fs.String("redis", "", "host:port of the store")
+	below := fs.Float64("below", 100, "reads per second that count as quiet")
+	quiet := fs.Duration("for", 3*time.Second, "how long the store must stay quiet")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long (not an error)")
+	_ = fs.Parse(args)
+	if *redisAddr == "" {
+		return errors.New("-redis is required")
+	}
+	reads := func() (int64, error) {
+		st, err := commandStats(*redisAddr)
+		return st["hmget"], err
+	}
+	start := time.Now()
+	r0, err := reads()
+	if err != nil {
+		return err
+	}
+	first, calm := r0, time.Duration(0)
+	for time.Since(start) < *timeout {
+		time.Sleep(time.Second) // sampling window
+		r1, err := reads()
+		if err != nil {
+			return err
+		}
+		if float64(r1-r0) < *below {
+			calm += time.Second
+		} else {
+			calm = 0
+		}
+		r0 = r1
+		if calm >= *quiet {
+			fmt.Fprintf(os.Stderr, "benchload settle: store quiet after %.0f s (%d record reads meanwhile)\n", time.Since(start).Seconds(), r1-first)
+			return nil
+		}
+	}
+	fmt.Fprintf(os.Stderr, "benchload settle: store still busy after %v (%d record reads meanwhile); measuring anyway\n", *timeout, r0-first)
+	return nil
+}
