@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand"
 	"net"
 	"net/http"
 	"os"
@@ -43,6 +44,7 @@ type Result struct {
 	CPUSeconds      float64 `json:"cpu_s"`                // proxy processes, during the window
 	CPUMicrosPerReq float64 `json:"cpu_us_per_req"`       // proxy processes
 	PeakRSSKiB      int64   `json:"peak_rss_kib"`         // VmHWM, summed over the proxy processes
+	RSSKiB          int64   `json:"rss_kib,omitempty"`    // VmRSS at the end, summed over the proxy processes
 	ClientCPU       float64 `json:"client_cpu_s"`         // this load generator
 	UpstreamCPU     float64 `json:"upstream_cpu_s"`       // the upstream process(es)
 	AuxCPU          float64 `json:"aux_cpu_s"`            // Redis, token endpoint
@@ -68,6 +70,7 @@ type runOpts struct {
 	duration, warmup          time.Duration
 	rate                      float64
 	warmPass                  bool
+	zipf                      float64 // 0: round robin; > 1: Zipf exponent s
 }
 
 func runCmd(args []string) error {
@@ -83,6 +86,7 @@ func runCmd(args []string) error {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "closed-loop load before measuring (after one request per tenant)")
 	fs.Float64Var(&o.rate, "rate", 0, "fixed request rate per second (open loop); 0 = closed loop")
 	fs.BoolVar(&o.warmPass, "warm-pass", true, "request every tenant once before the warm-up; each must answer 200")
+	fs.Float64Var(&o.zipf, "zipf", 0, "choose each request's tenant by a Zipf distribution with this exponent s (> 1; tenant 0 the most requested); 0 = round robin")
 	scenario := fs.String("scenario", "", "scenario label for the result")
 	target := fs.String("target", "", "target label for the result")
 	pids := fs.String("pids", "", "comma-separated pids of the proxy processes")
@@ -97,6 +101,9 @@ func runCmd(args []string) error {
 	_ = fs.Parse(args)
 	if o.url == "" {
 		return errors.New("-url is required")
+	}
+	if o.zipf != 0 && o.zipf <= 1 {
+		return errors.New("-zipf must be above 1 (or 0 for round robin)")
 	}
 	var ps [3][]int
 	for i, s := range []string{*pids, *upPids, *auxPids} {
@@ -228,6 +235,7 @@ func (m measurer) measure(l *loader) (Result, error) {
 	machineBusy := float64(busy1-busy0) / clockTicks
 	r.ForeignCPU = math.Max(0, (machineBusy-r.CPUSeconds-r.UpstreamCPU-r.AuxCPU-r.ClientCPU)/elapsed.Seconds())
 	r.PeakRSSKiB = peakRSS(m.proxy)
+	r.RSSKiB = procStatusKiB(m.proxy, "VmRSS:")
 	if m.redis != "" {
 		redis1, err := commandStats(m.redis)
 		if err != nil {
@@ -285,11 +293,18 @@ func (m measurer) measure(l *loader) (Result, error) {
 type loader struct {
 	o        runOpts
 	rt       *http.Transport
-	reqs     []*http.Request // one template per tenant; headers are shared read-only
+	reqs     []*http.Request // templates of the first tenants; headers are shared read-only
+	base     *http.Request   // template of the others (a header map of its own per request)
+	header   string          // o.header, canonical
 	next     atomic.Uint64
+	seeds    atomic.Uint64
 	mu       sync.Mutex
 	statuses map[string]int64
 }
+
+// maxTemplates bounds the per-tenant request templates (about 1 KB each):
+// with a million tenants the rest are built per request.
+const maxTemplates = 1 << 16
 
 func (l *loader) resetStatuses() {
 	l.mu.Lock()
@@ -298,7 +313,7 @@ func (l *loader) resetStatuses() {
 }
 
 func newLoader(o runOpts) *loader {
-	l := &loader{o: o, statuses: map[string]int64{}}
+	l := &loader{o: o, statuses: map[string]int64{}, header: http.CanonicalHeaderKey(o.header)}
 	l.rt = &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          0,
@@ -307,13 +322,14 @@ func newLoader(o runOpts) *loader {
 		ResponseHeaderTimeout: 30 * time.Second,
 		DisableCompression:    true,
 	}
-	base := strings.TrimRight(o.url, "/") + o.path
-	for i := range o.tenants {
-		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, base, nil)
-		if err != nil {
-			panic(err) // -url was validated by the caller's use; a bad URL is a usage error
-		}
-		req.Header.Set(o.header, tenantID(o.prefix, i))
+	var err error
+	l.base, err = http.NewRequestWithContext(context.Background(), http.MethodGet, strings.TrimRight(o.url, "/")+o.path, nil)
+	if err != nil {
+		panic(err) // -url was validated by the caller's use; a bad URL is a usage error
+	}
+	for i := range min(o.tenants, maxTemplates) {
+		req := l.base.Clone(context.Background())
+		req.Header = http.Header{l.header: {tenantID(o.prefix, i)}}
 		l.reqs = append(l.reqs, req)
 	}
 	return l
@@ -321,7 +337,13 @@ func newLoader(o runOpts) *loader {
 
 // do sends one request for the next tenant and reports whether it got 200.
 func (l *loader) do(record bool, tenant int) bool {
-	r := *l.reqs[tenant] // shallow copy: RoundTrip must not see a shared *Request
+	var r http.Request
+	if tenant < len(l.reqs) {
+		r = *l.reqs[tenant] // shallow copy: RoundTrip must not see a shared *Request
+	} else {
+		r = *l.base
+		r.Header = http.Header{l.header: {tenantID(l.o.prefix, tenant)}}
+	}
 	resp, err := l.rt.RoundTrip(&r)
 	code := "transport_error"
 	if err == nil {
@@ -337,7 +359,17 @@ func (l *loader) do(record bool, tenant int) bool {
 	return code == "200"
 }
 
-func (l *loader) nextTenant() int { return int((l.next.Add(1) - 1) % uint64(l.o.tenants)) }
+// picker returns one client goroutine's tenant chooser (not safe for
+// concurrent use): round robin over a counter shared by all clients, or a
+// Zipf draw from the goroutine's own source (-zipf).
+func (l *loader) picker() func() int {
+	if l.o.zipf == 0 || l.o.tenants < 2 {
+		return func() int { return int((l.next.Add(1) - 1) % uint64(l.o.tenants)) }
+	}
+	seed := time.Now().UnixNano() + int64(l.seeds.Add(1))*1_000_003
+	z := rand.NewZipf(rand.New(rand.NewSource(seed)), l.o.zipf, 1, uint64(l.o.tenants-1))
+	return func() int { return int(z.Uint64()) }
+}
 
 // warmPass requests every tenant once, concurrently; every answer must be 200.
 func (l *loader) warmPass() error {
@@ -378,12 +410,13 @@ func (l *loader) closedLoop(d time.Duration, record bool) (*hist, time.Duration)
 		go func() {
 			defer wg.Done()
 			h := &hs[w]
+			next := l.picker()
 			for {
 				t0 := time.Now()
 				if !t0.Before(deadline) {
 					return
 				}
-				l.do(record, l.nextTenant())
+				l.do(record, next())
 				h.record(time.Since(t0).Microseconds())
 			}
 		}()
@@ -431,8 +464,9 @@ func (l *loader) fixedRate(d time.Duration, rate float64) (*hist, time.Duration)
 		go func() {
 			defer wg.Done()
 			h := &hs[w]
+			next := l.picker()
 			for at := range due {
-				l.do(true, l.nextTenant())
+				l.do(true, next())
 				h.record(time.Since(at).Microseconds())
 			}
 		}()

@@ -56,7 +56,10 @@ func cpuSeconds(pids []int) (float64, error) {
 }
 
 // peakRSS sums VmHWM (KiB) of pids.
-func peakRSS(pids []int) int64 {
+func peakRSS(pids []int) int64 { return procStatusKiB(pids, "VmHWM:") }
+
+// procStatusKiB sums one "Name: N kB" field of /proc/PID/status over pids.
+func procStatusKiB(pids []int, field string) int64 {
 	var sum int64
 	for _, p := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
@@ -64,7 +67,7 @@ func peakRSS(pids []int) int64 {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			if v, ok := strings.CutPrefix(line, field); ok {
 				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 				sum += n
 			}
@@ -141,8 +144,11 @@ func parseCommandStats(s string) map[string]int64 {
 }
 
 type emuStats struct {
-	TokenRequests int64
-	RefreshGrants int64
+	TokenRequests   int64
+	RefreshGrants   int64
+	RefreshRejected int64
+	ReuseDetected   int64
+	GrantsIssued    int64
 }
 
 func fetchEmuStats(base string) (emuStats, error) {
