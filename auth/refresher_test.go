@@ -256,3 +256,22 @@ func TestScanDueReadsOnlyDueTenants(t *testing.T) {
 		t.Fatalf("second scan: %d refreshes, %d reads; want 0 and 0", n, cs.gets.Load())
 	}
 }
+
+// TestRefresherReadAllOncePerFleet: the read of every tenant (the safety
+// net for lost due-index updates) is claimed for the fleet for
+// ReadAllEvery, so a second replica, or a replica that restarts, does not
+// read every record again (at 1M tenants, minutes of store reads on every
+// start).
+func TestRefresherReadAllOncePerFleet(t *testing.T) {
+	f := newFixture(t)
+	a := &BackgroundRefresher{Manager: f.m, Store: f.store}
+	b := &BackgroundRefresher{Manager: f.m, Store: f.store}
+	a.defaults()
+	b.defaults()
+	if !a.readAllClaimed(ctx) {
+		t.Fatal("the first replica may not read every tenant")
+	}
+	if b.readAllClaimed(ctx) || a.readAllClaimed(ctx) {
+		t.Fatal("read every tenant again within ReadAllEvery")
+	}
+}
