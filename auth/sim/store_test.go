@@ -205,7 +205,9 @@ func (m *memStore) loseLocked(n *node, w writeRec) {
 	if !m.writtenOn(n, w) {
 		m.lostWrites[w.refresh] = true
 	}
-	if r := n.recs[w.tenant]; w.flagged && (r == nil || r.Status != store.StatusReauthorizationRequired) {
+	// A lost flag write may have been set again since, on n, by the very
+	// re-send it let through: the loss counts whatever n holds now.
+	if w.flagged {
 		m.lostFlags[w.refresh] = true
 	}
 }

@@ -366,17 +366,16 @@ func (w *world) apply(e event, p *proc) {
 		if p == nil {
 			return
 		}
-		p.set(func() { p.paused, p.nPauses = true, p.nPauses+1 })
-		w.tracef("%s paused for %s", p.name, e.dur)
-		go func() {
-			time.Sleep(e.dur)
-			p.set(func() {
-				if p.nPauses--; p.nPauses <= 0 {
-					p.paused, p.nPauses = false, 0
-				}
-			})
-			w.tracef("%s resumed", p.name)
-		}()
+		p.mu.Lock()
+		recent := time.Since(p.stalledUntil) < stallGap
+		p.mu.Unlock()
+		if recent {
+			// An answer stall ends within the cover on purpose; another
+			// pause on top of it would hold the holder past any lease.
+			w.tracef("%s: pause left out (an answer stall ended less than %s ago)", p.name, stallGap)
+			return
+		}
+		w.pause(p, e.dur)
 	case evAnswerStall:
 		if p == nil {
 			return
@@ -394,7 +393,7 @@ func (w *world) apply(e event, p *proc) {
 		// lock_ttl and the grace, within the one rule 17 gives.
 		stall := max(time.Until(sent.Add(w.sendCover()-e.dur)), 100*time.Millisecond)
 		p.set(func() { p.stalledUntil = time.Now().Add(stall) })
-		w.apply(event{kind: evPause, slot: p.slot, dur: stall}, p)
+		w.pause(p, stall)
 		if q := w.current((p.slot + 1) % len(w.procs)); q != nil && q != p && tenant != "" {
 			w.tracef("%s: force-refreshes %s while %s stalls", q.name, tenant, p.name)
 			go w.admin(q, evForce, tenant)
@@ -1082,8 +1081,23 @@ func (w *world) cutOff(g *grant) bool {
 		w.store.putsFailed(g.proc, g.to)) // it tried to store the grant; every attempt failed
 }
 
-// stallGap: an answer stall within this long after the previous one's end
-// is left out.
+// pause stops p (SIGSTOP) for d.
+func (w *world) pause(p *proc, d time.Duration) {
+	p.set(func() { p.paused, p.nPauses = true, p.nPauses+1 })
+	w.tracef("%s paused for %s", p.name, d)
+	go func() {
+		time.Sleep(d)
+		p.set(func() {
+			if p.nPauses--; p.nPauses <= 0 {
+				p.paused, p.nPauses = false, 0
+			}
+		})
+		w.tracef("%s resumed", p.name)
+	}()
+}
+
+// stallGap: an answer stall, or any pause, within this long after an
+// answer stall's end is left out.
 const stallGap = 5 * time.Second
 
 // killedWithin reports whether g's holder was killed (SIGKILL) after its
