@@ -38,6 +38,9 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+BENCH_NAME="scale bench"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 ROOT=$(pwd)
 OUT=${BENCH_OUT:-$ROOT/bench/results/scale}
 SIZES=${BENCH_SCALE_SIZES-10000 100000 1000000}
@@ -79,32 +82,13 @@ on_exit() {
 	local rc=$?
 	stop_pids "${STARTED[@]}"
 	if [ "$rc" -ne 0 ]; then
-		echo "scale bench: failed (exit $rc); last log lines:" >&2
-		for f in "$WORK"/*.err; do
-			[ -s "$f" ] && { echo "== $(basename "$f")" >&2; tail -5 "$f" >&2; }
-		done
+		tail_failed_logs "$rc"
 	fi
 	rm -rf "$WORK"
 }
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 
-log() { printf '[scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-# first_line FILE: the first line a just-started process printed (bounded wait).
-first_line() {
-	local i line
-	for i in $(seq 1 200); do
-		line=$(head -1 "$1" 2>/dev/null || true)
-		if [ -n "$line" ]; then
-			echo "$line"
-			return 0
-		fi
-		sleep 0.05 # the process gives no other signal than its output
-	done
-	echo "scale bench: no output in $1" >&2
-	return 1
-}
 
 log "building"
 mkdir -p "$BIN" "$OUT"
