@@ -177,6 +177,9 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 	s.baseMix = answerMix{ansOK: 1, ans503: 0.01}
 	span := o.FaultPhase - 30*time.Second
 	at := func() time.Duration { return 5*time.Second + time.Duration(r.Int64N(int64(span))) }
+	xAt := func(within time.Duration) time.Duration {
+		return 5*time.Second + time.Duration(x.Int64N(int64(within)))
+	}
 	dur := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(r.Int64N(int64(hi-lo))) }
 	slot := func() int { return r.IntN(s.replicas) }
 	tenant := func() int { return r.IntN(s.tenants) }
@@ -245,7 +248,7 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 					// shutdown budget: resumed, it must not send with less than
 					// a token request's time left (rule 16; defect 5). Slow
 					// answers outlast what is left.
-					e, sl := 5*time.Second+time.Duration(x.Int64N(int64(span))), x.IntN(s.replicas)
+					e, sl := xAt(span), x.IntN(s.replicas)
 					// Resumed with 9–10.25 s of the 20 s budget left: less
 					// than token_timeout plus a write, within the lease.
 					stall := auth.ShutdownBudget(o.TokenTimeout) - o.TokenTimeout - 250*time.Millisecond
@@ -329,7 +332,7 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 			add(event{at: 5 * time.Second, kind: evProvider, dur: o.FaultPhase,
 				mix: answerMix{ansOK: 0.2, ansSlowOK: 1}})
 			for range 3 + x.IntN(4) {
-				add(event{at: 5*time.Second + time.Duration(x.Int64N(int64(span))), kind: evAnswerStall, slot: x.IntN(s.replicas),
+				add(event{at: xAt(span), kind: evAnswerStall, slot: x.IntN(s.replicas),
 					dur: 100*time.Millisecond + time.Duration(x.Int64N(int64(200*time.Millisecond))), trig: trigAnswer})
 			}
 		case "lost-reauth":
@@ -341,7 +344,7 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 			// pushes arrive): it cannot read the count of lost
 			// notifications, so its cached flag must not be trusted past
 			// cache_ttl (rule 21; defect 10).
-			e, t := 5*time.Second+time.Duration(x.Int64N(int64(span-60*time.Second))), x.IntN(s.tenants)
+			e, t := xAt(span-60*time.Second), x.IntN(s.tenants)
 			via := x.IntN(s.replicas)
 			cut := (via + 1 + x.IntN(s.replicas-1)) % s.replicas
 			add(event{at: e, kind: evRevoke, tenant: t, slot: via})
@@ -355,7 +358,7 @@ func newSchedule(seed uint64, o simOptions) *schedule {
 			// the guard comes on another, whose store calls start failing
 			// right as it sends: the trip's reverts fail there and must
 			// stay pending until one is done (rule 20; defect 9).
-			e := 5*time.Second + time.Duration(x.Int64N(int64(span)))
+			e := xAt(span)
 			a := x.IntN(s.replicas)
 			b := (a + 1 + x.IntN(s.replicas-1)) % s.replicas
 			g := []int{a, b}
